@@ -1,0 +1,37 @@
+"""User-facing errors.
+
+Everything a user can cause (a missing file, a bad option, a corrupted download)
+raises a subclass of :class:`ImsaError`. The CLI prints its message on one line
+and exits with status 2; library users can catch it.
+"""
+
+
+class ImsaError(Exception):
+    """Base class of errors caused by input, configuration or data, not by a bug."""
+
+
+class DataError(ImsaError):
+    """A data file is missing, corrupted, or does not hold what its format promises."""
+
+
+class ConfigError(ImsaError, ValueError):
+    """An option, config key or name is unknown or out of range."""
+
+
+class NotFittedError(ImsaError, RuntimeError):
+    """A method was used for prediction before ``fit``."""
+
+
+def invalid_parameter(name: str, owner: str, expected: str, got) -> ConfigError:
+    """One template for parameter errors, as scikit-learn does.
+
+    >>> str(invalid_parameter("rate", "RandomRate", "in [0, 0.7]", 0.9))
+    "The 'rate' parameter of RandomRate must be in [0, 0.7]. Got 0.9 instead."
+    """
+    return ConfigError(f"The {name!r} parameter of {owner} must be {expected}. Got {got!r} instead.")
+
+
+def unknown_name(kind: str, name: str, valid) -> ConfigError:
+    """Error for an unknown registry name that lists the valid ones."""
+    valid = sorted(valid)
+    return ConfigError(f"Unknown {kind} {name!r}. Valid {kind}s: {', '.join(valid)}.")

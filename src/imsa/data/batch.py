@@ -1,0 +1,204 @@
+"""Batches: modality tensors, an explicit ``present`` mask, and padding masks.
+
+Two levels:
+
+* utterance level: one sample is an utterance; ``inputs[m]`` is ``(B, D)`` or ``(B, T, D)``.
+* video level: one sample is a video or dialogue, a sequence of S utterances for
+  context models; ``inputs[m]`` is ``(B, S, D)`` or ``(B, S, T, D)``, and
+  ``utterance_mask`` ``(B, S)`` marks real utterances.
+
+``present`` is ``(B, M)`` or ``(B, S, M)`` bool in the dataset's modality order. The
+features of a missing modality are zeroed when the mask is applied, so a model can
+neither see them nor has to guess absence from zeros.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .dataset import Dataset, Subset
+
+LEVELS = ("utterance", "video")
+
+
+@dataclass
+class Batch:
+    """One batch of utterances or of videos.
+
+    Attributes
+    ----------
+    inputs : dict of str to Tensor
+        Features per modality; zero where the modality is missing.
+    padding : dict of str to Tensor
+        For sequence modalities, bool ``(B, [S,] T)``, True at real time steps.
+    present : Tensor
+        bool ``(B, [S,] M)``, True where a modality is available.
+    labels : Tensor
+        ``(B, [S])`` float (regression) or long (classification).
+    index : Tensor
+        ``(B, [S])`` dataset utterance index, -1 at padded utterances.
+    modalities : tuple of str
+    utterance_mask : Tensor or None
+        bool ``(B, S)`` for video-level batches, None for utterance-level ones.
+    """
+
+    inputs: dict[str, torch.Tensor]
+    padding: dict[str, torch.Tensor]
+    present: torch.Tensor
+    labels: torch.Tensor
+    index: torch.Tensor
+    modalities: tuple[str, ...]
+    utterance_mask: torch.Tensor | None = None
+
+    @property
+    def level(self) -> str:
+        return "utterance" if self.utterance_mask is None else "video"
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def with_present(self, present: torch.Tensor) -> "Batch":
+        """A batch with ``present`` replaced and the features of missing modalities zeroed."""
+        present = torch.as_tensor(present, dtype=torch.bool, device=self.labels.device)
+        if self.utterance_mask is not None:
+            present = present & self.utterance_mask.unsqueeze(-1)
+        inputs = {}
+        for k, m in enumerate(self.modalities):
+            keep = present[..., k]
+            x = self.inputs[m]
+            inputs[m] = x * keep.reshape(keep.shape + (1,) * (x.dim() - keep.dim())).to(x.dtype)
+        return replace(self, inputs=inputs, present=present)
+
+    def repeat(self, times: int) -> "Batch":
+        """The batch stacked ``times`` times along the batch axis (to score several masks in one pass)."""
+        cat = lambda t: t.repeat((times,) + (1,) * (t.dim() - 1))  # noqa: E731
+        return Batch(
+            inputs={m: cat(x) for m, x in self.inputs.items()},
+            padding={m: cat(p) for m, p in self.padding.items()},
+            present=cat(self.present),
+            labels=cat(self.labels),
+            index=cat(self.index),
+            modalities=self.modalities,
+            utterance_mask=None if self.utterance_mask is None else cat(self.utterance_mask),
+        )
+
+    def to(self, device) -> "Batch":
+        move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
+        return Batch(
+            inputs=move(self.inputs),
+            padding=move(self.padding),
+            present=self.present.to(device),
+            labels=self.labels.to(device),
+            index=self.index.to(device),
+            modalities=self.modalities,
+            utterance_mask=None if self.utterance_mask is None else self.utterance_mask.to(device),
+        )
+
+
+class TensorCache:
+    """The whole dataset as torch tensors, so that a batch is a single gather.
+
+    Built once per dataset (datasets here fit in memory many times over).
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        self.features = {m: torch.from_numpy(dataset.features[m]) for m in dataset.modalities}
+        self.time_mask = {}
+        for m in dataset.modalities:
+            if dataset.is_sequence(m):
+                steps = torch.arange(dataset.features[m].shape[1])
+                self.time_mask[m] = steps[None, :] < torch.as_tensor(dataset.lengths[m])[:, None]
+        dtype = torch.float32 if dataset.task == "regression" else torch.long
+        self.labels = torch.as_tensor(dataset.labels, dtype=dtype)
+
+    def gather(self, index: np.ndarray, present: np.ndarray | None = None) -> Batch:
+        """Batch for ``index`` of shape ``(B,)`` (utterances) or ``(B, S)`` with -1 padding (videos)."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        real = index >= 0
+        safe = index.clamp(min=0)
+        labels = self.labels[safe]
+        inputs = {m: x[safe] for m, x in self.features.items()}
+        padding = {m: t[safe] for m, t in self.time_mask.items()}
+        if index.dim() == 2:
+            labels = torch.where(real, labels, torch.zeros((), dtype=labels.dtype))
+            for m in inputs:
+                inputs[m] = inputs[m] * real.reshape(real.shape + (1,) * (inputs[m].dim() - 2))
+            for m in padding:
+                padding[m] = padding[m] & real.unsqueeze(-1)
+        num_modalities = len(self.dataset.modalities)
+        full = torch.ones(index.shape + (num_modalities,), dtype=torch.bool)
+        batch = Batch(
+            inputs=inputs,
+            padding=padding,
+            present=full,
+            labels=labels,
+            index=torch.where(real, index, torch.full_like(index, -1)),
+            modalities=self.dataset.modalities,
+            utterance_mask=real if index.dim() == 2 else None,
+        )
+        if present is None:
+            return batch.with_present(full)
+        return batch.with_present(torch.as_tensor(present, dtype=torch.bool))
+
+
+def tensor_cache(dataset: Dataset) -> TensorCache:
+    """The :class:`TensorCache` of ``dataset``, built on first use and kept on the dataset."""
+    cache = dataset.__dict__.get("_tensor_cache")
+    if cache is None:
+        cache = dataset.__dict__["_tensor_cache"] = TensorCache(dataset)
+    return cache
+
+
+def video_index_matrix(subset: Subset, videos: np.ndarray) -> np.ndarray:
+    """``(B, S_max)`` utterance indices of the chosen videos of ``subset``, padded with -1."""
+    groups = [subset.video_utterances[v] for v in videos]
+    out = np.full((len(groups), max(len(g) for g in groups)), -1, dtype=np.int64)
+    for row, g in enumerate(groups):
+        out[row, : len(g)] = g
+    return out
+
+
+def iterate_batches(
+    subset: Subset,
+    batch_size: int,
+    *,
+    level: str = "utterance",
+    shuffle: bool = False,
+    rng: np.random.Generator | None = None,
+    present=None,
+) -> Iterator[Batch]:
+    """Yield batches over ``subset``.
+
+    Parameters
+    ----------
+    subset : Subset
+    batch_size : int
+        Utterances per batch (utterance level) or videos per batch (video level).
+    level : {"utterance", "video"}
+    shuffle : bool
+        Shuffle with ``rng`` (required then), for training.
+    present : None, ndarray, or sampler
+        None: all modalities present. An ndarray ``(N_dataset, M)`` bool gives a fixed
+        mask per dataset utterance (evaluation). An object with
+        ``sample(n, modalities, rng)`` draws masks per batch (training).
+    """
+    if level not in LEVELS:
+        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    cache = tensor_cache(subset.dataset)
+    units = len(subset.videos) if level == "video" else len(subset)
+    order = rng.permutation(units) if shuffle else np.arange(units)
+    for start in range(0, units, batch_size):
+        chosen = order[start : start + batch_size]
+        index = video_index_matrix(subset, chosen) if level == "video" else subset.indices[chosen]
+        mask = None
+        if isinstance(present, np.ndarray):
+            mask = present[np.clip(index, 0, None)]
+        elif present is not None:
+            modalities = subset.dataset.modalities
+            mask = present.sample(index.size, modalities, rng).reshape(index.shape + (len(modalities),))
+        yield cache.gather(index, mask)

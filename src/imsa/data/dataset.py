@@ -1,0 +1,191 @@
+"""The common dataset: utterances grouped into videos or dialogues.
+
+Every loader, whatever its file format, produces a :class:`Dataset`. Features are
+held per modality as one array over all utterances: ``(N, D)`` for utterance
+vectors, ``(N, T, D)`` (zero-padded) plus ``lengths`` for time sequences. Splits
+are given as folds of video ids, so that utterances of one video never straddle
+train and test.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+TASKS = ("regression", "classification")
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One train/valid/test partition, as tuples of video ids."""
+
+    train: tuple[str, ...]
+    valid: tuple[str, ...]
+    test: tuple[str, ...]
+
+    def videos(self, split: str) -> tuple[str, ...]:
+        if split not in SPLITS:
+            raise ConfigError(f"Unknown split {split!r}. Valid splits: {', '.join(SPLITS)}.")
+        return getattr(self, split)
+
+
+@dataclass
+class Dataset:
+    """Utterances with per-modality features, labels and folds.
+
+    Parameters
+    ----------
+    name : str
+        Registry name, e.g. ``"mosi-bclstm"``.
+    modalities : tuple of str
+        Modality codes in the order used by every ``present`` mask, e.g. ``("l", "a", "v")``.
+    features : dict of str to ndarray
+        ``(N, D)`` float32 utterance vectors or ``(N, T, D)`` zero-padded sequences.
+    labels : ndarray
+        ``(N,)`` float32 continuous labels (regression) or int64 classes (classification).
+    utterance_ids, video_ids : list of str
+        Per utterance; utterances of one video are contiguous and in spoken order.
+    folds : list of Fold
+        Published split (one fold) or cross-validation folds.
+    task : {"regression", "classification"}
+    lengths : dict of str to ndarray, optional
+        ``(N,)`` valid time steps for sequence modalities.
+    transcripts : list of str, optional
+    class_names : tuple of str, optional
+    checksums : dict of str to str
+        sha256 of the files the dataset was read from, for provenance.
+    description : str
+    """
+
+    name: str
+    modalities: tuple[str, ...]
+    features: dict[str, np.ndarray]
+    labels: np.ndarray
+    utterance_ids: list[str]
+    video_ids: list[str]
+    folds: list[Fold]
+    task: str = "regression"
+    lengths: dict[str, np.ndarray] = field(default_factory=dict)
+    transcripts: list[str] | None = None
+    class_names: tuple[str, ...] | None = None
+    checksums: dict[str, str] = field(default_factory=dict)
+    description: str = ""
+
+    def __post_init__(self):
+        self.modalities = tuple(self.modalities)
+        n = len(self.utterance_ids)
+        if self.task not in TASKS:
+            raise ConfigError(f"Unknown task {self.task!r}. Valid tasks: {', '.join(TASKS)}.")
+        if set(self.features) != set(self.modalities):
+            raise DataError(f"{self.name}: features given for {sorted(self.features)} but modalities are {self.modalities}.")
+        for m, x in self.features.items():
+            if x.ndim not in (2, 3) or len(x) != n:
+                raise DataError(f"{self.name}: features of modality {m!r} have shape {x.shape}; expected ({n}, D) or ({n}, T, D).")
+            if x.ndim == 3 and m not in self.lengths:
+                raise DataError(f"{self.name}: sequence modality {m!r} needs lengths.")
+        if len(self.labels) != n or len(self.video_ids) != n:
+            raise DataError(f"{self.name}: {n} utterance ids but {len(self.labels)} labels and {len(self.video_ids)} video ids.")
+        if len(set(self.utterance_ids)) != n:
+            raise DataError(f"{self.name}: utterance ids are not unique.")
+        known = set(self.video_ids)
+        for k, fold in enumerate(self.folds):
+            for split in SPLITS:
+                unknown = set(fold.videos(split)) - known
+                if unknown:
+                    raise DataError(f"{self.name}: fold {k} {split} names unknown videos {sorted(unknown)[:3]}.")
+        self.features = {m: sanitize_features(x, f"{self.name}/{m}") for m, x in self.features.items()}
+
+    # -- shape information -------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.utterance_ids)
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names else None
+
+    @property
+    def output_dim(self) -> int:
+        """Width of a model's prediction: 1 for regression, the class count otherwise."""
+        return 1 if self.task == "regression" else self.num_classes
+
+    def dim(self, modality: str) -> int:
+        return self.features[modality].shape[-1]
+
+    @property
+    def dims(self) -> dict[str, int]:
+        return {m: self.dim(m) for m in self.modalities}
+
+    def is_sequence(self, modality: str) -> bool:
+        return self.features[modality].ndim == 3
+
+    # -- grouping --------------------------------------------------------------------------
+    @cached_property
+    def video_index(self) -> dict[str, np.ndarray]:
+        """Video id -> utterance indices in spoken order."""
+        groups: dict[str, list[int]] = {}
+        for i, v in enumerate(self.video_ids):
+            groups.setdefault(v, []).append(i)
+        return {v: np.asarray(ix, dtype=np.int64) for v, ix in groups.items()}
+
+    def split(self, fold: int = 0) -> dict[str, "Subset"]:
+        """The train/valid/test subsets of one fold."""
+        if not 0 <= fold < len(self.folds):
+            raise ConfigError(f"Dataset {self.name} has {len(self.folds)} fold(s); fold {fold} does not exist.")
+        f = self.folds[fold]
+        return {s: Subset(self, f.videos(s)) for s in SPLITS}
+
+    @cached_property
+    def checksum(self) -> str:
+        """sha256 over the source files' checksums, or over the arrays when there are none."""
+        h = hashlib.sha256()
+        if self.checksums:
+            for path in sorted(self.checksums):
+                h.update(f"{path}={self.checksums[path]};".encode())
+        else:
+            for m in self.modalities:
+                h.update(np.ascontiguousarray(self.features[m]).tobytes())
+            h.update(np.ascontiguousarray(self.labels).tobytes())
+        return h.hexdigest()
+
+
+class Subset:
+    """The utterances of some videos of a :class:`Dataset` (a split of one fold).
+
+    ``indices`` are dataset utterance indices, video by video in the order given.
+    """
+
+    def __init__(self, dataset: Dataset, videos):
+        self.dataset = dataset
+        self.videos = tuple(videos)
+        self.video_utterances = [dataset.video_index[v] for v in self.videos]
+        self.indices = np.concatenate(self.video_utterances) if self.videos else np.zeros(0, np.int64)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __repr__(self) -> str:
+        return f"Subset({self.dataset.name}, {len(self.videos)} videos, {len(self)} utterances)"
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.dataset.labels[self.indices]
+
+
+def sanitize_features(x: np.ndarray, where: str) -> np.ndarray:
+    """float32 copy with NaN and +-inf replaced by 0, with a warning that counts them."""
+    x = np.asarray(x, dtype=np.float32)
+    bad = ~np.isfinite(x)
+    count = int(bad.sum())
+    if count:
+        logger.warning("%s: replaced %d non-finite values (NaN/inf) by 0.", where, count)
+        x = np.where(bad, np.float32(0), x)
+    return x

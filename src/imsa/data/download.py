@@ -1,0 +1,371 @@
+"""Fetching the public data files, pinned by commit and checked by sha256.
+
+Every file the loaders read is published in a public GitHub repository. Each
+:class:`RemoteFile` names its place under the data root (the layout of
+:mod:`imsa.data.paths`), its raw address at a fixed commit, and its sha256.
+:func:`download` fetches a file set, writing each file only once its checksum
+matches; :func:`verify` re-hashes what is on disk; :func:`require_files` is the
+cheap presence check that loaders call before reading.
+
+A mirror (``mirror=`` or ``$IMSA_MIRROR``) is any base URL that serves a folder
+laid out like the data root, e.g. an internal web server or ``file:///srv/imsa``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import ConfigError, DataError, unknown_name
+from .paths import ENV_VAR, resolve_data_dir
+
+MIRROR_ENV_VAR = "IMSA_MIRROR"
+TIMEOUT_S = 60.0
+_CHUNK = 1 << 20
+
+_GCNET = "https://raw.githubusercontent.com/zeroQiaoba/GCNet/8cce4a0c9a50172abfa79971e77c71c40c1d733d"
+_BCLSTM = (
+    "https://raw.githubusercontent.com/declare-lab/contextual-utterance-level-multimodal-sentiment-analysis/"
+    "3874cf25a7fbda75df27ee65b297afa781d7f32c"
+)
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One published data file.
+
+    Attributes
+    ----------
+    path : str
+        Relative path under the data root, with ``/`` separators.
+    url : str
+        Upstream raw address, pinned to a full commit.
+    sha256 : str
+        Expected sha256 of the file, as lowercase hex.
+    """
+
+    path: str
+    url: str
+    sha256: str
+
+
+def _bclstm(path: str, sha256: str) -> RemoteFile:
+    # Upstream keeps the CSVs under data/; locally they sit under cmu-mosi/bc-lstm/.
+    return RemoteFile(f"cmu-mosi/bc-lstm/{path}", f"{_BCLSTM}/data/{path}", sha256)
+
+
+REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
+    "mosi-bclstm": (
+        RemoteFile(
+            "cmu-mosi/CMUMOSI_features_raw_2way.pkl",
+            f"{_GCNET}/dataset/CMUMOSI/CMUMOSI_features_raw_2way.pkl",
+            "931ee50f3a77b2eb18786840a880a439f3ae6542bf2dfb5e14ecc9690702af84",
+        ),
+        _bclstm("transcripts.csv", "e7689e6d70720addd2a6b316419d245a68839c32b014ff426c406063ee777466"),
+        _bclstm("text_train.csv", "73770b6302ad0f7a51f4eddcae6788efde4d0b6802e09f78249d5b538d1c1d67"),
+        _bclstm("text_test.csv", "f3b735070bf07ceff7a6ef6c8f4c32757e988de484e35bd6d38b2aecef851a59"),
+        _bclstm("text/text_train0.csv", "cc327045db6cc361a08b4037b97bb24de4ddb5efb381468c4835cc4a60674668"),
+        _bclstm("text/text_test0.csv", "a343e22272919d1384c2075dbcdd5fef5aa9f9366b0552a83f7c3147b64b047a"),
+        _bclstm("audio/audio_train0.csv", "5435398a54664e7b00304587dc59ae84a438852be033c2a2fba779588624a2a1"),
+        _bclstm("audio/audio_test0.csv", "ddd17eeefd3d951d51d4e2ef8a0d132652d8161e1886f71eb7262b7a14bffff6"),
+        _bclstm("video/video_train0.csv", "b6efc0413132d627efd06f67f1706830e775e90af9a75696f535c48dbc73f12f"),
+        _bclstm("video/video_test0.csv", "cab836253d81100f59d533fa2ff65cd53c486be3ec9fd82203c5e25a7a77265f"),
+    ),
+    "iemocap-labels": (
+        RemoteFile(
+            "iemocap/IEMOCAP_features_raw_4way.pkl",
+            f"{_GCNET}/dataset/IEMOCAP/IEMOCAP_features_raw_4way.pkl",
+            "072cffa9c528dd0536792de7ac85d5a0efaf25d4a9e3ed01f7e45453547cc9fd",
+        ),
+        RemoteFile(
+            "iemocap/IEMOCAP_features_raw_6way.pkl",
+            f"{_GCNET}/dataset/IEMOCAP/IEMOCAP_features_raw_6way.pkl",
+            "e35143e9f087d436779cccd650cb0327e9caa55178d326330f4a8a914e91e023",
+        ),
+    ),
+}
+
+DATASET_FILES: dict[str, str] = {
+    "mosi-bclstm": "mosi-bclstm",
+    "mosi-transcripts": "mosi-bclstm",
+    "iemocap4-text": "iemocap-labels",
+    "iemocap6-text": "iemocap-labels",
+}
+
+ProgressCallback = Callable[[str, int, "int | None"], None]
+
+
+def remote_files(name: str) -> tuple[RemoteFile, ...]:
+    """Return the files of a dataset or file-set name.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`DATASET_FILES` or of :data:`REMOTE_FILES`.
+
+    Returns
+    -------
+    tuple of RemoteFile
+
+    Raises
+    ------
+    ConfigError
+        If the name is unknown; the message lists the valid names.
+    """
+    file_set = DATASET_FILES.get(name, name)
+    if file_set not in REMOTE_FILES:
+        raise unknown_name("dataset", name, set(DATASET_FILES) | set(REMOTE_FILES))
+    return REMOTE_FILES[file_set]
+
+
+def _root(root: str | os.PathLike | None) -> Path:
+    return resolve_data_dir(root).absolute()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Return the sha256 of a file as lowercase hex, reading it in chunks.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to hash.
+
+    Returns
+    -------
+    str
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_status(root: str | os.PathLike | None, remote: RemoteFile) -> str:
+    """Check one file under the data root.
+
+    Parameters
+    ----------
+    root : str, path-like or None
+        The data root (None: :func:`imsa.data.paths.resolve_data_dir`).
+    remote : RemoteFile
+        The file to check.
+
+    Returns
+    -------
+    str
+        ``"ok"``, ``"missing"``, or ``"corrupted"`` (present, wrong sha256).
+    """
+    target = _root(root) / remote.path
+    if not target.is_file():
+        return "missing"
+    return "ok" if sha256_file(target) == remote.sha256 else "corrupted"
+
+
+def verify(name: str, root: str | os.PathLike | None = None) -> dict[str, str]:
+    """Hash every file of a dataset or file set and report its status.
+
+    Parameters
+    ----------
+    name : str
+        Dataset or file-set name.
+    root : str, path-like or None
+        The data root (None: ``$IMSA_DATA`` or the user cache).
+
+    Returns
+    -------
+    dict of str to str
+        Relative path -> ``"ok"``, ``"missing"`` or ``"corrupted"``.
+    """
+    return {remote.path: file_status(root, remote) for remote in remote_files(name)}
+
+
+def require_files(name: str, root: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Return the absolute paths of a dataset's files, which must all be present.
+
+    Only presence is checked, not checksums: hashing megabytes on every load
+    would be slow, and :func:`download` and :func:`verify` already hash.
+
+    Parameters
+    ----------
+    name : str
+        Dataset or file-set name.
+    root : str, path-like or None
+        The data root (None: ``$IMSA_DATA`` or the user cache).
+
+    Returns
+    -------
+    dict of str to Path
+        Relative path -> absolute path.
+
+    Raises
+    ------
+    DataError
+        If a file is missing; the message names it and how to fetch it.
+    """
+    base = _root(root)
+    paths = {remote.path: base / remote.path for remote in remote_files(name)}
+    missing = [rel for rel, path in paths.items() if not path.is_file()]
+    if missing:
+        raise DataError(
+            f"Data file {missing[0]!r} of {name!r} is missing under the data root {base} "
+            f"({len(missing)} of {len(paths)} files missing). "
+            f"Fetch it with `imsa data download {name} --data-dir {base}`, "
+            f"or set {ENV_VAR} to a folder that already holds the files."
+        )
+    return paths
+
+
+def _source_url(remote: RemoteFile, mirror: str | None) -> str:
+    if not mirror:
+        return remote.url
+    return mirror.rstrip("/") + "/" + urllib.parse.quote(remote.path)
+
+
+def _check_mirror(mirror: str) -> None:
+    # Caught up front: urllib would otherwise fail on the first file with a bare ValueError.
+    if urllib.parse.urlsplit(mirror).scheme not in ("http", "https", "file", "ftp"):
+        raise ConfigError(
+            f"Invalid mirror {mirror!r}: expected a base URL such as https://host/imsa-data or file:///srv/imsa-data."
+        )
+
+
+def _stream(remote: RemoteFile, url: str, out, progress: ProgressCallback | None) -> str:
+    """Copy ``url`` into the open file ``out``; return the sha256 of what was received."""
+    digest = hashlib.sha256()
+    request = urllib.request.Request(url, headers={"User-Agent": "imsa-downloader"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            length = response.headers.get("Content-Length")
+            total = int(length) if length and length.isdigit() else None
+            done = 0
+            if progress:
+                progress(remote.path, done, total)
+            while chunk := response.read(_CHUNK):
+                out.write(chunk)
+                digest.update(chunk)
+                done += len(chunk)
+                if progress:
+                    progress(remote.path, done, total)
+    except urllib.error.HTTPError as exc:
+        raise DataError(f"Could not download {remote.path!r} from {url}: HTTP {exc.code} {exc.reason}.") from exc
+    except (urllib.error.URLError, TimeoutError, ConnectionError, http.client.HTTPException) as exc:
+        reason = getattr(exc, "reason", None) or exc
+        raise DataError(
+            f"Could not download {remote.path!r} from {url}: {reason}. "
+            f"Check the network connection, or point --mirror / {MIRROR_ENV_VAR} at a reachable mirror."
+        ) from exc
+    return digest.hexdigest()
+
+
+def _fetch(remote: RemoteFile, target: Path, url: str, progress: ProgressCallback | None) -> None:
+    """Download into a temp file beside ``target``; replace ``target`` only if the sha256 matches."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Same directory as the target, so os.replace is an atomic rename, never a cross-device copy.
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            received = _stream(remote, url, out, progress)
+        if received != remote.sha256:
+            raise DataError(
+                f"Checksum mismatch for {remote.path!r} downloaded from {url}: "
+                f"expected sha256 {remote.sha256}, received {received}. "
+                "Nothing was written (any existing copy is untouched). Retry the download; if it "
+                "fails again, the source serves a different file: use another mirror or the upstream address."
+            )
+        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a shared data dir should stay readable by others
+        os.replace(tmp_name, target)
+    finally:
+        # Covers Ctrl-C, network errors and mismatches alike; after os.replace the temp name is gone.
+        if os.path.exists(tmp_name):
+            os.unlink(tmp_name)
+
+
+def download(
+    name: str,
+    root: str | os.PathLike | None = None,
+    *,
+    mirror: str | None = None,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+) -> dict[str, str]:
+    """Fetch the files of a dataset or file set into the data root.
+
+    A file already present with the right checksum is kept unless ``force``.
+    Each file is streamed into a temporary file in its target directory and
+    moved onto its final name only once its sha256 matches, so an interrupted
+    or corrupted download never leaves a partial or wrong file behind.
+
+    Parameters
+    ----------
+    name : str
+        Dataset or file-set name.
+    root : str, path-like or None
+        The data root (None: ``$IMSA_DATA`` or the user cache).
+    mirror : str or None
+        Base URL serving a folder laid out like the data root; each file is
+        fetched from ``mirror + '/' + path``. None: ``$IMSA_MIRROR`` if set,
+        else the pinned upstream addresses.
+    force : bool
+        Download even files that are present and intact.
+    progress : callable or None
+        Called as ``progress(relative_path, bytes_done, bytes_total_or_None)``
+        while a file streams.
+
+    Returns
+    -------
+    dict of str to str
+        Relative path -> ``"ok"`` (already there) or ``"downloaded"``.
+
+    Raises
+    ------
+    DataError
+        On a network error (naming the URL) or a checksum mismatch.
+    ConfigError
+        If the name is unknown or the mirror is not a URL.
+    """
+    files = remote_files(name)
+    base = _root(root)
+    if mirror is None:
+        mirror = os.environ.get(MIRROR_ENV_VAR) or None
+    if mirror:
+        _check_mirror(mirror)
+    status = {}
+    for remote in files:
+        if not force and file_status(base, remote) == "ok":
+            status[remote.path] = "ok"
+            continue
+        _fetch(remote, base / remote.path, _source_url(remote, mirror), progress)
+        status[remote.path] = "downloaded"
+    return status
+
+
+def list_status(root: str | os.PathLike | None = None) -> list[dict]:
+    """Summarise, per dataset, how many of its files are present (no hashing).
+
+    Parameters
+    ----------
+    root : str, path-like or None
+        The data root (None: ``$IMSA_DATA`` or the user cache).
+
+    Returns
+    -------
+    list of dict
+        One row per dataset of :data:`DATASET_FILES`, with keys ``dataset``,
+        ``files`` (count), ``present`` (count) and ``root`` (str).
+    """
+    base = _root(root)
+    rows = []
+    for dataset, file_set in DATASET_FILES.items():
+        files = REMOTE_FILES[file_set]
+        present = sum((base / remote.path).is_file() for remote in files)
+        rows.append({"dataset": dataset, "files": len(files), "present": present, "root": str(base)})
+    return rows

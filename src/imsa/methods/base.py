@@ -1,0 +1,250 @@
+"""The method contract: scikit-learn's ``fit`` / ``predict`` for missing-modality models.
+
+A method stores its config in ``__init__`` and nothing else; ``fit`` builds and trains
+its model(s) from the training data's shapes; ``predict`` reads an explicit ``present``
+mask. Recipes with several phases call :meth:`Method.train_phase` once per phase, which
+runs the one loop of :mod:`imsa.training`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import build_config
+from ..data.batch import Batch, iterate_batches
+from ..data.dataset import Dataset, Subset
+from ..errors import NotFittedError
+from ..metrics import METRICS
+from ..protocols import Protocol
+from ..training import TrainResult, evaluate, selection_score
+from ..training import train as run_training
+
+
+@dataclass(frozen=True)
+class Output:
+    """What a model returns: the prediction and, where the method has one, its fused feature.
+
+    ``prediction`` is ``(B, [S])`` for regression and ``(B, [S,] C)`` logits for classification.
+    """
+
+    prediction: torch.Tensor
+    feature: torch.Tensor | None = None
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """The shapes a model is built for, taken from the training data."""
+
+    modalities: tuple[str, ...]
+    dims: dict[str, int]
+    sequence: dict[str, bool]
+    task: str
+    output_dim: int
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> "DataSpec":
+        return cls(
+            modalities=dataset.modalities,
+            dims=dataset.dims,
+            sequence={m: dataset.is_sequence(m) for m in dataset.modalities},
+            task=dataset.task,
+            output_dim=dataset.output_dim,
+        )
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Settings every method's config shares.
+
+    Attributes
+    ----------
+    epochs : int
+    batch_size : int
+        Utterances per batch (utterance-level methods) or videos (video-level ones).
+    lr, weight_decay : float
+        AdamW; no decay on biases and normalisation weights.
+    patience : int or None
+        Early stopping after this many epochs without a better validation score.
+    grad_clip : float or None
+    select_metric : str or None
+        Validation metric, averaged over the protocol's settings, that selects the
+        epoch. None: ``mae`` for regression, ``wf1`` for classification.
+    eval_batch_size : int
+    """
+
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int | None = 20
+    grad_clip: float | None = None
+    select_metric: str | None = None
+    eval_batch_size: int = 256
+
+
+def task_loss(prediction: torch.Tensor, batch: Batch, task: str) -> torch.Tensor:
+    """L1 for regression, cross-entropy for classes; padded utterances excluded."""
+    keep = batch.index >= 0
+    if task == "regression":
+        return F.l1_loss(prediction[keep], batch.labels[keep])
+    return F.cross_entropy(prediction[keep], batch.labels[keep])
+
+
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay matrices, not biases or normalisation weights (chosen by rank)."""
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Method:
+    """Base class of every registered method.
+
+    Subclasses set ``name``, ``Config`` (a frozen dataclass extending
+    :class:`TrainConfig`) and ``level``, implement :meth:`build` and :meth:`fit`,
+    and may override :meth:`forward`.
+
+    Parameters
+    ----------
+    config : Config or dict, optional
+        A full config, or a dict of overrides of the defaults.
+    **overrides
+        Individual config values.
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = TrainConfig
+    level: ClassVar[str] = "utterance"
+
+    def __init__(self, config=None, **overrides):
+        if isinstance(config, self.Config):
+            config = dataclasses.asdict(config)
+        self.config = build_config(self.Config, config, overrides)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.config})"
+
+    # -- to implement ------------------------------------------------------------------------
+    def build(self, spec: DataSpec) -> torch.nn.Module:
+        """The untrained model for data of shape ``spec``."""
+        raise NotImplementedError
+
+    def fit(self, train: Subset, valid: Subset, *, protocol: Protocol = Protocol(), seed: int = 0, callbacks=(), workdir=None) -> "Method":
+        """Train on ``train``, selecting on ``valid`` only.
+
+        Parameters
+        ----------
+        train, valid : Subset
+        protocol : Protocol
+            Decides the validation settings and, for ``random``, the training masks.
+        seed : int
+            Seeds model initialisation, shuffling and mask draws.
+        callbacks : iterable
+            Progress hooks (see :class:`imsa.training.Callback`).
+        workdir : path, optional
+            Where phases keep checkpoints, so an interrupted fit resumes.
+        """
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------
+    def forward(self, batch: Batch) -> Output:
+        return self.model_(batch)
+
+    def predict(self, batch: Batch, present: torch.Tensor | None = None) -> Output:
+        """Predict ``batch``; ``present`` (``(B, [S,] M)`` bool) replaces the batch's mask if given."""
+        self._check_fitted()
+        if present is not None:
+            batch = batch.with_present(present)
+        self.model_.eval()
+        with torch.no_grad():
+            return self.forward(batch)
+
+    def evaluate(self, subset: Subset, settings: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+        """Metrics on ``subset`` under each setting (see :func:`imsa.training.evaluate`)."""
+        self._check_fitted()
+        self.model_.eval()
+        return evaluate(lambda b: self.forward(b).prediction, subset, settings, level=self.level, batch_size=self.config.eval_batch_size)
+
+    def state_dict(self) -> dict:
+        self._check_fitted()
+        return {"method": self.name, "config": dataclasses.asdict(self.config), "spec": dataclasses.asdict(self.spec_), "model": self.model_.state_dict()}
+
+    def load_state_dict(self, state: dict) -> "Method":
+        """Rebuild the fitted model from :meth:`state_dict` (the config must match)."""
+        self.config = build_config(self.Config, state["config"])
+        self.spec_ = DataSpec(**state["spec"])
+        self.model_ = self.build(self.spec_)
+        self.model_.load_state_dict(state["model"])
+        self.model_.eval()
+        return self
+
+    def _check_fitted(self):
+        if not hasattr(self, "model_"):
+            raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit() first.")
+
+    @property
+    def select_metric(self) -> str:
+        return self.config.select_metric or ("mae" if self.spec_.task == "regression" else "wf1")
+
+    def train_phase(
+        self,
+        model: torch.nn.Module,
+        train: Subset,
+        valid: Subset,
+        *,
+        protocol: Protocol,
+        seed: int,
+        loss,
+        sampler=None,
+        phase: str = "train",
+        epochs: int | None = None,
+        lr: float | None = None,
+        predict=None,
+        callbacks=(),
+        workdir=None,
+        extra_state=None,
+    ) -> TrainResult:
+        """Run one training phase of ``model`` with the shared loop.
+
+        ``loss(model, batch, epoch)`` gives the batch loss; ``sampler`` draws training
+        masks (the protocol's own sampler takes precedence); ``predict(batch)`` scores
+        validation (default: ``model(batch).prediction``). The selection score is
+        ``select_metric`` averaged over the protocol's validation settings.
+        """
+        cfg = self.config
+        sampler = protocol.training_sampler() or sampler
+        settings = protocol.settings(valid)
+        predict = predict or (lambda b: model(b).prediction)
+        metric = self.select_metric
+
+        def batches(epoch):
+            rng = np.random.default_rng([seed, epoch])
+            return iterate_batches(train, cfg.batch_size, level=self.level, shuffle=True, rng=rng, present=sampler)
+
+        def score(epoch):
+            results = evaluate(predict, valid, settings, level=self.level, batch_size=cfg.eval_batch_size)
+            return selection_score(results, metric)
+
+        optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr)
+        return run_training(
+            model,
+            optimizer,
+            epochs=epochs or cfg.epochs,
+            batches=batches,
+            loss=lambda batch, epoch: loss(model, batch, epoch),
+            score=score,
+            maximize=METRICS[metric].higher_is_better,
+            patience=cfg.patience,
+            grad_clip=cfg.grad_clip,
+            phase=phase,
+            checkpoint=Path(workdir) / f"{phase}.pt" if workdir else None,
+            extra_state=extra_state,
+            callbacks=callbacks,
+        )

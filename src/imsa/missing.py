@@ -1,0 +1,485 @@
+"""Missing-modality protocols: conditions, test masks and training mask samplers.
+
+A *mask* is a boolean array of shape ``(n, M)`` whose column ``j`` says whether
+modality ``modalities[j]`` of a dataset is present. Modalities are short codes
+(``"l"``, ``"a"``, ``"v"``); a dataset declares its own order, e.g.
+``("l", "a", "v")`` or ``("l", "a")``, and nothing here assumes three of them.
+
+Three protocols are covered (see ``docs/protocols.md``):
+
+- fixed conditions: one subset of modalities for every sample
+  (:class:`Condition`, :func:`fixed_conditions`);
+- the random missing rate of GCNet (:func:`random_missing_mask`), drawn once
+  from a seed so that test masks are reproducible;
+- training distributions over combinations (:class:`CombinationDistribution`
+  and the other samplers, built from strings by :func:`make_sampler`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from imsa.errors import ConfigError, invalid_parameter
+
+MODALITY_ORDER = ("l", "a", "v")
+MODALITY_NAMES = {"l": "language", "a": "audio", "v": "vision"}
+
+SAMPLER_FORMS = ("complete", "uniform", "cmad", "dropout:<p>", "rate:<r>", "condition:<codes>")
+
+_CMAD_WEIGHTS = {"l": 2, "a": 3, "v": 3, "l,a": 1, "l,v": 1, "a,v": 3, "l,a,v": 1}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _canonical_key(code: str) -> tuple:
+    """Sort key: known codes in :data:`MODALITY_ORDER`, unknown ones after, alphabetically."""
+    if code in MODALITY_ORDER:
+        return (0, MODALITY_ORDER.index(code), "")
+    return (1, 0, code)
+
+
+def _check_code(code, owner: str) -> str:
+    if not isinstance(code, str) or not code or any(ch == "," or ch.isspace() for ch in code):
+        raise invalid_parameter("modality code", owner, "a non-empty string without commas or spaces", code)
+    return code
+
+
+def _check_modalities(modalities, owner: str) -> tuple[str, ...]:
+    """Validate a dataset's modality order: a non-empty tuple of distinct codes."""
+    if isinstance(modalities, str) or not isinstance(modalities, (tuple, list)):
+        raise invalid_parameter("modalities", owner, "a tuple of modality codes such as ('l', 'a', 'v')", modalities)
+    modalities = tuple(_check_code(code, owner) for code in modalities)
+    if not modalities or len(set(modalities)) != len(modalities):
+        raise invalid_parameter("modalities", owner, "a non-empty tuple of distinct modality codes", modalities)
+    return modalities
+
+
+def _check_count(n, owner: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise invalid_parameter("n", owner, "a non-negative integer", n)
+    return int(n)
+
+
+def _check_probability(value, name: str, owner: str) -> float:
+    """A float in [0, 1): 1 would leave nothing to keep."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not 0.0 <= float(value) < 1.0:
+        raise invalid_parameter(name, owner, "a float in [0, 1)", value)
+    return float(value)
+
+
+def _as_generator(rng, owner: str) -> np.random.Generator:
+    """A numpy Generator, or one seeded from an int; no implicit global randomness."""
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
+        return np.random.default_rng(int(rng))
+    raise invalid_parameter("rng", owner, "a numpy Generator or an int seed", rng)
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+@dataclass(frozen=True)
+class Condition:
+    """A set of available modalities, stored in canonical order.
+
+    Parameters
+    ----------
+    modalities : tuple of str
+        The available modality codes, in any order; stored sorted by
+        :data:`MODALITY_ORDER` (unknown codes after, alphabetically).
+
+    Examples
+    --------
+    >>> Condition(("a", "l")).name
+    'l,a'
+    >>> Condition.parse("l, v").mask(("l", "a", "v"))
+    array([ True, False,  True])
+    """
+
+    modalities: tuple[str, ...]
+
+    def __post_init__(self):
+        codes = _check_modalities(self.modalities, "Condition")
+        object.__setattr__(self, "modalities", tuple(sorted(codes, key=_canonical_key)))
+
+    @property
+    def name(self) -> str:
+        """Comma-joined codes in canonical order, e.g. ``"l,a"``: a stable key in results files."""
+        return ",".join(self.modalities)
+
+    def __str__(self) -> str:
+        return self.name
+
+    @classmethod
+    def parse(cls, text: str) -> Condition:
+        """Build a condition from ``"l,a"`` (any order, spaces allowed).
+
+        Raises
+        ------
+        ConfigError
+            If ``text`` is empty or names a code twice.
+        """
+        if not isinstance(text, str):
+            raise invalid_parameter("text", "Condition.parse", "a string such as 'l,a'", text)
+        codes = [code.strip() for code in text.split(",")]
+        if not all(codes) or len(set(codes)) != len(codes):
+            raise invalid_parameter("text", "Condition.parse",
+                                    "comma-separated distinct non-empty modality codes such as 'l,a'", text)
+        return cls(tuple(codes))
+
+    def mask(self, modalities: tuple[str, ...]) -> np.ndarray:
+        """Boolean presence vector of shape ``(M,)`` aligned to a dataset's modality order.
+
+        Raises
+        ------
+        ConfigError
+            If the condition names a modality that ``modalities`` lacks.
+        """
+        modalities = _check_modalities(modalities, "Condition.mask")
+        unknown = [code for code in self.modalities if code not in modalities]
+        if unknown:
+            raise ConfigError(f"Condition {self.name!r} needs modalities {unknown} "
+                              f"that the data does not have (modalities: {list(modalities)}).")
+        return np.array([code in self.modalities for code in modalities], dtype=bool)
+
+
+def _subset_positions(num_modalities: int) -> list[tuple[int, ...]]:
+    """Non-empty subsets of ``range(M)`` by size, then lexicographically by position."""
+    return [combo for size in range(1, num_modalities + 1)
+            for combo in itertools.combinations(range(num_modalities), size)]
+
+
+def fixed_conditions(modalities: tuple[str, ...]) -> list[Condition]:
+    """Every non-empty subset of ``modalities``: ``2**M - 1`` conditions.
+
+    Ordered by size, then by position in ``modalities``; for ``("l", "a", "v")``:
+    l, a, v, l,a, l,v, a,v, l,a,v. :func:`condition_index` uses the same order.
+    """
+    modalities = _check_modalities(modalities, "fixed_conditions")
+    return [Condition(tuple(modalities[j] for j in combo)) for combo in _subset_positions(len(modalities))]
+
+
+def condition_index(present: np.ndarray) -> np.ndarray:
+    """Index into ``fixed_conditions(modalities)`` of each row of a mask.
+
+    Parameters
+    ----------
+    present : array_like of bool, shape (..., M)
+        Presence mask, columns in the dataset's modality order.
+
+    Returns
+    -------
+    numpy.ndarray of int, shape (...)
+
+    Raises
+    ------
+    ConfigError
+        If a row has no modality present.
+    """
+    present = np.asarray(present, dtype=bool)
+    if present.ndim == 0 or present.shape[-1] == 0:
+        raise invalid_parameter("present", "condition_index", "an array of shape (..., M) with M >= 1",
+                                present.shape)
+    num_modalities = present.shape[-1]
+    # Lookup from bit pattern (bit j = column j) to position in fixed_conditions order.
+    lookup = np.full(2 ** num_modalities, -1, dtype=np.int64)
+    for index, combo in enumerate(_subset_positions(num_modalities)):
+        lookup[sum(1 << j for j in combo)] = index
+    patterns = present.astype(np.int64) @ (1 << np.arange(num_modalities, dtype=np.int64))
+    if np.any(patterns == 0):
+        raise ConfigError(f"{int(np.sum(patterns == 0))} mask row(s) have no modality present; "
+                          "every sample must keep at least one modality.")
+    return lookup[patterns]
+
+
+# --------------------------------------------------------------------------- random missing rate
+
+
+def random_missing_mask(n: int, num_modalities: int, rate: float, rng) -> np.ndarray:
+    """Draw a presence mask with a given missing rate (the GCNet protocol, made exact).
+
+    Every row keeps at least one modality. ``rate == 0`` keeps everything. If
+    ``1 - rate <= 1 / M`` every row keeps exactly one modality, chosen uniformly.
+    Otherwise every row gets one uniformly chosen guaranteed modality, then exactly
+    ``k - n`` further cells, uniformly without replacement among the other
+    ``n * (M - 1)`` cells, are switched on, where ``k = round(n * M * (1 - rate))``.
+    GCNet redraws random masks until the realised rate is within 0.005 of ``rate``;
+    fixing the count instead realises the closest achievable rate directly (within
+    ``0.5 / (n * M)``, so within 0.005 whenever ``n * M >= 100``) with no redraw loop.
+
+    Parameters
+    ----------
+    n : int
+        Number of rows (samples).
+    num_modalities : int
+        Number of columns ``M``.
+    rate : float
+        Target fraction of missing cells, in [0, 1). With ``M == 1`` it must be 0.
+    rng : numpy.random.Generator or int
+        Random generator or seed; draw test masks once from a seed.
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n, M)
+    """
+    owner = "random_missing_mask"
+    n = _check_count(n, owner)
+    if isinstance(num_modalities, bool) or not isinstance(num_modalities, (int, np.integer)) or num_modalities < 1:
+        raise invalid_parameter("num_modalities", owner, "a positive integer", num_modalities)
+    rate = _check_probability(rate, "rate", owner)
+    if num_modalities == 1 and rate != 0:
+        raise invalid_parameter("rate", owner, "0 with a single modality", rate)
+    rng = _as_generator(rng, owner)
+    num_modalities = int(num_modalities)
+
+    if rate == 0:
+        return np.ones((n, num_modalities), dtype=bool)
+    present = np.zeros((n, num_modalities), dtype=bool)
+    present[np.arange(n), rng.integers(num_modalities, size=n)] = True
+    if 1 - rate <= 1 / num_modalities:
+        return present
+    total = n * num_modalities
+    kept = int(np.clip(round(total * (1 - rate)), n, total))
+    free_cells = np.flatnonzero(~present)
+    present.flat[rng.choice(free_cells, size=kept - n, replace=False)] = True
+    return present
+
+
+def missing_rate(present: np.ndarray) -> float:
+    """Realised fraction of missing (False) cells of a presence mask."""
+    present = np.asarray(present, dtype=bool)
+    if present.size == 0:
+        raise invalid_parameter("present", "missing_rate", "a non-empty mask", present.shape)
+    return float(1.0 - present.mean())
+
+
+# --------------------------------------------------------------------------- training samplers
+
+
+class MaskSampler(Protocol):
+    """What the training loop needs: draw ``(n, M)`` presence masks and name itself."""
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray: ...
+
+    def describe(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Complete:
+    """Every modality present for every row."""
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        """Return an all-True ``(n, M)`` mask (``rng`` is unused)."""
+        modalities = _check_modalities(modalities, "Complete.sample")
+        return np.ones((_check_count(n, "Complete.sample"), len(modalities)), dtype=bool)
+
+    def describe(self) -> str:
+        return "complete"
+
+
+@dataclass(frozen=True)
+class FixedCondition:
+    """The same subset of modalities for every row.
+
+    Parameters
+    ----------
+    condition : Condition or str
+        The available modalities; a string such as ``"l,a"`` is parsed.
+    """
+
+    condition: Condition
+
+    def __post_init__(self):
+        if isinstance(self.condition, str):
+            object.__setattr__(self, "condition", Condition.parse(self.condition))
+        elif not isinstance(self.condition, Condition):
+            raise invalid_parameter("condition", "FixedCondition", "a Condition or a string such as 'l,a'",
+                                    self.condition)
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        """Return ``(n, M)`` rows equal to the condition's mask (``rng`` is unused)."""
+        return np.tile(self.condition.mask(modalities), (_check_count(n, "FixedCondition.sample"), 1))
+
+    def describe(self) -> str:
+        return f"condition:{self.condition.name}"
+
+
+@dataclass(frozen=True)
+class CombinationDistribution:
+    """A categorical distribution over conditions, one draw per row.
+
+    Parameters
+    ----------
+    weights : dict of str to float, or None
+        Non-negative weights keyed by condition names (``"l,a"``; any order),
+        normalised to probabilities and re-keyed by canonical names. ``None``
+        means uniform over every non-empty subset of the modalities passed to
+        :meth:`sample`, so one sampler serves datasets with any modalities.
+
+    Examples
+    --------
+    >>> CombinationDistribution.cmad().weights["a,v"] == 3 / 14
+    True
+    """
+
+    weights: dict[str, float] | None = None
+
+    # A dict field makes the default field hash fail; hash the items instead.
+    def __hash__(self):
+        return hash(None if self.weights is None else tuple(self.weights.items()))
+
+    def __post_init__(self):
+        if self.weights is None:
+            return
+        owner = "CombinationDistribution"
+        if not isinstance(self.weights, dict) or not self.weights:
+            raise invalid_parameter("weights", owner, "a non-empty dict of condition name to weight", self.weights)
+        normalised = {}
+        for key, weight in self.weights.items():
+            name = Condition.parse(key).name
+            if name in normalised:
+                raise invalid_parameter("weights", owner, "a dict naming each condition once", self.weights)
+            if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(weight) or weight < 0:
+                raise invalid_parameter(f"weights[{key!r}]", owner, "a finite non-negative number", weight)
+            normalised[name] = float(weight)
+        total = sum(normalised.values())
+        if total <= 0:
+            raise invalid_parameter("weights", owner, "weights with a positive sum", self.weights)
+        object.__setattr__(self, "weights", {name: weight / total for name, weight in normalised.items()})
+
+    @classmethod
+    def uniform(cls, modalities: tuple[str, ...] | None = None) -> CombinationDistribution:
+        """Every non-empty subset equally likely; ``None`` resolves the subsets at sampling time."""
+        if modalities is None:
+            return cls(None)
+        return cls({condition.name: 1.0 for condition in fixed_conditions(modalities)})
+
+    @classmethod
+    def cmad(cls) -> CombinationDistribution:
+        """The CMAD training distribution over three modalities (weights out of 14)."""
+        return cls(dict(_CMAD_WEIGHTS))
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        """Draw one condition per row with ``rng.choice``.
+
+        Raises
+        ------
+        ConfigError
+            If a condition of the distribution names a modality the data lacks.
+        """
+        n = _check_count(n, "CombinationDistribution.sample")
+        rng = _as_generator(rng, "CombinationDistribution.sample")
+        if self.weights is None:
+            conditions = fixed_conditions(modalities)
+            probabilities = np.full(len(conditions), 1.0 / len(conditions))
+        else:
+            conditions = [Condition.parse(name) for name in self.weights]
+            probabilities = np.array(list(self.weights.values()))
+        masks = np.stack([condition.mask(modalities) for condition in conditions])
+        return masks[rng.choice(len(conditions), size=n, p=probabilities)]
+
+    def describe(self) -> str:
+        if self.weights is None:
+            return "uniform"
+        if self == CombinationDistribution.cmad():
+            return "cmad"
+        return "combinations(" + " ".join(f"{name}:{p:.3g}" for name, p in self.weights.items()) + ")"
+
+
+@dataclass(frozen=True)
+class IndependentDropout:
+    """Drop each modality independently with probability ``p``.
+
+    Rows that lose every modality get one uniformly chosen modality back, so the
+    realised drop rate is slightly below ``p`` (by ``p**M / M`` in expectation).
+
+    Parameters
+    ----------
+    p : float
+        Drop probability, in [0, 1).
+    """
+
+    p: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "p", _check_probability(self.p, "p", "IndependentDropout"))
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        """Draw an ``(n, M)`` mask with no empty row."""
+        num_modalities = len(_check_modalities(modalities, "IndependentDropout.sample"))
+        n = _check_count(n, "IndependentDropout.sample")
+        rng = _as_generator(rng, "IndependentDropout.sample")
+        present = rng.random((n, num_modalities)) >= self.p
+        empty_rows = np.flatnonzero(~present.any(axis=1))
+        present[empty_rows, rng.integers(num_modalities, size=empty_rows.size)] = True
+        return present
+
+    def describe(self) -> str:
+        return f"dropout:{self.p:g}"
+
+
+@dataclass(frozen=True)
+class RandomRate:
+    """Masks with a fixed missing rate, drawn by :func:`random_missing_mask`.
+
+    Parameters
+    ----------
+    rate : float
+        Target fraction of missing cells, in [0, 1).
+    """
+
+    rate: float
+
+    def __post_init__(self):
+        object.__setattr__(self, "rate", _check_probability(self.rate, "rate", "RandomRate"))
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        """Draw an ``(n, M)`` mask whose missing rate is as close to ``rate`` as ``n * M`` allows."""
+        modalities = _check_modalities(modalities, "RandomRate.sample")
+        return random_missing_mask(n, len(modalities), self.rate, rng)
+
+    def describe(self) -> str:
+        return f"rate:{self.rate:g}"
+
+
+def make_sampler(spec: str) -> MaskSampler:
+    """Build a training mask sampler from a config string.
+
+    Parameters
+    ----------
+    spec : str
+        One of ``"complete"``, ``"uniform"``, ``"cmad"``, ``"dropout:<p>"``,
+        ``"rate:<r>"``, ``"condition:<codes>"`` (e.g. ``"condition:l,a"``).
+        A sampler's :meth:`describe` gives back such a string.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown form (the message lists the valid ones) or a bad parameter.
+    """
+    if not isinstance(spec, str):
+        raise invalid_parameter("spec", "make_sampler", f"one of {', '.join(SAMPLER_FORMS)}", spec)
+    kind, _, argument = spec.strip().partition(":")
+    kind = kind.strip().lower()
+    simple = {"complete": Complete, "uniform": CombinationDistribution.uniform, "cmad": CombinationDistribution.cmad}
+    if kind in simple and not argument:
+        return simple[kind]()
+    if kind == "condition" and argument:
+        return FixedCondition(Condition.parse(argument))
+    if kind in ("dropout", "rate") and argument:
+        try:
+            value = float(argument)
+        except ValueError:
+            value = None
+        if value is not None:
+            return IndependentDropout(value) if kind == "dropout" else RandomRate(value)
+    raise ConfigError(f"Unknown mask sampler {spec!r}. Valid forms: {', '.join(SAMPLER_FORMS)}.")

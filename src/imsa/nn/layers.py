@@ -1,0 +1,43 @@
+"""Small layers shared by several methods."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean of ``x`` over ``dim`` counting only positions where ``mask`` is True.
+
+    ``mask`` has the shape of ``x`` without its last (feature) axis. A row with no
+    True position gives 0, never NaN.
+    """
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    total = (x * weights).sum(dim)
+    count = weights.sum(dim).clamp(min=1.0)
+    return total / count
+
+
+class Standardize(nn.Module):
+    """Per-feature standardisation with statistics fitted on training data.
+
+    Statistics live in buffers, so they travel with ``state_dict``. Features with no
+    spread keep scale 1.
+    """
+
+    def __init__(self, dim: int, *, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+
+    @torch.no_grad()
+    def fit(self, x: torch.Tensor) -> "Standardize":
+        """Fit on ``x`` of shape ``(N, D)``."""
+        self.mean.copy_(x.mean(0))
+        std = x.std(0, unbiased=False)
+        self.std.copy_(torch.where(std > self.eps, std, torch.ones_like(std)))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std

@@ -1,0 +1,72 @@
+"""Evaluation protocols: which missing-modality settings a model is trained for and scored on.
+
+* ``fixed``: every non-empty subset of the dataset's modalities is a test condition,
+  applied to every utterance (7 for three modalities, 3 for two). One model is scored
+  under all of them, plus their mean.
+* ``random``: the GCNet missing rate. Training draws fresh masks at the rate for every
+  batch; valid and test masks are drawn once per split from ``mask_seed``, so a result
+  can be reproduced and two methods are scored on identical masks.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data.dataset import Subset
+from .errors import ConfigError, invalid_parameter
+from .missing import RandomRate, fixed_conditions, random_missing_mask
+
+PROTOCOLS = ("fixed", "random")
+MAX_RATE = 0.7
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A missing-modality protocol.
+
+    Parameters
+    ----------
+    kind : {"fixed", "random"}
+    rate : float
+        Missing rate in [0, 0.7] for ``random``; ignored for ``fixed``.
+    mask_seed : int
+        Seed of the evaluation masks of ``random``.
+    """
+
+    kind: str = "fixed"
+    rate: float = 0.0
+    mask_seed: int = 0
+
+    def __post_init__(self):
+        if self.kind not in PROTOCOLS:
+            raise ConfigError(f"Unknown protocol {self.kind!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
+        if self.kind == "random" and not 0.0 <= self.rate <= MAX_RATE:
+            raise invalid_parameter("rate", "the random protocol", f"in [0, {MAX_RATE}]", self.rate)
+
+    @property
+    def name(self) -> str:
+        return "fixed" if self.kind == "fixed" else f"rate={self.rate:g}"
+
+    def settings(self, subset: Subset) -> dict[str, np.ndarray]:
+        """Setting name -> ``(N_dataset, M)`` bool present mask for the utterances of ``subset``.
+
+        Fixed conditions are named by their modalities (``"l"``, ``"a,v"``, ``"l,a,v"``);
+        a random rate by ``"rate=0.3"``.
+        """
+        dataset = subset.dataset
+        modalities = dataset.modalities
+        shape = (len(dataset), len(modalities))
+        if self.kind == "fixed":
+            return {c.name: np.broadcast_to(c.mask(modalities), shape) for c in fixed_conditions(modalities)}
+        # Seeded by the split's videos, so every method and every run sees the same masks.
+        rng = np.random.default_rng([self.mask_seed, zlib.crc32(",".join(subset.videos).encode())])
+        masks = np.ones(shape, dtype=bool)
+        masks[subset.indices] = random_missing_mask(len(subset), len(modalities), self.rate, rng)
+        return {self.name: masks}
+
+    def training_sampler(self):
+        """The mask sampler that training must use, or None where the method chooses its own."""
+        return RandomRate(self.rate) if self.kind == "random" else None

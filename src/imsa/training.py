@@ -1,0 +1,314 @@
+"""The one training loop, reused by every method and by every phase of a recipe.
+
+It owns what every phase needs and none should copy: seeded shuffling, optimiser
+steps, validation after each epoch, validation-only selection of the best epoch,
+early stopping, checkpoints that let an interrupted phase resume exactly where it
+stopped, and progress reports through callbacks. Evaluation under many
+missing-modality settings in one call lives here too.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Protocol as TypingProtocol
+
+import numpy as np
+import torch
+
+from .data.batch import Batch, iterate_batches
+from .data.dataset import Subset
+from .errors import ConfigError, DataError
+from .metrics import METRICS, compute_metrics
+
+logger = logging.getLogger(__name__)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, numpy and torch, and ask torch for deterministic kernels.
+
+    With the same seed and thread count, a CPU run then repeats bit for bit.
+    """
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+class Callback(TypingProtocol):
+    """Progress reports from the loop. Every hook is optional."""
+
+    def on_phase_start(self, phase: str, epochs: int, start_epoch: int) -> None: ...
+    def on_epoch_end(self, phase: str, epoch: int, logs: dict) -> None: ...
+    def on_phase_end(self, phase: str, result: "TrainResult") -> None: ...
+
+
+def _notify(callbacks, hook: str, *args) -> None:
+    for cb in callbacks:
+        fn = getattr(cb, hook, None)
+        if fn is not None:
+            fn(*args)
+
+
+@dataclass
+class TrainResult:
+    """What a phase did: the selected epoch, its validation score, and per-epoch logs."""
+
+    phase: str
+    best_epoch: int
+    best_score: float
+    epochs_run: int
+    stopped_early: bool
+    history: list[dict] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            "phase": self.phase,
+            "best_epoch": self.best_epoch,
+            "best_score": self.best_score,
+            "epochs_run": self.epochs_run,
+            "stopped_early": self.stopped_early,
+            "history": self.history,
+        }
+
+
+def _atomic_save(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def train(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    epochs: int,
+    batches: Callable[[int], Iterable[Batch]],
+    loss: Callable[[Batch, int], torch.Tensor],
+    score: Callable[[int], float],
+    maximize: bool,
+    patience: int | None = None,
+    grad_clip: float | None = None,
+    phase: str = "train",
+    checkpoint: str | os.PathLike | None = None,
+    checkpoint_interval: float = 30.0,
+    extra_state=None,
+    callbacks: Iterable[Callback] = (),
+) -> TrainResult:
+    """Train ``model`` for up to ``epochs`` epochs and leave it at the best validation epoch.
+
+    Parameters
+    ----------
+    model, optimizer
+        The model is left in eval mode with the weights of the selected epoch.
+    batches : callable
+        ``batches(epoch)`` yields the training batches of that epoch; it must derive
+        its randomness from the epoch (e.g. ``np.random.default_rng([seed, epoch])``)
+        so that a resumed run sees the same batches.
+    loss : callable
+        ``loss(batch, epoch)`` returns the scalar loss of one batch.
+    score : callable
+        ``score(epoch)`` returns the validation score after an epoch (validation data only).
+    maximize : bool
+        Whether a higher score is better.
+    patience : int, optional
+        Stop after this many epochs without improvement; None trains all epochs.
+    grad_clip : float, optional
+        Clip the global gradient norm to this value.
+    phase : str
+        Name in logs, callbacks and results.
+    checkpoint : path, optional
+        File to save progress to and resume from. A finished phase found there is
+        restored without training again.
+    checkpoint_interval : float
+        Seconds between checkpoint writes (0: after every epoch); the last epoch is always saved.
+    extra_state : object, optional
+        Anything else to checkpoint, with ``state_dict()`` and ``load_state_dict()``.
+    callbacks : iterable of Callback
+    """
+    if epochs < 1:
+        raise ConfigError(f"The 'epochs' parameter of phase {phase} must be at least 1. Got {epochs} instead.")
+    callbacks = list(callbacks)
+    checkpoint = Path(checkpoint) if checkpoint else None
+    sign = 1.0 if maximize else -1.0
+    state = {
+        "next_epoch": 0,
+        "best_score": float("-inf") if maximize else float("inf"),
+        "best_epoch": -1,
+        "best_state": None,
+        "bad_epochs": 0,
+        "history": [],
+        "finished": False,
+        "stopped_early": False,
+    }
+    if checkpoint is not None and checkpoint.exists():
+        state = _resume(checkpoint, model, optimizer, extra_state, phase)
+
+    _notify(callbacks, "on_phase_start", phase, epochs, state["next_epoch"])
+    last_save = time.monotonic()
+    epoch = state["next_epoch"]
+    while not state["finished"] and epoch < epochs:
+        # -- one pass over the training data
+        started = time.perf_counter()
+        model.train()
+        total, count = 0.0, 0
+        for batch in batches(epoch):
+            optimizer.zero_grad(set_to_none=True)
+            value = loss(batch, epoch)
+            if not torch.isfinite(value):
+                raise FloatingPointError(f"{phase}: loss became {value.item()} at epoch {epoch}; lower the learning rate.")
+            value.backward()
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+            optimizer.step()
+            total += value.item() * len(batch)
+            count += len(batch)
+        # -- validation and selection
+        model.eval()
+        with torch.no_grad():
+            current = float(score(epoch))
+        improved = sign * current > sign * state["best_score"]
+        if improved:
+            state.update(best_score=current, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()), bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        logs = {"epoch": epoch, "loss": total / max(count, 1), "score": current, "best": improved, "seconds": time.perf_counter() - started}
+        state["history"].append(logs)
+        _notify(callbacks, "on_epoch_end", phase, epoch, logs)
+        epoch += 1
+        state["next_epoch"] = epoch
+        if patience is not None and state["bad_epochs"] >= patience:
+            state["stopped_early"] = True
+            break
+        # -- checkpoint, now and then
+        if checkpoint is not None and epoch < epochs and time.monotonic() - last_save >= checkpoint_interval:
+            _save(checkpoint, model, optimizer, extra_state, state)
+            last_save = time.monotonic()
+
+    if state["best_state"] is not None and not state["finished"]:
+        model.load_state_dict(state["best_state"])
+    state["finished"] = True
+    if checkpoint is not None:
+        _save(checkpoint, model, optimizer, extra_state, state)
+    model.eval()
+    result = TrainResult(phase, state["best_epoch"], state["best_score"], state["next_epoch"], state["stopped_early"], state["history"])
+    _notify(callbacks, "on_phase_end", phase, result)
+    return result
+
+
+def _save(path: Path, model, optimizer, extra_state, state: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _atomic_save(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "extra": extra_state.state_dict() if extra_state is not None else None,
+            "torch_rng": torch.get_rng_state(),
+            "state": state,
+        },
+        path,
+    )
+
+
+def _resume(path: Path, model, optimizer, extra_state, phase: str) -> dict:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+    except Exception as e:  # a checkpoint of another model or a damaged file
+        raise DataError(f"{path}: cannot resume phase {phase} from this checkpoint ({type(e).__name__}: {e}). Delete it to start the phase afresh.") from None
+    if extra_state is not None and saved.get("extra") is not None:
+        extra_state.load_state_dict(saved["extra"])
+    torch.set_rng_state(saved["torch_rng"])
+    state = saved["state"]
+    if state["finished"]:
+        logger.info("%s: finished phase found in %s; restored it.", phase, path)
+    else:
+        logger.info("%s: resuming from epoch %d (%s).", phase, state["next_epoch"], path)
+    return state
+
+
+# -- evaluation -----------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict_settings(
+    predict: Callable[[Batch], torch.Tensor],
+    subset: Subset,
+    settings: dict[str, np.ndarray],
+    *,
+    level: str = "utterance",
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """Predictions for every utterance of ``subset`` under each missing-modality setting.
+
+    All settings are scored in one pass: each batch is repeated once per setting with
+    that setting's ``present`` mask, so the model runs once on the stacked batch.
+
+    Parameters
+    ----------
+    predict : callable
+        ``predict(batch) -> Tensor`` of shape ``(B, [S,] [C])``, reading ``batch.present``.
+    subset : Subset
+    settings : dict of str to ndarray
+        Name -> ``(N_dataset, M)`` bool present mask per dataset utterance.
+    level : {"utterance", "video"}
+    batch_size : int
+        Utterances (or videos) per batch before the repetition over settings.
+
+    Returns
+    -------
+    dict of str to ndarray
+        Name -> predictions aligned with ``subset.indices``: ``(N,)`` or ``(N, C)``.
+    """
+    names = list(settings)
+    stacked = np.stack([settings[k] for k in names])  # (K, N_dataset, M)
+    out: dict[str, list] = {k: [] for k in names}
+    for batch in iterate_batches(subset, batch_size, level=level):
+        safe_index = batch.index.clamp(min=0).numpy()
+        present = torch.from_numpy(stacked[:, safe_index].reshape((-1,) + batch.present.shape[1:]))
+        prediction = predict(batch.repeat(len(names)).with_present(present)).float()
+        prediction = prediction.reshape((len(names), *batch.labels.shape) + prediction.shape[batch.labels.dim() :])
+        keep = batch.index >= 0
+        for k, name in enumerate(names):
+            out[name].append(prediction[k][keep].numpy())
+    return {k: np.concatenate(v) for k, v in out.items()}
+
+
+def evaluate(
+    predict: Callable[[Batch], torch.Tensor],
+    subset: Subset,
+    settings: dict[str, np.ndarray],
+    *,
+    level: str = "utterance",
+    batch_size: int = 256,
+) -> dict[str, dict[str, float]]:
+    """Metrics of ``predict`` on ``subset`` under each setting, plus ``"mean"`` over settings.
+
+    Returns
+    -------
+    dict
+        Setting name -> metric name -> value (see :mod:`imsa.metrics`); with more than
+        one setting, ``"mean"`` holds the average of each metric over the settings.
+    """
+    task = subset.dataset.task
+    predictions = predict_settings(predict, subset, settings, level=level, batch_size=batch_size)
+    labels = subset.labels
+    results = {name: compute_metrics(task, pred, labels) for name, pred in predictions.items()}
+    if len(results) > 1:
+        keys = next(iter(results.values())).keys()
+        results["mean"] = {k: float(np.mean([r[k] for r in results.values()])) for k in keys}
+    return results
+
+
+def selection_score(results: dict[str, dict[str, float]], metric: str) -> float:
+    """The value that selects epochs: ``metric`` averaged over the evaluated settings."""
+    if metric not in METRICS:
+        raise ConfigError(f"Unknown selection metric {metric!r}. Valid metrics: {', '.join(METRICS)}.")
+    row = results.get("mean") or next(iter(results.values()))
+    return row[metric]

@@ -1,0 +1,198 @@
+"""Metric values checked against arithmetic done by hand (shown in comments)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from imsa.errors import ConfigError
+from imsa.metrics import (
+    CLASSIFICATION_METRICS,
+    METRICS,
+    REGRESSION_METRICS,
+    MetricInfo,
+    classification_metrics,
+    compute_metrics,
+    regression_metrics,
+)
+
+
+# ---------------------------------------------------------------- regression
+
+
+def test_zero_labels_are_non_negative_in_has0_and_dropped_in_non0():
+    label = [-2, -1, 0, 0, 1, 2]
+    prediction = [-1.5, 0.5, -0.3, 0.2, 1.0, -0.1]
+    result = regression_metrics(prediction, label)
+
+    # mae: |0.5| + |1.5| + |-0.3| + |0.2| + |0| + |-2.1| = 4.6; 4.6 / 6
+    assert result["mae"] == pytest.approx(4.6 / 6)
+
+    # has0 (x >= 0): label [0 0 1 1 1 1], prediction [0 1 0 1 1 0]
+    # right at samples 0, 3, 4 -> 3/6
+    assert result["acc2_has0"] == pytest.approx(0.5)
+    # class 0: TP 1, predicted 3, true 2 -> P 1/3, R 1/2, F1 = (2/6)/(5/6) = 2/5
+    # class 1: TP 2, predicted 3, true 4 -> P 2/3, R 1/2, F1 = (4/6)/(7/6) = 4/7
+    # weighted by support: (2 * 2/5 + 4 * 4/7) / 6 = (28/35 + 80/35) / 6 = 18/35
+    assert result["f1_has0"] == pytest.approx(18 / 35)
+
+    # non0: samples 2 and 3 (label 0) dropped; label [-2 -1 1 2] -> [0 0 1 1],
+    # prediction [-1.5 0.5 1.0 -0.1] -> [0 1 1 0]; right at 0 and 2 -> 2/4
+    assert result["acc2_non0"] == pytest.approx(0.5)
+    # each class: TP 1, predicted 2, true 2 -> F1 1/2; weighted 1/2
+    assert result["f1_non0"] == pytest.approx(0.5)
+
+
+def test_prediction_zero_is_non_negative_in_has0_but_negative_in_non0():
+    label = [1, -1, 2, 0]
+    prediction = [0.0, 0.0, 0.5, 1.0]
+    result = regression_metrics(prediction, label)
+    # has0: label [1 0 1 1], prediction [1 1 1 1] -> wrong only at sample 1: 3/4
+    assert result["acc2_has0"] == pytest.approx(3 / 4)
+    # non0 (MMSA: x > 0): sample 3 dropped; label [1 0 1], prediction [0 0 1]
+    # -> wrong only at sample 0: 2/3
+    assert result["acc2_non0"] == pytest.approx(2 / 3)
+
+
+def test_acc7_and_acc5_differ_because_of_clipping_at_two():
+    label = [3, -3, 2, -2, 0.4]
+    prediction = [2.2, -2.6, 3.0, -1.6, 0.6]
+    result = regression_metrics(prediction, label)
+    # acc7, clip to [-3, 3] then round:
+    #   label [3 -3 2 -2 0], prediction [2 -3 3 -2 1] -> right at 1, 3: 2/5
+    assert result["acc7"] == pytest.approx(2 / 5)
+    # acc5, clip to [-2, 2] then round:
+    #   label [2 -2 2 -2 0], prediction [2 -2 2 -2 1] -> wrong only at 4: 4/5
+    assert result["acc5"] == pytest.approx(4 / 5)
+
+
+def test_rounding_is_half_to_even():
+    label = [2.5, -0.5, 0.5, 1.5, -2.5, -1.5]
+    prediction = [2.0, 0.0, 0.0, 2.0, -2.0, -2.0]
+    # half to even: label -> [2 -0 0 2 -2 -2], equal to prediction everywhere -> 6/6
+    # (half away from zero would give [3 -1 1 2 -3 -2] -> 2/6)
+    assert regression_metrics(prediction, label)["acc7"] == 1.0
+
+
+def test_pearson_on_hand_computed_case():
+    # means 2.5 and 2.5; deviations x [-1.5 -0.5 0.5 1.5], y [-1.5 0.5 -0.5 1.5]
+    # sum dx*dy = 2.25 - 0.25 - 0.25 + 2.25 = 4; sum dx^2 = sum dy^2 = 5
+    # r = 4 / sqrt(5 * 5) = 0.8
+    assert regression_metrics([1, 2, 3, 4], [1, 3, 2, 4])["corr"] == pytest.approx(0.8)
+
+
+def test_constant_prediction_gives_corr_zero():
+    result = regression_metrics([0.5, 0.5, 0.5, 0.5], [1, -1, 2, 0])
+    assert result["corr"] == 0.0
+    # mae: (0.5 + 1.5 + 1.5 + 0.5) / 4 = 1
+    assert result["mae"] == pytest.approx(1.0)
+
+
+def test_all_zero_labels_give_nan_non0_metrics():
+    result = regression_metrics([0.3, -0.2, 0.0], [0, 0, 0])
+    assert math.isnan(result["acc2_non0"]) and math.isnan(result["f1_non0"])
+    # has0: label all non-negative; prediction [1 0 1] -> 2/3
+    assert result["acc2_has0"] == pytest.approx(2 / 3)
+
+
+def test_regression_keys_order_and_torch_input():
+    prediction = torch.tensor([[1.0], [2.0], [3.0], [4.0]], requires_grad=True)  # (N, 1) model output
+    result = regression_metrics(prediction, torch.tensor([1.0, 3.0, 2.0, 4.0]))
+    assert tuple(result) == REGRESSION_METRICS
+    assert all(type(value) is float for value in result.values())
+    assert result["corr"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(
+    "prediction, label",
+    [
+        ([0.1, 0.2, 0.3], [1, 2]),  # mismatched lengths
+        ([], []),  # empty
+        ([0.1, float("nan")], [1, 2]),  # non-finite prediction
+        ([0.1, float("inf")], [1, 2]),
+        (np.zeros((2, 2)), [1, 2]),  # not 1-D
+        (["a", "b"], [1, 2]),  # not numeric
+    ],
+)
+def test_regression_rejects_bad_input(prediction, label):
+    with pytest.raises(ConfigError):
+        regression_metrics(prediction, label)
+
+
+def test_mismatched_lengths_message_names_both_lengths():
+    with pytest.raises(ConfigError, match="Got 3 and 2"):
+        regression_metrics([0.1, 0.2, 0.3], [1, 2])
+
+
+# ------------------------------------------------------------ classification
+
+
+def test_ua_differs_from_wa_on_imbalanced_labels():
+    label = [0, 0, 0, 0, 0, 0, 1, 1]
+    prediction = [0, 0, 0, 0, 0, 0, 0, 1]
+    result = classification_metrics(prediction, label)
+    assert tuple(result) == CLASSIFICATION_METRICS
+    # wa: 7 of 8 right
+    assert result["wa"] == pytest.approx(7 / 8)
+    # ua: recall class 0 = 6/6, class 1 = 1/2 -> (1 + 1/2) / 2
+    assert result["ua"] == pytest.approx(0.75)
+    # wf1: class 0: P 6/7, R 1 -> F1 = (12/7)/(13/7) = 12/13
+    #      class 1: P 1, R 1/2 -> F1 = 1/(3/2) = 2/3
+    #      (6 * 12/13 + 2 * 2/3) / 8 = (216/39 + 52/39) / 8 = 268/312 = 67/78
+    assert result["wf1"] == pytest.approx(67 / 78)
+
+
+def test_logits_input_uses_argmax():
+    logits = [[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.1, 0.2, 0.9], [5.0, 0.0, 0.0]]
+    label = [0, 1, 2, 2]
+    # argmax -> [0 1 2 0]; right at 0, 1, 2 -> wa 3/4
+    # recall: class 0 1/1, class 1 1/1, class 2 1/2 -> ua (2.5)/3 = 5/6
+    # F1: class 0 P 1/2 R 1 -> 2/3; class 1 -> 1; class 2 P 1 R 1/2 -> 2/3
+    #     weighted (1 * 2/3 + 1 * 1 + 2 * 2/3) / 4 = 3/4
+    expected = {"wa": 3 / 4, "ua": 5 / 6, "wf1": 3 / 4}
+    assert classification_metrics(logits, label, num_classes=3) == pytest.approx(expected)
+    assert classification_metrics(torch.tensor(logits), torch.tensor(label)) == pytest.approx(expected)
+    assert classification_metrics([0, 1, 2, 0], label) == pytest.approx(expected)
+
+
+def test_ua_ignores_predicted_classes_absent_from_labels():
+    # recall class 0 = 1/2, class 1 = 2/2; class 2 is only predicted -> no term
+    # ua = (1/2 + 1) / 2 = 3/4 (a zero term for class 2 would give 1/2)
+    assert classification_metrics([0, 2, 1, 1], [0, 0, 1, 1])["ua"] == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize(
+    "prediction, label, num_classes",
+    [
+        ([0, 1, 1], [0, 1], None),  # mismatched lengths
+        ([0, 1.5], [0, 1], None),  # not integer
+        ([0, -1], [0, 1], None),  # negative
+        ([0, 3], [0, 1], 3),  # out of range
+        ([[0.1, 0.9], [0.3, 0.7]], [0, 1], 3),  # wrong number of columns
+        ([0, 1], [0, 1], 0),  # bad num_classes
+    ],
+)
+def test_classification_rejects_bad_input(prediction, label, num_classes):
+    with pytest.raises(ConfigError):
+        classification_metrics(prediction, label, num_classes=num_classes)
+
+
+# ------------------------------------------------------------------- registry
+
+
+def test_metric_registry():
+    assert tuple(METRICS) == REGRESSION_METRICS + CLASSIFICATION_METRICS
+    assert all(isinstance(info, MetricInfo) and info.name == key for key, info in METRICS.items())
+    assert [key for key, info in METRICS.items() if not info.higher_is_better] == ["mae"]
+    with pytest.raises(AttributeError):  # frozen
+        METRICS["mae"].higher_is_better = True
+
+
+def test_compute_metrics_dispatch():
+    assert compute_metrics("regression", [1, 2, 3, 4], [1, 3, 2, 4])["corr"] == pytest.approx(0.8)
+    # label [0 0], prediction [0 1]: wa 1/2; ua = recall of class 0 = 1/2;
+    # wf1: class 0 P 1, R 1/2 -> F1 2/3 with support 2; class 1 has support 0 -> 2/3
+    assert compute_metrics("classification", [0, 1], [0, 0]) == pytest.approx({"wa": 0.5, "ua": 0.5, "wf1": 2 / 3})
+    with pytest.raises(ConfigError, match="classification, regression"):
+        compute_metrics("ranking", [0], [0])

@@ -1,0 +1,226 @@
+"""The ``imsa`` command. It parses options, draws progress bars and prints tables; the
+work is done by the Python API it calls."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+from .config import parse_assignments, read_yaml
+from .errors import ImsaError
+
+logger = logging.getLogger("imsa")
+
+
+class ProgressBars:
+    """tqdm bars: one over the runs of an experiment, one over the epochs of each phase."""
+
+    def __init__(self):
+        from tqdm.auto import tqdm
+
+        self.tqdm = tqdm
+        self.runs = None
+        self.epochs = None
+
+    def on_run_start(self, key, index, total):
+        if self.runs is None:
+            self.runs = self.tqdm(total=total, desc="runs", unit="run", position=0, dynamic_ncols=True)
+        self.runs.set_postfix_str(key)
+
+    def on_run_end(self, key, record):
+        self.runs.update(1)
+        if self.runs.n == self.runs.total:
+            self.runs.close()
+
+    def on_phase_start(self, phase, epochs, start_epoch):
+        self.epochs = self.tqdm(total=epochs, initial=start_epoch, desc=phase, unit="epoch", position=1, leave=False, dynamic_ncols=True)
+
+    def on_epoch_end(self, phase, epoch, logs):
+        self.epochs.set_postfix(loss=f"{logs['loss']:.4f}", valid=f"{logs['score']:.4f}")
+        self.epochs.update(1)
+
+    def on_phase_end(self, phase, result):
+        self.epochs.close()
+
+
+def _split_overrides(pairs):
+    """``--set`` pairs: ``data.KEY`` go to the dataset loader, the rest to the method config."""
+    values = parse_assignments(pairs)
+    data = {k[len("data.") :]: v for k, v in values.items() if k.startswith("data.")}
+    method = {k: v for k, v in values.items() if not k.startswith("data.")}
+    return method, data
+
+
+def cmd_run(args) -> int:
+    from .experiments.runner import Experiment, format_table, run_experiment
+    from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
+    from .protocols import Protocol
+
+    overrides, dataset_options = _split_overrides(args.set)
+    config = read_yaml(args.config) if args.config else {}
+    config.update(overrides)
+    if args.rate is not None and args.protocol != "random":
+        raise ImsaError("--rate applies to --protocol random only.")
+    protocol = Protocol(args.protocol, rate=args.rate if args.rate is not None else 0.0, mask_seed=args.mask_seed)
+    experiment = Experiment(
+        method=args.method,
+        dataset=args.dataset,
+        protocol=protocol,
+        seeds=tuple(args.seeds),
+        folds=tuple(args.folds) if args.folds else None,
+        config=config,
+        dataset_options=dataset_options,
+    )
+    out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{args.dataset}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    callbacks = [] if args.quiet else [ProgressBars()]
+    started = time.perf_counter()
+    summary = run_experiment(experiment, out, data_dir=args.data_dir, callbacks=callbacks)
+    metrics = REGRESSION_METRICS if "mae" in summary["test"]["mean" if "mean" in summary["test"] else protocol.name] else CLASSIFICATION_METRICS
+    print(f"\n{args.method} on {args.dataset}, protocol {protocol.name}: {summary['runs']} runs (seeds {list(args.seeds)} x folds {summary['experiment']['folds']}), mean ± std over runs")
+    print("\ntest")
+    print(format_table(summary, "test", metrics))
+    print("\nvalid")
+    print(format_table(summary, "valid", metrics))
+    print(f"\nResults in {out} ({time.perf_counter() - started:.1f} s)")
+    return 0
+
+
+def cmd_data_download(args) -> int:
+    from .data.download import download
+    from .data.paths import resolve_data_dir
+    from tqdm.auto import tqdm
+
+    root = resolve_data_dir(args.data_dir)
+    bars = {}
+
+    def progress(path, done, total):
+        bar = bars.get(path)
+        if bar is None:
+            bar = bars[path] = tqdm(total=total, desc=path, unit="B", unit_scale=True, leave=False)
+        bar.update(done - bar.n)
+
+    status = download(args.name, root, mirror=args.mirror, force=args.force, progress=progress)
+    for bar in bars.values():
+        bar.close()
+    for path, state in status.items():
+        print(f"{state:>10}  {path}")
+    print(f"{args.name}: {len(status)} files verified (sha256) in {root}")
+    return 0
+
+
+def cmd_data_verify(args) -> int:
+    from .data.download import DATASET_FILES, verify
+    from .data.paths import resolve_data_dir
+
+    root = resolve_data_dir(args.data_dir)
+    names = [args.name] if args.name else sorted(set(DATASET_FILES.values()))
+    bad = 0
+    for name in names:
+        for path, state in verify(name, root).items():
+            print(f"{state:>10}  {path}")
+            bad += state != "ok"
+    if bad:
+        print(f"{bad} file(s) missing or corrupted in {root}; run `imsa data download NAME --data-dir {root}` (add --force to replace corrupted ones).")
+        return 1
+    print(f"All files verified in {root}.")
+    return 0
+
+
+def cmd_data_list(args) -> int:
+    from .data.download import list_status
+    from .data.paths import resolve_data_dir
+    from .data.registry import list_datasets
+
+    root = resolve_data_dir(args.data_dir)
+    files = {row["dataset"]: row for row in list_status(root)}
+    print(f"data root: {root}")
+    for entry in list_datasets():
+        if not entry.needs_files:
+            state = "built in"
+        elif entry.name in files:
+            row = files[entry.name]
+            state = "ready" if row["present"] == row["files"] else f"{row['present']}/{row['files']} files (imsa data download {entry.name})"
+        else:
+            state = "unavailable"
+        print(f"  {entry.name:<16} {state:<12}  {entry.description}")
+    return 0
+
+
+def cmd_methods(args) -> int:
+    import dataclasses
+
+    from .methods import list_methods, method_class
+
+    for name in list_methods():
+        cls = method_class(name)
+        print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
+        for f in dataclasses.fields(cls.Config):
+            print(f"    {f.name} = {f.default!r}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .data.registry import list_datasets
+    from .methods import list_methods
+
+    parser = argparse.ArgumentParser(prog="imsa", description="Multimodal sentiment analysis and emotion recognition with missing modalities.")
+    parser.add_argument("--version", action="version", version=f"imsa {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train and evaluate a method under missing modalities")
+    run.add_argument("--method", default="late_fusion", help=f"one of: {', '.join(list_methods())} (default: late_fusion)")
+    run.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(e.name for e in list_datasets())} (default: synthetic)")
+    run.add_argument("--protocol", choices=["fixed", "random"], default="fixed", help="fixed: every modality subset; random: GCNet missing rate")
+    run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random")
+    run.add_argument("--mask-seed", type=int, default=0, help="seed of the random-protocol evaluation masks (default 0)")
+    run.add_argument("--seeds", type=int, nargs="+", default=[1], help="training seeds (default: 1)")
+    run.add_argument("--folds", type=int, nargs="+", help="folds to run (default: all)")
+    run.add_argument("--out", help="run directory (default: runs/<method>-<dataset>-<protocol>-<time>); an existing one of the same experiment is resumed")
+    run.add_argument("--config", help="YAML file of method config values")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (data.KEY for dataset options); repeatable")
+    run.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.set_defaults(func=cmd_run)
+
+    data = sub.add_parser("data", help="download, verify and list datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    dl = data_sub.add_parser("download", help="fetch a dataset's files from their pinned upstream addresses and check sha256")
+    dl.add_argument("name")
+    dl.add_argument("--data-dir")
+    dl.add_argument("--mirror", help="base URL of a mirror laid out like the data root (default: $IMSA_MIRROR, else upstream)")
+    dl.add_argument("--force", action="store_true", help="fetch again even if a verified copy exists")
+    dl.set_defaults(func=cmd_data_download)
+    ver = data_sub.add_parser("verify", help="re-check the sha256 of downloaded files")
+    ver.add_argument("name", nargs="?")
+    ver.add_argument("--data-dir")
+    ver.set_defaults(func=cmd_data_verify)
+    ls = data_sub.add_parser("list", help="show the datasets and whether their files are present")
+    ls.add_argument("--data-dir")
+    ls.set_defaults(func=cmd_data_list)
+
+    methods = sub.add_parser("methods", help="list methods and their config defaults")
+    methods.set_defaults(func=cmd_methods)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="imsa: %(levelname)s: %(message)s")
+    try:
+        return args.func(args)
+    except ImsaError as e:
+        print(f"imsa: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nimsa: interrupted. Run the same command with the same --out to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,257 @@
+"""One experiment: a method on a dataset under a protocol, over seeds and folds.
+
+A run directory holds everything needed to trace a number back to its run::
+
+    DIR/config.yaml               resolved config (method, dataset, protocol, seeds, folds, checksums)
+    DIR/runs/seed1-fold0.json     one file per training run: metrics on valid and test per setting,
+                                  selected epochs, per-epoch logs, wall time, versions
+    DIR/models/seed1-fold0.pt     the fitted method (``Method.load_state_dict``)
+    DIR/summary.json, summary.csv mean, std and n over runs per split, setting and metric
+
+Re-running the same command on the same directory skips finished runs and resumes an
+interrupted one from its checkpoints; a directory that holds a different experiment is
+refused rather than overwritten.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from .. import __version__
+from ..config import build_config, packaged_config
+from ..data.dataset import Dataset
+from ..data.registry import load_dataset
+from ..errors import ConfigError
+from ..methods import method_class
+from ..protocols import Protocol
+from ..training import seed_everything
+
+logger = logging.getLogger(__name__)
+SPLITS = ("valid", "test")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """What to run. ``folds=None`` means every fold of the dataset."""
+
+    method: str
+    dataset: str = "synthetic"
+    protocol: Protocol = Protocol()
+    seeds: tuple[int, ...] = (1,)
+    folds: tuple[int, ...] | None = None
+    config: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+
+    def resolved_config(self):
+        """The method's config: defaults, then packaged ``configs/<method>/<dataset>.yaml``, then ``config``."""
+        cls = method_class(self.method)
+        return build_config(cls.Config, packaged_config(self.method, self.dataset), self.config)
+
+
+def versions() -> dict:
+    return {"imsa": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+
+
+def _write_json(path: Path, data) -> None:
+    """Write atomically: a crash never leaves a half-written file under the final name."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
+    os.replace(tmp, path)
+
+
+def run_key(seed: int, fold: int) -> str:
+    return f"seed{seed}-fold{fold}"
+
+
+def run_experiment(
+    experiment: Experiment,
+    out: str | os.PathLike,
+    *,
+    data_dir=None,
+    dataset: Dataset | None = None,
+    callbacks=(),
+    checkpoint_interval: float = 30.0,
+) -> dict:
+    """Train and score every (seed, fold) of ``experiment`` into ``out`` and return the summary.
+
+    Parameters
+    ----------
+    experiment : Experiment
+    out : path
+        Run directory; created if needed, resumed if it holds the same experiment.
+    data_dir : path, optional
+        Data root (default ``$IMSA_DATA`` or the user cache).
+    dataset : Dataset, optional
+        An already loaded dataset (skips loading).
+    callbacks : iterable
+        Training callbacks; those with ``on_run_start(key, index, total)`` or
+        ``on_run_end(key, record)`` also hear about whole runs.
+    checkpoint_interval : float
+        Seconds between checkpoints inside a run.
+
+    Returns
+    -------
+    dict
+        The summary (see :func:`summarize`), also written to ``out/summary.json``.
+    """
+    config = experiment.resolved_config()  # fails on a bad key before any work
+    dataset = dataset or load_dataset(experiment.dataset, data_dir, **experiment.dataset_options)
+    folds = experiment.folds if experiment.folds is not None else tuple(range(len(dataset.folds)))
+    for fold in folds:
+        if not 0 <= fold < len(dataset.folds):
+            raise ConfigError(f"Dataset {dataset.name} has {len(dataset.folds)} fold(s); fold {fold} does not exist.")
+    out = Path(out)
+    resolved = {
+        "method": experiment.method,
+        "dataset": experiment.dataset,
+        "dataset_options": dict(experiment.dataset_options),
+        "protocol": dataclasses.asdict(experiment.protocol),
+        "seeds": list(experiment.seeds),
+        "folds": list(folds),
+        "config": dataclasses.asdict(config),
+        "data_checksum": dataset.checksum,
+    }
+    _claim_directory(out, resolved)
+
+    cls = method_class(experiment.method)
+    jobs = [(seed, fold) for seed in experiment.seeds for fold in folds]
+    records = []
+    for index, (seed, fold) in enumerate(jobs):
+        key = run_key(seed, fold)
+        path = out / "runs" / f"{key}.json"
+        for cb in callbacks:
+            getattr(cb, "on_run_start", lambda *a: None)(key, index, len(jobs))
+        if path.exists():
+            record = json.loads(path.read_text())
+            logger.info("%s: finished earlier, skipped (%s).", key, path)
+        else:
+            record = _train_one(cls, config, dataset, experiment, seed, fold, out, callbacks, checkpoint_interval)
+            _write_json(path, record)
+            shutil.rmtree(out / "checkpoints" / key, ignore_errors=True)
+        for cb in callbacks:
+            getattr(cb, "on_run_end", lambda *a: None)(key, record)
+        records.append(record)
+
+    summary = summarize(records)
+    summary["experiment"] = resolved
+    _write_json(out / "summary.json", summary)
+    write_summary_csv(summary, out / "summary.csv")
+    return summary
+
+
+def _claim_directory(out: Path, resolved: dict) -> None:
+    """Create ``out`` or check that it holds this very experiment; never overwrite another."""
+    config_path = out / "config.yaml"
+    if config_path.exists():
+        previous = yaml.safe_load(config_path.read_text())
+        if previous != resolved:
+            changed = sorted(k for k in set(previous or {}) | set(resolved) if (previous or {}).get(k) != resolved.get(k))
+            raise ConfigError(
+                f"{out} already holds a different experiment (differs in: {', '.join(changed)}). "
+                "Choose another --out, or delete that directory to start over."
+            )
+        logger.info("Resuming the experiment in %s.", out)
+    elif out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out} exists and is not an imsa run directory; choose another --out.")
+    for sub in ("runs", "models", "checkpoints"):
+        (out / sub).mkdir(parents=True, exist_ok=True)
+    if not config_path.exists():
+        tmp = config_path.with_name("config.yaml.tmp")
+        tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
+        os.replace(tmp, config_path)
+
+
+def _train_one(cls, config, dataset, experiment, seed, fold, out, callbacks, checkpoint_interval) -> dict:
+    key = run_key(seed, fold)
+    started = time.perf_counter()
+    seed_everything(seed)
+    splits = dataset.split(fold)
+    method = cls(config)
+    method.fit(
+        splits["train"],
+        splits["valid"],
+        protocol=experiment.protocol,
+        seed=seed,
+        callbacks=callbacks,
+        workdir=out / "checkpoints" / key,
+    )
+    metrics = {split: method.evaluate(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
+    torch.save(method.state_dict(), out / "models" / f"{key}.pt")
+    phases = [p.to_dict() for p in getattr(method, "phases_", [])]
+    return {
+        "method": experiment.method,
+        "dataset": experiment.dataset,
+        "protocol": dataclasses.asdict(experiment.protocol),
+        "seed": seed,
+        "fold": fold,
+        "config": dataclasses.asdict(config),
+        "data_checksum": dataset.checksum,
+        "selected_epochs": {p["phase"]: p["best_epoch"] for p in phases},
+        "select_metric": method.select_metric,
+        "metrics": metrics,
+        "phases": phases,
+        "sizes": {split: len(splits[split]) for split in ("train", "valid", "test")},
+        "wall_time_s": time.perf_counter() - started,
+        "versions": versions(),
+    }
+
+
+def summarize(records: list[dict]) -> dict:
+    """Mean, sample standard deviation (ddof=1; 0 for one run) and count over runs.
+
+    Layout: ``summary[split][setting][metric] == {"mean": ..., "std": ..., "n": ...}``.
+    """
+    summary: dict = {}
+    for split in SPLITS:
+        table: dict = {}
+        for record in records:
+            for setting, values in record["metrics"][split].items():
+                for metric, value in values.items():
+                    table.setdefault(setting, {}).setdefault(metric, []).append(value)
+        summary[split] = {
+            setting: {metric: _stats(values) for metric, values in metrics.items()} for setting, metrics in table.items()
+        }
+    summary["runs"] = len(records)
+    return summary
+
+
+def _stats(values: list[float]) -> dict:
+    array = np.asarray(values, dtype=float)
+    finite = array[np.isfinite(array)]
+    if len(finite) == 0:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": float(finite.mean()), "std": float(finite.std(ddof=1)) if len(finite) > 1 else 0.0, "n": int(len(finite))}
+
+
+def write_summary_csv(summary: dict, path: Path) -> None:
+    lines = ["split,setting,metric,mean,std,n"]
+    for split in SPLITS:
+        for setting, metrics in summary[split].items():
+            for metric, s in metrics.items():
+                lines.append(f"{split},\"{setting}\",{metric},{s['mean']:.6f},{s['std']:.6f},{s['n']}")
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def format_table(summary: dict, split: str = "test", metrics=None, digits: int = 3) -> str:
+    """A plain-text table: one row per setting, ``mean ± std`` per metric."""
+    rows = summary[split]
+    metrics = metrics or list(next(iter(rows.values())).keys())
+    header = ["setting"] + list(metrics)
+    body = [[setting] + [f"{rows[setting][m]['mean']:.{digits}f} ± {rows[setting][m]['std']:.{digits}f}" for m in metrics] for setting in rows]
+    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
+    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])

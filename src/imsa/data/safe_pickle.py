@@ -8,6 +8,7 @@ builtin containers and scalars, and numpy arrays, dtypes and scalars.
 
 from __future__ import annotations
 
+import _compat_pickle
 import pickle
 from pathlib import Path
 
@@ -20,6 +21,8 @@ _ALLOWED = {
     ("collections", "defaultdict"),
     ("numpy", "ndarray"),
     ("numpy", "dtype"),
+    # Python 3 writes bytes (numpy array data) as _codecs.encode(str, "latin1") in protocols 0-2
+    ("_codecs", "encode"),
 } | {
     (module, name)
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
@@ -34,6 +37,12 @@ _ALLOWED = {
 
 class _RestrictedUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        # Python 2 names (protocols 0-2, e.g. __builtin__.set) as Python 3 knows them, as
+        # pickle's own fix_imports does, so that the allow-list sees the real name
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        else:
+            module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) not in _ALLOWED:
             raise pickle.UnpicklingError(f"refused to load {module}.{name}")
         return super().find_class(module, name)
@@ -60,6 +69,8 @@ def load_pickle(path: str | Path, *, encoding: str = "latin1"):
                 f"{path}: {e}; this pickle asks to run code that the dataset formats never contain. "
                 "Do not load it; obtain the file from its original source."
             ) from None
+        if "truncated" in str(e):
+            raise DataError(f"{path}: truncated or corrupted pickle ({e}). Download it again.") from None
         raise DataError(f"{path}: not a readable pickle ({e}); the file is corrupted or of another format. Download it again.") from None
     except (EOFError, ValueError, TypeError, AttributeError, IndexError, ImportError, MemoryError) as e:
         raise DataError(f"{path}: truncated or corrupted pickle ({type(e).__name__}: {e}). Download it again.") from None

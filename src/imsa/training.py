@@ -98,6 +98,7 @@ def train(
     checkpoint: str | os.PathLike | None = None,
     checkpoint_interval: float = 30.0,
     extra_state=None,
+    fingerprint: dict | None = None,
     callbacks: Iterable[Callback] = (),
 ) -> TrainResult:
     """Train ``model`` for up to ``epochs`` epochs and leave it at the best validation epoch.
@@ -129,6 +130,9 @@ def train(
         Seconds between checkpoint writes (0: after every epoch); the last epoch is always saved.
     extra_state : object, optional
         Anything else to checkpoint, with ``state_dict()`` and ``load_state_dict()``.
+    fingerprint : dict, optional
+        What identifies the run (seed, config); a checkpoint saved under another
+        fingerprint is refused instead of silently resumed.
     callbacks : iterable of Callback
     """
     if epochs < 1:
@@ -147,7 +151,7 @@ def train(
         "stopped_early": False,
     }
     if checkpoint is not None and checkpoint.exists():
-        state = _resume(checkpoint, model, optimizer, extra_state, phase)
+        state = _resume(checkpoint, model, optimizer, extra_state, phase, fingerprint)
 
     _notify(callbacks, "on_phase_start", phase, epochs, state["next_epoch"])
     last_save = time.monotonic()
@@ -187,21 +191,21 @@ def train(
             break
         # -- checkpoint, now and then
         if checkpoint is not None and epoch < epochs and time.monotonic() - last_save >= checkpoint_interval:
-            _save(checkpoint, model, optimizer, extra_state, state)
+            _save(checkpoint, model, optimizer, extra_state, state, fingerprint)
             last_save = time.monotonic()
 
     if state["best_state"] is not None and not state["finished"]:
         model.load_state_dict(state["best_state"])
     state["finished"] = True
     if checkpoint is not None:
-        _save(checkpoint, model, optimizer, extra_state, state)
+        _save(checkpoint, model, optimizer, extra_state, state, fingerprint)
     model.eval()
     result = TrainResult(phase, state["best_epoch"], state["best_score"], state["next_epoch"], state["stopped_early"], state["history"])
     _notify(callbacks, "on_phase_end", phase, result)
     return result
 
 
-def _save(path: Path, model, optimizer, extra_state, state: dict) -> None:
+def _save(path: Path, model, optimizer, extra_state, state: dict, fingerprint) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     _atomic_save(
         {
@@ -210,22 +214,27 @@ def _save(path: Path, model, optimizer, extra_state, state: dict) -> None:
             "extra": extra_state.state_dict() if extra_state is not None else None,
             "torch_rng": torch.get_rng_state(),
             "state": state,
+            "fingerprint": fingerprint,
         },
         path,
     )
 
 
-def _resume(path: Path, model, optimizer, extra_state, phase: str) -> dict:
+def _resume(path: Path, model, optimizer, extra_state, phase: str, fingerprint) -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=False)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        mismatch = saved.get("fingerprint") != fingerprint
+        if not mismatch:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if extra_state is not None and saved.get("extra") is not None:
+                extra_state.load_state_dict(saved["extra"])
+            torch.set_rng_state(saved["torch_rng"])
+            state = saved["state"]
     except Exception as e:  # a checkpoint of another model or a damaged file
         raise DataError(f"{path}: cannot resume phase {phase} from this checkpoint ({type(e).__name__}: {e}). Delete it to start the phase afresh.") from None
-    if extra_state is not None and saved.get("extra") is not None:
-        extra_state.load_state_dict(saved["extra"])
-    torch.set_rng_state(saved["torch_rng"])
-    state = saved["state"]
+    if mismatch:
+        raise DataError(f"{path}: this checkpoint belongs to another run (different seed or config). Use another workdir, or delete it to start the phase afresh.")
     if state["finished"]:
         logger.info("%s: finished phase found in %s; restored it.", phase, path)
     else:

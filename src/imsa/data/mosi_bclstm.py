@@ -40,6 +40,8 @@ FEATURE_CSVS = {
     "v": "cmu-mosi/bc-lstm/video/video_test0.csv",
 }
 FEATURE_DIMS = {"l": 100, "a": 73, "v": 100}
+# The fix for a damaged or foreign file; `download` replaces files whose sha256 differs.
+REFETCH = "Fetch intact copies with `imsa data download mosi-bclstm`."
 
 
 def _read_csv(path: Path) -> list[list[str]]:
@@ -47,17 +49,17 @@ def _read_csv(path: Path) -> list[list[str]]:
         with open(path, newline="") as f:
             return [row for row in csv.reader(f) if row]
     except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot be read as CSV ({e}).") from None
+        raise DataError(f"{path}: cannot be read as CSV ({e}). {REFETCH}") from None
 
 
 def _floats(rows: list[list[str]], path: Path, width: int) -> np.ndarray:
     for line, row in enumerate(rows, 1):
         if len(row) != width:
-            raise DataError(f"{path}, line {line}: {len(row)} columns, expected {width}. The file is truncated or not the bc-LSTM CSV; download it again.")
+            raise DataError(f"{path}, line {line}: {len(row)} columns, expected {width}. The file is truncated or not the bc-LSTM CSV. {REFETCH}")
     try:
         return np.array(rows, dtype=np.float64)
     except ValueError as e:
-        raise DataError(f"{path}: non-numeric value ({e}).") from None
+        raise DataError(f"{path}: non-numeric value ({e}). {REFETCH}") from None
 
 
 def assign_parts(video_sizes: dict[str, int], num_parts: int = NUM_PARTS) -> list[list[str]]:
@@ -94,21 +96,21 @@ def load_mosi_bclstm(root: Path) -> Dataset:
     try:
         csv_ids = [transcripts[int(row[0])][0] for row in row_index]
     except (ValueError, IndexError):
-        raise DataError(f"{paths[ROW_INDEX]}: first column must index rows of {paths[TRANSCRIPTS]}; the files do not match.") from None
+        raise DataError(f"{paths[ROW_INDEX]}: first column must index rows of {paths[TRANSCRIPTS]}; the files do not match. {REFETCH}") from None
 
     features, binary = {}, {}
     for m, rel in FEATURE_CSVS.items():
         table = _floats(_read_csv(paths[rel]), paths[rel], FEATURE_DIMS[m] + 1)
         if len(table) != len(csv_ids):
-            raise DataError(f"{paths[rel]}: {len(table)} rows but {paths[ROW_INDEX]} has {len(csv_ids)}; the files do not belong together.")
+            raise DataError(f"{paths[rel]}: {len(table)} rows but {paths[ROW_INDEX]} has {len(csv_ids)}; the files do not belong together. {REFETCH}")
         features[m], binary[m] = table[:, :-1], table[:, -1]
     for m in ("a", "v"):
         if not np.array_equal(binary[m], binary["l"]):
-            raise DataError(f"{paths[FEATURE_CSVS[m]]}: binary labels disagree with {paths[FEATURE_CSVS['l']]}; rows are out of order.")
+            raise DataError(f"{paths[FEATURE_CSVS[m]]}: binary labels disagree with {paths[FEATURE_CSVS['l']]}; rows are out of order. {REFETCH}")
 
     label_table = load_pickle(paths[LABEL_PICKLE])
     if not (isinstance(label_table, list) and len(label_table) == 7 and all(isinstance(x, dict) for x in label_table[:4])):
-        raise DataError(f"{paths[LABEL_PICKLE]}: expected the GCNet 7-item list [videoIDs, videoLabels, videoSpeakers, videoSentences, train, valid, test].")
+        raise DataError(f"{paths[LABEL_PICKLE]}: expected the GCNet 7-item list [videoIDs, videoLabels, videoSpeakers, videoSentences, train, valid, test]. {REFETCH}")
     video_utterances, video_labels, _, video_sentences = label_table[:4]
     row_of = {u: r for r, u in enumerate(csv_ids)}
     videos = sorted({u.rsplit("_", 1)[0] for u in csv_ids})
@@ -116,19 +118,19 @@ def load_mosi_bclstm(root: Path) -> Dataset:
     order, labels, transcript_text = [], [], []
     for video in videos:
         if video not in video_utterances:
-            raise DataError(f"{paths[LABEL_PICKLE]}: video {video!r} of the CSVs has no labels.")
+            raise DataError(f"{paths[LABEL_PICKLE]}: video {video!r} of the CSVs has no labels. {REFETCH}")
         for utterance, label, sentence in zip(video_utterances[video], video_labels[video], video_sentences[video]):
             if utterance not in row_of:
-                raise DataError(f"{paths[FEATURE_CSVS['l']]}: utterance {utterance!r} of the label pickle has no feature row.")
+                raise DataError(f"{paths[FEATURE_CSVS['l']]}: utterance {utterance!r} of the label pickle has no feature row. {REFETCH}")
             order.append(row_of[utterance])
             labels.append(float(label))
             transcript_text.append(str(sentence))
     if len(order) != len(csv_ids):
-        raise DataError(f"{paths[LABEL_PICKLE]}: labels {len(order)} utterances of the CSVs' {len(csv_ids)}; the files do not match.")
+        raise DataError(f"{paths[LABEL_PICKLE]}: labels {len(order)} utterances of the CSVs' {len(csv_ids)}; the files do not match. {REFETCH}")
     labels = np.asarray(labels, dtype=np.float32)
     disagree = np.flatnonzero((labels >= 0) != (binary["l"][order] > 0.5))
     if len(disagree):
-        raise DataError(f"{paths[LABEL_PICKLE]}: continuous label of {csv_ids[order[disagree[0]]]!r} disagrees with the CSVs' binary label ({len(disagree)} utterances).")
+        raise DataError(f"{paths[LABEL_PICKLE]}: continuous label of {csv_ids[order[disagree[0]]]!r} disagrees with the CSVs' binary label ({len(disagree)} utterances). {REFETCH}")
 
     utterance_ids = [csv_ids[r] for r in order]
     video_ids = [u.rsplit("_", 1)[0] for u in utterance_ids]

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ..config import build_config
 from ..data.batch import Batch, iterate_batches
 from ..data.dataset import Dataset, Subset
-from ..errors import NotFittedError
+from ..errors import NotFittedError, invalid_parameter
 from ..metrics import METRICS
 from ..protocols import Protocol
 from ..training import TrainResult, evaluate, selection_score
@@ -87,6 +87,18 @@ class TrainConfig:
     grad_clip: float | None = None
     select_metric: str | None = None
     eval_batch_size: int = 256
+
+    def __post_init__(self):
+        owner = type(self).__qualname__
+        for name in ("epochs", "batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise invalid_parameter(name, owner, "at least 1", getattr(self, name))
+        if self.lr <= 0:
+            raise invalid_parameter("lr", owner, "positive", self.lr)
+        if self.select_metric is not None and self.select_metric not in METRICS:
+            raise invalid_parameter("select_metric", owner, f"one of {', '.join(METRICS)}", self.select_metric)
+        if self.patience is not None and self.patience < 1:
+            raise invalid_parameter("patience", owner, "at least 1 or None", self.patience)
 
 
 def task_loss(prediction: torch.Tensor, batch: Batch, task: str) -> torch.Tensor:
@@ -246,5 +258,6 @@ class Method:
             phase=phase,
             checkpoint=Path(workdir) / f"{phase}.pt" if workdir else None,
             extra_state=extra_state,
+            fingerprint={"method": self.name, "seed": seed, "config": dataclasses.asdict(cfg), "protocol": dataclasses.asdict(protocol)},
             callbacks=callbacks,
         )

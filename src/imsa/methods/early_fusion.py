@@ -61,6 +61,10 @@ class EarlyFusionConfig(TrainConfig):
     dropout: float = 0.3
     train_missing: str = "complete"
 
+    def __post_init__(self):
+        super().__post_init__()
+        make_sampler(self.train_missing)  # refuse a bad spec before training starts
+
 
 @register_method
 class EarlyFusion(Method):

@@ -78,6 +78,10 @@ class LateFusionConfig(TrainConfig):
     dropout: float = 0.3
     train_missing: str = "dropout:0.3"
 
+    def __post_init__(self):
+        super().__post_init__()
+        make_sampler(self.train_missing)  # refuse a bad spec before training starts
+
 
 @register_method
 class LateFusion(Method):

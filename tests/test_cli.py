@@ -118,3 +118,16 @@ def test_data_list_and_verify_on_real_files(data_root):
     assert listed.returncode == 0 and "mosi-bclstm" in listed.stdout and "ready" in listed.stdout
     verified = run_cli("data", "verify", "mosi-bclstm", "--data-dir", str(data_root))
     assert verified.returncode == 0 and verified.stdout.count(" ok ") == 10
+
+
+def test_set_values_are_read_as_numbers_booleans_none_and_strings():
+    from imsa.config import parse_assignments
+
+    assert parse_assignments(["lr=1e-3", "epochs=5", "patience=none", "bf16=true", "train_missing=dropout:0.3", "select_metric=acc2_has0"]) == {
+        "lr": 0.001,
+        "epochs": 5,
+        "patience": None,
+        "bf16": True,
+        "train_missing": "dropout:0.3",
+        "select_metric": "acc2_has0",
+    }

@@ -25,9 +25,19 @@ def parse_assignments(pairs: list[str]) -> dict:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {pair!r}.")
-        parsed = yaml.safe_load(value) if value.strip() else ""
-        out[key.strip()] = None if isinstance(parsed, str) and parsed.lower() == "none" else parsed
+        out[key.strip()] = _parse_value(value.strip())
     return out
+
+
+def _parse_value(text: str):
+    """A number as a number (YAML reads ``1e-3`` as a string), ``none`` as None, the rest as YAML."""
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    parsed = yaml.safe_load(text) if text else ""
+    return None if isinstance(parsed, str) and parsed.lower() == "none" else parsed
 
 
 def _coerce(value, annotation, key: str, owner: str):

@@ -22,6 +22,7 @@ from ..data.batch import Batch, iterate_batches
 from ..data.dataset import Dataset, Subset
 from ..errors import NotFittedError, invalid_parameter
 from ..metrics import METRICS
+from ..nn.layers import masked_mean
 from ..protocols import Protocol
 from ..training import TrainResult, evaluate, selection_score
 from ..training import train as run_training
@@ -101,12 +102,23 @@ class TrainConfig:
             raise invalid_parameter("patience", owner, "at least 1 or None", self.patience)
 
 
-def task_loss(prediction: torch.Tensor, batch: Batch, task: str) -> torch.Tensor:
-    """L1 for regression, cross-entropy for classes; padded utterances excluded."""
+def pooled(batch: Batch, modality: str) -> torch.Tensor:
+    """The modality's utterance vectors: time sequences are averaged over their valid steps."""
+    x = batch.inputs[modality]
+    if modality in batch.padding:
+        return masked_mean(x, batch.padding[modality], dim=-2)
+    return x
+
+
+REGRESSION_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+
+
+def task_loss(prediction: torch.Tensor, batch: Batch, task: str, regression_loss: str = "l1") -> torch.Tensor:
+    """L1 (or MSE) for regression, cross-entropy for classes; padded utterances excluded."""
     keep = batch.index >= 0
     if task == "regression":
-        return F.l1_loss(prediction[keep], batch.labels[keep])
-    return F.cross_entropy(prediction[keep], batch.labels[keep])
+        return REGRESSION_LOSSES[regression_loss](prediction[keep].float(), batch.labels[keep])
+    return F.cross_entropy(prediction[keep].float(), batch.labels[keep])
 
 
 def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -215,10 +227,13 @@ class Method:
         seed: int,
         loss,
         sampler=None,
+        settings: dict | None = None,
+        optimizer: str = "adamw",
         phase: str = "train",
         epochs: int | None = None,
         lr: float | None = None,
         predict=None,
+        score=None,
         callbacks=(),
         workdir=None,
         extra_state=None,
@@ -228,11 +243,13 @@ class Method:
         ``loss(model, batch, epoch)`` gives the batch loss; ``sampler`` draws training
         masks (the protocol's own sampler takes precedence); ``predict(batch)`` scores
         validation (default: ``model(batch).prediction``). The selection score is
-        ``select_metric`` averaged over the protocol's validation settings.
+        ``select_metric`` averaged over the validation ``settings`` (default: the
+        protocol's), unless ``score(epoch)`` is given. ``optimizer`` is ``"adamw"`` (decoupled decay, not on biases and
+        norms) or ``"adam"`` (L2 penalty on every parameter, as some papers' code).
         """
         cfg = self.config
         sampler = protocol.training_sampler() or sampler
-        settings = protocol.settings(valid)
+        settings = settings if settings is not None else protocol.settings(valid)
         predict = predict or (lambda b: model(b).prediction)
         metric = self.select_metric
 
@@ -240,24 +257,27 @@ class Method:
             rng = np.random.default_rng([seed, epoch])
             return iterate_batches(train, cfg.batch_size, level=self.level, shuffle=True, rng=rng, present=sampler)
 
-        def score(epoch):
+        def default_score(epoch):
             results = evaluate(predict, valid, settings, level=self.level, batch_size=cfg.eval_batch_size)
             return selection_score(results, metric)
 
-        optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr)
+        if optimizer == "adam":
+            opt = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
+        else:
+            opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr)
         return run_training(
             model,
-            optimizer,
+            opt,
             epochs=epochs or cfg.epochs,
             batches=batches,
             loss=lambda batch, epoch: loss(model, batch, epoch),
-            score=score,
+            score=score or default_score,
             maximize=METRICS[metric].higher_is_better,
             patience=cfg.patience,
             grad_clip=cfg.grad_clip,
             phase=phase,
             checkpoint=Path(workdir) / f"{phase}.pt" if workdir else None,
             extra_state=extra_state,
-            fingerprint={"method": self.name, "seed": seed, "config": dataclasses.asdict(cfg), "protocol": dataclasses.asdict(protocol)},
+            fingerprint={"method": self.name, "seed": seed, "config": dataclasses.asdict(cfg), "protocol": dataclasses.asdict(protocol), "settings": sorted(settings)},
             callbacks=callbacks,
         )

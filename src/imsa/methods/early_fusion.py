@@ -14,8 +14,8 @@ from torch import nn
 from ..data.batch import Batch
 from ..missing import make_sampler
 from ..protocols import Protocol
-from .base import DataSpec, Method, Output, TrainConfig, task_loss
-from .late_fusion import fit_standardizers, pooled
+from .base import DataSpec, Method, Output, TrainConfig, pooled, task_loss
+from .late_fusion import fit_standardizers
 from ..nn.layers import Standardize
 from .registry import register_method
 

@@ -18,16 +18,8 @@ from ..data.dataset import Subset
 from ..missing import make_sampler
 from ..nn.layers import Standardize, masked_mean
 from ..protocols import Protocol
-from .base import DataSpec, Method, Output, TrainConfig, task_loss
+from .base import DataSpec, Method, Output, TrainConfig, pooled, task_loss
 from .registry import register_method
-
-
-def pooled(batch: Batch, modality: str) -> torch.Tensor:
-    """The modality's utterance vector: sequences are averaged over their valid steps."""
-    x = batch.inputs[modality]
-    if modality in batch.padding:
-        return masked_mean(x, batch.padding[modality], dim=-2)
-    return x
 
 
 def fit_standardizers(norms: nn.ModuleDict, train: Subset) -> None:

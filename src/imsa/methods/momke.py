@@ -1,0 +1,405 @@
+"""MoMKE: Mixture of Modality Knowledge Experts.
+
+Xu, Jiang, Liang, "Leveraging Knowledge of Modality Experts for Incomplete Multimodal
+Learning", ACM Multimedia 2024. https://openreview.net/forum?id=Gt3a8A1wLg
+
+One expert per modality (masked self-attention over the utterances of a video) is
+first trained alone on complete data (stage 1); then every modality's tokens pass
+through all experts and a per-utterance router mixes their outputs (stage 2), and a
+residual head fuses the modalities. Decisions where the released code is defective
+(see the spec in the project's docs):
+
+* after stage 1, each modality's expert, projection and head are restored from the
+  stage-1 epoch with the best *validation* score for that modality (the released code
+  meant to, but its restore is a no-op);
+* epochs are selected on validation data only, never on test;
+* the fixed protocol trains one stage-2 model per test condition, all starting from
+  one shared stage-1 run (trained once, not once per condition);
+* stage 2 starts a fresh Adam optimiser (the released code reuses stage 1's).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import build_config
+from ..data.batch import Batch
+from ..errors import ConfigError, invalid_parameter
+from ..missing import FixedCondition, condition_index, fixed_conditions, make_sampler
+from ..protocols import Protocol
+from ..metrics import METRICS, compute_metrics
+from ..training import predict_settings
+from .base import DataSpec, Method, Output, TrainConfig, pooled, task_loss
+from .registry import register_method
+
+
+# -- blocks ---------------------------------------------------------------------------------------
+
+
+class MaskedAttention(nn.Module):
+    """Multi-head self-attention over utterances with a key mask; no output projection.
+
+    A query whose keys are all masked gets 0, never NaN.
+    """
+
+    def __init__(self, dim: int, *, heads: int):
+        super().__init__()
+        if dim % heads:
+            raise invalid_parameter("heads", "MoMKE", f"a divisor of dim={dim}", heads)
+        self.heads = heads
+        self.scale = (dim // heads) ** -0.5
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(dim, dim)
+        self.to_v = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        """``x`` (B, S, D), ``key_mask`` (B, S) bool -> (B, S, D)."""
+        b, s, d = x.shape
+        split = lambda t: t.reshape(b, s, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
+        q, k, v = split(self.to_q(x) * self.scale), split(self.to_k(x)), split(self.to_v(x))
+        scores = q @ k.transpose(-1, -2)  # (B, H, S, S)
+        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
+        attn = scores.softmax(-1) * key_mask.any(-1)[:, None, None, None].to(scores.dtype)
+        return (attn @ v).transpose(1, 2).reshape(b, s, d)
+
+
+class ExpertBlock(nn.Module):
+    """``o = attention(x); o + MLP(o)`` (no LayerNorm, no positional encoding, as the paper)."""
+
+    def __init__(self, dim: int, *, heads: int, dropout: float):
+        super().__init__()
+        self.attention = MaskedAttention(dim, heads=heads)
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.Dropout(dropout))
+
+    def forward(self, x, key_mask):
+        o = self.attention(x, key_mask)
+        return o + self.mlp(o)
+
+
+class Expert(nn.Module):
+    """A modality knowledge expert: ``depth`` residual blocks, ``x <- x + block(x)``."""
+
+    def __init__(self, dim: int, *, depth: int, heads: int, dropout: float):
+        super().__init__()
+        self.blocks = nn.ModuleList([ExpertBlock(dim, heads=heads, dropout=dropout) for _ in range(depth)])
+
+    def forward(self, x, key_mask):
+        for block in self.blocks:
+            x = x + block(x, key_mask)
+        return x
+
+
+class Router(nn.Module):
+    """Per-utterance weights over the experts for one modality's tokens."""
+
+    def __init__(self, dim: int, num_experts: int, *, dropout: float):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, num_experts), nn.Dropout(dropout))
+
+    def forward(self, h):
+        return self.net(h).softmax(-1)
+
+
+# -- model ----------------------------------------------------------------------------------------
+
+
+class MoMKENet(nn.Module):
+    """Input projections, one expert and one unimodal head per modality, routers and the fusion head.
+
+    ``stage`` 1 returns the unimodal predictions (the ``feature`` of the output is unused);
+    ``stage`` 2 mixes all experts with the routers and returns the fused prediction.
+    """
+
+    def __init__(self, spec: DataSpec, *, dim: int, depth: int, heads: int, dropout: float):
+        super().__init__()
+        self.modalities = spec.modalities
+        self.task = spec.task
+        self.stage = 2
+        m, out = len(spec.modalities), spec.output_dim
+        self.projections = nn.ModuleDict({k: nn.Linear(spec.dims[k], dim) for k in spec.modalities})
+        self.experts = nn.ModuleDict({k: Expert(dim, depth=depth, heads=heads, dropout=dropout) for k in spec.modalities})
+        self.unimodal_heads = nn.ModuleDict({k: nn.Linear(dim, out) for k in spec.modalities})
+        self.routers = nn.ModuleDict({k: Router(dim, m, dropout=dropout) for k in spec.modalities})
+        self.fusion = nn.Linear(m * dim, m * dim)
+        self.head = nn.Linear(m * dim, out)
+        self.dropout = nn.Dropout(dropout)
+
+    def modality_parameters(self, modality: str) -> dict[str, nn.Module]:
+        """The stage-1 parts of one modality (restored together after stage 1)."""
+        return {"projections": self.projections[modality], "experts": self.experts[modality], "unimodal_heads": self.unimodal_heads[modality]}
+
+    def _squeeze(self, y):
+        return y.squeeze(-1) if self.task == "regression" else y
+
+    def forward(self, batch: Batch) -> Output:
+        key_masks = batch.present.permute(2, 0, 1)  # (M, B, S): missing or padded utterances are masked
+        h = torch.stack([self.dropout(self.projections[k](pooled(batch, k))) for k in self.modalities])  # (M, B, S, D)
+        if self.stage == 1:
+            unimodal = [self.unimodal_heads[k](self.experts[k](h[i], key_masks[i])) for i, k in enumerate(self.modalities)]
+            return Output(torch.stack([self._squeeze(y) for y in unimodal], dim=-1 if self.task == "regression" else -2))
+        m, b, s, d = h.shape
+        flat_h, flat_mask = h.reshape(m * b, s, d), key_masks.reshape(m * b, s)
+        # every modality's tokens through every expert, each with that modality's key mask
+        expert_out = torch.stack([self.experts[k](flat_h, flat_mask).reshape(m, b, s, d) for k in self.modalities], dim=-2)  # (M, B, S, E, D)
+        weights = torch.stack([self.routers[k](h[i]) for i, k in enumerate(self.modalities)])  # (M, B, S, E)
+        z = (weights.unsqueeze(-1) * expert_out).sum(-2) * key_masks.unsqueeze(-1).to(h.dtype)
+        u = z.permute(1, 2, 0, 3).reshape(b, s, m * d)
+        hidden = u + self.dropout(F.relu(self.fusion(u)))
+        return Output(self._squeeze(self.head(hidden)), hidden)
+
+    def router_weights(self, batch: Batch) -> torch.Tensor:
+        """Routing distributions ``(M, B, S, E)`` for inspection and tests."""
+        h = torch.stack([self.dropout(self.projections[k](pooled(batch, k))) for k in self.modalities])
+        return torch.stack([self.routers[k](h[i]) for i, k in enumerate(self.modalities)])
+
+
+class PerConditionMoMKE(nn.Module):
+    """One stage-2 model per fixed condition; each video goes to the model of its condition."""
+
+    def __init__(self, models: dict[str, MoMKENet], modalities: tuple[str, ...]):
+        super().__init__()
+        self.names = list(models)
+        self.models = nn.ModuleDict({name.replace(",", "_"): model for name, model in models.items()})
+        self.modalities = modalities
+        self.lookup = {fixed_conditions(modalities).index(_parse(name, modalities)): name for name in self.names}
+
+    def forward(self, batch: Batch) -> Output:
+        real = batch.utterance_mask
+        first = batch.present[torch.arange(len(batch)), real.float().argmax(1)]  # (B, M) pattern of the first utterance
+        if not (batch.present == (first.unsqueeze(1) & real.unsqueeze(-1))).all():
+            raise ConfigError("Per-condition MoMKE needs one missing-modality condition per video; set per_condition=false for mixed masks.")
+        conditions = condition_index(first.numpy())
+        outputs = None
+        for index in np.unique(conditions):
+            if int(index) not in self.lookup:
+                raise ConfigError(f"No stage-2 model was trained for condition {fixed_conditions(self.modalities)[index].name}.")
+            rows = torch.from_numpy(np.flatnonzero(conditions == index))
+            sub = _select(batch, rows)
+            out = self.models[self.lookup[int(index)].replace(",", "_")](sub)
+            if outputs is None:
+                outputs = (out.prediction.new_zeros((len(batch),) + out.prediction.shape[1:]), out.feature.new_zeros((len(batch),) + out.feature.shape[1:]))
+            outputs[0][rows], outputs[1][rows] = out.prediction, out.feature
+        return Output(*outputs)
+
+
+def _parse(name, modalities):
+    return next(c for c in fixed_conditions(modalities) if c.name == name)
+
+
+def _select(batch: Batch, rows: torch.Tensor) -> Batch:
+    return Batch(
+        inputs={k: v[rows] for k, v in batch.inputs.items()},
+        padding={k: v[rows] for k, v in batch.padding.items()},
+        present=batch.present[rows],
+        labels=batch.labels[rows],
+        index=batch.index[rows],
+        modalities=batch.modalities,
+        utterance_mask=batch.utterance_mask[rows],
+    )
+
+
+# -- config ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MoMKEConfig(TrainConfig):
+    """MoMKE defaults: the paper's MOSI settings (see ``configs/momke/`` for the others).
+
+    Attributes
+    ----------
+    epochs : int
+        Total epochs, stage 1 plus stage 2 (paper: 300 MOSI, 100 MOSEI, 200 IEMOCAP).
+    stage1_epochs : int
+        Unimodal expert training epochs (paper: half of ``epochs``).
+    batch_size : int
+        Videos or dialogues per batch.
+    lr, weight_decay : float
+        Adam with L2 weight decay, as the paper.
+    dim, depth, heads, dropout : int, int, int, float
+        Expert width, blocks per expert, attention heads, dropout p.
+    regression_loss : {"mse", "l1"}
+    per_condition : bool
+        Fixed protocol: one stage-2 model per test condition (the paper). False: one
+        stage-2 model trained with ``train_missing`` masks and scored on every condition.
+        The random protocol always trains one model at its rate.
+    train_missing : str
+        Stage-2 training masks when ``per_condition`` is false.
+    bf16 : bool
+        bfloat16 autocast for matrix products (fast on CPUs with bf16 units).
+    """
+
+    epochs: int = 300
+    stage1_epochs: int = 150
+    batch_size: int = 32
+    lr: float = 1e-4
+    weight_decay: float = 1e-5
+    patience: int | None = None
+    dim: int = 256
+    depth: int = 4
+    heads: int = 2
+    dropout: float = 0.5
+    regression_loss: str = "mse"
+    per_condition: bool = True
+    train_missing: str = "uniform"
+    bf16: bool = False
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 1 <= self.stage1_epochs < self.epochs:
+            raise invalid_parameter("stage1_epochs", "MoMKEConfig", f"in [1, epochs={self.epochs})", self.stage1_epochs)
+        if self.regression_loss not in ("mse", "l1"):
+            raise invalid_parameter("regression_loss", "MoMKEConfig", "'mse' or 'l1'", self.regression_loss)
+        make_sampler(self.train_missing)
+
+
+# -- recipe ---------------------------------------------------------------------------------------
+
+
+class _BestPerModality:
+    """Tracks, during stage 1, each modality's best validation epoch and a snapshot of its parts."""
+
+    def __init__(self, model: MoMKENet, maximize: bool):
+        self.model, self.maximize = model, maximize
+        self.best = {k: (-math.inf if maximize else math.inf, -1) for k in model.modalities}
+        self.snapshots: dict[str, dict] = {}
+
+    def update(self, epoch: int, scores: dict[str, float]) -> None:
+        for k, score in scores.items():
+            better = score > self.best[k][0] if self.maximize else score < self.best[k][0]
+            if better:
+                self.best[k] = (score, epoch)
+                self.snapshots[k] = {name: copy.deepcopy(part.state_dict()) for name, part in self.model.modality_parameters(k).items()}
+
+    def restore(self) -> None:
+        for k, parts in self.snapshots.items():
+            for name, part in self.model.modality_parameters(k).items():
+                part.load_state_dict(parts[name])
+
+    def state_dict(self):
+        return {"best": self.best, "snapshots": self.snapshots}
+
+    def load_state_dict(self, state):
+        self.best, self.snapshots = state["best"], state["snapshots"]
+
+
+@register_method
+class MoMKE(Method):
+    """MoMKE (ACM MM 2024): unimodal experts, then per-utterance routing over all experts."""
+
+    name = "momke"
+    Config = MoMKEConfig
+    level = "video"
+
+    def build(self, spec: DataSpec) -> nn.Module:
+        cfg = self.config
+        return MoMKENet(spec, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dropout=cfg.dropout)
+
+    def _autocast(self):
+        return torch.autocast("cpu", dtype=torch.bfloat16) if self.config.bf16 else nullcontext()
+
+    def forward(self, batch: Batch) -> Output:
+        with self._autocast():
+            out = self.model_(batch)
+        return Output(out.prediction.float(), out.feature.float())
+
+    def fit(self, train, valid, *, protocol=None, seed=0, callbacks=(), workdir=None):
+        cfg = self.config
+        protocol = protocol or Protocol()
+        torch.manual_seed(seed)
+        self.spec_ = DataSpec.of(train.dataset)
+        task, loss_kind = self.spec_.task, cfg.regression_loss
+        stage1 = self.build(self.spec_)
+        stage1.stage = 1
+        self.model_ = stage1
+
+        # -- stage 1: each expert with its own head, complete data, per-modality restore
+        tracker = _BestPerModality(stage1, maximize=METRICS[self.select_metric].higher_is_better)
+        complete = {"complete": np.ones((len(valid.dataset), len(stage1.modalities)), bool)}
+        modality_axis = -1 if task == "regression" else -2
+
+        def unimodal_loss(model, batch, epoch):
+            with self._autocast():
+                predictions = model(batch).prediction.float()
+            return sum(task_loss(p, batch, task, loss_kind) for p in predictions.unbind(modality_axis))
+
+        def unimodal_scores(epoch):
+            predictions = predict_settings(lambda b: self._predict_with(stage1, b), valid, complete, level="video", batch_size=cfg.eval_batch_size)["complete"]
+            scores = {
+                k: compute_metrics(task, predictions.take(i, axis=modality_axis), valid.labels)[self.select_metric]
+                for i, k in enumerate(stage1.modalities)
+            }
+            tracker.update(epoch, scores)
+            return float(np.mean(list(scores.values())))
+
+        phases = [
+            self.train_phase(
+                stage1, train, valid, protocol=Protocol(), seed=seed, loss=unimodal_loss, settings=complete,
+                score=unimodal_scores, optimizer="adam", phase="stage1", epochs=cfg.stage1_epochs,
+                callbacks=callbacks, workdir=workdir, extra_state=tracker,
+            )
+        ]
+        tracker.restore()
+        stage1.stage = 2
+        initial = copy.deepcopy(stage1.state_dict())
+
+        # -- stage 2: routers mix all experts; one model per condition or one for all
+        def fused_loss(model, batch, epoch):
+            with self._autocast():
+                prediction = model(batch).prediction
+            return task_loss(prediction, batch, task, loss_kind)
+
+        def stage2(condition=None):
+            model = self.build(self.spec_)
+            model.load_state_dict(initial)
+            settings = protocol.settings(valid)
+            sampler = make_sampler(cfg.train_missing)
+            phase = "stage2"
+            if condition is not None:
+                settings, sampler, phase = {condition: settings[condition]}, FixedCondition(condition), f"stage2[{condition}]"
+            phases.append(
+                self.train_phase(
+                    model, train, valid, protocol=protocol, seed=seed, loss=fused_loss, sampler=sampler,
+                    settings=settings, predict=lambda b: self._predict_with(model, b), optimizer="adam", phase=phase,
+                    epochs=cfg.epochs - cfg.stage1_epochs, callbacks=callbacks, workdir=workdir,
+                )
+            )
+            return model
+
+        if protocol.kind == "fixed" and cfg.per_condition:
+            names = [c.name for c in fixed_conditions(self.spec_.modalities)]
+            self.model_ = PerConditionMoMKE({name: stage2(name) for name in names}, self.spec_.modalities)
+        else:
+            self.model_ = stage2()
+        self.conditions_ = getattr(self.model_, "names", None)
+        self.phases_ = phases
+        self.model_.eval()
+        return self
+
+    def _predict_with(self, model, batch):
+        with self._autocast():
+            return model(batch).prediction.float()
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["conditions"] = self.conditions_
+        return state
+
+    def load_state_dict(self, state: dict) -> "MoMKE":
+        self.config = build_config(self.Config, state["config"])
+        self.spec_ = DataSpec(**state["spec"])
+        self.conditions_ = state.get("conditions")
+        if self.conditions_:
+            self.model_ = PerConditionMoMKE({name: self.build(self.spec_) for name in self.conditions_}, self.spec_.modalities)
+        else:
+            self.model_ = self.build(self.spec_)
+        self.model_.load_state_dict(state["model"])
+        self.model_.eval()
+        return self

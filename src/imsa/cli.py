@@ -89,6 +89,19 @@ def cmd_run(args) -> int:
     return 0
 
 
+def cmd_show(args) -> int:
+    import json
+
+    from .experiments.runner import format_table
+
+    path = Path(args.dir) / "summary.json"
+    if not path.exists():
+        raise ImsaError(f"{path} not found: {args.dir} is not a finished imsa run directory.")
+    summary = json.loads(path.read_text())
+    print(format_table(summary, args.split, args.metrics, markdown=args.markdown))
+    return 0
+
+
 def cmd_data_download(args) -> int:
     from .data.download import download
     from .data.paths import resolve_data_dir
@@ -186,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    show = sub.add_parser("show", help="print the table of a finished run directory")
+    show.add_argument("dir")
+    show.add_argument("--split", choices=["valid", "test"], default="test")
+    show.add_argument("--metrics", nargs="+", help="metrics to show (default: all)")
+    show.add_argument("--markdown", action="store_true", help="Markdown instead of plain text")
+    show.set_defaults(func=cmd_show)
 
     data = sub.add_parser("data", help="download, verify and list datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -246,12 +246,14 @@ def write_summary_csv(summary: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def format_table(summary: dict, split: str = "test", metrics=None, digits: int = 3) -> str:
-    """A plain-text table: one row per setting, ``mean ± std`` per metric."""
+def format_table(summary: dict, split: str = "test", metrics=None, digits: int = 3, markdown: bool = False) -> str:
+    """A table with one row per setting and ``mean ± std`` per metric (plain text or Markdown)."""
     rows = summary[split]
     metrics = metrics or list(next(iter(rows.values())).keys())
     header = ["setting"] + list(metrics)
     body = [[setting] + [f"{rows[setting][m]['mean']:.{digits}f} ± {rows[setting][m]['std']:.{digits}f}" for m in metrics] for setting in rows]
+    if markdown:
+        return "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header)] + body)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])

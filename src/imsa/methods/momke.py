@@ -37,6 +37,7 @@ from ..missing import FixedCondition, condition_index, fixed_conditions, make_sa
 from ..protocols import Protocol
 from ..metrics import METRICS, compute_metrics
 from ..training import predict_settings
+from ..nn.layers import Dropout
 from .base import DataSpec, Method, Output, TrainConfig, pooled, task_loss
 from .registry import register_method
 
@@ -77,7 +78,7 @@ class ExpertBlock(nn.Module):
     def __init__(self, dim: int, *, heads: int, dropout: float):
         super().__init__()
         self.attention = MaskedAttention(dim, heads=heads)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), Dropout(dropout), nn.Linear(dim, dim), Dropout(dropout))
 
     def forward(self, x, key_mask):
         o = self.attention(x, key_mask)
@@ -102,7 +103,7 @@ class Router(nn.Module):
 
     def __init__(self, dim: int, num_experts: int, *, dropout: float):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, num_experts), nn.Dropout(dropout))
+        self.net = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), Dropout(dropout), nn.Linear(dim, num_experts), Dropout(dropout))
 
     def forward(self, h):
         return self.net(h).softmax(-1)
@@ -130,7 +131,7 @@ class MoMKENet(nn.Module):
         self.routers = nn.ModuleDict({k: Router(dim, m, dropout=dropout) for k in spec.modalities})
         self.fusion = nn.Linear(m * dim, m * dim)
         self.head = nn.Linear(m * dim, out)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def modality_parameters(self, modality: str) -> dict[str, nn.Module]:
         """The stage-1 parts of one modality (restored together after stage 1)."""
@@ -147,8 +148,12 @@ class MoMKENet(nn.Module):
             return Output(torch.stack([self._squeeze(y) for y in unimodal], dim=-1 if self.task == "regression" else -2))
         m, b, s, d = h.shape
         flat_h, flat_mask = h.reshape(m * b, s, d), key_masks.reshape(m * b, s)
-        # every modality's tokens through every expert, each with that modality's key mask
-        expert_out = torch.stack([self.experts[k](flat_h, flat_mask).reshape(m, b, s, d) for k in self.modalities], dim=-2)  # (M, B, S, E, D)
+        # Every modality's tokens through every expert, each with that modality's key mask;
+        # (modality, video) rows with no present utterance are skipped: their tokens are zeroed below.
+        rows = flat_mask.any(-1).nonzero().squeeze(-1)
+        mixed = torch.stack([self.experts[k](flat_h[rows], flat_mask[rows]) for k in self.modalities], dim=-2)
+        expert_out = mixed.new_zeros(m * b, s, len(self.modalities), d).index_copy(0, rows, mixed)
+        expert_out = expert_out.reshape(m, b, s, len(self.modalities), d)  # (M, B, S, E, D)
         weights = torch.stack([self.routers[k](h[i]) for i, k in enumerate(self.modalities)])  # (M, B, S, E)
         z = (weights.unsqueeze(-1) * expert_out).sum(-2) * key_masks.unsqueeze(-1).to(h.dtype)
         u = z.permute(1, 2, 0, 3).reshape(b, s, m * d)

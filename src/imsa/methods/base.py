@@ -18,10 +18,11 @@ import torch
 import torch.nn.functional as F
 
 from ..config import build_config
-from ..data.batch import Batch, iterate_batches
+from ..data.batch import Batch, iterate_batches, tensor_cache
 from ..data.dataset import Dataset, Subset
 from ..errors import NotFittedError, invalid_parameter
 from ..metrics import METRICS
+from ..missing import make_sampler
 from ..nn.layers import masked_mean
 from ..protocols import Protocol
 from ..training import TrainResult, evaluate, selection_score
@@ -281,3 +282,40 @@ class Method:
             fingerprint={"method": self.name, "seed": seed, "config": dataclasses.asdict(cfg), "protocol": dataclasses.asdict(protocol), "settings": sorted(settings)},
             callbacks=callbacks,
         )
+
+
+def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:
+    """Fit each modality's :class:`~imsa.nn.layers.Standardize` on the training utterances."""
+    batch = tensor_cache(train.dataset).gather(train.indices)
+    for m, norm in norms.items():
+        norm.fit(pooled(batch, m))
+
+
+class SinglePhaseMethod(Method):
+    """A method trained in one phase on the task loss, with ``config.train_missing`` masks.
+
+    The model's ``norms`` (per-modality :class:`~imsa.nn.layers.Standardize`), if it has
+    them, are fitted on the training data first.
+    """
+
+    def fit(self, train, valid, *, protocol=None, seed=0, callbacks=(), workdir=None):
+        protocol = protocol or Protocol()
+        torch.manual_seed(seed)
+        self.spec_ = DataSpec.of(train.dataset)
+        model = self.build(self.spec_)
+        if hasattr(model, "norms"):
+            fit_standardizers(model.norms, train)
+        self.model_ = model
+        result = self.train_phase(
+            model,
+            train,
+            valid,
+            protocol=protocol,
+            seed=seed,
+            loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, self.spec_.task),
+            sampler=make_sampler(self.config.train_missing),
+            callbacks=callbacks,
+            workdir=workdir,
+        )
+        self.phases_ = [result]
+        return self

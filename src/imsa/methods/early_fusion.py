@@ -13,10 +13,8 @@ from torch import nn
 
 from ..data.batch import Batch
 from ..missing import make_sampler
-from ..protocols import Protocol
-from .base import DataSpec, Method, Output, TrainConfig, pooled, task_loss
-from .late_fusion import fit_standardizers
 from ..nn.layers import Standardize
+from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig, pooled
 from .registry import register_method
 
 
@@ -67,7 +65,7 @@ class EarlyFusionConfig(TrainConfig):
 
 
 @register_method
-class EarlyFusion(Method):
+class EarlyFusion(SinglePhaseMethod):
     """Early fusion: one MLP over concatenated features, trained on complete data."""
 
     name = "early_fusion"
@@ -75,24 +73,3 @@ class EarlyFusion(Method):
 
     def build(self, spec: DataSpec) -> nn.Module:
         return EarlyFusionNet(spec, dim=self.config.dim, dropout=self.config.dropout)
-
-    def fit(self, train, valid, *, protocol=None, seed=0, callbacks=(), workdir=None):
-        protocol = protocol or Protocol()
-        torch.manual_seed(seed)
-        self.spec_ = DataSpec.of(train.dataset)
-        model = self.build(self.spec_)
-        fit_standardizers(model.norms, train)
-        self.model_ = model
-        self.result_ = self.train_phase(
-            model,
-            train,
-            valid,
-            protocol=protocol,
-            seed=seed,
-            loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, self.spec_.task),
-            sampler=make_sampler(self.config.train_missing),
-            callbacks=callbacks,
-            workdir=workdir,
-        )
-        self.phases_ = [self.result_]
-        return self

@@ -13,20 +13,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..data.batch import Batch, tensor_cache
-from ..data.dataset import Subset
+from ..data.batch import Batch
 from ..missing import make_sampler
 from ..nn.layers import Standardize, masked_mean
-from ..protocols import Protocol
-from .base import DataSpec, Method, Output, TrainConfig, pooled, task_loss
+from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig, pooled
 from .registry import register_method
-
-
-def fit_standardizers(norms: nn.ModuleDict, train: Subset) -> None:
-    """Fit each modality's :class:`Standardize` on the training utterances."""
-    batch = tensor_cache(train.dataset).gather(train.indices)
-    for m, norm in norms.items():
-        norm.fit(pooled(batch, m))
 
 
 class LateFusionNet(nn.Module):
@@ -76,7 +67,7 @@ class LateFusionConfig(TrainConfig):
 
 
 @register_method
-class LateFusion(Method):
+class LateFusion(SinglePhaseMethod):
     """Late fusion: masked mean of per-modality encodings, trained with modality dropout."""
 
     name = "late_fusion"
@@ -84,24 +75,3 @@ class LateFusion(Method):
 
     def build(self, spec: DataSpec) -> nn.Module:
         return LateFusionNet(spec, dim=self.config.dim, dropout=self.config.dropout)
-
-    def fit(self, train, valid, *, protocol=None, seed=0, callbacks=(), workdir=None):
-        protocol = protocol or Protocol()
-        torch.manual_seed(seed)
-        self.spec_ = DataSpec.of(train.dataset)
-        model = self.build(self.spec_)
-        fit_standardizers(model.norms, train)
-        self.model_ = model
-        self.result_ = self.train_phase(
-            model,
-            train,
-            valid,
-            protocol=protocol,
-            seed=seed,
-            loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, self.spec_.task),
-            sampler=make_sampler(self.config.train_missing),
-            callbacks=callbacks,
-            workdir=workdir,
-        )
-        self.phases_ = [self.result_]
-        return self

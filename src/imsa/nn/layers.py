@@ -44,10 +44,12 @@ class Standardize(nn.Module):
 
 
 class Dropout(nn.Module):
-    """Inverted dropout, as :class:`torch.nn.Dropout`, drawing its mask with ``rand_like``.
+    """Inverted dropout, as :class:`torch.nn.Dropout`, with a cheaper random mask on CPU.
 
-    Same distribution and scaling; on CPU ``torch.rand_like(x) >= p`` is about three times
-    faster than the Bernoulli sampler behind ``nn.Dropout``, which dominated small models' steps.
+    The mask comes from 16-bit random integers (four per 64-bit draw), so ``p`` is
+    realised to within 1/65536. On CPU this is about three times faster than the
+    Bernoulli sampler behind ``nn.Dropout``, which took half of a small model's
+    training step. Seeded by ``torch.manual_seed`` like every torch sampler.
     """
 
     def __init__(self, p: float = 0.5):
@@ -55,12 +57,16 @@ class Dropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
+        self.threshold = -32768 + round(p * 65536)  # keep an int16 draw when >= threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        keep = torch.rand_like(x, dtype=torch.float32) >= self.p
-        return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+        with torch.no_grad():
+            words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
+            keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= self.threshold
+            scale = keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+        return x * scale
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -345,7 +345,7 @@ def test_predict_routes_each_video_to_its_conditions_model(synthetic, per_condit
     for name in CONDITIONS:
         masked = batch.with_present(condition_present(batch, name))
         with torch.no_grad():
-            direct = models[name.replace(",", "_")](masked).prediction
+            direct = models[name](masked).prediction
         assert torch.equal(method.predict(masked).prediction, direct), name
     # Videos of different conditions in one batch: each goes to its own model.
     names = ["l", "a,v", "l,a,v", "v"][: len(batch)]
@@ -353,7 +353,7 @@ def test_predict_routes_each_video_to_its_conditions_model(synthetic, per_condit
     mixed = method.predict(batch, present).prediction
     for i, name in enumerate(names):
         with torch.no_grad():
-            direct = models[name.replace(",", "_")](batch.with_present(condition_present(batch, name))).prediction
+            direct = models[name](batch.with_present(condition_present(batch, name))).prediction
         torch.testing.assert_close(mixed[i], direct[i], atol=1e-5, rtol=0, msg=name)
     # Mixed conditions inside one video cannot be routed.
     with pytest.raises(ConfigError, match="per_condition"):

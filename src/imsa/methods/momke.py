@@ -172,9 +172,10 @@ class PerConditionMoMKE(nn.Module):
     def __init__(self, models: dict[str, MoMKENet], modalities: tuple[str, ...]):
         super().__init__()
         self.names = list(models)
-        self.models = nn.ModuleDict({name.replace(",", "_"): model for name, model in models.items()})
+        self.models = nn.ModuleDict(models)
         self.modalities = modalities
-        self.lookup = {fixed_conditions(modalities).index(_parse(name, modalities)): name for name in self.names}
+        # condition index (see imsa.missing.condition_index) -> model name
+        self.lookup = {i: c.name for i, c in enumerate(fixed_conditions(modalities)) if c.name in models}
 
     def forward(self, batch: Batch) -> Output:
         real = batch.utterance_mask
@@ -188,15 +189,11 @@ class PerConditionMoMKE(nn.Module):
                 raise ConfigError(f"No stage-2 model was trained for condition {fixed_conditions(self.modalities)[index].name}.")
             rows = torch.from_numpy(np.flatnonzero(conditions == index))
             sub = _select(batch, rows)
-            out = self.models[self.lookup[int(index)].replace(",", "_")](sub)
+            out = self.models[self.lookup[int(index)]](sub)
             if outputs is None:
                 outputs = (out.prediction.new_zeros((len(batch),) + out.prediction.shape[1:]), out.feature.new_zeros((len(batch),) + out.feature.shape[1:]))
             outputs[0][rows], outputs[1][rows] = out.prediction, out.feature
         return Output(*outputs)
-
-
-def _parse(name, modalities):
-    return next(c for c in fixed_conditions(modalities) if c.name == name)
 
 
 def _select(batch: Batch, rows: torch.Tensor) -> Batch:

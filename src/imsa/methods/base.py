@@ -79,6 +79,9 @@ class TrainConfig:
         Validation metric, averaged over the protocol's settings, that selects the
         epoch. None: ``mae`` for regression, ``wf1`` for classification.
     eval_batch_size : int
+    train_missing : str
+        Training mask sampler (see :func:`imsa.missing.make_sampler`); the random
+        protocol replaces it with masks at its rate.
     """
 
     epochs: int = 100
@@ -89,6 +92,7 @@ class TrainConfig:
     grad_clip: float | None = None
     select_metric: str | None = None
     eval_batch_size: int = 256
+    train_missing: str = "complete"
 
     def __post_init__(self):
         owner = type(self).__qualname__
@@ -101,6 +105,7 @@ class TrainConfig:
             raise invalid_parameter("select_metric", owner, f"one of {', '.join(METRICS)}", self.select_metric)
         if self.patience is not None and self.patience < 1:
             raise invalid_parameter("patience", owner, "at least 1 or None", self.patience)
+        make_sampler(self.train_missing)  # refuse a bad spec before training starts
 
 
 def pooled(batch: Batch, modality: str) -> torch.Tensor:

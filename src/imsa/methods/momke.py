@@ -259,7 +259,6 @@ class MoMKEConfig(TrainConfig):
             raise invalid_parameter("stage1_epochs", "MoMKEConfig", f"in [1, epochs={self.epochs})", self.stage1_epochs)
         if self.regression_loss not in ("mse", "l1"):
             raise invalid_parameter("regression_loss", "MoMKEConfig", "'mse' or 'l1'", self.regression_loss)
-        make_sampler(self.train_missing)
 
 
 # -- recipe ---------------------------------------------------------------------------------------

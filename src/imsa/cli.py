@@ -57,7 +57,6 @@ def _split_overrides(pairs):
 
 def cmd_run(args) -> int:
     from .experiments.runner import Experiment, format_table, run_experiment
-    from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
     from .protocols import Protocol
 
     overrides, dataset_options = _split_overrides(args.set)
@@ -79,12 +78,11 @@ def cmd_run(args) -> int:
     callbacks = [] if args.quiet else [ProgressBars()]
     started = time.perf_counter()
     summary = run_experiment(experiment, out, data_dir=args.data_dir, callbacks=callbacks)
-    metrics = REGRESSION_METRICS if "mae" in summary["test"]["mean" if "mean" in summary["test"] else protocol.name] else CLASSIFICATION_METRICS
     print(f"\n{args.method} on {args.dataset}, protocol {protocol.name}: {summary['runs']} runs (seeds {list(args.seeds)} x folds {summary['experiment']['folds']}), mean ± std over runs")
     print("\ntest")
-    print(format_table(summary, "test", metrics))
+    print(format_table(summary, "test"))
     print("\nvalid")
-    print(format_table(summary, "valid", metrics))
+    print(format_table(summary, "valid"))
     print(f"\nResults in {out} ({time.perf_counter() - started:.1f} s)")
     return 0
 

@@ -48,7 +48,8 @@ class Callback(TypingProtocol):
     def on_phase_end(self, phase: str, result: "TrainResult") -> None: ...
 
 
-def _notify(callbacks, hook: str, *args) -> None:
+def notify(callbacks, hook: str, *args) -> None:
+    """Call ``hook(*args)`` on every callback that has it."""
     for cb in callbacks:
         fn = getattr(cb, hook, None)
         if fn is not None:
@@ -153,7 +154,7 @@ def train(
     if checkpoint is not None and checkpoint.exists():
         state = _resume(checkpoint, model, optimizer, extra_state, phase, fingerprint)
 
-    _notify(callbacks, "on_phase_start", phase, epochs, state["next_epoch"])
+    notify(callbacks, "on_phase_start", phase, epochs, state["next_epoch"])
     last_save = time.monotonic()
     epoch = state["next_epoch"]
     while not state["finished"] and epoch < epochs:
@@ -183,7 +184,7 @@ def train(
             state["bad_epochs"] += 1
         logs = {"epoch": epoch, "loss": total / max(count, 1), "score": current, "best": improved, "seconds": time.perf_counter() - started}
         state["history"].append(logs)
-        _notify(callbacks, "on_epoch_end", phase, epoch, logs)
+        notify(callbacks, "on_epoch_end", phase, epoch, logs)
         epoch += 1
         state["next_epoch"] = epoch
         if patience is not None and state["bad_epochs"] >= patience:
@@ -201,7 +202,7 @@ def train(
         _save(checkpoint, model, optimizer, extra_state, state, fingerprint)
     model.eval()
     result = TrainResult(phase, state["best_epoch"], state["best_score"], state["next_epoch"], state["stopped_early"], state["history"])
-    _notify(callbacks, "on_phase_end", phase, result)
+    notify(callbacks, "on_phase_end", phase, result)
     return result
 
 

@@ -73,30 +73,28 @@ class Batch:
             inputs[m] = x * keep.reshape(keep.shape + (1,) * (x.dim() - keep.dim())).to(x.dtype)
         return replace(self, inputs=inputs, present=present)
 
-    def repeat(self, times: int) -> "Batch":
-        """The batch stacked ``times`` times along the batch axis (to score several masks in one pass)."""
-        cat = lambda t: t.repeat((times,) + (1,) * (t.dim() - 1))  # noqa: E731
+    def map(self, fn) -> "Batch":
+        """A batch with ``fn`` applied to every tensor (all share the batch axis first)."""
         return Batch(
-            inputs={m: cat(x) for m, x in self.inputs.items()},
-            padding={m: cat(p) for m, p in self.padding.items()},
-            present=cat(self.present),
-            labels=cat(self.labels),
-            index=cat(self.index),
+            inputs={m: fn(x) for m, x in self.inputs.items()},
+            padding={m: fn(p) for m, p in self.padding.items()},
+            present=fn(self.present),
+            labels=fn(self.labels),
+            index=fn(self.index),
             modalities=self.modalities,
-            utterance_mask=None if self.utterance_mask is None else cat(self.utterance_mask),
+            utterance_mask=None if self.utterance_mask is None else fn(self.utterance_mask),
         )
 
+    def repeat(self, times: int) -> "Batch":
+        """The batch stacked ``times`` times along the batch axis (to score several masks in one pass)."""
+        return self.map(lambda t: t.repeat((times,) + (1,) * (t.dim() - 1)))
+
+    def select(self, rows: torch.Tensor) -> "Batch":
+        """The samples ``rows`` of the batch."""
+        return self.map(lambda t: t[rows])
+
     def to(self, device) -> "Batch":
-        move = lambda d: {k: v.to(device) for k, v in d.items()}  # noqa: E731
-        return Batch(
-            inputs=move(self.inputs),
-            padding=move(self.padding),
-            present=self.present.to(device),
-            labels=self.labels.to(device),
-            index=self.index.to(device),
-            modalities=self.modalities,
-            utterance_mask=None if self.utterance_mask is None else self.utterance_mask.to(device),
-        )
+        return self.map(lambda t: t.to(device))
 
 
 class TensorCache:

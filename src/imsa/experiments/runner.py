@@ -36,7 +36,7 @@ from ..data.registry import load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
 from ..protocols import Protocol
-from ..training import seed_everything
+from ..training import notify, seed_everything
 
 logger = logging.getLogger(__name__)
 SPLITS = ("valid", "test")
@@ -131,8 +131,7 @@ def run_experiment(
     for index, (seed, fold) in enumerate(jobs):
         key = run_key(seed, fold)
         path = out / "runs" / f"{key}.json"
-        for cb in callbacks:
-            getattr(cb, "on_run_start", lambda *a: None)(key, index, len(jobs))
+        notify(callbacks, "on_run_start", key, index, len(jobs))
         if path.exists():
             record = json.loads(path.read_text())
             logger.info("%s: finished earlier, skipped (%s).", key, path)
@@ -140,8 +139,7 @@ def run_experiment(
             record = _train_one(cls, config, dataset, experiment, seed, fold, out, callbacks, checkpoint_interval)
             _write_json(path, record)
             shutil.rmtree(out / "checkpoints" / key, ignore_errors=True)
-        for cb in callbacks:
-            getattr(cb, "on_run_end", lambda *a: None)(key, record)
+        notify(callbacks, "on_run_end", key, record)
         records.append(record)
 
     summary = summarize(records)

@@ -210,10 +210,14 @@ class Method:
         """Rebuild the fitted model from :meth:`state_dict` (the config must match)."""
         self.config = build_config(self.Config, state["config"])
         self.spec_ = DataSpec(**state["spec"])
-        self.model_ = self.build(self.spec_)
+        self.model_ = self.build_fitted(self.spec_)
         self.model_.load_state_dict(state["model"])
         self.model_.eval()
         return self
+
+    def build_fitted(self, spec: DataSpec) -> torch.nn.Module:
+        """The untrained shape of a fitted model, for :meth:`load_state_dict` (default: :meth:`build`)."""
+        return self.build(spec)
 
     def _check_fitted(self):
         if not hasattr(self, "model_"):

@@ -30,7 +30,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import build_config
 from ..data.batch import Batch
 from ..errors import ConfigError, invalid_parameter
 from ..missing import FixedCondition, condition_index, fixed_conditions, make_sampler
@@ -188,24 +187,12 @@ class PerConditionMoMKE(nn.Module):
             if int(index) not in self.lookup:
                 raise ConfigError(f"No stage-2 model was trained for condition {fixed_conditions(self.modalities)[index].name}.")
             rows = torch.from_numpy(np.flatnonzero(conditions == index))
-            sub = _select(batch, rows)
+            sub = batch.select(rows)
             out = self.models[self.lookup[int(index)]](sub)
             if outputs is None:
                 outputs = (out.prediction.new_zeros((len(batch),) + out.prediction.shape[1:]), out.feature.new_zeros((len(batch),) + out.feature.shape[1:]))
             outputs[0][rows], outputs[1][rows] = out.prediction, out.feature
         return Output(*outputs)
-
-
-def _select(batch: Batch, rows: torch.Tensor) -> Batch:
-    return Batch(
-        inputs={k: v[rows] for k, v in batch.inputs.items()},
-        padding={k: v[rows] for k, v in batch.padding.items()},
-        present=batch.present[rows],
-        labels=batch.labels[rows],
-        index=batch.index[rows],
-        modalities=batch.modalities,
-        utterance_mask=batch.utterance_mask[rows],
-    )
 
 
 # -- config ---------------------------------------------------------------------------------------
@@ -357,10 +344,12 @@ class MoMKE(Method):
                 prediction = model(batch).prediction
             return task_loss(prediction, batch, task, loss_kind)
 
+        valid_settings = protocol.settings(valid)
+
         def stage2(condition=None):
             model = self.build(self.spec_)
             model.load_state_dict(initial)
-            settings = protocol.settings(valid)
+            settings = valid_settings
             sampler = make_sampler(cfg.train_missing)
             phase = "stage2"
             if condition is not None:
@@ -394,13 +383,10 @@ class MoMKE(Method):
         return state
 
     def load_state_dict(self, state: dict) -> "MoMKE":
-        self.config = build_config(self.Config, state["config"])
-        self.spec_ = DataSpec(**state["spec"])
         self.conditions_ = state.get("conditions")
-        if self.conditions_:
-            self.model_ = PerConditionMoMKE({name: self.build(self.spec_) for name in self.conditions_}, self.spec_.modalities)
-        else:
-            self.model_ = self.build(self.spec_)
-        self.model_.load_state_dict(state["model"])
-        self.model_.eval()
-        return self
+        return super().load_state_dict(state)
+
+    def build_fitted(self, spec: DataSpec) -> nn.Module:
+        if not self.conditions_:
+            return self.build(spec)
+        return PerConditionMoMKE({name: self.build(spec) for name in self.conditions_}, spec.modalities)

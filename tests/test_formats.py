@@ -633,3 +633,12 @@ def test_malicious_label_pickle_of_a_registered_text_dataset_is_refused(tmp_path
     with pytest.raises(DataError, match="refused to load"):
         load_dataset(name, root)
     assert not (tmp_path / "somefile").exists()
+
+
+def test_repeated_ids_are_numbered_not_merged(tmp_path, caplog):
+    content = mult_content(iemocap=False)
+    content["train"]["id"][1] = content["train"]["id"][0]
+    d = load_dataset(str(write_pickle(tmp_path / "mosei_senti_data.pkl", content)))
+    first = str(content["train"]["id"][0])
+    assert first in d.utterance_ids and f"{first}#2" in d.utterance_ids and len(d) == 12
+    assert "occur more than once" in caplog.text

@@ -14,6 +14,7 @@ name the file and the key, utterance-id parsing, and padding of sequences.
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +28,8 @@ from ..errors import ConfigError, DataError, invalid_parameter, unknown_name
 from .dataset import Dataset
 from .download import sha256_file
 from .safe_pickle import load_pickle
+
+logger = logging.getLogger(__name__)
 
 # Registry -----------------------------------------------------------------------------
 
@@ -310,21 +313,32 @@ def published_split(path: Path, utterances: Sequence[str], videos: Sequence[str]
     video_ids : list of str
         Per ordered sample; a video divided between splits is qualified by the split.
     fold : Fold
+    utterance_ids : list of str
+        Per ordered sample; a repeated id is numbered (``id#2``).
     """
     from .dataset import SPLITS, Fold
 
     qualified = split_qualified_videos({s: [v for v, sp in zip(videos, splits) if sp == s] for s in SPLITS})
     cursor = {s: iter(qualified[s]) for s in SPLITS}
     video_of = [next(cursor[s]) for s in splits]
+    utterances = _unique(path, utterances)
     order = group_by_video(utterances, video_of)
-    ordered = [utterances[i] for i in order]
-    if len(set(ordered)) != len(ordered):
-        seen: set[str] = set()
-        duplicate = next(u for u in ordered if u in seen or seen.add(u))
-        raise DataError(f"{path}: utterance id {duplicate!r} occurs more than once.")
     fold_videos: dict[str, list[str]] = {s: [] for s in SPLITS}
     for i in order:
         v = video_of[i]
         if not fold_videos[splits[i]] or fold_videos[splits[i]][-1] != v:
             fold_videos[splits[i]].append(v)
-    return order, [video_of[i] for i in order], Fold(**{s: tuple(fold_videos[s]) for s in SPLITS})
+    return order, [video_of[i] for i in order], Fold(**{s: tuple(fold_videos[s]) for s in SPLITS}), [utterances[i] for i in order]
+
+
+def _unique(path: Path, utterances: Sequence[str]) -> list[str]:
+    """Utterance ids made unique: a repeated id gets ``#2``, ``#3``, ... (with a warning)."""
+    count: dict[str, int] = {}
+    out = []
+    for u in utterances:
+        count[u] = count.get(u, 0) + 1
+        out.append(u if count[u] == 1 else f"{u}#{count[u]}")
+    repeated = [u for u, k in count.items() if k > 1]
+    if repeated:
+        logger.warning("%s: %d utterance ids occur more than once (e.g. %r); repeats are numbered %r.", path, len(repeated), repeated[0], f"{repeated[0]}#2")
+    return out

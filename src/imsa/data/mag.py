@@ -76,7 +76,7 @@ def load_mag(path: Path, content, *, name: str = "") -> Dataset:
             acoustic.append(a)
     if not uids:
         raise DataError(f"{path}: no samples in 'train', 'dev' or 'test'.")
-    order, video_ids, fold = published_split(path, uids, vids, splits)
+    order, video_ids, fold, utterance_ids = published_split(path, uids, vids, splits)
     a_seq, a_len = pad_sequences([acoustic[i] for i in order], f"{path}: acoustic")
     v_seq, v_len = pad_sequences([visual[i] for i in order], f"{path}: visual")
     ordered_words = [words[i] for i in order]
@@ -86,7 +86,7 @@ def load_mag(path: Path, content, *, name: str = "") -> Dataset:
         features={"a": a_seq, "v": v_seq},
         lengths={"a": a_len, "v": v_len},
         labels=np.asarray(labels, dtype=np.float32)[order],
-        utterance_ids=[uids[i] for i in order],
+        utterance_ids=utterance_ids,
         video_ids=video_ids,
         folds=[fold],
         task="regression",

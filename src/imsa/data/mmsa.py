@@ -119,7 +119,7 @@ def _assemble(path, content, columns, features, lengths, extra_labels, task, nam
         steps = max(x.shape[1] for x in features[m])
         features[m] = np.concatenate([np.pad(x, ((0, 0), (0, steps - x.shape[1]), (0, 0))) for x in features[m]])
         lengths[m] = np.concatenate(lengths[m])
-    order, video_ids, fold = published_split(path, columns["uid"], columns["vid"], columns["split"])
+    order, video_ids, fold, utterance_ids = published_split(path, columns["uid"], columns["vid"], columns["split"])
     labels = np.asarray(columns["label"])[order]
     if task == "classification":
         if np.any(labels != np.round(labels)) or labels.min() < 0:
@@ -130,7 +130,6 @@ def _assemble(path, content, columns, features, lengths, extra_labels, task, nam
     else:
         labels = labels.astype(np.float32)
         class_names = None
-    utterance_ids = [columns["uid"][i] for i in order]
     return Dataset(
         name=name,
         modalities=tuple(MODALITY_KEYS),

@@ -99,7 +99,7 @@ def load_mult(path: Path, content, *, name: str = "") -> Dataset:
         steps = max(x.shape[1] for x in features[m])
         # zero padding goes at the start, where MulT puts it
         features[m] = np.concatenate([np.pad(x, ((0, 0), (steps - x.shape[1], 0), (0, 0))) for x in features[m]])
-    order, video_ids, fold = published_split(path, uids, vids, splits)
+    order, video_ids, fold, utterance_ids = published_split(path, uids, vids, splits)
     label_array = np.concatenate(labels)[order]
     return Dataset(
         name=name or f"mult:{path.stem}",
@@ -107,7 +107,7 @@ def load_mult(path: Path, content, *, name: str = "") -> Dataset:
         features={m: _left_to_right(x[order]) for m, x in features.items()},
         lengths={m: _start_padded_lengths(x[order]) for m, x in features.items()},
         labels=label_array.astype(np.int64) if classification else label_array.astype(np.float32),
-        utterance_ids=[uids[i] for i in order],
+        utterance_ids=utterance_ids,
         video_ids=video_ids,
         folds=[fold],
         task="classification" if classification else "regression",

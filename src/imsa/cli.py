@@ -47,6 +47,22 @@ class ProgressBars:
         self.epochs.close()
 
 
+class GridProgress(ProgressBars):
+    """tqdm bars for a grid: runs done / total (with time per run and time left) over the epoch bars."""
+
+    def on_grid_start(self, total, finished):
+        self.runs = self.tqdm(total=total, initial=finished, desc="grid", unit="run", position=0, dynamic_ncols=True)
+        if finished == total:
+            self.runs.close()
+
+    def on_run_start(self, key, index, total):
+        self.runs.set_postfix_str(f"running {key}")
+
+    def on_run_end(self, key, record):
+        self.runs.set_postfix_str(f"done {key} in {record['wall_time_s']:.1f} s")
+        super().on_run_end(key, record)
+
+
 def _split_overrides(pairs):
     """``--set`` pairs: ``data.KEY`` go to the dataset loader, the rest to the method config."""
     values = parse_assignments(pairs)
@@ -100,6 +116,53 @@ def cmd_show(args) -> int:
         raise ImsaError(f"{path} not found: {args.dir} is not a finished imsa run directory.")
     summary = json.loads(path.read_text())
     print(format_table(summary, args.split, args.metrics, markdown=args.markdown))
+    return 0
+
+
+def _protocol_arg(text: str):
+    """``fixed``, ``random`` or ``random:0.0,0.3`` (command line) -> the grid file's form."""
+    kind, sep, rates = text.partition(":")
+    if not sep:
+        return kind
+    try:
+        return {kind: [float(r) for r in rates.split(",") if r]}
+    except ValueError:
+        raise ImsaError(f"--protocols: expected fixed, random or random:R1,R2,..., got {text!r}.") from None
+
+
+def cmd_grid_run(args) -> int:
+    from .experiments.backends import make_backend
+    from .experiments.grid import read_grid, run_grid
+
+    replace = {key: value for key, value in (("methods", args.methods), ("datasets", args.datasets), ("seeds", args.seeds), ("folds", args.folds)) if value}
+    if args.protocols:
+        replace["protocols"] = [_protocol_arg(p) for p in args.protocols]
+    if args.grid is None and not replace:
+        raise ImsaError("imsa grid run needs a grid file (GRID.yaml) or --methods, --datasets, --protocols and --seeds.")
+    config, dataset_options = _split_overrides(args.set)
+    grid = read_grid(args.grid, replace=replace, config=config, dataset_options=dataset_options)
+    backend = make_backend(args.backend, workers=args.workers, address=args.address)
+    out = Path(args.out) if args.out else Path("runs") / (Path(args.grid).stem if args.grid else f"grid-{time.strftime('%Y%m%d-%H%M%S')}")
+    started = time.perf_counter()
+    callbacks = [] if args.quiet else [GridProgress()]
+    summaries = run_grid(grid, out, data_dir=args.data_dir, backend=backend, callbacks=callbacks)
+    runs = sum(s["runs"] for s in summaries.values())
+    print(f"\nGrid of {len(summaries)} experiments, {runs} runs, in {out} ({time.perf_counter() - started:.1f} s, backend {backend.name}).")
+    print(f"Tables and plots: imsa report {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .experiments.report import markdown, report_tables, write_report
+
+    written = write_report(args.dir, args.out, metrics=args.metrics, split=args.split, digits=args.digits)
+    tables = report_tables(args.dir, args.metrics, args.split)
+    first = {}
+    for table in tables:  # print the first metric's table of each protocol; the files hold them all
+        first.setdefault(table.protocol, table)
+    print(markdown(list(first.values()), args.digits))
+    for key, path in written.items():
+        print(f"{key:>11}  {path}")
     return 0
 
 
@@ -263,6 +326,32 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--metrics", nargs="+", help="metrics to show (default: all)")
     show.add_argument("--markdown", action="store_true", help="Markdown instead of plain text")
     show.set_defaults(func=cmd_show)
+
+    grid = sub.add_parser("grid", help="run grids of methods x datasets x protocols x seeds x folds")
+    grid_sub = grid.add_subparsers(dest="grid_command", required=True)
+    grun = grid_sub.add_parser("run", help="run a grid into a results store (finished runs are skipped, interrupted ones resumed)")
+    grun.add_argument("grid", nargs="?", help="grid YAML file (keys: methods, datasets, protocols, seeds, folds, mask_seed, config, overrides, dataset_options)")
+    grun.add_argument("--out", help="results store (default: runs/<grid file name>); an existing one of the same grid is resumed")
+    grun.add_argument("--methods", nargs="+", help="replace the grid's methods")
+    grun.add_argument("--datasets", nargs="+", help="replace the grid's datasets")
+    grun.add_argument("--protocols", nargs="+", help="replace the grid's protocols: fixed, random (rates 0.0..0.7) or random:0.0,0.3")
+    grun.add_argument("--seeds", type=int, nargs="+", help="replace the grid's seeds")
+    grun.add_argument("--folds", type=int, nargs="+", help="replace the grid's folds")
+    grun.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method config for every method (data.KEY for every dataset's options); repeatable")
+    grun.add_argument("--backend", choices=["sequential", "local", "ray"], default="sequential", help="sequential (default), local worker processes, or ray")
+    grun.add_argument("--workers", type=int, help="local: worker processes (default: the cores; torch threads = cores // workers); ray: CPUs of a local instance")
+    grun.add_argument("--address", help="ray: address of an existing cluster (default: start a local instance)")
+    grun.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
+    grun.add_argument("--quiet", action="store_true", help="no progress bars")
+    grun.set_defaults(func=cmd_grid_run)
+
+    report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX) and plots from a results store or run directory")
+    report.add_argument("dir", help="an `imsa grid run` or `imsa run` output directory")
+    report.add_argument("--out", help="report directory (default: DIR/report)")
+    report.add_argument("--metrics", nargs="+", help="metrics to report (default: regression acc2_has0 f1_has0 acc2_non0 mae corr acc7; classification wa ua wf1)")
+    report.add_argument("--split", choices=["valid", "test"], default="test")
+    report.add_argument("--digits", type=int, default=3, help="decimals in the tables (default 3)")
+    report.set_defaults(func=cmd_report)
 
     data = sub.add_parser("data", help="download, verify and list datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)

@@ -75,6 +75,164 @@ def run_key(seed: int, fold: int) -> str:
     return f"seed{seed}-fold{fold}"
 
 
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run: ``experiment`` with one ``seed`` on one ``fold``, recorded under ``out``.
+
+    Its result is ``out/runs/<key>.json`` (written last, atomically, so a file there
+    means a finished run), its model ``out/models/<key>.pt``, and while it trains its
+    resume checkpoints live in ``out/checkpoints/<key>/``.
+    """
+
+    experiment: Experiment
+    seed: int
+    fold: int
+    out: Path
+
+    @property
+    def key(self) -> str:
+        return run_key(self.seed, self.fold)
+
+    @property
+    def path(self) -> Path:
+        return Path(self.out) / "runs" / f"{self.key}.json"
+
+    @property
+    def done(self) -> bool:
+        return self.path.exists()
+
+
+def load_record(path: str | os.PathLike) -> dict:
+    """Read one run file, with an error that names the file when it cannot be read."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{path}: unreadable run file ({e}). Delete it to train that run again.") from None
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict) or not all(s in record["metrics"] for s in SPLITS):
+        raise ConfigError(f"{path}: not an imsa run file (no metrics on {' and '.join(SPLITS)}). Delete it to train that run again.")
+    return record
+
+
+def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dataset) -> list[RunSpec]:
+    """Check ``experiment`` against ``dataset``, claim the run directory ``out`` and list its runs.
+
+    Fails before any training on a bad config key or fold, and refuses a directory that
+    holds a different experiment (see :func:`run_experiment`).
+
+    Returns
+    -------
+    list of RunSpec
+        One per (seed, fold), seeds outermost; finished ones have ``done`` set.
+    """
+    config = experiment.resolved_config()  # fails on a bad key before any work
+    folds = experiment.folds if experiment.folds is not None else tuple(range(len(dataset.folds)))
+    for fold in folds:
+        if not 0 <= fold < len(dataset.folds):
+            raise ConfigError(f"Dataset {dataset.name} has {len(dataset.folds)} fold(s); fold {fold} does not exist.")
+    out = Path(out)
+    resolved = {
+        "method": experiment.method,
+        "dataset": experiment.dataset,
+        "dataset_options": dict(experiment.dataset_options),
+        "protocol": dataclasses.asdict(experiment.protocol),
+        "seeds": list(experiment.seeds),
+        "folds": list(folds),
+        "config": dataclasses.asdict(config),
+        "data_checksum": dataset.checksum,
+    }
+    _claim_directory(out, resolved)
+    return [RunSpec(experiment, seed, fold, out) for seed in experiment.seeds for fold in folds]
+
+
+def run_one(spec: RunSpec, dataset: Dataset, *, callbacks=(), checkpoint_interval: float = 30.0) -> dict:
+    """Train and score one run unless it finished earlier; return its record.
+
+    An interrupted run resumes from its checkpoints. The record is written last and
+    atomically, so an interruption never leaves a result that looks finished.
+    """
+    if spec.done:
+        logger.info("%s: finished earlier, skipped (%s).", spec.key, spec.path)
+        return load_record(spec.path)
+    record, state = train_run(spec, dataset, callbacks=callbacks, checkpoint_interval=checkpoint_interval)
+    save_run(spec, record, state)
+    return record
+
+
+def train_run(spec: RunSpec, dataset: Dataset, *, callbacks=(), checkpoint_interval: float = 30.0) -> tuple[dict, dict]:
+    """Train and score one run; write nothing but its resume checkpoints.
+
+    Returns
+    -------
+    record : dict
+        What :func:`save_run` writes to ``runs/<key>.json``: method, dataset, protocol,
+        seed, fold, resolved config, data checksum, selected epochs, metrics on valid and
+        test per setting, per-phase logs, split sizes, wall time, versions.
+    state : dict
+        The fitted method's ``state_dict``.
+    """
+    experiment = spec.experiment
+    config = experiment.resolved_config()
+    cls = method_class(experiment.method)
+    started = time.perf_counter()
+    seed_everything(spec.seed)
+    splits = dataset.split(spec.fold)
+    method = cls(config)
+    method.fit(
+        splits["train"],
+        splits["valid"],
+        protocol=experiment.protocol,
+        seed=spec.seed,
+        callbacks=callbacks,
+        workdir=Path(spec.out) / "checkpoints" / spec.key,
+    )
+    metrics = {split: method.evaluate(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
+    phases = [p.to_dict() for p in getattr(method, "phases_", [])]
+    record = {
+        "method": experiment.method,
+        "dataset": experiment.dataset,
+        "dataset_options": dict(experiment.dataset_options),
+        "task": dataset.task,
+        "protocol": dataclasses.asdict(experiment.protocol),
+        "seed": spec.seed,
+        "fold": spec.fold,
+        "config": dataclasses.asdict(config),
+        "data_checksum": dataset.checksum,
+        "selected_epochs": {p["phase"]: p["best_epoch"] for p in phases},
+        "select_metric": method.select_metric,
+        "metrics": metrics,
+        "phases": phases,
+        "sizes": {split: len(splits[split]) for split in ("train", "valid", "test")},
+        "wall_time_s": time.perf_counter() - started,
+        "torch_threads": torch.get_num_threads(),
+        "versions": versions(),
+    }
+    return record, method.state_dict()
+
+
+def save_run(spec: RunSpec, record: dict, state: dict) -> None:
+    """Write a run's model, then its record (both atomically), then drop its checkpoints."""
+    out = Path(spec.out)
+    (out / "models").mkdir(parents=True, exist_ok=True)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    model = out / "models" / f"{spec.key}.pt"
+    tmp = model.with_name(model.name + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, model)
+    _write_json(spec.path, record)
+    shutil.rmtree(out / "checkpoints" / spec.key, ignore_errors=True)
+
+
+def finish_experiment(out: str | os.PathLike, records: list[dict]) -> dict:
+    """Write ``summary.json`` and ``summary.csv`` of a run directory from its records and return the summary."""
+    out = Path(out)
+    summary = summarize(records)
+    summary["experiment"] = yaml.safe_load((out / "config.yaml").read_text())
+    _write_json(out / "summary.json", summary)
+    write_summary_csv(summary, out / "summary.csv")
+    return summary
+
+
 def run_experiment(
     experiment: Experiment,
     out: str | os.PathLike,
@@ -106,47 +264,16 @@ def run_experiment(
     dict
         The summary (see :func:`summarize`), also written to ``out/summary.json``.
     """
-    config = experiment.resolved_config()  # fails on a bad key before any work
+    experiment.resolved_config()  # fails on a bad key before loading data
     dataset = dataset or load_dataset(experiment.dataset, data_dir, **experiment.dataset_options)
-    folds = experiment.folds if experiment.folds is not None else tuple(range(len(dataset.folds)))
-    for fold in folds:
-        if not 0 <= fold < len(dataset.folds):
-            raise ConfigError(f"Dataset {dataset.name} has {len(dataset.folds)} fold(s); fold {fold} does not exist.")
-    out = Path(out)
-    resolved = {
-        "method": experiment.method,
-        "dataset": experiment.dataset,
-        "dataset_options": dict(experiment.dataset_options),
-        "protocol": dataclasses.asdict(experiment.protocol),
-        "seeds": list(experiment.seeds),
-        "folds": list(folds),
-        "config": dataclasses.asdict(config),
-        "data_checksum": dataset.checksum,
-    }
-    _claim_directory(out, resolved)
-
-    cls = method_class(experiment.method)
-    jobs = [(seed, fold) for seed in experiment.seeds for fold in folds]
+    specs = plan_experiment(experiment, out, dataset)
     records = []
-    for index, (seed, fold) in enumerate(jobs):
-        key = run_key(seed, fold)
-        path = out / "runs" / f"{key}.json"
-        notify(callbacks, "on_run_start", key, index, len(jobs))
-        if path.exists():
-            record = json.loads(path.read_text())
-            logger.info("%s: finished earlier, skipped (%s).", key, path)
-        else:
-            record = _train_one(cls, config, dataset, experiment, seed, fold, out, callbacks, checkpoint_interval)
-            _write_json(path, record)
-            shutil.rmtree(out / "checkpoints" / key, ignore_errors=True)
-        notify(callbacks, "on_run_end", key, record)
+    for index, spec in enumerate(specs):
+        notify(callbacks, "on_run_start", spec.key, index, len(specs))
+        record = run_one(spec, dataset, callbacks=callbacks, checkpoint_interval=checkpoint_interval)
+        notify(callbacks, "on_run_end", spec.key, record)
         records.append(record)
-
-    summary = summarize(records)
-    summary["experiment"] = resolved
-    _write_json(out / "summary.json", summary)
-    write_summary_csv(summary, out / "summary.csv")
-    return summary
+    return finish_experiment(out, records)
 
 
 def _claim_directory(out: Path, resolved: dict) -> None:
@@ -169,41 +296,6 @@ def _claim_directory(out: Path, resolved: dict) -> None:
         tmp = config_path.with_name("config.yaml.tmp")
         tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
         os.replace(tmp, config_path)
-
-
-def _train_one(cls, config, dataset, experiment, seed, fold, out, callbacks, checkpoint_interval) -> dict:
-    key = run_key(seed, fold)
-    started = time.perf_counter()
-    seed_everything(seed)
-    splits = dataset.split(fold)
-    method = cls(config)
-    method.fit(
-        splits["train"],
-        splits["valid"],
-        protocol=experiment.protocol,
-        seed=seed,
-        callbacks=callbacks,
-        workdir=out / "checkpoints" / key,
-    )
-    metrics = {split: method.evaluate(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
-    torch.save(method.state_dict(), out / "models" / f"{key}.pt")
-    phases = [p.to_dict() for p in getattr(method, "phases_", [])]
-    return {
-        "method": experiment.method,
-        "dataset": experiment.dataset,
-        "protocol": dataclasses.asdict(experiment.protocol),
-        "seed": seed,
-        "fold": fold,
-        "config": dataclasses.asdict(config),
-        "data_checksum": dataset.checksum,
-        "selected_epochs": {p["phase"]: p["best_epoch"] for p in phases},
-        "select_metric": method.select_metric,
-        "metrics": metrics,
-        "phases": phases,
-        "sizes": {split: len(splits[split]) for split in ("train", "valid", "test")},
-        "wall_time_s": time.perf_counter() - started,
-        "versions": versions(),
-    }
 
 
 def summarize(records: list[dict]) -> dict:

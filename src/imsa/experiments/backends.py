@@ -1,0 +1,206 @@
+"""Execution backends: where the runs of a grid train.
+
+* ``sequential``: one run after another in this process; training callbacks (per-epoch
+  progress) reach the caller.
+* ``local``: worker processes on this machine. Each worker sets
+  ``torch.set_num_threads(cores // workers)`` so that, say, 2 workers on 2 cores do not
+  oversubscribe them; a worker whose parent dies exits at once.
+* ``ray``: tasks on a Ray cluster (``address``), or on a local Ray instance started for
+  the grid. Datasets travel through Ray's object store, so worker nodes need imsa
+  installed but not the data; records and models come back to the driver, which writes
+  them into the store. Install with ``pip install "imsa[ray]"``.
+
+Every backend writes a run's result file last and atomically (:func:`imsa.experiments.runner.save_run`)
+and reports finished runs through ``on_run_end(name, record)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+import time
+
+import torch
+
+from ..errors import ConfigError, ImsaError
+from ..training import notify
+from .runner import RunSpec, run_one, save_run, train_run
+
+logger = logging.getLogger(__name__)
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(workers: int, cores: int | None = None) -> int:
+    """Torch threads for each of ``workers`` runs sharing ``cores``: ``max(1, cores // workers)``."""
+    return max(1, (cores or available_cores()) // workers)
+
+
+class SequentialBackend:
+    """Runs one after another in this process."""
+
+    name = "sequential"
+
+    def run(self, specs: list[RunSpec], datasets: dict, *, callbacks=(), checkpoint_interval: float = 30.0, name=lambda s: s.key):
+        """Train ``specs``; yield ``(spec, record)`` as each finishes."""
+        for index, spec in enumerate(specs):
+            notify(callbacks, "on_run_start", name(spec), index, len(specs))
+            record = run_one(spec, datasets[spec.experiment.dataset], callbacks=callbacks, checkpoint_interval=checkpoint_interval)
+            notify(callbacks, "on_run_end", name(spec), record)
+            yield spec, record
+
+
+# ---- local worker processes -------------------------------------------------------------
+
+_WORKER_DATASETS: dict = {}
+
+
+def _init_worker(datasets: dict, threads: int, parent: int) -> None:
+    """Worker set-up: the datasets once per process, a share of the cores, and a parent watch."""
+    _WORKER_DATASETS.update(datasets)
+    torch.set_num_threads(threads)
+
+    def watch_parent():
+        while True:
+            if os.getppid() != parent:  # the grid process was killed: stop rather than train for nobody
+                os._exit(1)
+            time.sleep(1.0)
+
+    threading.Thread(target=watch_parent, daemon=True).start()
+
+
+def _local_job(args) -> tuple[RunSpec, dict]:
+    spec, checkpoint_interval = args
+    return spec, run_one(spec, _WORKER_DATASETS[spec.experiment.dataset], checkpoint_interval=checkpoint_interval)
+
+
+class LocalBackend:
+    """Worker processes on this machine.
+
+    Parameters
+    ----------
+    workers : int, optional
+        Processes (default: the available cores).
+    threads : int, optional
+        Torch threads per worker (default ``max(1, cores // workers)``).
+    """
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None, threads: int | None = None):
+        self.workers = workers or available_cores()
+        if self.workers < 1:
+            raise ConfigError(f"The 'workers' parameter of the local backend must be at least 1. Got {self.workers!r} instead.")
+        self.threads = threads or threads_per_worker(self.workers)
+
+    def run(self, specs: list[RunSpec], datasets: dict, *, callbacks=(), checkpoint_interval: float = 30.0, name=lambda s: s.key):
+        """Train ``specs`` in worker processes; yield ``(spec, record)`` in the order they finish."""
+        if not specs:
+            return
+        workers = min(self.workers, len(specs))
+        logger.info("local backend: %d worker process(es), %d torch thread(s) each.", workers, self.threads)
+        context = multiprocessing.get_context("spawn")  # no forked torch state
+        pool = context.Pool(workers, initializer=_init_worker, initargs=(datasets, self.threads, os.getpid()))
+        try:
+            for index, spec in enumerate(specs):
+                notify(callbacks, "on_run_start", name(spec), index, len(specs))
+            for spec, record in pool.imap_unordered(_local_job, [(s, checkpoint_interval) for s in specs]):
+                notify(callbacks, "on_run_end", name(spec), record)
+                yield spec, record
+            pool.close()
+        finally:
+            pool.terminate()  # on an error or Ctrl-C: unfinished runs keep their checkpoints
+            pool.join()
+
+
+# ---- Ray ----------------------------------------------------------------------------------
+
+
+def _ray_job(spec: RunSpec, dataset, threads: int, checkpoint_interval: float):
+    """A Ray task: train one run and hand its record and model back to the driver."""
+    torch.set_num_threads(threads)
+    return train_run(spec, dataset, checkpoint_interval=checkpoint_interval)
+
+
+class RayBackend:
+    """Ray tasks, one per run.
+
+    Parameters
+    ----------
+    address : str, optional
+        Address of a running cluster (``"auto"``, ``"ray://host:10001"``, ...). Without
+        one, a local Ray instance is started for the grid and stopped after it.
+    workers : int, optional
+        CPUs of the local instance (default: the available cores); ignored with ``address``.
+    threads : int
+        CPUs each run asks Ray for, and its torch threads (default 1).
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, workers: int | None = None, threads: int = 1):
+        self.address = address
+        self.workers = workers or available_cores()
+        self.threads = threads
+
+    def run(self, specs: list[RunSpec], datasets: dict, *, callbacks=(), checkpoint_interval: float = 30.0, name=lambda s: s.key):
+        """Submit ``specs`` as Ray tasks; write and yield ``(spec, record)`` as each finishes."""
+        if not specs:
+            return
+        try:
+            import ray
+        except ImportError:
+            raise ImsaError('The ray backend needs Ray: pip install "imsa[ray]" (or pip install ray).') from None
+        started_here = not ray.is_initialized()
+        if started_here:
+            if self.address:
+                ray.init(address=self.address, logging_level=logging.WARNING)
+            else:
+                ray.init(num_cpus=self.workers, include_dashboard=False, logging_level=logging.WARNING)
+        logger.info("ray backend: cluster resources %s.", ray.cluster_resources())
+        task = ray.remote(num_cpus=self.threads, max_retries=0)(_ray_job)
+        pending = {}
+        try:
+            refs = {key: ray.put(dataset) for key, dataset in datasets.items()}
+            for index, spec in enumerate(specs):
+                notify(callbacks, "on_run_start", name(spec), index, len(specs))
+                ref = task.remote(spec, refs[spec.experiment.dataset], self.threads, checkpoint_interval)
+                pending[ref] = spec
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                spec = pending.pop(done[0])
+                record, state = ray.get(done[0])
+                save_run(spec, record, state)
+                notify(callbacks, "on_run_end", name(spec), record)
+                yield spec, record
+        finally:
+            for ref in pending:
+                ray.cancel(ref, force=True)
+            if started_here:
+                ray.shutdown()
+
+
+BACKENDS = {"sequential": SequentialBackend, "local": LocalBackend, "ray": RayBackend}
+
+
+def make_backend(name: str, *, workers: int | None = None, address: str | None = None, threads: int | None = None):
+    """Build a backend by name: ``sequential``, ``local`` or ``ray``."""
+    if name not in BACKENDS:
+        raise ConfigError(f"Unknown backend {name!r}. Valid backends: {', '.join(BACKENDS)}.")
+    if address and name != "ray":
+        raise ConfigError(f"--address applies to the ray backend only (got --backend {name}).")
+    if name == "sequential":
+        if workers not in (None, 1):
+            raise ConfigError("The sequential backend runs one run at a time; use --backend local for --workers.")
+        return SequentialBackend()
+    if name == "local":
+        return LocalBackend(workers, threads)
+    return RayBackend(address, workers, threads or 1)

@@ -1,0 +1,419 @@
+"""Grids: methods x datasets x protocols x seeds x folds, run into one results store.
+
+A grid file is YAML::
+
+    methods: [late_fusion, momke]          # registry names (imsa methods)
+    datasets: [mosi-bclstm]                # registry names (imsa data list)
+    protocols:
+      - fixed                              # every modality subset, one model scored on all
+      - {random: [0.0, 0.3, 0.5, 0.7]}     # GCNet missing rates, one experiment per rate
+    seeds: [1, 2, 3]
+    folds: [0, 1]                          # optional; default every fold of each dataset
+    mask_seed: 0                           # optional; seed of the random-protocol test masks
+    config: {epochs: 50}                   # optional; method config for every method
+    overrides: {momke: {epochs: 100}}      # optional; per-method config, wins over ``config``
+    dataset_options: {synthetic: {num_videos: 40}}   # optional; per-dataset loader options
+
+Every (method, dataset, protocol) is one experiment with its own run directory in the
+store, ``OUT/<dataset>/<method>/<protocol>/`` (protocol ``fixed`` or ``rate=0.3``),
+laid out as :mod:`imsa.experiments.runner` writes it: ``config.yaml``,
+``runs/seedS-foldF.json`` (one per run), ``models/``, ``summary.json``. Running the grid
+again skips finished runs and resumes interrupted ones from their checkpoints.
+
+Everything a grid names is checked before any training starts: unknown keys, methods,
+datasets, config keys, dataset options, folds, rates, and unreadable run files in the
+store. Errors name the place in the file, e.g.
+``grid.yaml: methods[1]: Unknown method 'momk'. Valid methods: ...``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from ..config import build_config, packaged_config
+from ..data.registry import dataset_entry, load_dataset
+from ..errors import ConfigError, ImsaError
+from ..methods import method_class
+from ..protocols import PROTOCOLS, Protocol
+from ..training import notify
+from .backends import make_backend
+from .runner import Experiment, RunSpec, finish_experiment, load_record, plan_experiment
+
+logger = logging.getLogger(__name__)
+
+GRID_KEYS = ("methods", "datasets", "protocols", "seeds", "folds", "mask_seed", "config", "overrides", "dataset_options")
+REQUIRED_KEYS = ("methods", "datasets", "protocols", "seeds")
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A resolved grid: every name checked against the registries.
+
+    Parameters
+    ----------
+    methods, datasets : tuple of str
+        Registry names.
+    protocols : tuple of Protocol
+        ``fixed`` and/or one ``random`` protocol per rate.
+    seeds : tuple of int
+    folds : tuple of int or None
+        None: every fold of each dataset.
+    config : dict
+        Method config for every method.
+    overrides : dict of str to dict
+        Per-method config; wins over ``config``.
+    dataset_options : dict of str to dict
+        Per-dataset loader options.
+    source : str
+        Where the grid came from, for error messages.
+    """
+
+    methods: tuple[str, ...]
+    datasets: tuple[str, ...]
+    protocols: tuple[Protocol, ...]
+    seeds: tuple[int, ...]
+    folds: tuple[int, ...] | None = None
+    config: dict = field(default_factory=dict)
+    overrides: dict = field(default_factory=dict)
+    dataset_options: dict = field(default_factory=dict)
+    source: str = "grid"
+
+    def experiments(self) -> list[tuple[str, Experiment]]:
+        """``(relative directory, Experiment)`` for every (dataset, method, protocol)."""
+        out = []
+        for dataset in self.datasets:
+            for method in self.methods:
+                for protocol in self.protocols:
+                    experiment = Experiment(
+                        method=method,
+                        dataset=dataset,
+                        protocol=protocol,
+                        seeds=self.seeds,
+                        folds=self.folds,
+                        config={**self.config, **self.overrides.get(method, {})},
+                        dataset_options=dict(self.dataset_options.get(dataset, {})),
+                    )
+                    out.append((f"{dataset}/{method}/{protocol.name}", experiment))
+        return out
+
+    def to_dict(self) -> dict:
+        """The grid as YAML-ready data (the form :func:`grid_from_dict` reads)."""
+        fixed = [p for p in self.protocols if p.kind == "fixed"]
+        rates = [p.rate for p in self.protocols if p.kind == "random"]
+        data = {
+            "methods": list(self.methods),
+            "datasets": list(self.datasets),
+            "protocols": (["fixed"] if fixed else []) + ([{"random": rates}] if rates else []),
+            "seeds": list(self.seeds),
+            "mask_seed": self.protocols[0].mask_seed,
+        }
+        if self.folds is not None:
+            data["folds"] = list(self.folds)
+        for key in ("config", "overrides", "dataset_options"):
+            if getattr(self, key):
+                data[key] = getattr(self, key)
+        return data
+
+
+def read_grid(
+    path: str | os.PathLike | None = None,
+    *,
+    replace: dict | None = None,
+    config: dict | None = None,
+    dataset_options: dict | None = None,
+) -> Grid:
+    """Read and check a grid file, with command-line changes.
+
+    Parameters
+    ----------
+    path : path, optional
+        The grid YAML file; without one, ``replace`` must give the whole grid.
+    replace : dict, optional
+        Grid keys whose values replace the file's (``--methods``, ``--seeds``, ...).
+    config : dict, optional
+        Method config for every method, on top of the file's ``config`` (``--set``).
+    dataset_options : dict, optional
+        Loader options for every dataset, on top of the file's (``--set data.KEY=...``).
+
+    Raises
+    ------
+    ConfigError
+        Naming the file and the place in it, e.g. ``grid.yaml: methods[1]: ...``.
+    """
+    data: dict = {}
+    source = "command line"
+    if path is not None:
+        path = Path(path)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: grid file not found.") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e}).") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: a grid file is a mapping with keys {', '.join(GRID_KEYS)}; got {type(data).__name__}.")
+        source = str(path)
+        changed = [f"--{k.replace('_', '-')}" for k in (replace or {})] + (["--set"] if config or dataset_options else [])
+        if changed:
+            source += f" (with {', '.join(changed)} from the command line)"
+    data = {**data, **(replace or {})}
+    if config:
+        if not isinstance(data.get("config") or {}, dict):
+            raise ConfigError(f"{source}: config: expected a mapping of method config keys, got {data['config']!r}.")
+        data["config"] = {**(data.get("config") or {}), **config}
+    if dataset_options:
+        given = data.get("dataset_options") or {}
+        if not isinstance(given, dict):
+            raise ConfigError(f"{source}: dataset_options: expected a mapping from dataset name to loader options, got {given!r}.")
+        names = data.get("datasets") or []
+        names = [names] if isinstance(names, str) else names
+        data["dataset_options"] = {**given, **{d: {**(given.get(d) or {}), **dataset_options} for d in names if isinstance(d, str)}}
+    return grid_from_dict(data, source)
+
+
+def grid_from_dict(data: dict, source: str = "grid") -> Grid:
+    """Check grid data (the YAML mapping) against the registries and build a :class:`Grid`."""
+
+    def fail(where: str, message: str):
+        raise ConfigError(f"{source}: {where}: {message}")
+
+    for key in data:
+        if key not in GRID_KEYS:
+            raise ConfigError(f"{source}: unknown key {key!r}. Valid keys: {', '.join(GRID_KEYS)}.")
+    for key in REQUIRED_KEYS:
+        if key not in data:
+            raise ConfigError(f"{source}: missing key {key!r}; a grid needs {', '.join(REQUIRED_KEYS)}.")
+
+    def names(key: str, lookup) -> tuple[str, ...]:
+        values = data[key]
+        if isinstance(values, str):
+            values = [values]
+        if not isinstance(values, list) or not values:
+            fail(key, f"expected a non-empty list of names, got {values!r}.")
+        for i, name in enumerate(values):
+            try:
+                lookup(str(name))
+            except ImsaError as e:
+                fail(f"{key}[{i}]", str(e))
+        if len(set(values)) != len(values):
+            fail(key, f"a name appears twice in {values!r}.")
+        return tuple(str(v) for v in values)
+
+    methods = names("methods", method_class)
+    datasets = names("datasets", dataset_entry)
+    seeds = _int_list(data["seeds"], "seeds", fail)
+    folds = None if data.get("folds") is None else _int_list(data["folds"], "folds", fail)
+    mask_seed = data.get("mask_seed", 0)
+    if not isinstance(mask_seed, int) or isinstance(mask_seed, bool):
+        fail("mask_seed", f"expected an integer, got {mask_seed!r}.")
+    protocols = _protocols(data["protocols"], mask_seed, fail)
+
+    config = data.get("config") or {}
+    if not isinstance(config, dict):
+        fail("config", f"expected a mapping of method config keys, got {config!r}.")
+    overrides = data.get("overrides") or {}
+    if not isinstance(overrides, dict):
+        fail("overrides", f"expected a mapping from method name to config, got {overrides!r}.")
+    for method, values in overrides.items():
+        if method not in methods:
+            try:
+                method_class(method)
+            except ImsaError as e:
+                fail(f"overrides.{method}", str(e))
+            fail(f"overrides.{method}", f"method {method!r} is not in this grid's methods ({', '.join(methods)}).")
+        if not isinstance(values, dict):
+            fail(f"overrides.{method}", f"expected a mapping of config keys, got {values!r}.")
+    # Every (method, dataset) config must resolve: an unknown key or bad value fails here, not mid-grid.
+    for method in methods:
+        cls = method_class(method)
+        for dataset in datasets:
+            packaged = packaged_config(method, dataset)
+            try:
+                build_config(cls.Config, packaged, config)
+            except ConfigError as e:
+                fail("config", f"{e} (method {method})")
+            try:
+                build_config(cls.Config, packaged, config, overrides.get(method))
+            except ConfigError as e:
+                fail(f"overrides.{method}", str(e))
+
+    dataset_options = data.get("dataset_options") or {}
+    if not isinstance(dataset_options, dict):
+        fail("dataset_options", f"expected a mapping from dataset name to loader options, got {dataset_options!r}.")
+    for dataset, options in dataset_options.items():
+        if dataset not in datasets:
+            fail(f"dataset_options.{dataset}", f"dataset {dataset!r} is not in this grid's datasets ({', '.join(datasets)}).")
+        if not isinstance(options, dict):
+            fail(f"dataset_options.{dataset}", f"expected a mapping of loader options, got {options!r}.")
+        valid = dataset_entry(dataset).options
+        for key in options:
+            if key not in valid:
+                fail(f"dataset_options.{dataset}.{key}", f"unknown option for dataset {dataset}. Valid options: {', '.join(sorted(valid)) or 'none'}.")
+    return Grid(
+        methods=methods,
+        datasets=datasets,
+        protocols=protocols,
+        seeds=seeds,
+        folds=folds,
+        config=dict(config),
+        overrides={k: dict(v) for k, v in overrides.items()},
+        dataset_options={k: dict(v) for k, v in dataset_options.items()},
+        source=source,
+    )
+
+
+def _int_list(values, key, fail) -> tuple[int, ...]:
+    if isinstance(values, int) and not isinstance(values, bool):
+        values = [values]
+    if not isinstance(values, list) or not values:
+        fail(key, f"expected a non-empty list of integers, got {values!r}.")
+    for i, value in enumerate(values):
+        if not isinstance(value, int) or isinstance(value, bool):
+            fail(f"{key}[{i}]", f"expected an integer, got {value!r}.")
+    if len(set(values)) != len(values):
+        fail(key, f"a value appears twice in {values!r}.")
+    return tuple(values)
+
+
+def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
+    """``["fixed", {"random": [0.0, 0.3]}]`` -> Protocols; also ``"random"`` alone means rate 0.0..0.7 in steps of 0.1."""
+    if isinstance(entries, (str, dict)):
+        entries = [entries]
+    if not isinstance(entries, list) or not entries:
+        fail("protocols", f"expected a non-empty list such as [fixed, {{random: [0.0, 0.3]}}], got {entries!r}.")
+    out: list[Protocol] = []
+    for i, entry in enumerate(entries):
+        where = f"protocols[{i}]"
+        if entry == "random":
+            entry = {"random": [round(0.1 * k, 1) for k in range(8)]}
+        if entry == "fixed":
+            out.append(Protocol("fixed", mask_seed=mask_seed))
+            continue
+        if not isinstance(entry, dict) or len(entry) != 1:
+            fail(where, f"expected 'fixed', 'random' or {{random: [rates]}}, got {entry!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
+        (kind, rates), = entry.items()
+        if kind != "random":
+            fail(where, f"unknown protocol {kind!r} with values; only random takes a list of rates. Valid protocols: {', '.join(PROTOCOLS)}.")
+        if isinstance(rates, (int, float)) and not isinstance(rates, bool):
+            rates = [rates]
+        if not isinstance(rates, list) or not rates:
+            fail(f"{where}.random", f"expected a non-empty list of rates in [0, 0.7], got {rates!r}.")
+        for j, rate in enumerate(rates):
+            if not isinstance(rate, (int, float)) or isinstance(rate, bool):
+                fail(f"{where}.random[{j}]", f"expected a number in [0, 0.7], got {rate!r}.")
+            try:
+                out.append(Protocol("random", rate=float(rate), mask_seed=mask_seed))
+            except ConfigError as e:
+                fail(f"{where}.random[{j}]", str(e))
+    names = [p.name for p in out]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        fail("protocols", f"{', '.join(duplicates)} appear(s) twice.")
+    return tuple(out)
+
+
+@dataclass(frozen=True)
+class GridPlan:
+    """What :func:`plan_grid` found: every run of the grid and the datasets they use."""
+
+    out: Path
+    experiments: list[tuple[Path, Experiment, list[RunSpec]]]
+    datasets: dict[str, object]
+
+    @property
+    def runs(self) -> list[RunSpec]:
+        return [spec for _, _, specs in self.experiments for spec in specs]
+
+
+def plan_grid(grid: Grid, out: str | os.PathLike, *, data_dir=None) -> GridPlan:
+    """Load the grid's datasets, claim every experiment directory under ``out`` and list the runs.
+
+    Nothing trains here; every error a grid can cause (missing data, a fold a dataset
+    lacks, a store holding another experiment, an unreadable run file) is raised now.
+    """
+    out = Path(out)
+    datasets = {}
+    for name in grid.datasets:
+        try:
+            datasets[name] = load_dataset(name, data_dir, **grid.dataset_options.get(name, {}))
+        except ImsaError as e:
+            raise type(e)(f"{grid.source}: datasets: {e}") from None
+        if grid.folds is not None:
+            for i, fold in enumerate(grid.folds):
+                if not 0 <= fold < len(datasets[name].folds):
+                    raise ConfigError(f"{grid.source}: folds[{i}]: dataset {name} has {len(datasets[name].folds)} fold(s); fold {fold} does not exist.")
+    experiments = []
+    for relative, experiment in grid.experiments():
+        directory = out / relative
+        specs = plan_experiment(experiment, directory, datasets[experiment.dataset])
+        for spec in specs:
+            if spec.done:
+                load_record(spec.path)  # an unreadable result fails now, not after hours of training
+        experiments.append((directory, experiment, specs))
+    _write_grid_file(out, grid)
+    return GridPlan(out, experiments, datasets)
+
+
+def _write_grid_file(out: Path, grid: Grid) -> None:
+    path = out / "grid.yaml"
+    tmp = path.with_name("grid.yaml.tmp")
+    tmp.write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
+    os.replace(tmp, path)
+
+
+def run_grid(
+    grid: Grid,
+    out: str | os.PathLike,
+    *,
+    data_dir=None,
+    backend="sequential",
+    callbacks=(),
+    checkpoint_interval: float = 30.0,
+) -> dict[str, dict]:
+    """Run every (method, dataset, protocol, seed, fold) of ``grid`` into the store ``out``.
+
+    Parameters
+    ----------
+    grid : Grid
+    out : path
+        The results store; created if needed, resumed if it holds this grid's experiments.
+    data_dir : path, optional
+        Data root (default ``$IMSA_DATA`` or the user cache).
+    backend : str or Backend
+        ``"sequential"``, ``"local"`` (worker processes) or ``"ray"``, or a backend
+        object from :func:`imsa.experiments.backends.make_backend`.
+    callbacks : iterable
+        Hear ``on_grid_start(total, finished)``, ``on_run_start(key, index, total)``,
+        ``on_run_end(key, record)`` (keys are ``<dataset>/<method>/<protocol>/seedS-foldF``)
+        and, with the sequential backend, the per-epoch hooks of training.
+    checkpoint_interval : float
+        Seconds between checkpoints inside a run.
+
+    Returns
+    -------
+    dict
+        Relative experiment directory -> its summary (also written to its ``summary.json``).
+    """
+    plan = plan_grid(grid, out, data_dir=data_dir)
+    backend = make_backend(backend) if isinstance(backend, str) else backend
+    runs = plan.runs
+    todo = [spec for spec in runs if not spec.done]
+    logger.info("Grid in %s: %d runs, %d finished earlier, %d to run on the %s backend.", plan.out, len(runs), len(runs) - len(todo), len(todo), backend.name)
+    notify(callbacks, "on_grid_start", len(runs), len(runs) - len(todo))
+    for _ in backend.run(todo, plan.datasets, callbacks=callbacks, checkpoint_interval=checkpoint_interval, name=lambda s: run_name(plan.out, s)):
+        pass
+    summaries = {}
+    for directory, _, specs in plan.experiments:
+        records = [load_record(spec.path) for spec in specs]
+        summaries[str(directory.relative_to(plan.out))] = finish_experiment(directory, records)
+    return summaries
+
+
+def run_name(out: Path, spec: RunSpec) -> str:
+    """``<dataset>/<method>/<protocol>/seedS-foldF``: a run's name inside the store."""
+    return f"{Path(spec.out).relative_to(out)}/{spec.key}"

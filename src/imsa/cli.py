@@ -59,7 +59,7 @@ class GridProgress(ProgressBars):
         self.runs.set_postfix_str(f"running {key}")
 
     def on_run_end(self, key, record):
-        self.runs.set_postfix_str(f"done {key} in {record['wall_time_s']:.1f} s")
+        self.runs.set_postfix_str(f"done {key} in {record['wall_time_s']:.1f} s", refresh=False)
         super().on_run_end(key, record)
 
 

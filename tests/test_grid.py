@@ -15,6 +15,7 @@ from imsa.errors import ConfigError
 from imsa.experiments.backends import LocalBackend, threads_per_worker
 from imsa.experiments.grid import read_grid, run_grid
 from imsa.experiments.runner import Experiment, run_experiment
+from imsa.methods import list_methods
 from imsa.protocols import Protocol
 
 TINY_DATA = {"num_videos": 20, "max_utterances": 6}
@@ -63,7 +64,7 @@ def test_the_issue_example_grid_resolves(tmp_path):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"methods": ["late_fusion", "momk"]}, "grid.yaml: methods[1]: Unknown method 'momk'. Valid methods: early_fusion, late_fusion"),
+        ({"methods": ["late_fusion", "momk"]}, f"grid.yaml: methods[1]: Unknown method 'momk'. Valid methods: {', '.join(list_methods())}."),
         ({"datasets": ["nope"]}, "grid.yaml: datasets[0]: Unknown dataset 'nope'. Valid datasets:"),
         ({"seed": [1]}, "grid.yaml: unknown key 'seed'. Valid keys: methods, datasets, protocols, seeds"),
         ({"overrides": {"late_fusion": {"epoch": 3}}}, "grid.yaml: overrides.late_fusion: Unknown config key 'epoch'"),

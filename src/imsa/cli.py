@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train and evaluate a method under missing modalities")
     run.add_argument("--method", default="late_fusion", help=f"one of: {', '.join(list_methods())} (default: late_fusion)")
-    run.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(e.name for e in list_datasets())} (default: synthetic)")
+    run.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(e.name for e in list_datasets())}, or the path of a file in a published format (default: synthetic)")
     run.add_argument("--protocol", choices=["fixed", "random"], default="fixed", help="fixed: every modality subset; random: GCNet missing rate")
     run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random")
     run.add_argument("--mask-seed", type=int, default=0, help="seed of the random-protocol evaluation masks (default 0)")

@@ -368,6 +368,31 @@ class CombinationDistribution:
         """The CMAD training distribution over three modalities (weights out of 14)."""
         return cls(dict(_CMAD_WEIGHTS))
 
+    def marginal(self, modalities: tuple[str, ...]) -> CombinationDistribution:
+        """The distribution seen by data with only ``modalities``.
+
+        Other modalities are dropped from every condition, conditions that become the
+        same merge their weights, and the one that becomes empty is left out (the rest
+        renormalised). CMAD's 2/3/3/1/1/3/1 over ``l, a, v`` gives ``{l}: 3, {a}: 6,
+        {l,a}: 2`` (out of 11) for ``l, a``.
+
+        Raises
+        ------
+        ConfigError
+            If no condition keeps any of ``modalities``.
+        """
+        if self.weights is None or all(m in modalities for name in self.weights for m in Condition.parse(name).modalities):
+            return self
+        merged: dict[str, float] = {}
+        for name, weight in self.weights.items():
+            kept = [m for m in Condition.parse(name).modalities if m in modalities]
+            if kept:
+                key = Condition.parse(",".join(kept)).name
+                merged[key] = merged.get(key, 0.0) + weight
+        if not merged:
+            raise ConfigError(f"The training distribution {self.describe()} has no condition with any of the modalities {', '.join(modalities)}.")
+        return CombinationDistribution(merged)
+
     def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
         """Draw one condition per row with ``rng.choice``.
 

@@ -23,6 +23,14 @@ import torch
 from .dataset import Dataset, Subset
 
 LEVELS = ("utterance", "video")
+TEXT = "l"  # the modality that raw transcripts belong to
+
+
+def _blank(text, keep):
+    """``text`` (a str, or a tuple of str per utterance) with ``""`` where ``keep`` is False."""
+    if isinstance(text, str):
+        return text if keep else ""
+    return tuple(t if k else "" for t, k in zip(text, keep))
 
 
 @dataclass
@@ -44,6 +52,10 @@ class Batch:
     modalities : tuple of str
     utterance_mask : Tensor or None
         bool ``(B, S)`` for video-level batches, None for utterance-level ones.
+    texts : tuple or None
+        The raw transcripts where the dataset has them, for models that encode text
+        themselves: one str per utterance (utterance level) or one tuple of S str per
+        video (video level). ``""`` where the text modality ``l`` is missing or padded.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -53,6 +65,7 @@ class Batch:
     index: torch.Tensor
     modalities: tuple[str, ...]
     utterance_mask: torch.Tensor | None = None
+    texts: tuple | None = None
 
     @property
     def level(self) -> str:
@@ -71,10 +84,20 @@ class Batch:
             keep = present[..., k]
             x = self.inputs[m]
             inputs[m] = x * keep.reshape(keep.shape + (1,) * (x.dim() - keep.dim())).to(x.dtype)
-        return replace(self, inputs=inputs, present=present)
+        texts = self.texts
+        if texts is not None and TEXT in self.modalities:
+            keep = present[..., self.modalities.index(TEXT)].tolist()
+            texts = tuple(_blank(t, k) for t, k in zip(texts, keep))
+        return replace(self, inputs=inputs, present=present, texts=texts)
 
     def map(self, fn) -> "Batch":
-        """A batch with ``fn`` applied to every tensor (all share the batch axis first)."""
+        """A batch with ``fn`` applied to every tensor (all share the batch axis first).
+
+        ``fn`` must act on rows (repeat, select, move); texts follow the rows it picks.
+        """
+        texts = None
+        if self.texts is not None:
+            texts = tuple(self.texts[i] for i in fn(torch.arange(len(self), device=self.labels.device)).tolist())
         return Batch(
             inputs={m: fn(x) for m, x in self.inputs.items()},
             padding={m: fn(p) for m, p in self.padding.items()},
@@ -83,6 +106,7 @@ class Batch:
             index=fn(self.index),
             modalities=self.modalities,
             utterance_mask=None if self.utterance_mask is None else fn(self.utterance_mask),
+            texts=texts,
         )
 
     def repeat(self, times: int) -> "Batch":
@@ -114,6 +138,14 @@ class TensorCache:
         dtype = torch.float32 if dataset.task == "regression" else torch.long
         self.labels = torch.as_tensor(dataset.labels, dtype=dtype)
 
+    def _texts(self, index: torch.Tensor) -> tuple | None:
+        transcripts = self.dataset.transcripts
+        if transcripts is None:
+            return None
+        if index.dim() == 1:
+            return tuple(transcripts[i] for i in index.tolist())
+        return tuple(tuple(transcripts[i] if i >= 0 else "" for i in row) for row in index.tolist())
+
     def gather(self, index: np.ndarray, present: np.ndarray | None = None) -> Batch:
         """Batch for ``index`` of shape ``(B,)`` (utterances) or ``(B, S)`` with -1 padding (videos)."""
         index = torch.as_tensor(index, dtype=torch.long)
@@ -138,6 +170,7 @@ class TensorCache:
             index=torch.where(real, index, torch.full_like(index, -1)),
             modalities=self.dataset.modalities,
             utterance_mask=real if index.dim() == 2 else None,
+            texts=self._texts(index),
         )
         if present is None:
             return batch.with_present(full)

@@ -272,9 +272,9 @@ class Method:
             return selection_score(results, metric)
 
         if optimizer == "adam":
-            opt = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay)
+            opt = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         else:
-            opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr)
+            opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr, foreach=True)
         return run_training(
             model,
             opt,

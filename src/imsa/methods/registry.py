@@ -37,4 +37,4 @@ def create_method(name: str, config=None, **overrides):
 
 def _import_methods():
     # Importing the method modules fills the registry.
-    from . import early_fusion, late_fusion, momke  # noqa: F401
+    from . import cmad, early_fusion, late_fusion, momke  # noqa: F401

@@ -254,3 +254,19 @@ def test_text_encoder_path_fine_tunes_the_encoder_on_transcripts(synthetic, tiny
     assert torch.equal(method.predict(other, present).prediction, before)
     # ...and a present text is read.
     assert not torch.equal(method.predict(other).prediction, method.predict(batch).prediction)
+
+
+# -- configs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mosi-bclstm", "mosi-transcripts"])
+def test_packaged_configs_build_valid_configs(name):
+    from imsa.config import build_config, packaged_config
+    from imsa.experiments.runner import Experiment
+
+    raw = packaged_config("cmad", name)
+    assert raw, f"configs/cmad/{name}.yaml is missing or empty"
+    config = build_config(CMADConfig, raw)
+    assert (config.dim, config.num_latents, config.heads, config.dim_head) == (96, 5, 16, 16)  # the paper's backbone
+    assert (config.tau, config.delta, config.gamma, config.mar_scale) == (0.2, 0.1, 1.0, 20.0)  # and losses
+    assert Experiment("cmad", dataset=name).resolved_config() == config

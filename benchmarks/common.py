@@ -1,0 +1,57 @@
+"""What the benchmark scripts share: the data root, peak memory and a phase timer."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ["IMSA_DATA"]) if os.environ.get("IMSA_DATA") else REPO.parent / "shared" / "datasets"
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10
+
+
+class Timer:
+    """Callback timing each phase, and the validation inside it (through :meth:`wrap`)."""
+
+    def __init__(self):
+        self.phases: dict[str, dict] = {}
+        self.current: str | None = None
+        self._started = 0.0
+
+    def on_phase_start(self, phase, epochs, start_epoch):
+        self.current = phase
+        self.phases[phase] = {"epochs": epochs, "start_epoch": start_epoch, "validation_s": 0.0, "epoch_ends": 0}
+        self._started = time.perf_counter()
+
+    def on_epoch_end(self, phase, epoch, logs):
+        self.phases[phase]["epoch_ends"] += 1
+
+    def on_phase_end(self, phase, result):
+        row = self.phases[phase]
+        row["wall_s"] = time.perf_counter() - self._started
+        row["result"] = result
+        self.current = None
+
+    def wrap(self, fn):
+        """``fn`` with its run time added to the current phase's validation time."""
+
+        def timed(*args, **kwargs):
+            started = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                if self.current is not None:
+                    self.phases[self.current]["validation_s"] += time.perf_counter() - started
+
+        return timed

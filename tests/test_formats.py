@@ -244,6 +244,29 @@ def test_mag_keeps_words_and_one_row_per_word(tmp_path):
             assert d.video_ids[i] == segment.split("[")[0]
 
 
+def test_mag_word_pieces_follow_the_text_encoders_tokens(tmp_path):
+    from imsa.nn.text_encoder import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(None)
+    except ConfigError as e:
+        pytest.skip(str(e))
+    content = mag_content()
+    (_, visual, acoustic), label, segment = content["train"][0]
+    words = ["cinematographically", "unremarkable", "movie"][: len(visual)] + ["ok"] * max(0, len(visual) - 3)
+    content["train"][0] = ((words, visual, acoustic), label, segment)
+    pieces = [len(tokenizer.tokenize(w)) for w in words]
+    assert max(pieces) > 1  # the check below can tell words from word pieces
+    d = load_dataset(str(write_pickle(tmp_path / "mosi.pkl", content)), word_pieces="minilm")
+    check_common_schema(d)
+    assert d.modalities == ("l", "a", "v") and d.transcripts is not None
+    i = d.utterance_ids.index(segment)
+    steps = len(tokenizer(d.transcripts[i])["input_ids"])  # [CLS] pieces... [SEP]
+    assert d.lengths["a"][i] == d.lengths["v"][i] == steps == sum(pieces) + 2
+    expected = np.concatenate([np.zeros((1, 47)), np.repeat(visual, pieces, axis=0), np.zeros((1, 47))])
+    np.testing.assert_array_equal(d.features["v"][i, :steps], expected)
+
+
 def test_mag_row_count_must_match_words(tmp_path):
     content = mag_content()
     (words, visual, acoustic), label, segment = content["dev"][1]

@@ -8,10 +8,14 @@ sentiment in [-3, 3] (an array of shape (1, 1)).
 
 Loaded as word-level sequences of audio (``a``) and vision (``v``) with one step per
 word, and the words themselves: ``annotations["words"]`` (one list per utterance, word
-t belongs to step t) and ``transcripts`` (the words joined by spaces). A text encoder
-tokenises the words and repeats a word's audio/vision row for each of its word pieces.
-The file has no text features, so the modalities are ``("a", "v")``. ``dev`` is the
-validation split.
+t belongs to step t) and ``transcripts`` (the words joined by spaces). The file has no
+text features, so the modalities are ``("a", "v")``. ``dev`` is the validation split.
+
+With ``word_pieces=MODEL`` the sequences follow a text encoder's tokens instead, as the
+MAG code feeds them: each word's audio/vision row is repeated once per word piece of
+MODEL's tokenizer, a zero row stands for ``[CLS]`` and ``[SEP]``, and a text modality
+``l`` is added for methods that encode the transcripts themselves (``cmad`` with
+``text_encoder``); its features are a zero placeholder that such methods do not read.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def _is_mag(path: Path, content) -> bool:
 
 
 @register_format("mag", description="MAG/MIB word-aligned mosi.pkl / mosei.pkl: ((words, visual, acoustic), label, id)", detect=_is_mag)
-def load_mag(path: Path, content, *, name: str = "") -> Dataset:
+def load_mag(path: Path, content, *, name: str = "", word_pieces: str = "") -> Dataset:
     """Build a :class:`Dataset` from a MAG/MIB pickle's content.
 
     Parameters
@@ -47,6 +51,9 @@ def load_mag(path: Path, content, *, name: str = "") -> Dataset:
         Its unpickled content.
     name : str
         Dataset name (default: ``mag:<file stem>``).
+    word_pieces : str
+        ``""``: one step per word. ``"minilm"`` or a local Hugging Face model folder:
+        one step per word piece of that model's tokenizer, plus the text modality ``l``.
     """
     require_keys(content, tuple(FILE_SPLITS), str(path), FIX)
     uids, vids, splits, labels, words, visual, acoustic = [], [], [], [], [], [], []
@@ -77,13 +84,21 @@ def load_mag(path: Path, content, *, name: str = "") -> Dataset:
     if not uids:
         raise DataError(f"{path}: no samples in 'train', 'dev' or 'test'.")
     order, video_ids, fold, utterance_ids = published_split(path, uids, vids, splits)
-    a_seq, a_len = pad_sequences([acoustic[i] for i in order], f"{path}: acoustic")
-    v_seq, v_len = pad_sequences([visual[i] for i in order], f"{path}: visual")
     ordered_words = [words[i] for i in order]
+    acoustic, visual = [acoustic[i] for i in order], [visual[i] for i in order]
+    modalities, features = ("a", "v"), {}
+    if word_pieces:
+        pieces = word_piece_counter(word_pieces)
+        repeats = [[pieces(w) for w in ws] for ws in ordered_words]
+        acoustic = [to_word_pieces(a, r) for a, r in zip(acoustic, repeats)]
+        visual = [to_word_pieces(v, r) for v, r in zip(visual, repeats)]
+        modalities, features = ("l", "a", "v"), {"l": np.zeros((len(order), 1), dtype=np.float32)}
+    a_seq, a_len = pad_sequences(acoustic, f"{path}: acoustic")
+    v_seq, v_len = pad_sequences(visual, f"{path}: visual")
     return Dataset(
         name=name or f"mag:{path.stem}",
-        modalities=("a", "v"),
-        features={"a": a_seq, "v": v_seq},
+        modalities=modalities,
+        features={**features, "a": a_seq, "v": v_seq},
         lengths={"a": a_len, "v": v_len},
         labels=np.asarray(labels, dtype=np.float32)[order],
         utterance_ids=utterance_ids,
@@ -95,3 +110,18 @@ def load_mag(path: Path, content, *, name: str = "") -> Dataset:
         description=f"MAG/MIB word-aligned pickle {path.name}",
         annotations={"words": ordered_words},
     )
+
+
+def word_piece_counter(model: str):
+    """``count(word) -> int``: the number of word pieces MODEL's tokenizer splits ``word`` into."""
+    from ..nn.text_encoder import load_tokenizer
+
+    tokenizer = load_tokenizer(None if model == "minilm" else model)
+    return lambda word: len(tokenizer.tokenize(word))
+
+
+def to_word_pieces(rows: np.ndarray, repeats: list[int]) -> np.ndarray:
+    """Word rows ``(n_words, D)`` -> ``(2 + sum(repeats), D)``: each row ``repeats[t]`` times,
+    between the zero rows of ``[CLS]`` and ``[SEP]`` (as the MAG code aligns them)."""
+    zero = np.zeros((1, rows.shape[1]), dtype=rows.dtype)
+    return np.concatenate([zero, np.repeat(rows, repeats, axis=0), zero])

@@ -71,6 +71,15 @@ def _transformers():
     return transformers
 
 
+def load_tokenizer(model_path: str | os.PathLike | None = None):
+    """The tokenizer of a local Hugging Face model folder (None: all-MiniLM-L6-v2), offline."""
+    path = resolve_model_path(model_path)
+    try:
+        return _transformers().AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot load the tokenizer offline ({e}).") from None
+
+
 class TextEncoder(nn.Module):
     """Token states of a pretrained transformer, for features or fine-tuning.
 
@@ -93,8 +102,8 @@ class TextEncoder(nn.Module):
         super().__init__()
         transformers = _transformers()
         self.model_path = resolve_model_path(model_path)
+        self.tokenizer = load_tokenizer(self.model_path)
         try:
-            self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(self.model_path), local_files_only=True)
             self.model = transformers.AutoModel.from_pretrained(str(self.model_path), local_files_only=True)
         except (OSError, ValueError) as e:
             raise ConfigError(f"{self.model_path}: cannot load the text model offline ({e}).") from None

@@ -35,7 +35,7 @@ from ..missing import Complete, CombinationDistribution, condition_index, fixed_
 from ..nn.layers import Dropout
 from ..nn.perceiver import Perceiver
 from ..protocols import Protocol
-from .base import DataSpec, Method, Output, TrainConfig
+from .base import DataSpec, Method, Output, TrainConfig, task_loss
 from .registry import register_method
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -377,7 +377,7 @@ class CMAD(Method):
         phases = [
             self.train_phase(
                 teacher, train, valid, protocol=Protocol(), seed=seed, sampler=Complete(), settings=complete,
-                loss=lambda model, batch, epoch: per_sample_task_loss(model(batch).prediction, batch.labels, task).mean(),
+                loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task),
                 phase="teacher", epochs=cfg.teacher_epochs, callbacks=callbacks, workdir=workdir,
             )
         ]

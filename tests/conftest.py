@@ -42,3 +42,19 @@ def synthetic():
     from imsa.data.registry import load_dataset
 
     return load_dataset("synthetic", num_videos=20, min_utterances=3, max_utterances=6, seed=0)
+
+
+@pytest.fixture(scope="session")
+def synthetic_la(synthetic):
+    """``synthetic`` with text and audio only, for the two-modality paths."""
+    from imsa.data.dataset import Dataset
+
+    return Dataset(
+        name="synthetic-la",
+        modalities=("l", "a"),
+        features={m: synthetic.features[m] for m in ("l", "a")},
+        labels=synthetic.labels,
+        utterance_ids=synthetic.utterance_ids,
+        video_ids=synthetic.video_ids,
+        folds=synthetic.folds,
+    )

@@ -54,21 +54,12 @@ def tiny_method(name: str, **overrides):
 
 
 @pytest.fixture(scope="module")
-def datasets(synthetic) -> dict[str, Dataset]:
+def datasets(synthetic, synthetic_la) -> dict[str, Dataset]:
     small = dict(num_videos=20, min_utterances=3, max_utterances=6, seed=0)
-    two = Dataset(
-        name="synthetic-la",
-        modalities=("l", "a"),
-        features={m: synthetic.features[m] for m in ("l", "a")},
-        labels=synthetic.labels,
-        utterance_ids=synthetic.utterance_ids,
-        video_ids=synthetic.video_ids,
-        folds=synthetic.folds,
-    )
     return {
         "regression": synthetic,
         "classification": load_dataset("synthetic", num_classes=3, **small),
-        "two_modalities": two,
+        "two_modalities": synthetic_la,
         "sequence": load_dataset("synthetic", sequence_length=4, **small),
     }
 

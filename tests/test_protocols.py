@@ -16,19 +16,8 @@ def test_fixed_protocol_scores_every_nonempty_subset_in_canonical_order(syntheti
     assert all(s.shape == (len(synthetic), 3) for s in settings.values())
 
 
-def test_fixed_protocol_with_two_modalities_has_three_conditions(synthetic):
-    from imsa.data.dataset import Dataset
-
-    two = Dataset(
-        name="two",
-        modalities=("l", "a"),
-        features={m: synthetic.features[m] for m in ("l", "a")},
-        labels=synthetic.labels,
-        utterance_ids=synthetic.utterance_ids,
-        video_ids=synthetic.video_ids,
-        folds=synthetic.folds,
-    )
-    assert list(Protocol("fixed").settings(two.split(0)["test"])) == ["l", "a", "l,a"]
+def test_fixed_protocol_with_two_modalities_has_three_conditions(synthetic_la):
+    assert list(Protocol("fixed").settings(synthetic_la.split(0)["test"])) == ["l", "a", "l,a"]
 
 
 @pytest.mark.parametrize("rate", [0.0, 0.1, 0.3, 0.5, 0.6])

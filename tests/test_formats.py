@@ -404,7 +404,7 @@ def test_iemocap_per_speaker_faces_and_audio_files(iemocap4):
     _, d = iemocap4
     speakers = d.annotations["speakers"]
     for i in range(0, len(d), 97):
-        uid, v = d.utterance_ids[i], d.video_ids[i]
+        v = d.video_ids[i]
         k = int(np.flatnonzero(d.video_index[v] == i)[0])
         np.testing.assert_array_equal(d.features["a"][i], [int(v[4]), k, 0, 0])
         if k % 5 == 4:

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from imsa.errors import ConfigError
 from imsa.missing import (
-    MODALITY_ORDER,
     CombinationDistribution,
     Complete,
     Condition,

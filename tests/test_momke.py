@@ -195,6 +195,28 @@ def test_padding_never_changes_real_outputs(synthetic, stage):
             torch.testing.assert_close(second.feature[0, :n], first.feature[0], atol=1e-5, rtol=0)
 
 
+def test_stacked_evaluation_computes_each_row_once_with_unchanged_outputs(synthetic):
+    subset = synthetic.split(0)["test"]
+    batch = video_batch(subset, range(len(subset.videos)))
+    net = tiny_net(synthetic, stage=2)
+    stacked = batch.repeat(len(CONDITIONS)).with_present(torch.cat([condition_present(batch, c) for c in CONDITIONS]))
+    videos, inverse = net._distinct_rows(stacked)
+    # Each modality: one row per video, plus one empty row for every video where it is missing.
+    assert [len(v) for v in videos] == [len(batch) + 1] * len(MODALITIES)
+    with torch.no_grad():
+        together = net(stacked)
+        apart = [net(batch.with_present(condition_present(batch, c))) for c in CONDITIONS]
+    torch.testing.assert_close(together.prediction, torch.cat([o.prediction for o in apart]), atol=1e-5, rtol=0)
+    torch.testing.assert_close(together.feature, torch.cat([o.feature for o in apart]), atol=1e-5, rtol=0)
+    # Training mode (dropout) computes every row: distinct rows are only shared without dropout.
+    net.train()
+    calls = []
+    handle = net.experts["l"].register_forward_hook(lambda module, args, out: calls.append(len(args[0])))
+    net(stacked)
+    handle.remove()
+    assert calls == [int(stacked.present.sum())]
+
+
 @pytest.fixture(scope="module")
 def shared_model(synthetic):
     """One stage-2 model for every condition (per_condition=False), fixed protocol."""

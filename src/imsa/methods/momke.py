@@ -199,28 +199,62 @@ class MoMKENet(nn.Module):
     def _squeeze(self, y):
         return y.squeeze(-1) if self.task == "regression" else y
 
-    def _tokens(self, batch: Batch) -> list[torch.Tensor]:
-        """Each modality's projected tokens ``(T_k, D)``, its present utterances in row-major order."""
-        return [self.dropout(self.projections[k](self.norms[k](pooled(batch, k)[batch.present[..., i]]))) for i, k in enumerate(self.modalities)]
+    def _tokens(self, batch: Batch, videos: list[torch.Tensor | None] | None = None) -> list[torch.Tensor]:
+        """Each modality's projected tokens ``(T_k, D)``, its present utterances in row-major order.
+
+        ``videos[k]``, if given, keeps only those videos (rows of the batch) for modality ``k``.
+        """
+        tokens = []
+        for i, k in enumerate(self.modalities):
+            x, present = pooled(batch, k), batch.present[..., i]
+            if videos is not None and videos[i] is not None:
+                x, present = x[videos[i]], present[videos[i]]
+            tokens.append(self.dropout(self.projections[k](self.norms[k](x[present]))))
+        return tokens
+
+    def _distinct_rows(self, batch: Batch) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
+        """Per modality, one video for each distinct row of present utterances, and each video's row.
+
+        A (modality, video) row's routed expert outputs depend only on which utterances
+        of that modality are present, so rows repeated across a stacked evaluation batch
+        (the same video under every condition that keeps the modality) are computed
+        once. Rows are equal when their present utterances have the same dataset index.
+        Returns ``(videos, inverse)``; ``None`` for a modality whose rows all differ.
+        """
+        videos, inverse = [], []
+        for i in range(len(self.modalities)):
+            key = torch.where(batch.present[..., i], batch.index, -1)
+            distinct, where = torch.unique(key, dim=0, return_inverse=True)
+            if len(distinct) == len(key):
+                videos.append(None), inverse.append(None)
+                continue
+            first = torch.full((len(distinct),), len(key)).scatter_reduce(0, where, torch.arange(len(key)), "amin")
+            videos.append(first), inverse.append(where)
+        return videos, inverse
 
     def forward(self, batch: Batch) -> Output:
         present = batch.present  # (B, S, M): missing or padded utterances are False
-        tokens = self._tokens(batch)
         if self.stage == 1:
+            tokens = self._tokens(batch)
             unimodal = [
                 scatter(self.unimodal_heads[k](self.experts[k](tokens[i], TokenLayout(present[..., i]))), present[..., i])
                 for i, k in enumerate(self.modalities)
             ]
             return Output(torch.stack([self._squeeze(y) for y in unimodal], dim=-1 if self.task == "regression" else -2))
+        # Without dropout, equal rows give equal outputs: evaluation computes each once.
+        videos, inverse = self._distinct_rows(batch) if not self.training else ([None] * len(self.modalities),) * 2
+        rows = [present[..., i] if v is None else present[v, :, i] for i, v in enumerate(videos)]  # each (B_k, S)
+        tokens = self._tokens(batch, videos)
         # Every modality's tokens through every expert; attention stays within one
         # (modality, video) row, so all modalities share one layout.
         h = torch.cat(tokens)  # (T, D), modality-major
-        layout = TokenLayout(present.permute(2, 0, 1).flatten(0, 1))
+        layout = TokenLayout(torch.cat(rows))
         mixed = torch.stack([self.experts[k](h, layout) for k in self.modalities], dim=1)  # (T, E, D)
         weights = torch.cat([self.routers[k](t) for k, t in zip(self.modalities, tokens)])  # (T, E)
-        z = (weights.unsqueeze(1) @ mixed).squeeze(1)  # (T, D)
+        z = (weights.unsqueeze(1) @ mixed).squeeze(1).split([len(t) for t in tokens])  # per modality (T_k, D)
         # (B, S, M, D) with each modality's slot zero where it is missing, then flattened per utterance.
-        u = scatter(z, present.permute(2, 0, 1)).permute(1, 2, 0, 3).flatten(2)
+        slots = [scatter(z_k, row) if where is None else scatter(z_k, row)[where] for z_k, row, where in zip(z, rows, inverse)]
+        u = torch.stack(slots, dim=2).flatten(2)
         real = batch.utterance_mask
         u = u[real]  # (U, M*D): the fusion head runs on real utterances only
         hidden = u + self.dropout(F.relu(self.fusion(u)))

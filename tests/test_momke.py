@@ -123,7 +123,11 @@ def test_masked_attention_follows_the_spec_and_a_row_without_tokens_gives_zero()
     key_mask = torch.ones(3, 5, dtype=torch.bool)
     key_mask[1] = False  # no token at all: a video whose modality is missing
     key_mask[2, 3:] = False  # padding
-    out = scatter(attention(x[key_mask], TokenLayout(key_mask)), key_mask)
+    def attend(mask):
+        layout = TokenLayout(mask)
+        return scatter(layout.unpad(attention(layout.pad(x[mask]), layout.attention_mask)), mask)
+
+    out = attend(key_mask)
     assert torch.isfinite(out).all()
     assert torch.equal(out[1], torch.zeros(5, 8))
     expected = reference_attention(attention, x, key_mask) * key_mask.unsqueeze(-1)
@@ -131,7 +135,7 @@ def test_masked_attention_follows_the_spec_and_a_row_without_tokens_gives_zero()
     # The other rows do not depend on row 1 being masked.
     unmasked = key_mask.clone()
     unmasked[1] = True
-    again = scatter(attention(x[unmasked], TokenLayout(unmasked)), unmasked)
+    again = attend(unmasked)
     torch.testing.assert_close(out[[0, 2]], again[[0, 2]], atol=1e-6, rtol=0)
     out.sum().backward()
     assert torch.isfinite(x.grad).all() and torch.isfinite(attention.to_qkv.weight.grad).all()

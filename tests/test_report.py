@@ -116,3 +116,11 @@ def test_report_of_a_directory_without_runs_is_an_error(tmp_path, capsys):
 
 def test_grid_file_keeps_the_row_order(store):
     assert yaml.safe_load((store / "grid.yaml").read_text())["methods"] == ["early_fusion", "late_fusion"]
+
+
+def test_report_cells_show_mean_and_std_and_a_single_run_alone():
+    from imsa.experiments.report import Cell, _fmt
+
+    assert _fmt(Cell(values=[0.5, 0.7], runs=["a", "b"]), 3) == "0.600 ± 0.141"
+    assert _fmt(Cell(values=[0.5], runs=["a"]), 3) == "0.500"
+    assert _fmt(None, 3) == "–"

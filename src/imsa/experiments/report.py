@@ -212,6 +212,8 @@ def _add(cell: Cell, value, path: str) -> None:
 def _fmt(cell: Cell | None, digits: int) -> str:
     if cell is None or not cell.n:
         return "–"
+    if cell.n == 1:  # a std of one value says nothing
+        return f"{cell.mean:.{digits}f}"
     return f"{cell.mean:.{digits}f} ± {cell.std:.{digits}f}"
 
 

@@ -337,11 +337,20 @@ def write_summary_csv(summary: dict, path: Path) -> None:
 
 
 def format_table(summary: dict, split: str = "test", metrics=None, digits: int = 3, markdown: bool = False) -> str:
-    """A table with one row per setting and ``mean ± std`` per metric (plain text or Markdown)."""
+    """A table with one row per setting and ``mean ± std`` per metric (plain text or Markdown).
+
+    A cell of a single run shows its value alone (a std of one value says nothing).
+    """
     rows = summary[split]
     metrics = metrics or list(next(iter(rows.values())).keys())
     header = ["setting"] + list(metrics)
-    body = [[setting] + [f"{rows[setting][m]['mean']:.{digits}f} ± {rows[setting][m]['std']:.{digits}f}" for m in metrics] for setting in rows]
+
+    def cell(value: dict) -> str:
+        if value.get("n") == 1:
+            return f"{value['mean']:.{digits}f}"
+        return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
+
+    body = [[setting] + [cell(rows[setting][m]) for m in metrics] for setting in rows]
     if markdown:
         return "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header)] + body)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]

@@ -51,8 +51,9 @@ class Dropout(nn.Module):
     the 256 bytes' scale factors: ``p`` is exact and p = 0.5 needs one 64-bit draw per
     64 elements. Other values compare 16-bit draws with ``round(p * 65536)``, so ``p``
     is realised to within 1/65536. Torch's Bernoulli sampler took half of a small
-    model's training step on CPU; this is 5-20x cheaper. Seeded by
-    ``torch.manual_seed`` like every torch sampler.
+    model's training step on CPU; on a 780 x 256 input this is about 20x cheaper for
+    p = 0.5 and 3x for other values. Seeded by ``torch.manual_seed`` like every torch
+    sampler.
     """
 
     def __init__(self, p: float = 0.5):

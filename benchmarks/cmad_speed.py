@@ -12,7 +12,6 @@ fine-tuned on the real transcripts of ``mosi-transcripts`` (text + audio).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
@@ -31,7 +30,7 @@ from imsa.methods.cmad import CMAD
 from imsa.protocols import Protocol
 from imsa.training import seed_everything
 
-from common import REPO, Timer, default_data_dir, peak_rss_mib
+from common import Timer, benchmark_parser, peak_rss_mib
 
 
 def run(dataset_name: str, data_dir: Path, fold: int, seed: int, overrides: dict) -> dict:
@@ -90,14 +89,8 @@ def show(report: dict) -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="data root (default: $IMSA_DATA, else ../shared/datasets beside the repository)")
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=1)
+    parser = benchmark_parser(__doc__, "cmad_speed", set_help="config override for part 1 (repeatable)")
     parser.add_argument("--text", action="store_true", help="also one epoch per phase of the fine-tuned text encoder on mosi-transcripts")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override for part 1 (repeatable)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cmad_speed.json")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)

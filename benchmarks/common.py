@@ -1,7 +1,8 @@
-"""What the benchmark scripts share: the data root, peak memory and a phase timer."""
+"""What the benchmark scripts share: their command-line options, the data root, peak memory and a phase timer."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import resource
 import sys
@@ -13,6 +14,18 @@ REPO = Path(__file__).resolve().parents[1]
 
 def default_data_dir() -> Path:
     return Path(os.environ["IMSA_DATA"]) if os.environ.get("IMSA_DATA") else REPO.parent / "shared" / "datasets"
+
+
+def benchmark_parser(doc: str, name: str, *, set_help: str = "config override (repeatable)") -> argparse.ArgumentParser:
+    """The options every benchmark takes: data root, fold, seed, threads, overrides and the output file."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="data root (default: $IMSA_DATA, else ../shared/datasets beside the repository)")
+    parser.add_argument("--fold", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / f"{name}.json")
+    return parser
 
 
 def peak_rss_mib() -> float:

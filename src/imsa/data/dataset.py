@@ -68,6 +68,11 @@ class Dataset:
         Further per-utterance data of length N that a format carries, e.g. ``"words"``
         (one list of words per utterance, row t of the word-aligned sequences belongs to
         word t), ``"speakers"``, or extra label columns.
+    family : str
+        The corpus it comes from (``mosi``, ``iemocap4``, ...; see
+        :mod:`imsa.data.families`), which picks packaged method configs; ``""`` unknown.
+    family_source : str
+        How the family was known: ``registered``, ``given``, or the detection evidence.
     """
 
     name: str
@@ -84,6 +89,8 @@ class Dataset:
     checksums: dict[str, str] = field(default_factory=dict)
     description: str = ""
     annotations: dict = field(default_factory=dict)
+    family: str = ""
+    family_source: str = ""
 
     def __post_init__(self):
         self.modalities = tuple(self.modalities)

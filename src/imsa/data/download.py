@@ -31,8 +31,9 @@ MIRROR_ENV_VAR = "IMSA_MIRROR"
 TIMEOUT_S = 60.0
 _CHUNK = 1 << 20
 
-_GCNET = "https://raw.githubusercontent.com/zeroQiaoba/GCNet/8cce4a0c9a50172abfa79971e77c71c40c1d733d"
-_BCLSTM = (
+# Upstream repositories, pinned to a commit; each dataset lists its files where it is registered.
+GCNET_RAW = "https://raw.githubusercontent.com/zeroQiaoba/GCNet/8cce4a0c9a50172abfa79971e77c71c40c1d733d"
+BCLSTM_RAW = (
     "https://raw.githubusercontent.com/declare-lab/contextual-utterance-level-multimodal-sentiment-analysis/"
     "3874cf25a7fbda75df27ee65b297afa781d7f32c"
 )
@@ -57,73 +58,23 @@ class RemoteFile:
     sha256: str
 
 
-def _bclstm(path: str, sha256: str) -> RemoteFile:
-    # Upstream keeps the CSVs under data/; locally they sit under cmu-mosi/bc-lstm/.
-    return RemoteFile(f"cmu-mosi/bc-lstm/{path}", f"{_BCLSTM}/data/{path}", sha256)
-
-
-REMOTE_FILES: dict[str, tuple[RemoteFile, ...]] = {
-    "mosi-bclstm": (
-        RemoteFile(
-            "cmu-mosi/CMUMOSI_features_raw_2way.pkl",
-            f"{_GCNET}/dataset/CMUMOSI/CMUMOSI_features_raw_2way.pkl",
-            "931ee50f3a77b2eb18786840a880a439f3ae6542bf2dfb5e14ecc9690702af84",
-        ),
-        _bclstm("transcripts.csv", "e7689e6d70720addd2a6b316419d245a68839c32b014ff426c406063ee777466"),
-        _bclstm("text_train.csv", "73770b6302ad0f7a51f4eddcae6788efde4d0b6802e09f78249d5b538d1c1d67"),
-        _bclstm("text_test.csv", "f3b735070bf07ceff7a6ef6c8f4c32757e988de484e35bd6d38b2aecef851a59"),
-        _bclstm("text/text_train0.csv", "cc327045db6cc361a08b4037b97bb24de4ddb5efb381468c4835cc4a60674668"),
-        _bclstm("text/text_test0.csv", "a343e22272919d1384c2075dbcdd5fef5aa9f9366b0552a83f7c3147b64b047a"),
-        _bclstm("audio/audio_train0.csv", "5435398a54664e7b00304587dc59ae84a438852be033c2a2fba779588624a2a1"),
-        _bclstm("audio/audio_test0.csv", "ddd17eeefd3d951d51d4e2ef8a0d132652d8161e1886f71eb7262b7a14bffff6"),
-        _bclstm("video/video_train0.csv", "b6efc0413132d627efd06f67f1706830e775e90af9a75696f535c48dbc73f12f"),
-        _bclstm("video/video_test0.csv", "cab836253d81100f59d533fa2ff65cd53c486be3ec9fd82203c5e25a7a77265f"),
-    ),
-    "iemocap-labels": (
-        RemoteFile(
-            "iemocap/IEMOCAP_features_raw_4way.pkl",
-            f"{_GCNET}/dataset/IEMOCAP/IEMOCAP_features_raw_4way.pkl",
-            "072cffa9c528dd0536792de7ac85d5a0efaf25d4a9e3ed01f7e45453547cc9fd",
-        ),
-        RemoteFile(
-            "iemocap/IEMOCAP_features_raw_6way.pkl",
-            f"{_GCNET}/dataset/IEMOCAP/IEMOCAP_features_raw_6way.pkl",
-            "e35143e9f087d436779cccd650cb0327e9caa55178d326330f4a8a914e91e023",
-        ),
-    ),
-}
-
-DATASET_FILES: dict[str, str] = {
-    "mosi-bclstm": "mosi-bclstm",
-    "mosi-transcripts": "mosi-bclstm",
-    "iemocap4-text": "iemocap-labels",
-    "iemocap6-text": "iemocap-labels",
-}
-
 ProgressCallback = Callable[[str, int, "int | None"], None]
 
 
 def remote_files(name: str) -> tuple[RemoteFile, ...]:
-    """Return the files of a dataset or file-set name.
-
-    Parameters
-    ----------
-    name : str
-        A key of :data:`DATASET_FILES` or of :data:`REMOTE_FILES`.
-
-    Returns
-    -------
-    tuple of RemoteFile
+    """Return the files a registered dataset declares.
 
     Raises
     ------
     ConfigError
-        If the name is unknown; the message lists the valid names.
+        If no dataset of that name has remote files; the message lists those that do.
     """
-    file_set = DATASET_FILES.get(name, name)
-    if file_set not in REMOTE_FILES:
-        raise unknown_name("dataset", name, set(DATASET_FILES) | set(REMOTE_FILES))
-    return REMOTE_FILES[file_set]
+    from .registry import DATASETS
+
+    downloadable = [entry.name for entry in DATASETS.entries() if entry.files]
+    if name not in downloadable:
+        raise unknown_name("downloadable dataset", name, downloadable)
+    return DATASETS[name].files
 
 
 def _root(root: str | os.PathLike | None) -> Path:
@@ -359,13 +310,14 @@ def list_status(root: str | os.PathLike | None = None) -> list[dict]:
     Returns
     -------
     list of dict
-        One row per dataset of :data:`DATASET_FILES`, with keys ``dataset``,
+        One row per registered dataset with remote files, with keys ``dataset``,
         ``files`` (count), ``present`` (count) and ``root`` (str).
     """
+    from .registry import DATASETS
+
     base = _root(root)
     rows = []
-    for dataset, file_set in DATASET_FILES.items():
-        files = REMOTE_FILES[file_set]
+    for dataset, files in ((e.name, e.files) for e in DATASETS.entries() if e.files):
         present = sum((base / remote.path).is_file() for remote in files)
         rows.append({"dataset": dataset, "files": len(files), "present": present, "root": str(base)})
     return rows

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, invalid_parameter, unknown_name
+from ..errors import ConfigError, DataError, invalid_parameter
+from ..registry import Registry
 from .dataset import Dataset
 from .download import sha256_file
 from .safe_pickle import load_pickle
@@ -62,36 +63,26 @@ class FormatEntry:
         return {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
 
 
-_FORMATS: dict[str, FormatEntry] = {}
+FORMATS: Registry[FormatEntry] = Registry("format", "imsa.data")
 
 
 def register_format(name: str, *, description: str, detect: Callable[[Path, Any], bool]):
     """Register ``loader(path, content, **options) -> Dataset`` as format ``name``."""
 
     def decorate(loader):
-        if name in _FORMATS:
-            raise RuntimeError(f"format {name!r} registered twice")
-        _FORMATS[name] = FormatEntry(name, loader, detect, description)
+        FORMATS.add(name, FormatEntry(name, loader, detect, description))
         return loader
 
     return decorate
 
 
-def _import_formats():
-    from . import gcnet, mag, mmsa, mult  # noqa: F401
-
-
 def list_formats() -> list[FormatEntry]:
     """The registered formats, sorted by name."""
-    _import_formats()
-    return [_FORMATS[k] for k in sorted(_FORMATS)]
+    return FORMATS.entries()
 
 
 def format_entry(name: str) -> FormatEntry:
-    _import_formats()
-    if name not in _FORMATS:
-        raise unknown_name("format", name, _FORMATS)
-    return _FORMATS[name]
+    return FORMATS[name]
 
 
 def _read_content(path: Path):
@@ -110,12 +101,11 @@ def detect_format(path: str | os.PathLike, content=None) -> str:
         If no format, or more than one, recognises the file; the message lists the
         formats and says to pass ``--format``.
     """
-    _import_formats()
     path = Path(path)
     if content is None and not path.is_dir():
         content = _read_content(path)
     matches = [e.name for e in list_formats() if e.detect(path, content)]
-    names = ", ".join(sorted(_FORMATS))
+    names = ", ".join(FORMATS.names())
     if not matches:
         raise DataError(f"{path}: not recognised as any known format ({names}). Name the format with --format (or format=...).")
     if len(matches) > 1:

@@ -34,17 +34,13 @@ import numpy as np
 
 from ..errors import DataError, invalid_parameter
 from .dataset import Dataset, Fold
+from .families import IEMOCAP_CLASSES  # GCNet's IEMOCAP label codes (4-way: happy+excited, sad, neutral, angry)
 from .formats import file_checksum, register_format
 from .safe_pickle import load_pickle
 
 logger = logging.getLogger(__name__)
 
 NUM_SESSIONS = 5
-# GCNet's IEMOCAP label codes (4-way: happy+excited, sad, neutral, angry).
-IEMOCAP_CLASSES = {
-    4: ("happy", "sad", "neutral", "angry"),
-    6: ("happy", "sad", "neutral", "angry", "excited", "frustrated"),
-}
 # Feature folder names recognised per modality (GCNet/MoMKE names first, then generic words).
 FEATURE_HINTS = {
     "l": ("deberta", "roberta", "bert", "glove", "text", "lexical"),

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset, Fold
-from .download import require_files, sha256_file
+from .download import BCLSTM_RAW, GCNET_RAW, RemoteFile, require_files, sha256_file
 from .registry import register_dataset
 from .safe_pickle import load_pickle
 
@@ -84,9 +84,31 @@ def cross_validation_folds(parts: list[list[str]]) -> list[Fold]:
     return folds
 
 
+def _bclstm(path: str, sha256: str) -> RemoteFile:
+    # Upstream keeps the CSVs under data/; locally they sit under cmu-mosi/bc-lstm/.
+    return RemoteFile(f"cmu-mosi/bc-lstm/{path}", f"{BCLSTM_RAW}/data/{path}", sha256)
+
+
+# The published files this loader (and mosi-transcripts) reads, pinned by commit and sha256.
+FILES = (
+    RemoteFile(LABEL_PICKLE, f"{GCNET_RAW}/dataset/CMUMOSI/CMUMOSI_features_raw_2way.pkl", "931ee50f3a77b2eb18786840a880a439f3ae6542bf2dfb5e14ecc9690702af84"),
+    _bclstm("transcripts.csv", "e7689e6d70720addd2a6b316419d245a68839c32b014ff426c406063ee777466"),
+    _bclstm("text_train.csv", "73770b6302ad0f7a51f4eddcae6788efde4d0b6802e09f78249d5b538d1c1d67"),
+    _bclstm("text_test.csv", "f3b735070bf07ceff7a6ef6c8f4c32757e988de484e35bd6d38b2aecef851a59"),
+    _bclstm("text/text_train0.csv", "cc327045db6cc361a08b4037b97bb24de4ddb5efb381468c4835cc4a60674668"),
+    _bclstm("text/text_test0.csv", "a343e22272919d1384c2075dbcdd5fef5aa9f9366b0552a83f7c3147b64b047a"),
+    _bclstm("audio/audio_train0.csv", "5435398a54664e7b00304587dc59ae84a438852be033c2a2fba779588624a2a1"),
+    _bclstm("audio/audio_test0.csv", "ddd17eeefd3d951d51d4e2ef8a0d132652d8161e1886f71eb7262b7a14bffff6"),
+    _bclstm("video/video_train0.csv", "b6efc0413132d627efd06f67f1706830e775e90af9a75696f535c48dbc73f12f"),
+    _bclstm("video/video_test0.csv", "cab836253d81100f59d533fa2ff65cd53c486be3ec9fd82203c5e25a7a77265f"),
+)
+
+
 @register_dataset(
     "mosi-bclstm",
     description="CMU-MOSI, 31 unseen videos / 752 utterances, bc-LSTM text 100-d, audio 73-d, video 100-d; 5-fold CV by video",
+    family="mosi",
+    files=FILES,
 )
 def load_mosi_bclstm(root: Path) -> Dataset:
     """Load ``mosi-bclstm`` from the data root (see ``imsa data download mosi-bclstm``)."""

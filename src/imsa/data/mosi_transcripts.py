@@ -25,7 +25,7 @@ from ..errors import DataError
 from .dataset import Dataset
 from .download import require_files, sha256_file
 from .gcnet import read_label_table, table_folds
-from .mosi_bclstm import LABEL_PICKLE, TRANSCRIPTS, _floats, _read_csv
+from .mosi_bclstm import FILES, LABEL_PICKLE, TRANSCRIPTS, _floats, _read_csv
 from .registry import register_dataset
 from .text_features import TextSource, register_text_source, text_features
 
@@ -62,7 +62,12 @@ def _audio_rows(paths: dict[str, Path]) -> tuple[dict[str, np.ndarray], dict[str
     return vectors, binary
 
 
-@register_dataset(NAME, description="CMU-MOSI standard split 52/10/31 videos (1,284/229/686 utt.), text encoded from transcripts + 73-d openSMILE audio")
+@register_dataset(
+    NAME,
+    description="CMU-MOSI standard split 52/10/31 videos (1,284/229/686 utt.), text encoded from transcripts + 73-d openSMILE audio",
+    family="mosi",
+    files=FILES,
+)
 def load_mosi_transcripts(root: Path, *, text_model: str = "", cache_dir: str = "", max_length: int = 128) -> Dataset:
     """Load ``mosi-transcripts`` (see the module docstring).
 

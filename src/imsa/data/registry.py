@@ -1,4 +1,9 @@
-"""The dataset registry: one name per dataset, filled by a decorator in each loader module."""
+"""The dataset registry: one name per dataset, filled by a decorator in each loader module.
+
+A dataset registers its loader together with its family (which packaged method configs
+apply, see :mod:`imsa.data.families`) and the remote files it reads (what
+``imsa data download NAME`` fetches); nothing else lists datasets.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,38 @@ import inspect
 from dataclasses import dataclass
 from typing import Callable
 
-from ..errors import DataError, unknown_name
+from ..errors import DataError
+from ..registry import Registry
 from .dataset import Dataset
+from .families import check_family, detect_family
 from .paths import resolve_data_dir
 
 
 @dataclass(frozen=True)
 class DatasetEntry:
+    """One registered dataset.
+
+    Attributes
+    ----------
+    name : str
+    loader : callable
+        ``loader(root, **options) -> Dataset``.
+    description : str
+    family : str
+        The dataset family (``mosi``, ``iemocap4``, ...; see :mod:`imsa.data.families`).
+    files : tuple of RemoteFile
+        The published files the loader reads (empty: built in).
+    """
+
     name: str
     loader: Callable[..., Dataset]
     description: str
-    needs_files: bool
+    family: str
+    files: tuple = ()
+
+    @property
+    def needs_files(self) -> bool:
+        return bool(self.files)
 
     @property
     def options(self) -> dict:
@@ -25,34 +51,42 @@ class DatasetEntry:
         return {k: p.default for k, p in params.items() if p.kind is p.KEYWORD_ONLY}
 
 
-_DATASETS: dict[str, DatasetEntry] = {}
+DATASETS: Registry[DatasetEntry] = Registry("dataset", "imsa.data")
 
 
-def register_dataset(name: str, *, description: str, needs_files: bool = True):
-    """Register ``loader(root, **options) -> Dataset`` under ``name`` (duplicates refused)."""
+def register_dataset(name: str, *, description: str, family: str, files: tuple = ()):
+    """Register ``loader(root, **options) -> Dataset`` under ``name`` (duplicates refused).
+
+    Parameters
+    ----------
+    family : str
+        The dataset's family (see :data:`imsa.data.families.FAMILIES`).
+    files : tuple of RemoteFile
+        The published files it reads; empty for a built-in dataset.
+    """
+    check_family(family, f"dataset {name}")
 
     def decorate(loader):
-        if name in _DATASETS:
-            raise RuntimeError(f"dataset {name!r} registered twice")
-        _DATASETS[name] = DatasetEntry(name, loader, description, needs_files)
+        DATASETS.add(name, DatasetEntry(name, loader, description, family, tuple(files)))
         return loader
 
     return decorate
 
 
 def dataset_entry(name: str) -> DatasetEntry:
-    _import_loaders()
-    if name not in _DATASETS:
-        raise unknown_name("dataset", name, _DATASETS)
-    return _DATASETS[name]
+    return DATASETS[name]
 
 
 def list_datasets() -> list[DatasetEntry]:
-    _import_loaders()
-    return [_DATASETS[k] for k in sorted(_DATASETS)]
+    return DATASETS.entries()
 
 
-def load_dataset(name: str, data_dir=None, *, format: str | None = None, **options) -> Dataset:
+def dataset_family(name: str) -> str | None:
+    """The declared family of a registered dataset; None for a path (known once loaded)."""
+    return DATASETS[name].family if name in DATASETS else None
+
+
+def load_dataset(name: str, data_dir=None, *, format: str | None = None, family: str | None = None, **options) -> Dataset:
     """Load a registered dataset, or a user's file in one of the published formats.
 
     Parameters
@@ -65,25 +99,31 @@ def load_dataset(name: str, data_dir=None, *, format: str | None = None, **optio
         Data root; defaults to ``$IMSA_DATA`` or the user cache.
     format : str, optional
         The file format of a path; detected from the file when omitted and unambiguous.
+    family : str, optional
+        The dataset family (which packaged method configs apply). Default: declared by
+        the registry, or detected from a file's content (sizes, ids, labels).
     **options
         Loader options (e.g. ``num_videos`` for ``synthetic``); unknown ones are an error.
     """
-    _import_loaders()
-    if format is not None or name not in _DATASETS:
+    if family is not None:
+        check_family(family, "the family option")
+    if format is not None or name not in DATASETS:
         from .formats import load_file, resolve_path
 
         path = resolve_path(name, resolve_data_dir(data_dir))
         if path is not None:
-            return load_file(path, format=format, **options)
+            dataset = load_file(path, format=format, **options)
+            if family is not None:
+                dataset.family, dataset.family_source = family, "given"
+            elif not dataset.family:
+                dataset.family, dataset.family_source = detect_family(dataset)
+            return dataset
         if format is not None:
             raise DataError(f"{name}: file not found (looked in the working directory and under the data root {resolve_data_dir(data_dir)}).")
     entry = dataset_entry(name)
     from .formats import check_options
 
     check_options(f"dataset {name}", entry.options, options)
-    return entry.loader(resolve_data_dir(data_dir), **options)
-
-
-def _import_loaders():
-    # Importing the loader modules fills the registry.
-    from . import iemocap_text, mosi_bclstm, mosi_transcripts, synthetic  # noqa: F401
+    dataset = entry.loader(resolve_data_dir(data_dir), **options)
+    dataset.family, dataset.family_source = (family, "given") if family is not None else (entry.family, "registered")
+    return dataset

@@ -25,7 +25,7 @@ from .registry import register_dataset
 @register_dataset(
     "synthetic",
     description="Built-in synthetic videos with three modalities of known informativeness (no files needed)",
-    needs_files=False,
+    family="synthetic",
 )
 def load_synthetic(
     root: Path | None = None,

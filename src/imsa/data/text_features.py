@@ -27,7 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError, unknown_name
+from ..errors import DataError
+from ..registry import Registry
 from .paths import default_cache_dir
 
 logger = logging.getLogger(__name__)
@@ -247,33 +248,22 @@ class TextSource:
     texts: list[str]
 
 
-_TEXT_SOURCES: dict[str, Callable[[Path], TextSource]] = {}
+TEXT_SOURCES: Registry[Callable[[Path], TextSource]] = Registry("text dataset", "imsa.data")
 
 
 def register_text_source(name: str):
     """Register ``read(root) -> TextSource`` for dataset ``name`` (for ``imsa features text``)."""
 
     def decorate(read):
-        if name in _TEXT_SOURCES:
-            raise RuntimeError(f"text source {name!r} registered twice")
-        _TEXT_SOURCES[name] = read
-        return read
+        return TEXT_SOURCES.add(name, read)
 
     return decorate
 
 
 def text_source(name: str, root: Path) -> TextSource:
     """The transcripts of a registered text dataset."""
-    from .registry import _import_loaders
-
-    _import_loaders()
-    if name not in _TEXT_SOURCES:
-        raise unknown_name("text dataset", name, _TEXT_SOURCES)
-    return _TEXT_SOURCES[name](root)
+    return TEXT_SOURCES[name](root)
 
 
 def text_source_names() -> list[str]:
-    from .registry import _import_loaders
-
-    _import_loaders()
-    return sorted(_TEXT_SOURCES)
+    return TEXT_SOURCES.names()

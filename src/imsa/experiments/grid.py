@@ -36,7 +36,7 @@ from pathlib import Path
 import yaml
 
 from ..config import build_config, packaged_config
-from ..data.registry import dataset_entry, load_dataset
+from ..data.registry import dataset_entry, dataset_family, load_dataset
 from ..errors import ConfigError, ImsaError
 from ..methods import method_class
 from ..protocols import PROTOCOLS, Protocol
@@ -232,7 +232,7 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
     for method in methods:
         cls = method_class(method)
         for dataset in datasets:
-            packaged = packaged_config(method, dataset)
+            packaged = packaged_config(method, dataset, family=dataset_family(dataset) or "").values
             try:
                 build_config(cls.Config, packaged, config)
             except ConfigError as e:
@@ -250,7 +250,7 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
             fail(f"dataset_options.{dataset}", f"dataset {dataset!r} is not in this grid's datasets ({', '.join(datasets)}).")
         if not isinstance(options, dict):
             fail(f"dataset_options.{dataset}", f"expected a mapping of loader options, got {options!r}.")
-        valid = dataset_entry(dataset).options
+        valid = {**dataset_entry(dataset).options, "family": ""}
         for key in options:
             if key not in valid:
                 fail(f"dataset_options.{dataset}.{key}", f"unknown option for dataset {dataset}. Valid options: {', '.join(sorted(valid)) or 'none'}.")

@@ -30,9 +30,9 @@ import torch
 import yaml
 
 from .. import __version__
-from ..config import build_config, packaged_config
+from ..config import PackagedConfig, build_config, packaged_config, packaged_names
 from ..data.dataset import Dataset
-from ..data.registry import load_dataset
+from ..data.registry import dataset_family, load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
 from ..protocols import Protocol
@@ -44,7 +44,11 @@ SPLITS = ("valid", "test")
 
 @dataclass(frozen=True)
 class Experiment:
-    """What to run. ``folds=None`` means every fold of the dataset."""
+    """What to run. ``folds=None`` means every fold of the dataset.
+
+    ``packaged`` names a packaged config (``"momke/mosei"``); None picks the one for the
+    dataset or its family (see :func:`imsa.config.packaged_config`).
+    """
 
     method: str
     dataset: str = "synthetic"
@@ -53,11 +57,18 @@ class Experiment:
     folds: tuple[int, ...] | None = None
     config: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
+    packaged: str | None = None
 
-    def resolved_config(self):
-        """The method's config: defaults, then packaged ``configs/<method>/<dataset>.yaml``, then ``config``."""
+    def packaged_config(self, family: str | None = None) -> PackagedConfig:
+        """The packaged config file that applies; ``family`` defaults to the registered dataset's."""
+        if family is None:
+            family = self.dataset_options.get("family") or dataset_family(self.dataset) or ""
+        return packaged_config(self.method, self.dataset, family=family, name=self.packaged)
+
+    def resolved_config(self, family: str | None = None):
+        """The method's config: defaults, then the packaged file (:meth:`packaged_config`), then ``config``."""
         cls = method_class(self.method)
-        return build_config(cls.Config, packaged_config(self.method, self.dataset), self.config)
+        return build_config(cls.Config, self.packaged_config(family).values, self.config)
 
 
 def versions() -> dict:
@@ -125,7 +136,8 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     list of RunSpec
         One per (seed, fold), seeds outermost; finished ones have ``done`` set.
     """
-    config = experiment.resolved_config()  # fails on a bad key before any work
+    packaged = experiment.packaged_config(dataset.family)
+    config = experiment.resolved_config(dataset.family)  # fails on a bad key before any work
     folds = experiment.folds if experiment.folds is not None else tuple(range(len(dataset.folds)))
     for fold in folds:
         if not 0 <= fold < len(dataset.folds):
@@ -139,8 +151,12 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
         "seeds": list(experiment.seeds),
         "folds": list(folds),
         "config": dataclasses.asdict(config),
+        "family": dataset.family,
+        "packaged_config": packaged.name,
         "data_checksum": dataset.checksum,
     }
+    if packaged.name is None and packaged_names(experiment.method):
+        logger.warning("%s; %s runs with its defaults (name one with --config %s/<name>).", packaged.reason, experiment.method, experiment.method)
     _claim_directory(out, resolved)
     return [RunSpec(experiment, seed, fold, out) for seed in experiment.seeds for fold in folds]
 
@@ -172,7 +188,7 @@ def train_run(spec: RunSpec, dataset: Dataset, *, callbacks=(), checkpoint_inter
         The fitted method's ``state_dict``.
     """
     experiment = spec.experiment
-    config = experiment.resolved_config()
+    config = experiment.resolved_config(dataset.family)
     cls = method_class(experiment.method)
     started = time.perf_counter()
     seed_everything(spec.seed)
@@ -264,7 +280,8 @@ def run_experiment(
     dict
         The summary (see :func:`summarize`), also written to ``out/summary.json``.
     """
-    experiment.resolved_config()  # fails on a bad key before loading data
+    if experiment.packaged or dataset_family(experiment.dataset) is not None:
+        experiment.resolved_config()  # the packaged file is known: fail on a bad key before loading data
     dataset = dataset or load_dataset(experiment.dataset, data_dir, **experiment.dataset_options)
     specs = plan_experiment(experiment, out, dataset)
     records = []

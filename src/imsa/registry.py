@@ -1,0 +1,81 @@
+"""The one registry type behind methods, datasets, file formats and text sources.
+
+A registry maps names to entries. Entries are added by a decorator in the module that
+defines them, and the registry finds those modules itself: on first use it imports every
+module of its package, so adding a method, dataset or format is one new file and nothing
+else to edit. Duplicate names are refused; an unknown name is an error that lists the
+valid ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+from .errors import unknown_name
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Names to entries of one kind, filled by the modules of ``package``.
+
+    Parameters
+    ----------
+    kind : str
+        What an entry is, for error messages (``"method"``, ``"dataset"``, ...).
+    package : str
+        Dotted name of the package whose modules register entries when imported.
+    """
+
+    def __init__(self, kind: str, package: str):
+        self.kind = kind
+        self.package = package
+        self._entries: dict[str, T] = {}
+        self._discovered = False
+
+    def add(self, name: str, entry: T) -> T:
+        """Register ``entry`` under ``name``; a name registered twice is a bug, refused."""
+        if not name:
+            raise RuntimeError(f"a {self.kind} needs a name")
+        if name in self._entries:
+            raise RuntimeError(f"{self.kind} {name!r} registered twice")
+        self._entries[name] = entry
+        return entry
+
+    def discover(self) -> None:
+        """Import every module of the package once, so that their decorators register."""
+        if self._discovered:
+            return
+        self._discovered = True
+        package = importlib.import_module(self.package)
+        for module in pkgutil.iter_modules(package.__path__):
+            importlib.import_module(f"{self.package}.{module.name}")
+
+    def __getitem__(self, name: str) -> T:
+        self.discover()
+        if name not in self._entries:
+            raise unknown_name(self.kind, name, self._entries)
+        return self._entries[name]
+
+    def __contains__(self, name: object) -> bool:
+        self.discover()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __len__(self) -> int:
+        self.discover()
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        """Every registered name, sorted."""
+        self.discover()
+        return sorted(self._entries)
+
+    def entries(self) -> list[T]:
+        """Every entry, sorted by name."""
+        return [self._entries[name] for name in self.names()]

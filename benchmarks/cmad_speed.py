@@ -23,9 +23,10 @@ import numpy as np
 import torch
 
 import imsa.methods.base as method_base
+from imsa.training import RunContext
 from imsa import __version__
 from imsa.config import build_config, packaged_config, parse_assignments
-from imsa.data.registry import load_dataset
+from imsa.data.registry import dataset_family, load_dataset
 from imsa.methods.cmad import CMAD
 from imsa.protocols import Protocol
 from imsa.training import seed_everything
@@ -35,7 +36,7 @@ from common import Timer, benchmark_parser, peak_rss_mib
 
 def run(dataset_name: str, data_dir: Path, fold: int, seed: int, overrides: dict) -> dict:
     """Fit CMAD on one fold and time it; returns the report for that dataset."""
-    config = build_config(CMAD.Config, packaged_config("cmad", dataset_name), overrides)
+    config = build_config(CMAD.Config, packaged_config("cmad", dataset_name, family=dataset_family(dataset_name)).values, overrides)
     dataset = load_dataset(dataset_name, data_dir)
     splits = dataset.split(fold)
     train, valid, test = splits["train"], splits["valid"], splits["test"]
@@ -46,7 +47,7 @@ def run(dataset_name: str, data_dir: Path, fold: int, seed: int, overrides: dict
     method = CMAD(config)
     started = time.perf_counter()
     try:
-        method.fit(train, valid, seed=seed, callbacks=[timer])
+        method.fit(train, valid, seed=seed, context=RunContext([timer]))
     finally:
         method_base.evaluate = evaluate  # a second run wraps the original, not this timer's wrapper
     fit_s = time.perf_counter() - started

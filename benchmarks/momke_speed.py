@@ -28,9 +28,10 @@ import torch
 
 import imsa.methods.base as method_base
 import imsa.methods.momke as momke_module
+from imsa.training import RunContext
 from imsa import __version__
 from imsa.config import build_config, packaged_config, parse_assignments
-from imsa.data.registry import load_dataset
+from imsa.data.registry import dataset_family, load_dataset
 from imsa.methods.momke import MoMKE
 from imsa.missing import fixed_conditions
 from imsa.protocols import Protocol
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     overrides = {"per_condition": args.per_condition, **({"bf16": True} if args.bf16 else {}), **parse_assignments(args.overrides)}
-    config = build_config(MoMKE.Config, packaged_config("momke", DATASET), overrides)
+    config = build_config(MoMKE.Config, packaged_config("momke", DATASET, family=dataset_family(DATASET)).values, overrides)
 
     dataset = load_dataset(DATASET, args.data_dir)
     splits = dataset.split(args.fold)
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     seed_everything(args.seed)
     method = MoMKE(config)
     started = time.perf_counter()
-    method.fit(train, valid, protocol=Protocol(), seed=args.seed, callbacks=[timer])
+    method.fit(train, valid, seed=args.seed, context=RunContext([timer]))
     fit_s = time.perf_counter() - started
     started = time.perf_counter()
     metrics = method.evaluate(test, Protocol().settings(test))

@@ -3,12 +3,14 @@
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 import yaml
 
 from imsa.cli import main
 from imsa.experiments.runner import Experiment, run_experiment
+from imsa.training import RunContext
 
 TINY = ["--set", "epochs=3", "--set", "data.num_videos=20", "--set", "data.max_utterances=6", "--quiet"]
 
@@ -68,12 +70,44 @@ def test_interrupted_experiment_resumes_to_the_same_numbers(tmp_path):
             if epoch == 3:
                 raise KeyboardInterrupt
 
-    straight = run_experiment(experiment, tmp_path / "straight", checkpoint_interval=0)
+    straight = run_experiment(experiment, tmp_path / "straight", context=RunContext(checkpoint_interval=0))
     with pytest.raises(KeyboardInterrupt):
-        run_experiment(experiment, tmp_path / "resumed", callbacks=[Interrupt()], checkpoint_interval=0)
+        run_experiment(experiment, tmp_path / "resumed", context=RunContext([Interrupt()], checkpoint_interval=0))
     assert not (tmp_path / "resumed" / "runs" / "seed1-fold0.json").exists()  # nothing half-finished looks finished
-    resumed = run_experiment(experiment, tmp_path / "resumed", checkpoint_interval=0)
+    resumed = run_experiment(experiment, tmp_path / "resumed", context=RunContext(checkpoint_interval=0))
     assert resumed["test"] == straight["test"]
+
+
+def test_killed_run_resumes_from_its_mid_training_checkpoint_to_the_same_numbers(tmp_path):
+    """`imsa run` killed (SIGKILL) after a mid-training checkpoint; the rerun resumes from it."""
+    import torch
+
+    epochs = 400
+    args = ["run", "--set", f"epochs={epochs}", "--set", "patience=none", "--set", "data.num_videos=30", "--checkpoint-interval", "0", "--quiet"]
+    killed = tmp_path / "killed"
+    checkpoint = killed / "checkpoints" / "seed1-fold0" / "train.pt"
+    process = subprocess.Popen([sys.executable, "-m", "imsa.cli", *args, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+    finally:
+        process.kill()
+        process.wait()
+    assert checkpoint.exists(), "no checkpoint was written before the kill"
+    saved = torch.load(checkpoint, weights_only=True)["state"]
+    assert not saved["finished"] and 0 < saved["next_epoch"] < epochs  # killed mid-training
+    assert not (killed / "runs" / "seed1-fold0.json").exists()
+
+    resumed = run_cli("-v", *args, "--out", str(killed))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming from epoch {saved['next_epoch']}" in resumed.stderr
+    straight = run_cli(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    record = lambda out: json.loads((out / "runs" / "seed1-fold0.json").read_text())  # noqa: E731
+    assert record(killed)["metrics"] == record(tmp_path / "straight")["metrics"]
+    epochs_of = lambda out: [{k: v for k, v in h.items() if k != "seconds"} for h in record(out)["phases"][0]["history"]]  # noqa: E731
+    assert epochs_of(killed) == epochs_of(tmp_path / "straight")
 
 
 def test_random_protocol_reports_the_rate(tmp_path, capsys):

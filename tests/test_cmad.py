@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from imsa.training import RunContext
 from imsa.data.batch import tensor_cache
 from imsa.errors import ConfigError
 from imsa.methods.base import DataSpec
@@ -149,7 +150,7 @@ def fitted(synthetic):
         return result
 
     method.build, method.train_phase = recording_build, recording_train_phase
-    method.fit(split["train"], split["valid"], seed=0, callbacks=[recorder])
+    method.fit(split["train"], split["valid"], seed=0, context=RunContext([recorder]))
     return method, recorder, snapshots
 
 
@@ -264,7 +265,7 @@ def test_packaged_configs_build_valid_configs(name):
     from imsa.config import build_config, packaged_config
     from imsa.experiments.runner import Experiment
 
-    raw = packaged_config("cmad", name)
+    raw = packaged_config("cmad", name).values
     assert raw, f"configs/cmad/{name}.yaml is missing or empty"
     config = build_config(CMADConfig, raw)
     assert (config.dim, config.num_latents, config.heads, config.dim_head) == (96, 5, 16, 16)  # the paper's backbone

@@ -12,18 +12,19 @@ from pathlib import Path
 import pytest
 
 from imsa.data.download import (
-    DATASET_FILES,
-    REMOTE_FILES,
     download,
     list_status,
+    remote_files,
     require_files,
     sha256_file,
     verify,
 )
+from imsa.data.registry import list_datasets
 from imsa.errors import ConfigError, DataError
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
-MOSI = REMOTE_FILES["mosi-bclstm"]
+MOSI = remote_files("mosi-bclstm")
+IEMOCAP_LABELS = remote_files("iemocap4-text")
 AUDIO_TEST = "cmu-mosi/bc-lstm/audio/audio_test0.csv"
 
 
@@ -81,11 +82,13 @@ def all_files(root: Path) -> set[str]:
 
 
 def test_pinned_addresses_are_well_formed():
-    for name in DATASET_FILES.values():
-        for remote in REMOTE_FILES[name]:
+    downloadable = [entry for entry in list_datasets() if entry.files]
+    assert {entry.name for entry in downloadable} == {"mosi-bclstm", "mosi-transcripts", "iemocap4-text", "iemocap6-text"}
+    for entry in downloadable:
+        for remote in entry.files:
             assert re.fullmatch(r"https://raw\.githubusercontent\.com/[^/]+/[^/]+/[0-9a-f]{40}/.+", remote.url)
             assert re.fullmatch(r"[0-9a-f]{64}", remote.sha256)
-    assert len(MOSI) == 10 and len(REMOTE_FILES["iemocap-labels"]) == 2
+    assert len(MOSI) == 10 and len(IEMOCAP_LABELS) == 2 and remote_files("iemocap6-text") == IEMOCAP_LABELS
 
 
 def test_download_verify_and_skip(shared, serve, tmp_path):
@@ -148,7 +151,7 @@ def test_interrupt_leaves_no_partial_file(shared, serve, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        download("iemocap-labels", tmp_path, mirror=mirror, progress=interrupt)
+        download("iemocap4-text", tmp_path, mirror=mirror, progress=interrupt)
     assert all_files(tmp_path) == set()
 
 
@@ -158,15 +161,15 @@ def test_missing_on_mirror_names_url(serve, tmp_path):
     mirror, _ = serve(mirror_dir)
     with pytest.raises(DataError, match="404") as err:
         download("iemocap4-text", tmp_path / "dest", mirror=mirror)
-    assert mirror.rstrip("/") + "/" + REMOTE_FILES["iemocap-labels"][0].path in str(err.value)
+    assert mirror.rstrip("/") + "/" + IEMOCAP_LABELS[0].path in str(err.value)
     assert all_files(tmp_path / "dest") == set()
 
 
 def test_unreachable_mirror_is_data_error(tmp_path):
     with pytest.raises(DataError, match="127.0.0.1:9"):
-        download("iemocap-labels", tmp_path, mirror="http://127.0.0.1:9")
+        download("iemocap4-text", tmp_path, mirror="http://127.0.0.1:9")
     with pytest.raises(ConfigError, match="mirror"):
-        download("iemocap-labels", tmp_path, mirror="not-a-url")
+        download("iemocap4-text", tmp_path, mirror="not-a-url")
 
 
 def test_require_files_on_empty_root(tmp_path):
@@ -176,18 +179,18 @@ def test_require_files_on_empty_root(tmp_path):
 
 
 def test_verify_reports_corrupted_and_missing(shared, tmp_path):
-    four_way, six_way = (remote.path for remote in REMOTE_FILES["iemocap-labels"])
+    four_way, six_way = (remote.path for remote in IEMOCAP_LABELS)
     copy_files(shared, tmp_path, [four_way, six_way])
-    assert verify("iemocap-labels", tmp_path) == {four_way: "ok", six_way: "ok"}
+    assert verify("iemocap4-text", tmp_path) == {four_way: "ok", six_way: "ok"}
     flip_bytes(tmp_path / four_way)
     (tmp_path / six_way).unlink()
-    assert verify("iemocap-labels", tmp_path) == {four_way: "corrupted", six_way: "missing"}
-    assert sha256_file(shared / six_way) == REMOTE_FILES["iemocap-labels"][1].sha256
+    assert verify("iemocap4-text", tmp_path) == {four_way: "corrupted", six_way: "missing"}
+    assert sha256_file(shared / six_way) == IEMOCAP_LABELS[1].sha256
 
 
 @pytest.mark.parametrize("call", [verify, require_files, download])
 def test_unknown_name_lists_valid_names(call, tmp_path):
     with pytest.raises(ConfigError) as err:
         call("mosei", tmp_path)
-    for name in (*DATASET_FILES, *REMOTE_FILES):
+    for name in ("mosi-bclstm", "mosi-transcripts", "iemocap4-text", "iemocap6-text"):
         assert name in str(err.value)

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from imsa.training import RunContext
 from imsa.data.batch import iterate_batches
 from imsa.data.dataset import Dataset
 from imsa.data.registry import load_dataset
@@ -274,7 +275,7 @@ def test_a_few_epochs_learn_the_synthetic_task(name, learning_data):
     split = learning_data.split(0)
     recorder = LossRecorder()
     overrides = {"epochs": 15, "lr": 3e-3, **LEARNING_OVERRIDES.get(name, {})}
-    method = tiny_method(name, **overrides).fit(split["train"], split["valid"], seed=0, callbacks=[recorder])
+    method = tiny_method(name, **overrides).fit(split["train"], split["valid"], seed=0, context=RunContext([recorder]))
     assert recorder.losses, "fit reported no epoch"
     for phase, losses in recorder.losses.items():
         assert np.isfinite(losses).all(), phase

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 import imsa.methods.momke as momke_module
+from imsa.training import RunContext
 from imsa.config import build_config, packaged_config
 from imsa.data.batch import tensor_cache, video_index_matrix
 from imsa.errors import ConfigError
@@ -226,7 +227,7 @@ def shared_model(synthetic):
     """One stage-2 model for every condition (per_condition=False), fixed protocol."""
     split = synthetic.split(0)
     recorder = PhaseRecorder()
-    method = MoMKE(TINY, per_condition=False).fit(split["train"], split["valid"], seed=0, callbacks=[recorder])
+    method = MoMKE(TINY, per_condition=False).fit(split["train"], split["valid"], seed=0, context=RunContext([recorder]))
     return method, recorder
 
 
@@ -340,7 +341,7 @@ def per_condition_fit(synthetic):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(momke_module, "_BestPerModality", Tracker)
         patch.setattr(momke_module, "compute_metrics", lambda task, prediction, labels: {"mae": next(script)})
-        method.fit(split["train"], split["valid"], seed=0, callbacks=[recorder])
+        method.fit(split["train"], split["valid"], seed=0, context=RunContext([recorder]))
     return method, recorder, trackers, entries, weights_at
 
 
@@ -410,7 +411,7 @@ def test_one_stage2_model_without_per_condition_or_with_random_masks(synthetic, 
     assert isinstance(method.model_, MoMKENet) and method.conditions_ is None
     split = synthetic.split(0)
     recorder = PhaseRecorder()
-    random = MoMKE(TINY, per_condition=True).fit(split["train"], split["valid"], protocol=Protocol("random", rate=0.5), seed=0, callbacks=[recorder])
+    random = MoMKE(TINY, per_condition=True).fit(split["train"], split["valid"], protocol=Protocol("random", rate=0.5), seed=0, context=RunContext([recorder]))
     assert [p.phase for p in random.phases_] == ["stage1", "stage2"] == recorder.started
     assert isinstance(random.model_, MoMKENet)
 
@@ -434,13 +435,12 @@ PAPER = {  # the table in docs/momke.md: batch (videos/dialogues), epochs, stage
     "iemocap6": (16, 200, 100),
     "mosi": (32, 300, 150),
     "mosei": (32, 100, 50),
-    "mosi-bclstm": (32, 300, 150),
 }
 
 
 @pytest.mark.parametrize("name", [*PAPER, "synthetic"])
 def test_packaged_configs_build_valid_configs(name):
-    raw = packaged_config("momke", name)
+    raw = packaged_config("momke", name=name).values
     assert raw, f"configs/momke/{name}.yaml is missing or empty"
     assert set(raw) <= {f.name for f in dataclasses.fields(MoMKEConfig)}
     config = build_config(MoMKEConfig, raw)
@@ -450,7 +450,8 @@ def test_packaged_configs_build_valid_configs(name):
         assert (config.lr, config.weight_decay) == (1e-4, 1e-5)
     else:
         assert config.epochs <= 50 and config.dim <= 64
-    assert Experiment("momke", dataset=name).resolved_config() == config
+    # a dataset of that family resolves to it (tests/test_families.py checks every packaged file)
+    assert Experiment("momke", dataset="file.pkl").resolved_config(family=name) == config
 
 
 def test_packaged_configs_name_their_source():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from imsa.errors import ConfigError
-from imsa.missing import missing_rate
+from imsa.missing import make_sampler, missing_rate
 from imsa.protocols import Protocol
 
 
@@ -42,8 +42,9 @@ def test_random_protocol_draws_different_masks_per_split(synthetic):
     split = synthetic.split(0)
     valid = Protocol("random", rate=0.5).settings(split["valid"])["rate=0.5"][split["valid"].indices]
     assert valid.any(axis=1).all()
-    assert Protocol("random", rate=0.5).training_sampler().rate == 0.5
-    assert Protocol("fixed").training_sampler() is None
+    own = make_sampler("uniform")
+    assert Protocol("random", rate=0.5).training_sampler(own).rate == 0.5  # the protocol's rate replaces the method's own masks
+    assert Protocol("fixed").training_sampler(own) is own
 
 
 @pytest.mark.parametrize("kwargs", [{"kind": "sometimes"}, {"kind": "random", "rate": 0.9}, {"kind": "random", "rate": -0.1}])

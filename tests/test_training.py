@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from imsa.training import RunContext
 from imsa.data.batch import Batch, iterate_batches, tensor_cache
 from imsa.errors import ConfigError, DataError
 from imsa.methods import create_method
@@ -167,7 +168,7 @@ def test_a_finished_checkpoint_is_restored_without_training(synthetic, tmp_path,
 
 def test_a_method_fit_restores_its_finished_phase_from_workdir(synthetic, tmp_path):
     split = synthetic.split(0)
-    first = create_method("late_fusion", epochs=2, batch_size=16).fit(split["train"], split["valid"], workdir=tmp_path)
+    first = create_method("late_fusion", epochs=2, batch_size=16).fit(split["train"], split["valid"], context=RunContext(workdir=tmp_path))
     epochs_seen = []
 
     class Recorder:
@@ -175,7 +176,7 @@ def test_a_method_fit_restores_its_finished_phase_from_workdir(synthetic, tmp_pa
             epochs_seen.append(epoch)
 
     again = create_method("late_fusion", epochs=2, batch_size=16).fit(
-        split["train"], split["valid"], workdir=tmp_path, callbacks=[Recorder()]
+        split["train"], split["valid"], context=RunContext([Recorder()], workdir=tmp_path)
     )
     assert epochs_seen == []
     assert_same_state(first.state_dict()["model"], again.state_dict()["model"])
@@ -183,11 +184,11 @@ def test_a_method_fit_restores_its_finished_phase_from_workdir(synthetic, tmp_pa
 
 def test_a_checkpoint_of_another_seed_or_config_is_refused(synthetic, tmp_path):
     split = synthetic.split(0)
-    create_method("late_fusion", epochs=2, batch_size=16).fit(split["train"], split["valid"], workdir=tmp_path)
+    create_method("late_fusion", epochs=2, batch_size=16).fit(split["train"], split["valid"], context=RunContext(workdir=tmp_path))
     with pytest.raises(DataError, match="belongs to another run"):
-        create_method("late_fusion", epochs=2, batch_size=16).fit(split["train"], split["valid"], seed=5, workdir=tmp_path)
+        create_method("late_fusion", epochs=2, batch_size=16).fit(split["train"], split["valid"], seed=5, context=RunContext(workdir=tmp_path))
     with pytest.raises(DataError, match="belongs to another run"):
-        create_method("late_fusion", epochs=2, batch_size=8).fit(split["train"], split["valid"], workdir=tmp_path)
+        create_method("late_fusion", epochs=2, batch_size=8).fit(split["train"], split["valid"], context=RunContext(workdir=tmp_path))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "empty", "truncated", "other_model"])

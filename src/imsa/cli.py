@@ -74,6 +74,7 @@ def _split_overrides(pairs):
 def cmd_run(args) -> int:
     from .experiments.runner import Experiment, format_table, run_experiment
     from .protocols import Protocol
+    from .training import RunContext
 
     overrides, dataset_options = _split_overrides(args.set)
     if args.format:
@@ -97,7 +98,7 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     callbacks = [] if args.quiet else [ProgressBars()]
     started = time.perf_counter()
-    summary = run_experiment(experiment, out, data_dir=args.data_dir, callbacks=callbacks)
+    summary = run_experiment(experiment, out, data_dir=args.data_dir, context=RunContext(callbacks, checkpoint_interval=args.checkpoint_interval))
     resolved = summary["experiment"]
     applied = f"packaged {resolved['packaged_config']}.yaml" if resolved["packaged_config"] else f"{args.method} defaults, no packaged config"
     print(f"\nconfig: {applied} (dataset family: {resolved['family'] or 'unknown'}){', with your values on top' if config else ''}")
@@ -149,6 +150,7 @@ def _protocol_arg(text: str):
 def cmd_grid_run(args) -> int:
     from .experiments.backends import make_backend
     from .experiments.grid import read_grid, run_grid
+    from .training import RunContext
 
     replace = {key: value for key, value in (("methods", args.methods), ("datasets", args.datasets), ("seeds", args.seeds), ("folds", args.folds)) if value}
     if args.protocols:
@@ -161,7 +163,7 @@ def cmd_grid_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / (Path(args.grid).stem if args.grid else f"grid-{time.strftime('%Y%m%d-%H%M%S')}")
     started = time.perf_counter()
     callbacks = [] if args.quiet else [GridProgress()]
-    summaries = run_grid(grid, out, data_dir=args.data_dir, backend=backend, callbacks=callbacks)
+    summaries = run_grid(grid, out, data_dir=args.data_dir, backend=backend, context=RunContext(callbacks, checkpoint_interval=args.checkpoint_interval))
     runs = sum(s["runs"] for s in summaries.values())
     print(f"\nGrid of {len(summaries)} experiments, {runs} runs, in {out} ({time.perf_counter() - started:.1f} s, backend {backend.name}).")
     print(f"Tables and plots: imsa report {out}")
@@ -342,6 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (data.KEY for dataset options); repeatable")
     run.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     run.add_argument("--format", choices=formats, help="file format of a --dataset PATH (default: detected from the file)")
+    run.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -367,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     grun.add_argument("--workers", type=int, help="local: worker processes (default: the cores; torch threads = cores // workers); ray: CPUs of a local instance")
     grun.add_argument("--address", help="ray: address of an existing cluster (default: start a local instance)")
     grun.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
+    grun.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
     grun.add_argument("--quiet", action="store_true", help="no progress bars")
     grun.set_defaults(func=cmd_grid_run)
 

@@ -17,7 +17,7 @@ import numpy as np
 
 from .data.dataset import Subset
 from .errors import ConfigError, invalid_parameter
-from .missing import RandomRate, fixed_conditions, random_missing_mask
+from .missing import MaskSampler, RandomRate, fixed_conditions, random_missing_mask
 
 PROTOCOLS = ("fixed", "random")
 MAX_RATE = 0.7
@@ -67,6 +67,10 @@ class Protocol:
         masks[subset.indices] = random_missing_mask(len(subset), len(modalities), self.rate, rng)
         return {self.name: masks}
 
-    def training_sampler(self):
-        """The mask sampler that training must use, or None where the method chooses its own."""
-        return RandomRate(self.rate) if self.kind == "random" else None
+    def training_sampler(self, default: MaskSampler) -> MaskSampler:
+        """The training masks a method should use: the random protocol's rate, else the method's ``default``.
+
+        A method asks once, in ``fit``, and hands the answer to its phases; a phase that
+        must train on something else (complete data for a teacher) simply does not ask.
+        """
+        return RandomRate(self.rate) if self.kind == "random" else default

@@ -56,6 +56,40 @@ def notify(callbacks, hook: str, *args) -> None:
             fn(*args)
 
 
+@dataclass(frozen=True)
+class RunContext:
+    """How a fit runs, as opposed to what it computes: the same for every method.
+
+    It travels from the caller (``imsa run``, a grid backend, your script) through
+    ``Method.fit`` into every phase of the training loop; nothing in it may change a
+    result (a resumed run equals an uninterrupted one).
+
+    Parameters
+    ----------
+    callbacks : iterable of Callback
+        Progress hooks.
+    workdir : path, optional
+        Where phases keep resume checkpoints (``<workdir>/<phase>.pt``); None: no checkpoints.
+    checkpoint_interval : float
+        Seconds between checkpoint writes within a phase (0: after every epoch).
+    """
+
+    callbacks: tuple = ()
+    workdir: Path | None = None
+    checkpoint_interval: float = 30.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "callbacks", tuple(self.callbacks))
+        if self.workdir is not None:
+            object.__setattr__(self, "workdir", Path(self.workdir))
+        if not self.checkpoint_interval >= 0:  # also refuses NaN
+            raise ConfigError(f"The 'checkpoint_interval' parameter of RunContext must be at least 0 seconds. Got {self.checkpoint_interval!r} instead.")
+
+    def checkpoint(self, phase: str) -> Path | None:
+        """The resume checkpoint of ``phase``, or None without a workdir."""
+        return self.workdir / f"{phase}.pt" if self.workdir is not None else None
+
+
 @dataclass
 class TrainResult:
     """What a phase did: the selected epoch, its validation score, and per-epoch logs."""
@@ -223,7 +257,7 @@ def _save(path: Path, model, optimizer, extra_state, state: dict, fingerprint) -
 
 def _resume(path: Path, model, optimizer, extra_state, phase: str, fingerprint) -> dict:
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only: never runs code
         mismatch = saved.get("fingerprint") != fingerprint
         if not mismatch:
             model.load_state_dict(saved["model"])

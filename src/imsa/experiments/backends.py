@@ -16,6 +16,7 @@ and reports finished runs through ``on_run_end(name, record)``.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -25,7 +26,7 @@ import time
 import torch
 
 from ..errors import ConfigError, ImsaError
-from ..training import notify
+from ..training import RunContext, notify
 from .runner import RunSpec, run_one, save_run, train_run
 
 logger = logging.getLogger(__name__)
@@ -49,12 +50,12 @@ class SequentialBackend:
 
     name = "sequential"
 
-    def run(self, specs: list[RunSpec], datasets: dict, *, callbacks=(), checkpoint_interval: float = 30.0, name=lambda s: s.key):
+    def run(self, specs: list[RunSpec], datasets: dict, *, context: RunContext = RunContext(), name=lambda s: s.key):
         """Train ``specs``; yield ``(spec, record)`` as each finishes."""
         for index, spec in enumerate(specs):
-            notify(callbacks, "on_run_start", name(spec), index, len(specs))
-            record = run_one(spec, datasets[spec.experiment.dataset], callbacks=callbacks, checkpoint_interval=checkpoint_interval)
-            notify(callbacks, "on_run_end", name(spec), record)
+            notify(context.callbacks, "on_run_start", name(spec), index, len(specs))
+            record = run_one(spec, datasets[spec.experiment.dataset], context=context)
+            notify(context.callbacks, "on_run_end", name(spec), record)
             yield spec, record
 
 
@@ -78,8 +79,8 @@ def _init_worker(datasets: dict, threads: int, parent: int) -> None:
 
 
 def _local_job(args) -> tuple[RunSpec, dict]:
-    spec, checkpoint_interval = args
-    return spec, run_one(spec, _WORKER_DATASETS[spec.experiment.dataset], checkpoint_interval=checkpoint_interval)
+    spec, context = args
+    return spec, run_one(spec, _WORKER_DATASETS[spec.experiment.dataset], context=context)
 
 
 class LocalBackend:
@@ -101,19 +102,23 @@ class LocalBackend:
             raise ConfigError(f"The 'workers' parameter of the local backend must be at least 1. Got {self.workers!r} instead.")
         self.threads = threads or threads_per_worker(self.workers)
 
-    def run(self, specs: list[RunSpec], datasets: dict, *, callbacks=(), checkpoint_interval: float = 30.0, name=lambda s: s.key):
-        """Train ``specs`` in worker processes; yield ``(spec, record)`` in the order they finish."""
+    def run(self, specs: list[RunSpec], datasets: dict, *, context: RunContext = RunContext(), name=lambda s: s.key):
+        """Train ``specs`` in worker processes; yield ``(spec, record)`` in the order they finish.
+
+        The workers get the context without its callbacks (they hear runs start and end here).
+        """
         if not specs:
             return
         workers = min(self.workers, len(specs))
         logger.info("local backend: %d worker process(es), %d torch thread(s) each.", workers, self.threads)
-        context = multiprocessing.get_context("spawn")  # no forked torch state
-        pool = context.Pool(workers, initializer=_init_worker, initargs=(datasets, self.threads, os.getpid()))
+        processes = multiprocessing.get_context("spawn")  # no forked torch state
+        pool = processes.Pool(workers, initializer=_init_worker, initargs=(datasets, self.threads, os.getpid()))
+        worker_context = dataclasses.replace(context, callbacks=())
         try:
             for index, spec in enumerate(specs):
-                notify(callbacks, "on_run_start", name(spec), index, len(specs))
-            for spec, record in pool.imap_unordered(_local_job, [(s, checkpoint_interval) for s in specs]):
-                notify(callbacks, "on_run_end", name(spec), record)
+                notify(context.callbacks, "on_run_start", name(spec), index, len(specs))
+            for spec, record in pool.imap_unordered(_local_job, [(s, worker_context) for s in specs]):
+                notify(context.callbacks, "on_run_end", name(spec), record)
                 yield spec, record
             pool.close()
         finally:
@@ -124,10 +129,10 @@ class LocalBackend:
 # ---- Ray ----------------------------------------------------------------------------------
 
 
-def _ray_job(spec: RunSpec, dataset, threads: int, checkpoint_interval: float):
+def _ray_job(spec: RunSpec, dataset, threads: int, context: RunContext):
     """A Ray task: train one run and hand its record and model back to the driver."""
     torch.set_num_threads(threads)
-    return train_run(spec, dataset, checkpoint_interval=checkpoint_interval)
+    return train_run(spec, dataset, context=context)
 
 
 class RayBackend:
@@ -151,7 +156,7 @@ class RayBackend:
         self.workers = workers or available_cores()
         self.threads = threads
 
-    def run(self, specs: list[RunSpec], datasets: dict, *, callbacks=(), checkpoint_interval: float = 30.0, name=lambda s: s.key):
+    def run(self, specs: list[RunSpec], datasets: dict, *, context: RunContext = RunContext(), name=lambda s: s.key):
         """Submit ``specs`` as Ray tasks; write and yield ``(spec, record)`` as each finishes."""
         if not specs:
             return
@@ -170,16 +175,17 @@ class RayBackend:
         pending = {}
         try:
             refs = {key: ray.put(dataset) for key, dataset in datasets.items()}
+            worker_context = dataclasses.replace(context, callbacks=())
             for index, spec in enumerate(specs):
-                notify(callbacks, "on_run_start", name(spec), index, len(specs))
-                ref = task.remote(spec, refs[spec.experiment.dataset], self.threads, checkpoint_interval)
+                notify(context.callbacks, "on_run_start", name(spec), index, len(specs))
+                ref = task.remote(spec, refs[spec.experiment.dataset], self.threads, worker_context)
                 pending[ref] = spec
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 spec = pending.pop(done[0])
                 record, state = ray.get(done[0])
                 save_run(spec, record, state)
-                notify(callbacks, "on_run_end", name(spec), record)
+                notify(context.callbacks, "on_run_end", name(spec), record)
                 yield spec, record
         finally:
             for ref in pending:

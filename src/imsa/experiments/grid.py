@@ -40,7 +40,7 @@ from ..data.registry import dataset_entry, dataset_family, load_dataset
 from ..errors import ConfigError, ImsaError
 from ..methods import method_class
 from ..protocols import PROTOCOLS, Protocol
-from ..training import notify
+from ..training import RunContext, notify
 from .backends import make_backend
 from .runner import Experiment, RunSpec, finish_experiment, load_record, plan_experiment
 
@@ -372,8 +372,7 @@ def run_grid(
     *,
     data_dir=None,
     backend="sequential",
-    callbacks=(),
-    checkpoint_interval: float = 30.0,
+    context: RunContext = RunContext(),
 ) -> dict[str, dict]:
     """Run every (method, dataset, protocol, seed, fold) of ``grid`` into the store ``out``.
 
@@ -387,12 +386,11 @@ def run_grid(
     backend : str or Backend
         ``"sequential"``, ``"local"`` (worker processes) or ``"ray"``, or a backend
         object from :func:`imsa.experiments.backends.make_backend`.
-    callbacks : iterable
-        Hear ``on_grid_start(total, finished)``, ``on_run_start(key, index, total)``,
-        ``on_run_end(key, record)`` (keys are ``<dataset>/<method>/<protocol>/seedS-foldF``)
-        and, with the sequential backend, the per-epoch hooks of training.
-    checkpoint_interval : float
-        Seconds between checkpoints inside a run.
+    context : RunContext
+        Checkpoint interval, and callbacks that hear ``on_grid_start(total, finished)``,
+        ``on_run_start(key, index, total)``, ``on_run_end(key, record)`` (keys are
+        ``<dataset>/<method>/<protocol>/seedS-foldF``) and, with the sequential backend,
+        the per-epoch hooks of training.
 
     Returns
     -------
@@ -404,8 +402,8 @@ def run_grid(
     runs = plan.runs
     todo = [spec for spec in runs if not spec.done]
     logger.info("Grid in %s: %d runs, %d finished earlier, %d to run on the %s backend.", plan.out, len(runs), len(runs) - len(todo), len(todo), backend.name)
-    notify(callbacks, "on_grid_start", len(runs), len(runs) - len(todo))
-    for _ in backend.run(todo, plan.datasets, callbacks=callbacks, checkpoint_interval=checkpoint_interval, name=lambda s: run_name(plan.out, s)):
+    notify(context.callbacks, "on_grid_start", len(runs), len(runs) - len(todo))
+    for _ in backend.run(todo, plan.datasets, context=context, name=lambda s: run_name(plan.out, s)):
         pass
     summaries = {}
     for directory, _, specs in plan.experiments:

@@ -36,7 +36,7 @@ from ..data.registry import dataset_family, load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
 from ..protocols import Protocol
-from ..training import notify, seed_everything
+from ..training import RunContext, notify, seed_everything
 
 logger = logging.getLogger(__name__)
 SPLITS = ("valid", "test")
@@ -112,6 +112,11 @@ class RunSpec:
     def done(self) -> bool:
         return self.path.exists()
 
+    @property
+    def checkpoints(self) -> Path:
+        """The folder of this run's resume checkpoints (removed once the run is saved)."""
+        return Path(self.out) / "checkpoints" / self.key
+
 
 def load_record(path: str | os.PathLike) -> dict:
     """Read one run file, with an error that names the file when it cannot be read."""
@@ -161,7 +166,7 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     return [RunSpec(experiment, seed, fold, out) for seed in experiment.seeds for fold in folds]
 
 
-def run_one(spec: RunSpec, dataset: Dataset, *, callbacks=(), checkpoint_interval: float = 30.0) -> dict:
+def run_one(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext()) -> dict:
     """Train and score one run unless it finished earlier; return its record.
 
     An interrupted run resumes from its checkpoints. The record is written last and
@@ -170,13 +175,16 @@ def run_one(spec: RunSpec, dataset: Dataset, *, callbacks=(), checkpoint_interva
     if spec.done:
         logger.info("%s: finished earlier, skipped (%s).", spec.key, spec.path)
         return load_record(spec.path)
-    record, state = train_run(spec, dataset, callbacks=callbacks, checkpoint_interval=checkpoint_interval)
+    record, state = train_run(spec, dataset, context=context)
     save_run(spec, record, state)
     return record
 
 
-def train_run(spec: RunSpec, dataset: Dataset, *, callbacks=(), checkpoint_interval: float = 30.0) -> tuple[dict, dict]:
+def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext()) -> tuple[dict, dict]:
     """Train and score one run; write nothing but its resume checkpoints.
+
+    ``context`` gives the callbacks and checkpoint interval; its work directory is the
+    run's own checkpoint folder (:attr:`RunSpec.checkpoints`).
 
     Returns
     -------
@@ -199,8 +207,7 @@ def train_run(spec: RunSpec, dataset: Dataset, *, callbacks=(), checkpoint_inter
         splits["valid"],
         protocol=experiment.protocol,
         seed=spec.seed,
-        callbacks=callbacks,
-        workdir=Path(spec.out) / "checkpoints" / spec.key,
+        context=dataclasses.replace(context, workdir=spec.checkpoints),
     )
     metrics = {split: method.evaluate(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
     phases = [p.to_dict() for p in getattr(method, "phases_", [])]
@@ -236,7 +243,7 @@ def save_run(spec: RunSpec, record: dict, state: dict) -> None:
     torch.save(state, tmp)
     os.replace(tmp, model)
     _write_json(spec.path, record)
-    shutil.rmtree(out / "checkpoints" / spec.key, ignore_errors=True)
+    shutil.rmtree(spec.checkpoints, ignore_errors=True)
 
 
 def finish_experiment(out: str | os.PathLike, records: list[dict]) -> dict:
@@ -255,8 +262,7 @@ def run_experiment(
     *,
     data_dir=None,
     dataset: Dataset | None = None,
-    callbacks=(),
-    checkpoint_interval: float = 30.0,
+    context: RunContext = RunContext(),
 ) -> dict:
     """Train and score every (seed, fold) of ``experiment`` into ``out`` and return the summary.
 
@@ -269,11 +275,10 @@ def run_experiment(
         Data root (default ``$IMSA_DATA`` or the user cache).
     dataset : Dataset, optional
         An already loaded dataset (skips loading).
-    callbacks : iterable
-        Training callbacks; those with ``on_run_start(key, index, total)`` or
-        ``on_run_end(key, record)`` also hear about whole runs.
-    checkpoint_interval : float
-        Seconds between checkpoints inside a run.
+    context : RunContext
+        Callbacks and checkpoint interval (each run checkpoints into its own folder);
+        callbacks with ``on_run_start(key, index, total)`` or ``on_run_end(key,
+        record)`` also hear about whole runs.
 
     Returns
     -------
@@ -286,9 +291,9 @@ def run_experiment(
     specs = plan_experiment(experiment, out, dataset)
     records = []
     for index, spec in enumerate(specs):
-        notify(callbacks, "on_run_start", spec.key, index, len(specs))
-        record = run_one(spec, dataset, callbacks=callbacks, checkpoint_interval=checkpoint_interval)
-        notify(callbacks, "on_run_end", spec.key, record)
+        notify(context.callbacks, "on_run_start", spec.key, index, len(specs))
+        record = run_one(spec, dataset, context=context)
+        notify(context.callbacks, "on_run_end", spec.key, record)
         records.append(record)
     return finish_experiment(out, records)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -25,7 +24,7 @@ from ..metrics import METRICS
 from ..missing import make_sampler
 from ..nn.layers import masked_mean
 from ..protocols import Protocol
-from ..training import TrainResult, evaluate, selection_score
+from ..training import RunContext, TrainResult, evaluate, selection_score
 from ..training import train as run_training
 
 
@@ -166,20 +165,28 @@ class Method:
         """The untrained model for data of shape ``spec``."""
         raise NotImplementedError
 
-    def fit(self, train: Subset, valid: Subset, *, protocol: Protocol = Protocol(), seed: int = 0, callbacks=(), workdir=None) -> "Method":
+    def fit(self, train: Subset, valid: Subset, *, protocol: Protocol | None = None, seed: int = 0, context: RunContext | None = None) -> "Method":
         """Train on ``train``, selecting on ``valid`` only.
 
         Parameters
         ----------
         train, valid : Subset
-        protocol : Protocol
-            Decides the validation settings and, for ``random``, the training masks.
+        protocol : Protocol, optional
+            The run's protocol (default ``fixed``). The method asks it once, here, for
+            the validation settings (``protocol.settings(valid)``) and for its training
+            masks (``protocol.training_sampler(own_default)``), and hands both to each
+            phase; a phase that trains on something else (complete data for a teacher)
+            does not ask.
         seed : int
-            Seeds model initialisation, shuffling and mask draws.
-        callbacks : iterable
-            Progress hooks (see :class:`imsa.training.Callback`).
-        workdir : path, optional
-            Where phases keep checkpoints, so an interrupted fit resumes.
+            Every generator of the recipe derives from it, by one rule: the k-th model
+            that is initialised independently (k = 0, 1, ...) is built right after
+            ``torch.manual_seed(seed + k)``; the training batches of epoch e come from
+            ``np.random.default_rng([seed, e])`` (:func:`epoch_rng`); a recipe's own
+            draws in epoch e (e.g. per-sample masks) from ``default_rng([seed, e, s])``
+            with a fixed stream number s per purpose. A resumed run therefore draws
+            exactly what an uninterrupted one does.
+        context : RunContext, optional
+            Callbacks, work directory for resume checkpoints, checkpoint interval.
         """
         raise NotImplementedError
 
@@ -236,36 +243,34 @@ class Method:
         protocol: Protocol,
         seed: int,
         loss,
-        sampler=None,
-        settings: dict | None = None,
+        sampler,
+        settings: dict,
+        context: RunContext,
         optimizer: str = "adamw",
         phase: str = "train",
         epochs: int | None = None,
         lr: float | None = None,
         predict=None,
         score=None,
-        callbacks=(),
-        workdir=None,
         extra_state=None,
     ) -> TrainResult:
-        """Run one training phase of ``model`` with the shared loop.
+        """Run one training phase of ``model`` with the shared loop, on what it is given.
 
-        ``loss(model, batch, epoch)`` gives the batch loss; ``sampler`` draws training
-        masks (the protocol's own sampler takes precedence); ``predict(batch)`` scores
-        validation (default: ``model(batch).prediction``). The selection score is
-        ``select_metric`` averaged over the validation ``settings`` (default: the
-        protocol's), unless ``score(epoch)`` is given. ``optimizer`` is ``"adamw"`` (decoupled decay, not on biases and
-        norms) or ``"adam"`` (L2 penalty on every parameter, as some papers' code).
+        ``loss(model, batch, epoch)`` gives the batch loss; ``sampler`` draws the
+        training masks and ``settings`` are the validation settings, both chosen by the
+        method in ``fit``; ``protocol`` is the run's, recorded in the checkpoint's
+        fingerprint only. ``predict(batch)`` scores validation (default:
+        ``model(batch).prediction``). The selection score is ``select_metric`` averaged
+        over ``settings``, unless ``score(epoch)`` is given. ``optimizer`` is ``"adamw"``
+        (decoupled decay, not on biases and norms) or ``"adam"`` (L2 penalty on every
+        parameter, as some papers' code).
         """
         cfg = self.config
-        sampler = protocol.training_sampler() or sampler
-        settings = settings if settings is not None else protocol.settings(valid)
         predict = predict or (lambda b: model(b).prediction)
         metric = self.select_metric
 
         def batches(epoch):
-            rng = np.random.default_rng([seed, epoch])
-            return iterate_batches(train, cfg.batch_size, level=self.level, shuffle=True, rng=rng, present=sampler)
+            return iterate_batches(train, cfg.batch_size, level=self.level, shuffle=True, rng=epoch_rng(seed, epoch), present=sampler)
 
         def default_score(epoch):
             results = evaluate(predict, valid, settings, level=self.level, batch_size=cfg.eval_batch_size)
@@ -287,11 +292,24 @@ class Method:
             patience=cfg.patience,
             grad_clip=cfg.grad_clip,
             phase=phase,
-            checkpoint=Path(workdir) / f"{phase}.pt" if workdir else None,
+            checkpoint=context.checkpoint(phase),
+            checkpoint_interval=context.checkpoint_interval,
             extra_state=extra_state,
-            fingerprint={"method": self.name, "seed": seed, "config": dataclasses.asdict(cfg), "protocol": dataclasses.asdict(protocol), "settings": sorted(settings)},
-            callbacks=callbacks,
+            fingerprint={
+                "method": self.name,
+                "seed": seed,
+                "config": dataclasses.asdict(cfg),
+                "protocol": dataclasses.asdict(protocol),
+                "sampler": repr(sampler),
+                "settings": sorted(settings),
+            },
+            callbacks=context.callbacks,
         )
+
+
+def epoch_rng(seed: int, epoch: int, *stream: int) -> np.random.Generator:
+    """The generator of epoch ``epoch`` (batches), or of a recipe's own ``stream`` in it (see ``Method.fit``)."""
+    return np.random.default_rng([seed, epoch, *stream])
 
 
 def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:
@@ -302,14 +320,15 @@ def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:
 
 
 class SinglePhaseMethod(Method):
-    """A method trained in one phase on the task loss, with ``config.train_missing`` masks.
+    """A method trained in one phase on the task loss, with ``config.train_missing`` masks
+    (the random protocol's rate under that protocol).
 
     The model's ``norms`` (per-modality :class:`~imsa.nn.layers.Standardize`), if it has
     them, are fitted on the training data first.
     """
 
-    def fit(self, train, valid, *, protocol=None, seed=0, callbacks=(), workdir=None):
-        protocol = protocol or Protocol()
+    def fit(self, train, valid, *, protocol=None, seed=0, context=None):
+        protocol, context = protocol or Protocol(), context or RunContext()
         torch.manual_seed(seed)
         self.spec_ = DataSpec.of(train.dataset)
         model = self.build(self.spec_)
@@ -323,9 +342,9 @@ class SinglePhaseMethod(Method):
             protocol=protocol,
             seed=seed,
             loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, self.spec_.task),
-            sampler=make_sampler(self.config.train_missing),
-            callbacks=callbacks,
-            workdir=workdir,
+            sampler=protocol.training_sampler(make_sampler(self.config.train_missing)),
+            settings=protocol.settings(valid),
+            context=context,
         )
         self.phases_ = [result]
         return self

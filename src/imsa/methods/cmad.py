@@ -35,7 +35,8 @@ from ..missing import Complete, CombinationDistribution, condition_index, fixed_
 from ..nn.layers import Dropout
 from ..nn.perceiver import Perceiver
 from ..protocols import Protocol
-from .base import DataSpec, Method, Output, TrainConfig, task_loss
+from ..training import RunContext
+from .base import DataSpec, Method, Output, TrainConfig, epoch_rng, task_loss
 from .registry import register_method
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -362,9 +363,9 @@ class CMAD(Method):
             max_text_length=cfg.max_text_length,
         )
 
-    def fit(self, train, valid, *, protocol=None, seed=0, callbacks=(), workdir=None):
+    def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         cfg = self.config
-        protocol = protocol or Protocol()
+        protocol, context = protocol or Protocol(), context or RunContext()
         self.spec_ = DataSpec.of(train.dataset)
         if cfg.text_encoder and train.dataset.transcripts is None:
             raise ConfigError(f"text_encoder={cfg.text_encoder!r} reads raw transcripts, which dataset {train.dataset.name} lacks; use precomputed text (text_encoder='') or a dataset with transcripts (mosi-transcripts).")
@@ -376,9 +377,9 @@ class CMAD(Method):
         complete = {fixed_conditions(modalities)[-1].name: np.ones((len(valid.dataset), len(modalities)), bool)}
         phases = [
             self.train_phase(
-                teacher, train, valid, protocol=Protocol(), seed=seed, sampler=Complete(), settings=complete,
+                teacher, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete,
                 loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task),
-                phase="teacher", epochs=cfg.teacher_epochs, callbacks=callbacks, workdir=workdir,
+                phase="teacher", epochs=cfg.teacher_epochs, context=context,
             )
         ]
         self.phases_ = phases
@@ -388,10 +389,11 @@ class CMAD(Method):
         teacher.requires_grad_(False)
         teacher.eval()
 
-        # -- student: per-sample combinations; the teacher sees the complete batch
+        # -- student: per-sample combinations; the teacher sees the complete batch, so the loop
+        # batches complete data and the loss draws the student's masks (stream 7 of Method.fit's rule)
         torch.manual_seed(seed + 1)
         student = self.build(self.spec_)
-        sampler = protocol.training_sampler() or make_sampler(cfg.train_missing)
+        sampler = protocol.training_sampler(make_sampler(cfg.train_missing))
         if isinstance(sampler, CombinationDistribution):
             sampler = sampler.marginal(modalities)
         reweighting = ModalityReweighting(2 ** len(modalities) - 1, begin_epoch=cfg.begin_epoch, update=cfg.mar_update, scale=cfg.mar_scale)
@@ -399,7 +401,7 @@ class CMAD(Method):
 
         def student_loss(model, batch, epoch):
             if draws["epoch"] != epoch:  # masks derive from (seed, epoch), so a resumed run draws the same ones
-                draws.update(epoch=epoch, rng=np.random.default_rng([seed, epoch, 7]))
+                draws.update(epoch=epoch, rng=epoch_rng(seed, epoch, 7))
             reweighting.start_epoch(epoch)
             present = sampler.sample(len(batch), modalities, draws["rng"])
             combination = torch.from_numpy(condition_index(present))
@@ -419,8 +421,8 @@ class CMAD(Method):
 
         phases.append(
             self.train_phase(
-                student, train, valid, protocol=Protocol(), seed=seed, sampler=Complete(), settings=protocol.settings(valid),
-                loss=student_loss, phase="student", callbacks=callbacks, workdir=workdir, extra_state=reweighting,
+                student, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=protocol.settings(valid),
+                loss=student_loss, phase="student", context=context, extra_state=reweighting,
             )
         )
         self.teacher_ = teacher

@@ -33,10 +33,10 @@ from torch import nn
 
 from ..data.batch import Batch
 from ..errors import ConfigError, invalid_parameter
-from ..missing import FixedCondition, condition_index, fixed_conditions, make_sampler
+from ..missing import Complete, FixedCondition, condition_index, fixed_conditions, make_sampler
 from ..protocols import Protocol
 from ..metrics import METRICS, compute_metrics
-from ..training import predict_settings
+from ..training import RunContext, predict_settings
 from ..nn.layers import Dropout, Standardize
 from .base import DataSpec, Method, Output, TrainConfig, fit_standardizers, pooled, task_loss
 from .registry import register_method
@@ -411,9 +411,9 @@ class MoMKE(Method):
             out = self.model_(batch)
         return Output(out.prediction.float(), out.feature.float())
 
-    def fit(self, train, valid, *, protocol=None, seed=0, callbacks=(), workdir=None):
+    def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         cfg = self.config
-        protocol = protocol or Protocol()
+        protocol, context = protocol or Protocol(), context or RunContext()
         torch.manual_seed(seed)
         self.spec_ = DataSpec.of(train.dataset)
         task, loss_kind = self.spec_.task, cfg.regression_loss
@@ -444,9 +444,9 @@ class MoMKE(Method):
 
         phases = [
             self.train_phase(
-                stage1, train, valid, protocol=Protocol(), seed=seed, loss=unimodal_loss, settings=complete,
+                stage1, train, valid, protocol=protocol, seed=seed, loss=unimodal_loss, sampler=Complete(), settings=complete,
                 score=unimodal_scores, optimizer="adam", phase="stage1", epochs=cfg.stage1_epochs,
-                callbacks=callbacks, workdir=workdir, extra_state=tracker,
+                context=context, extra_state=tracker,
             )
         ]
         tracker.restore()
@@ -465,7 +465,7 @@ class MoMKE(Method):
             model = self.build(self.spec_)
             model.load_state_dict(initial)
             settings = valid_settings
-            sampler = make_sampler(cfg.train_missing)
+            sampler = protocol.training_sampler(make_sampler(cfg.train_missing))
             phase = "stage2"
             if condition is not None:
                 settings, sampler, phase = {condition: settings[condition]}, FixedCondition(condition), f"stage2[{condition}]"
@@ -473,7 +473,7 @@ class MoMKE(Method):
                 self.train_phase(
                     model, train, valid, protocol=protocol, seed=seed, loss=fused_loss, sampler=sampler,
                     settings=settings, predict=lambda b: self._predict_with(model, b), optimizer="adam", phase=phase,
-                    epochs=cfg.epochs - cfg.stage1_epochs, callbacks=callbacks, workdir=workdir,
+                    epochs=cfg.epochs - cfg.stage1_epochs, context=context,
                 )
             )
             return model

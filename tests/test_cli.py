@@ -168,7 +168,7 @@ def test_set_values_are_read_as_numbers_booleans_none_and_strings():
 
 
 def test_show_table_gives_mean_and_std_over_runs_and_a_single_run_alone():
-    from imsa.experiments.runner import format_table
+    from imsa.experiments.store import format_table
 
     summary = {"test": {"l": {"mae": {"mean": 1.0, "std": 0.25, "n": 2}, "corr": {"mean": 0.5, "std": 0.0, "n": 1}}}}
     table = format_table(summary, markdown=True)

@@ -119,8 +119,12 @@ def test_grid_file_keeps_the_row_order(store):
 
 
 def test_report_cells_show_mean_and_std_and_a_single_run_alone():
-    from imsa.experiments.report import Cell, _fmt
+    """`imsa report` and `imsa show` share one statistic and one cell format (imsa.experiments.store)."""
+    from imsa.experiments.report import Cell
+    from imsa.experiments.store import Stats, format_cell
 
-    assert _fmt(Cell(values=[0.5, 0.7], runs=["a", "b"]), 3) == "0.600 ± 0.141"
-    assert _fmt(Cell(values=[0.5], runs=["a"]), 3) == "0.500"
-    assert _fmt(None, 3) == "–"
+    assert format_cell(Cell(values=[0.5, 0.7], runs=["a", "b"]).stats, 3) == "0.600 ± 0.141"
+    assert format_cell(Cell(values=[0.5], runs=["a"]).stats, 3) == "0.500"
+    assert format_cell(None, 3) == "–"
+    assert format_cell({"mean": 0.6, "std": 0.141421, "n": 2}, 2) == "0.60 ± 0.14"  # a summary.json cell
+    assert Stats.of([1.0, float("nan"), 3.0]) == Stats(2.0, 2.0**0.5, 2)  # non-finite values are not counted

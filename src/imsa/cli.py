@@ -59,7 +59,7 @@ class GridProgress(ProgressBars):
         self.runs.set_postfix_str(f"running {key}")
 
     def on_run_end(self, key, record):
-        self.runs.set_postfix_str(f"done {key} in {record['wall_time_s']:.1f} s", refresh=False)
+        self.runs.set_postfix_str(f"done {key} in {record.wall_time_s:.1f} s", refresh=False)
         super().on_run_end(key, record)
 
 
@@ -72,7 +72,8 @@ def _split_overrides(pairs):
 
 
 def cmd_run(args) -> int:
-    from .experiments.runner import Experiment, format_table, run_experiment
+    from .experiments.runner import Experiment, run_experiment
+    from .experiments.store import format_table
     from .protocols import Protocol
     from .training import RunContext
 
@@ -124,15 +125,9 @@ def _config_option(value: str | None, method: str) -> tuple[dict, str | None]:
 
 
 def cmd_show(args) -> int:
-    import json
+    from .experiments.store import format_table, read_summary
 
-    from .experiments.runner import format_table
-
-    path = Path(args.dir) / "summary.json"
-    if not path.exists():
-        raise ImsaError(f"{path} not found: {args.dir} is not a finished imsa run directory.")
-    summary = json.loads(path.read_text())
-    print(format_table(summary, args.split, args.metrics, markdown=args.markdown))
+    print(format_table(read_summary(args.dir), args.split, args.metrics, markdown=args.markdown))
     return 0
 
 

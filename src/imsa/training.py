@@ -24,6 +24,7 @@ import torch
 from .data.batch import Batch, iterate_batches
 from .data.dataset import Subset
 from .errors import ConfigError, DataError
+from .files import atomic_torch_save
 from .metrics import METRICS, compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -110,12 +111,6 @@ class TrainResult:
             "stopped_early": self.stopped_early,
             "history": self.history,
         }
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def train(
@@ -241,8 +236,7 @@ def train(
 
 
 def _save(path: Path, model, optimizer, extra_state, state: dict, fingerprint) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_save(
+    atomic_torch_save(
         {
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, unknown_name
+from ..files import atomic_write
 from .paths import ENV_VAR, resolve_data_dir
 
 MIRROR_ENV_VAR = "IMSA_MIRROR"
@@ -219,25 +219,18 @@ def _stream(remote: RemoteFile, url: str, out, progress: ProgressCallback | None
 
 def _fetch(remote: RemoteFile, target: Path, url: str, progress: ProgressCallback | None) -> None:
     """Download into a temp file beside ``target``; replace ``target`` only if the sha256 matches."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # Same directory as the target, so os.replace is an atomic rename, never a cross-device copy.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            received = _stream(remote, url, out, progress)
-        if received != remote.sha256:
+
+    def write(out) -> None:
+        received = _stream(remote, url, out, progress)
+        if received != remote.sha256:  # raising here leaves target untouched
             raise DataError(
                 f"Checksum mismatch for {remote.path!r} downloaded from {url}: "
                 f"expected sha256 {remote.sha256}, received {received}. "
                 "Nothing was written (any existing copy is untouched). Retry the download; if it "
                 "fails again, the source serves a different file: use another mirror or the upstream address."
             )
-        os.chmod(tmp_name, 0o644)  # mkstemp makes 0600; a shared data dir should stay readable by others
-        os.replace(tmp_name, target)
-    finally:
-        # Covers Ctrl-C, network errors and mismatches alike; after os.replace the temp name is gone.
-        if os.path.exists(tmp_name):
-            os.unlink(tmp_name)
+
+    atomic_write(target, write)
 
 
 def download(

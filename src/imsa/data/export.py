@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..files import atomic_write
 from .dataset import Dataset
 from .gcnet import session_of
 
@@ -100,8 +101,4 @@ def export_gcnet(dataset: Dataset, out: str | os.PathLike, *, fold: int = 0, pro
             if progress and (done % 500 == 0 or done == total):
                 progress(done, total)
     path = out / f"{safe}_features_raw.pkl"
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        pickle.dump(table, f, protocol=4)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, lambda f: pickle.dump(table, f, protocol=4))

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..files import atomic_write
 from ..registry import Registry
 from .paths import default_cache_dir
 
@@ -224,15 +224,7 @@ def text_features(
     logger.warning("%s: encoding %d transcripts with %s (once; cached in %s).", name, len(texts), entry.model_path, entry.path.parent)
     started = time.perf_counter()
     features = encode_texts(texts, model_path=entry.model_path, batch_size=batch_size, max_length=max_length, tokens=tokens, progress=progress)
-    entry.path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{entry.path.stem}.", suffix=".npz", dir=entry.path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **features)
-        os.replace(tmp, entry.path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(entry.path, lambda f: np.savez(f, **features))
     logger.info("%s: encoded in %.1f s, cached as %s.", name, time.perf_counter() - started, entry.path)
     return features, entry
 

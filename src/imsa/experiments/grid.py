@@ -38,11 +38,13 @@ import yaml
 from ..config import build_config, packaged_config
 from ..data.registry import dataset_entry, dataset_family, load_dataset
 from ..errors import ConfigError, ImsaError
+from ..files import atomic_write_text
 from ..methods import method_class
 from ..protocols import PROTOCOLS, Protocol
 from ..training import RunContext, notify
 from .backends import make_backend
-from .runner import Experiment, RunSpec, finish_experiment, load_record, plan_experiment
+from .runner import Experiment, RunSpec, finish_experiment, plan_experiment
+from .store import load_record
 
 logger = logging.getLogger(__name__)
 
@@ -361,9 +363,7 @@ def plan_grid(grid: Grid, out: str | os.PathLike, *, data_dir=None) -> GridPlan:
 
 def _write_grid_file(out: Path, grid: Grid) -> None:
     path = out / "grid.yaml"
-    tmp = path.with_name("grid.yaml.tmp")
-    tmp.write_text(yaml.safe_dump(grid.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    atomic_write_text(path, yaml.safe_dump(grid.to_dict(), sort_keys=False))
 
 
 def run_grid(

@@ -32,8 +32,9 @@ import numpy as np
 import yaml
 
 from ..errors import ConfigError
+from ..files import atomic_write_text
 from ..metrics import METRICS
-from .runner import SPLITS, load_record
+from .store import SPLITS, RunRecord, Stats, format_cell, load_record
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +54,16 @@ class Cell:
     runs: list[str] = field(default_factory=list)
 
     @property
+    def stats(self) -> Stats:
+        return Stats.of(self.values)
+
+    @property
     def mean(self) -> float:
-        return float(np.mean(self.values)) if self.values else math.nan
+        return self.stats.mean
 
     @property
     def std(self) -> float:
-        return float(np.std(self.values, ddof=1)) if len(self.values) > 1 else (0.0 if self.values else math.nan)
+        return self.stats.std
 
     @property
     def n(self) -> int:
@@ -86,7 +91,7 @@ class Table:
         return max(means) if METRICS[self.metric].higher_is_better else min(means)
 
 
-def collect_runs(root: str | os.PathLike) -> list[tuple[str, dict]]:
+def collect_runs(root: str | os.PathLike) -> list[tuple[str, RunRecord]]:
     """Every run file under ``root`` as ``(path relative to root, record)``, sorted by path.
 
     Raises
@@ -100,25 +105,10 @@ def collect_runs(root: str | os.PathLike) -> list[tuple[str, dict]]:
     paths = sorted(p for p in root.rglob("runs/seed*-fold*.json") if p.is_file())
     if not paths:
         raise ConfigError(f"{root}: no run files (runs/seedS-foldF.json) found; give the --out of an `imsa grid run` or `imsa run`.")
-    out = []
-    for path in paths:
-        record = load_record(path)
-        for key in ("method", "dataset", "protocol", "seed", "fold"):
-            if key not in record:
-                raise ConfigError(f"{path}: not an imsa run file (no {key!r}). Delete it to train that run again.")
-        out.append((str(path.relative_to(root)), record))
-    return out
+    return [(str(path.relative_to(root)), load_record(path)) for path in paths]
 
 
-def task_of(record: dict) -> str:
-    """A run's task: recorded since the grid store; inferred from its metrics for older runs."""
-    if "task" in record:
-        return record["task"]
-    metrics = next(iter(record["metrics"]["test"].values()))
-    return "regression" if "mae" in metrics else "classification"
-
-
-def build_tables(runs: list[tuple[str, dict]], metrics=None, split: str = "test", order: dict | None = None) -> list[Table]:
+def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "test", order: dict | None = None) -> list[Table]:
     """Aggregate runs into tables, one per protocol kind and metric.
 
     Parameters
@@ -147,8 +137,8 @@ def build_tables(runs: list[tuple[str, dict]], metrics=None, split: str = "test"
     else:
         tasks = []
         for _, record in runs:
-            if task_of(record) not in tasks:
-                tasks.append(task_of(record))
+            if record.task not in tasks:
+                tasks.append(record.task)
         metrics = [m for task in tasks for m in DEFAULT_METRICS[task]]
     order = order or {}
     method_rank = {m: i for i, m in enumerate(order.get("methods", []))}
@@ -160,7 +150,7 @@ def build_tables(runs: list[tuple[str, dict]], metrics=None, split: str = "test"
 
     tables = []
     for kind in ("fixed", "random"):
-        selected = [(path, r) for path, r in runs if r["protocol"]["kind"] == kind]
+        selected = [(path, r) for path, r in runs if r.protocol.kind == kind]
         if not selected:
             continue
         for metric in metrics:
@@ -168,24 +158,24 @@ def build_tables(runs: list[tuple[str, dict]], metrics=None, split: str = "test"
             columns: list[str] = []
             if kind == "fixed":
                 for path, record in selected:
-                    for setting, values in record["metrics"][split].items():
+                    for setting, values in record.metrics[split].items():
                         if metric in values:
-                            column = _average_column(len(record["metrics"][split]) - 1) if setting == "mean" else setting
-                            _add(cells[(record["method"], record["dataset"])][column], values[metric], path)
+                            column = _average_column(len(record.metrics[split]) - 1) if setting == "mean" else setting
+                            _add(cells[(record.method, record.dataset)][column], values[metric], path)
                             if column not in columns:
                                 columns.append(column)
             else:
-                rates = sorted({r["protocol"]["rate"] for _, r in selected})
+                rates = sorted({r.protocol.rate for _, r in selected})
                 columns = [f"{rate:.1f}" for rate in rates]
                 by_run = defaultdict(dict)  # (row, seed, fold) -> rate -> (value, path)
                 for path, record in selected:
-                    setting = next(s for s in record["metrics"][split] if s != "mean")
-                    value = record["metrics"][split][setting].get(metric)
+                    setting = next(s for s in record.metrics[split] if s != "mean")
+                    value = record.metrics[split][setting].get(metric)
                     if value is None:
                         continue
-                    row = (record["method"], record["dataset"])
-                    _add(cells[row][f"{record['protocol']['rate']:.1f}"], value, path)
-                    by_run[(row, record["seed"], record["fold"])][record["protocol"]["rate"]] = (value, path)
+                    row = (record.method, record.dataset)
+                    _add(cells[row][f"{record.protocol.rate:.1f}"], value, path)
+                    by_run[(row, record.seed, record.fold)][record.protocol.rate] = (value, path)
                 average = _average_column(len(rates), "rates")
                 for (row, _, _), per_rate in sorted(by_run.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
                     if len(per_rate) == len(rates):  # the average needs every rate of that seed and fold
@@ -209,14 +199,6 @@ def _add(cell: Cell, value, path: str) -> None:
         cell.runs.append(path)
 
 
-def _fmt(cell: Cell | None, digits: int) -> str:
-    if cell is None or not cell.n:
-        return "–"
-    if cell.n == 1:  # a std of one value says nothing
-        return f"{cell.mean:.{digits}f}"
-    return f"{cell.mean:.{digits}f} ± {cell.std:.{digits}f}"
-
-
 def _title(table: Table) -> str:
     info = METRICS[table.metric]
     direction = "higher is better" if info.higher_is_better else "lower is better"
@@ -238,7 +220,8 @@ def markdown(tables: list[Table], digits: int = 3) -> str:
         for row, cells in table.cells.items():
             out = [_row_label(row, datasets)]
             for column in table.columns:
-                text = _fmt(cells.get(column), digits)
+                cell = cells.get(column)
+                text = format_cell(cell.stats if cell else None, digits)
                 best = table.best(column)
                 if best is not None and column in cells and cells[column].n and round(cells[column].mean, digits) == round(best, digits):
                     text = f"**{text}**"
@@ -276,11 +259,11 @@ def latex(tables: list[Table], digits: int = 3) -> str:
                 if cell is None or not cell.n:
                     out.append("--")
                     continue
-                text = f"{cell.mean:.{digits}f} $\\pm$ {cell.std:.{digits}f}"
                 best = table.best(column)
+                mean = f"{cell.mean:.{digits}f}"
                 if best is not None and round(cell.mean, digits) == round(best, digits):
-                    text = rf"\textbf{{{cell.mean:.{digits}f}}} $\pm$ {cell.std:.{digits}f}"
-                out.append(text)
+                    mean = rf"\textbf{{{mean}}}"
+                out.append(mean if cell.n == 1 else rf"{mean} $\pm$ {cell.std:.{digits}f}")
             lines.append(" & ".join(out) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         parts.append("\n".join(lines))
@@ -453,10 +436,7 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
 
     def write(key: str, name: str, text: str) -> None:
         path = out / name
-        tmp = path.with_name(name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
-        written[key] = path
+        written[key] = atomic_write_text(path, text)
 
     header = f"# imsa report: {root}\n\n{len(runs)} runs. Each cell: mean ± std (sample std, ddof = 1) over the seeds × folds of that row; cells.csv lists the run files behind every cell.\n\n"
     write("markdown", "report.md", header + markdown(tables, digits))

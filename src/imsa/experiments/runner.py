@@ -1,12 +1,8 @@
 """One experiment: a method on a dataset under a protocol, over seeds and folds.
 
-A run directory holds everything needed to trace a number back to its run::
-
-    DIR/config.yaml               resolved config (method, dataset, protocol, seeds, folds, checksums)
-    DIR/runs/seed1-fold0.json     one file per training run: metrics on valid and test per setting,
-                                  selected epochs, per-epoch logs, wall time, versions
-    DIR/models/seed1-fold0.pt     the fitted method (``Method.load_state_dict``)
-    DIR/summary.json, summary.csv mean, std and n over runs per split, setting and metric
+A run directory (laid out by :mod:`imsa.experiments.store`) holds everything needed to
+trace a number back to its run: the resolved experiment, one record per training run,
+the fitted models and the summary over runs.
 
 Re-running the same command on the same directory skips finished runs and resumes an
 interrupted one from its checkpoints; a directory that holds a different experiment is
@@ -16,7 +12,6 @@ refused rather than overwritten.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import os
 import platform
@@ -36,10 +31,11 @@ from ..data.registry import dataset_family, load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
 from ..protocols import Protocol
+from ..files import atomic_torch_save, atomic_write_text
 from ..training import RunContext, notify, seed_everything
+from .store import SPLITS, RunLayout, RunRecord, load_record, run_key, summarize, write_record, write_summary
 
 logger = logging.getLogger(__name__)
-SPLITS = ("valid", "test")
 
 
 @dataclass(frozen=True)
@@ -75,17 +71,6 @@ def versions() -> dict:
     return {"imsa": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
-def _write_json(path: Path, data) -> None:
-    """Write atomically: a crash never leaves a half-written file under the final name."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True))
-    os.replace(tmp, path)
-
-
-def run_key(seed: int, fold: int) -> str:
-    return f"seed{seed}-fold{fold}"
-
-
 @dataclass(frozen=True)
 class RunSpec:
     """One training run: ``experiment`` with one ``seed`` on one ``fold``, recorded under ``out``.
@@ -105,8 +90,12 @@ class RunSpec:
         return run_key(self.seed, self.fold)
 
     @property
+    def layout(self) -> RunLayout:
+        return RunLayout(self.out)
+
+    @property
     def path(self) -> Path:
-        return Path(self.out) / "runs" / f"{self.key}.json"
+        return self.layout.record(self.key)
 
     @property
     def done(self) -> bool:
@@ -115,19 +104,7 @@ class RunSpec:
     @property
     def checkpoints(self) -> Path:
         """The folder of this run's resume checkpoints (removed once the run is saved)."""
-        return Path(self.out) / "checkpoints" / self.key
-
-
-def load_record(path: str | os.PathLike) -> dict:
-    """Read one run file, with an error that names the file when it cannot be read."""
-    path = Path(path)
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"{path}: unreadable run file ({e}). Delete it to train that run again.") from None
-    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict) or not all(s in record["metrics"] for s in SPLITS):
-        raise ConfigError(f"{path}: not an imsa run file (no metrics on {' and '.join(SPLITS)}). Delete it to train that run again.")
-    return record
+        return self.layout.checkpoints(self.key)
 
 
 def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dataset) -> list[RunSpec]:
@@ -166,7 +143,7 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     return [RunSpec(experiment, seed, fold, out) for seed in experiment.seeds for fold in folds]
 
 
-def run_one(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext()) -> dict:
+def run_one(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext()) -> RunRecord:
     """Train and score one run unless it finished earlier; return its record.
 
     An interrupted run resumes from its checkpoints. The record is written last and
@@ -180,7 +157,7 @@ def run_one(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext
     return record
 
 
-def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext()) -> tuple[dict, dict]:
+def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext()) -> tuple[RunRecord, dict]:
     """Train and score one run; write nothing but its resume checkpoints.
 
     ``context`` gives the callbacks and checkpoint interval; its work directory is the
@@ -188,10 +165,8 @@ def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunConte
 
     Returns
     -------
-    record : dict
-        What :func:`save_run` writes to ``runs/<key>.json``: method, dataset, protocol,
-        seed, fold, resolved config, data checksum, selected epochs, metrics on valid and
-        test per setting, per-phase logs, split sizes, wall time, versions.
+    record : RunRecord
+        What :func:`save_run` writes to ``runs/<key>.json``.
     state : dict
         The fitted method's ``state_dict``.
     """
@@ -211,48 +186,41 @@ def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunConte
     )
     metrics = {split: method.evaluate(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
     phases = [p.to_dict() for p in getattr(method, "phases_", [])]
-    record = {
-        "method": experiment.method,
-        "dataset": experiment.dataset,
-        "dataset_options": dict(experiment.dataset_options),
-        "task": dataset.task,
-        "protocol": dataclasses.asdict(experiment.protocol),
-        "seed": spec.seed,
-        "fold": spec.fold,
-        "config": dataclasses.asdict(config),
-        "data_checksum": dataset.checksum,
-        "selected_epochs": {p["phase"]: p["best_epoch"] for p in phases},
-        "select_metric": method.select_metric,
-        "metrics": metrics,
-        "phases": phases,
-        "sizes": {split: len(splits[split]) for split in ("train", "valid", "test")},
-        "wall_time_s": time.perf_counter() - started,
-        "torch_threads": torch.get_num_threads(),
-        "versions": versions(),
-    }
+    record = RunRecord(
+        method=experiment.method,
+        dataset=experiment.dataset,
+        protocol=experiment.protocol,
+        seed=spec.seed,
+        fold=spec.fold,
+        metrics=metrics,
+        task=dataset.task,
+        config=dataclasses.asdict(config),
+        dataset_options=dict(experiment.dataset_options),
+        data_checksum=dataset.checksum,
+        selected_epochs={p["phase"]: p["best_epoch"] for p in phases},
+        select_metric=method.select_metric,
+        phases=phases,
+        sizes={split: len(splits[split]) for split in ("train", "valid", "test")},
+        wall_time_s=time.perf_counter() - started,
+        torch_threads=torch.get_num_threads(),
+        versions=versions(),
+    )
     return record, method.state_dict()
 
 
-def save_run(spec: RunSpec, record: dict, state: dict) -> None:
+def save_run(spec: RunSpec, record: RunRecord, state: dict) -> None:
     """Write a run's model, then its record (both atomically), then drop its checkpoints."""
-    out = Path(spec.out)
-    (out / "models").mkdir(parents=True, exist_ok=True)
-    (out / "runs").mkdir(parents=True, exist_ok=True)
-    model = out / "models" / f"{spec.key}.pt"
-    tmp = model.with_name(model.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, model)
-    _write_json(spec.path, record)
+    atomic_torch_save(state, spec.layout.model(spec.key))
+    write_record(spec.path, record)
     shutil.rmtree(spec.checkpoints, ignore_errors=True)
 
 
-def finish_experiment(out: str | os.PathLike, records: list[dict]) -> dict:
+def finish_experiment(out: str | os.PathLike, records: list[RunRecord]) -> dict:
     """Write ``summary.json`` and ``summary.csv`` of a run directory from its records and return the summary."""
-    out = Path(out)
+    layout = RunLayout(out)
     summary = summarize(records)
-    summary["experiment"] = yaml.safe_load((out / "config.yaml").read_text())
-    _write_json(out / "summary.json", summary)
-    write_summary_csv(summary, out / "summary.csv")
+    summary["experiment"] = yaml.safe_load(layout.config.read_text())
+    write_summary(layout, summary)
     return summary
 
 
@@ -300,7 +268,8 @@ def run_experiment(
 
 def _claim_directory(out: Path, resolved: dict) -> None:
     """Create ``out`` or check that it holds this very experiment; never overwrite another."""
-    config_path = out / "config.yaml"
+    layout = RunLayout(out)
+    config_path = layout.config
     if config_path.exists():
         previous = yaml.safe_load(config_path.read_text())
         if previous != resolved:
@@ -312,69 +281,6 @@ def _claim_directory(out: Path, resolved: dict) -> None:
         logger.info("Resuming the experiment in %s.", out)
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} exists and is not an imsa run directory; choose another --out.")
-    for sub in ("runs", "models", "checkpoints"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
+    layout.make()
     if not config_path.exists():
-        tmp = config_path.with_name("config.yaml.tmp")
-        tmp.write_text(yaml.safe_dump(resolved, sort_keys=False))
-        os.replace(tmp, config_path)
-
-
-def summarize(records: list[dict]) -> dict:
-    """Mean, sample standard deviation (ddof=1; 0 for one run) and count over runs.
-
-    Layout: ``summary[split][setting][metric] == {"mean": ..., "std": ..., "n": ...}``.
-    """
-    summary: dict = {}
-    for split in SPLITS:
-        table: dict = {}
-        for record in records:
-            for setting, values in record["metrics"][split].items():
-                for metric, value in values.items():
-                    table.setdefault(setting, {}).setdefault(metric, []).append(value)
-        summary[split] = {
-            setting: {metric: _stats(values) for metric, values in metrics.items()} for setting, metrics in table.items()
-        }
-    summary["runs"] = len(records)
-    return summary
-
-
-def _stats(values: list[float]) -> dict:
-    array = np.asarray(values, dtype=float)
-    finite = array[np.isfinite(array)]
-    if len(finite) == 0:
-        return {"mean": float("nan"), "std": float("nan"), "n": 0}
-    return {"mean": float(finite.mean()), "std": float(finite.std(ddof=1)) if len(finite) > 1 else 0.0, "n": int(len(finite))}
-
-
-def write_summary_csv(summary: dict, path: Path) -> None:
-    lines = ["split,setting,metric,mean,std,n"]
-    for split in SPLITS:
-        for setting, metrics in summary[split].items():
-            for metric, s in metrics.items():
-                lines.append(f"{split},\"{setting}\",{metric},{s['mean']:.6f},{s['std']:.6f},{s['n']}")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-
-
-def format_table(summary: dict, split: str = "test", metrics=None, digits: int = 3, markdown: bool = False) -> str:
-    """A table with one row per setting and ``mean ± std`` per metric (plain text or Markdown).
-
-    A cell of a single run shows its value alone (a std of one value says nothing).
-    """
-    rows = summary[split]
-    metrics = metrics or list(next(iter(rows.values())).keys())
-    header = ["setting"] + list(metrics)
-
-    def cell(value: dict) -> str:
-        if value.get("n") == 1:
-            return f"{value['mean']:.{digits}f}"
-        return f"{value['mean']:.{digits}f} ± {value['std']:.{digits}f}"
-
-    body = [[setting] + [cell(rows[setting][m]) for m in metrics] for setting in rows]
-    if markdown:
-        return "\n".join("| " + " | ".join(r) + " |" for r in [header, ["---"] * len(header)] + body)
-    widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
-    fmt = lambda r: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
-    return "\n".join([fmt(header), "  ".join("-" * w for w in widths)] + [fmt(r) for r in body])
+        atomic_write_text(config_path, yaml.safe_dump(resolved, sort_keys=False))

@@ -1,0 +1,59 @@
+"""Writing files so that nothing a user produced is ever half-written or lost.
+
+Every file imsa writes (run records, models, checkpoints, summaries, reports, caches,
+downloads, exports) goes through :func:`atomic_write`: the content goes to a temporary
+file with a unique name beside the target, which then replaces the target in one
+rename. A crash leaves either the old file or the new one, never a torn one, and two
+processes writing the same file never share a temporary file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+import torch
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates 0600 files; written files get the permissions a plain open() would give them.
+_FILE_MODE = 0o666 & ~_umask()
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> Path:
+    """Create or replace ``path`` with what ``write(file)`` writes, atomically.
+
+    If ``write`` raises (a failed checksum, Ctrl-C), the temporary file is removed and
+    ``path`` keeps its previous content.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Same folder as the target, so os.replace is a rename, never a cross-device copy.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            write(file)
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Create or replace a UTF-8 text file atomically."""
+    return atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save`` atomically."""
+    return atomic_write(path, lambda file: torch.save(obj, file))

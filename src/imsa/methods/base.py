@@ -138,7 +138,12 @@ class Method:
 
     Subclasses set ``name``, ``Config`` (a frozen dataclass extending
     :class:`TrainConfig`) and ``level``, implement :meth:`build` and :meth:`fit`,
-    and may override :meth:`forward`.
+    and may override :meth:`forward`. Three class attributes tune the conformance
+    checks of :func:`imsa.testing.check_method`: ``tiny_config`` (config values that
+    make a fit take seconds, beyond 3 epochs and batches of 16), ``learning_config``
+    (further values for the check that a few epochs learn, e.g. a phase's own epochs)
+    and ``no_task_gradient`` (parameter-name parts that, by design, get no gradient
+    from the final task loss: modules trained only by an earlier phase).
 
     Parameters
     ----------
@@ -151,6 +156,9 @@ class Method:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = TrainConfig
     level: ClassVar[str] = "utterance"
+    tiny_config: ClassVar[dict] = {}
+    learning_config: ClassVar[dict] = {}
+    no_task_gradient: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config=None, **overrides):
         if isinstance(config, self.Config):

@@ -398,6 +398,9 @@ class MoMKE(Method):
     name = "momke"
     Config = MoMKEConfig
     level = "video"
+    tiny_config = {"stage1_epochs": 1, "dim": 16, "depth": 1, "heads": 2, "lr": 1e-3, "dropout": 0.1}
+    learning_config = {"stage1_epochs": 5}
+    no_task_gradient = ("unimodal_heads",)  # trained by stage 1's unimodal loss only
 
     def build(self, spec: DataSpec) -> nn.Module:
         cfg = self.config

@@ -1,7 +1,7 @@
 """Speed and memory of one MoMKE training run on mosi-bclstm, with its test scores.
 
 Trains MoMKE on one fold of ``mosi-bclstm`` with the paper's MOSI settings (the packaged
-``configs/momke/mosi-bclstm.yaml``: 300 epochs, 150 of them stage 1, 32 videos per batch)
+``configs/momke/mosi.yaml``: 300 epochs, 150 in stage 1 and 150 in stage 2, 32 videos per batch)
 and reports wall time (total and per phase), time per epoch, training throughput, peak
 memory and the test metrics under the 7 fixed conditions. By default stage 2 trains one
 model for all conditions (``per_condition=false``: one complete 300-epoch run);
@@ -12,7 +12,7 @@ pass *and* the validation that follows it; validation is timed separately here b
 wrapping the scorers, and training time is the difference.
 
     python benchmarks/momke_speed.py                         # the full paper setting (minutes)
-    python benchmarks/momke_speed.py --set epochs=6 --set stage1_epochs=3   # a smoke run
+    python benchmarks/momke_speed.py --set epochs=3 --set stage1_epochs=3   # a smoke run
 """
 
 from __future__ import annotations

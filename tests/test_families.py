@@ -48,12 +48,12 @@ def test_registered_datasets_declare_known_families():
         assert entry.family in FAMILIES
     assert dataset_family("iemocap4-text") == "iemocap4" and dataset_family("mosi-bclstm") == "mosi"
     assert Experiment("momke", dataset="iemocap4-text").resolved_config().batch_size == 16  # the paper's IEMOCAP setting
-    assert Experiment("momke", dataset="mosi-bclstm").resolved_config().epochs == 300
+    assert Experiment("momke", dataset="mosi-bclstm").resolved_config().epochs == 150  # stage 2 of the paper's 300
 
 
 def test_explicit_packaged_config_wins_and_an_unknown_one_lists_the_valid_ones():
-    assert Experiment("momke", dataset="synthetic", packaged="momke/mosei").resolved_config().epochs == 100
-    assert Experiment("momke", dataset="synthetic", packaged="mosei").resolved_config().epochs == 100
+    assert Experiment("momke", dataset="synthetic", packaged="momke/mosei").resolved_config().epochs == 50
+    assert Experiment("momke", dataset="synthetic", packaged="mosei").resolved_config().epochs == 50
     with pytest.raises(ConfigError, match=r"No packaged config 'momke/mosx'.*momke/iemocap4, momke/iemocap6, momke/mosei"):
         Experiment("momke", packaged="momke/mosx").resolved_config()
     none = Experiment("late_fusion", dataset="x.pkl").packaged_config(family="mosei")
@@ -161,7 +161,7 @@ def test_momke_on_a_mosei_pickle_gets_the_papers_mosei_settings(tmp_path, capsys
     assert "config: packaged momke/mosei.yaml (dataset family: mosei)" in capsys.readouterr().out
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["packaged_config"] == "momke/mosei"
-    assert Experiment("momke", dataset=str(path)).resolved_config("mosei").epochs == 100  # MOSEI's 100, not MOSI's 300
+    assert Experiment("momke", dataset=str(path)).resolved_config("mosei").stage1_epochs == 50  # MOSEI's 50 + 50, not MOSI's 150 + 150
 
 
 def test_a_file_of_no_known_family_says_so_in_one_line(tmp_path, capsys):

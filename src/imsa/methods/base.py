@@ -67,6 +67,9 @@ class TrainConfig:
     Attributes
     ----------
     epochs : int
+        Epochs of the phase that makes the final model (the only phase of most methods;
+        MoMKE's stage 2, CMAD's student). A recipe with earlier phases gives each its
+        own key (``stage1_epochs``, ``teacher_epochs``); every method follows this rule.
     batch_size : int
         Utterances per batch (utterance-level methods) or videos (video-level ones).
     lr, weight_decay : float

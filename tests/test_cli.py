@@ -40,7 +40,8 @@ def test_run_writes_config_runs_models_and_summary(tmp_path, capsys):
     assert record["metrics"]["test"]["l,a,v"]["acc2_has0"] in [
         json.loads((out / "runs" / n).read_text())["metrics"]["test"]["l,a,v"]["acc2_has0"] for n in runs
     ]
-    assert (out / "models" / "seed1-fold0.pt").exists()
+    assert (out / "models" / "seed1-fold0.safetensors").exists() and (out / "models" / "seed1-fold0.json").exists()
+    assert (out / "predictions" / "seed1-fold0.npz").exists()
     assert not any((out / "checkpoints").iterdir())  # resume checkpoints go once a run is recorded
     assert (out / "summary.csv").read_text().startswith("split,setting,metric,mean,std,n\n")
 

@@ -28,7 +28,8 @@ def test_grid_on_a_local_ray_instance_matches_the_sequential_backend(tmp_path, c
     assert not ray.is_initialized()  # the instance the backend started is stopped again
     files = sorted(p.relative_to(out) for p in out.rglob("runs/*.json"))
     assert len(files) == 2 * 3
-    assert all((out / f.parent.parent / "models" / f.with_suffix(".pt").name).exists() for f in files)  # the driver wrote the models
+    assert all((out / f.parent.parent / "models" / f.with_suffix(".safetensors").name).exists() for f in files)  # the driver wrote the models
+    assert all((out / f.parent.parent / "predictions" / f.with_suffix(".npz").name).exists() for f in files)
 
     # The same runs, trained in this process, give the same numbers (up to float rounding of thread counts).
     sequential = run_grid(grid_from_dict(GRID), tmp_path / "sequential")

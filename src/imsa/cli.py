@@ -299,6 +299,62 @@ def cmd_features_text(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from .data.registry import load_dataset
+    from .files import atomic_write_text
+    from .metrics import compute_metrics
+    from .model_files import load_method
+    from .predictions import average, predict_models, read_features, to_csv
+
+    source = Path(args.source)
+    if not source.exists() and not Path(str(source) + ".json").exists():
+        raise ImsaError(f"{source}: no such model file or run directory.")
+    loaded = load_method(source)
+    if source.is_dir():
+        models, provenance = loaded.models, loaded.experiment
+    else:
+        provenance = loaded.provenance_
+        models = [(provenance.get("seed", ""), int(provenance.get("fold", 0)), loaded)]
+    spec = models[0][2].spec_
+    modalities = tuple(m for m in args.modalities.split(",") if m) if args.modalities else None
+    if args.features and args.dataset:
+        raise ImsaError("Give --dataset or --features, not both.")
+    if args.features:
+        dataset, present = read_features(args.features, spec, spec.class_names)
+        rows = predict_models(models, dataset, split="all", modalities=modalities, present=present)
+        for _, predictions in rows:
+            predictions.labels = None  # new utterances: no labels
+    else:
+        name = args.dataset or provenance.get("dataset")
+        if not name:
+            raise ImsaError(f"{source}: the model does not record its dataset; name one with --dataset.")
+        _, options = _split_overrides(args.set)
+        if not args.dataset:
+            options = {**(provenance.get("dataset_options") or {}), **options}
+        if args.format:
+            options["format"] = args.format
+        dataset = load_dataset(name, args.data_dir, **options)
+        checksum = provenance.get("data_checksum")
+        if args.split != "all" and not args.all_models and checksum and checksum != dataset.checksum:
+            logger.warning("%s differs from the data the model was trained on (checksum); its folds may not be the ones the model held out.", dataset.name)
+        rows = predict_models(models, dataset, split=args.split, modalities=modalities, all_models=args.all_models)
+    if args.ensemble:
+        rows = [average(rows)]
+    elif len(rows) > 1 and args.all_models:
+        raise ImsaError("--all-models scores every utterance with every model: add --ensemble mean to average them.")
+    out = Path(args.out)
+    atomic_write_text(out, to_csv(rows))
+    print(f"{sum(len(p) for _, p in rows)} predictions from {len(models)} model(s) written to {out}")
+    for extra, predictions in rows:
+        if predictions.labels is None:
+            continue
+        scores = compute_metrics(predictions.task, predictions.values, predictions.labels)
+        shown = ("acc2_has0", "f1_has0", "mae", "corr") if predictions.task == "regression" else ("wa", "ua", "wf1")
+        label = ", ".join(f"{k} {v}" for k, v in extra.items())
+        print(f"  {label}: {len(predictions)} utterances, " + ", ".join(f"{k} {scores[k]:.4f}" for k in shown))
+    return 0
+
+
 def cmd_methods(args) -> int:
     import dataclasses
 
@@ -415,6 +471,20 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--format", choices=formats, help="file format of a dataset path (default: detected)")
     ft.add_argument("--data-dir")
     ft.set_defaults(func=cmd_features_text)
+
+    predict = sub.add_parser("predict", help="score utterances with a trained model or run directory, one CSV row per utterance")
+    predict.add_argument("source", help="a run directory (imsa run --out) or a model file (models/seedS-foldF.json)")
+    predict.add_argument("--dataset", help="dataset name or file to score (default: the one the model was trained on)")
+    predict.add_argument("--features", help="an NPZ of new utterances: utterance_ids, optional video_ids, one array per modality (a missing modality: absent or a row of NaN)")
+    predict.add_argument("--split", choices=["test", "valid", "train", "all"], default="test", help="each model scores its own fold's split (default test); all: every utterance")
+    predict.add_argument("--modalities", help="modalities to use, e.g. l,a (default: all of the model's)")
+    predict.add_argument("--ensemble", choices=["mean"], help="average the models of a run directory per utterance")
+    predict.add_argument("--all-models", action="store_true", help="with --ensemble: every model scores every utterance, not only those its fold held out")
+    predict.add_argument("--out", required=True, help="CSV file to write")
+    predict.add_argument("--format", choices=formats, help="file format of a --dataset PATH (default: detected)")
+    predict.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="dataset option; repeatable")
+    predict.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
+    predict.set_defaults(func=cmd_predict)
 
     methods = sub.add_parser("methods", help="list methods and their config defaults")
     methods.set_defaults(func=cmd_methods)

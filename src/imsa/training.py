@@ -334,9 +334,12 @@ def evaluate(
         Setting name -> metric name -> value (see :mod:`imsa.metrics`); with more than
         one setting, ``"mean"`` holds the average of each metric over the settings.
     """
-    task = subset.dataset.task
-    predictions = predict_settings(predict, subset, settings, level=level, batch_size=batch_size)
-    labels = subset.labels
+    return metrics_of(predict_settings(predict, subset, settings, level=level, batch_size=batch_size), subset)
+
+
+def metrics_of(predictions: dict[str, np.ndarray], subset: Subset) -> dict[str, dict[str, float]]:
+    """Metrics of per-setting predictions on ``subset``, plus ``"mean"`` over settings (see :func:`evaluate`)."""
+    task, labels = subset.dataset.task, subset.labels
     results = {name: compute_metrics(task, pred, labels) for name, pred in predictions.items()}
     if len(results) > 1:
         keys = next(iter(results.values())).keys()

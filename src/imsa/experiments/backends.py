@@ -183,10 +183,10 @@ class RayBackend:
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 spec = pending.pop(done[0])
-                record, state = ray.get(done[0])
-                save_run(spec, record, state)
-                notify(context.callbacks, "on_run_end", name(spec), record)
-                yield spec, record
+                output = ray.get(done[0])
+                save_run(spec, output)
+                notify(context.callbacks, "on_run_end", name(spec), output.record)
+                yield spec, output.record
         finally:
             for ref in pending:
                 ray.cancel(ref, force=True)

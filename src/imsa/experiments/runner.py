@@ -31,9 +31,10 @@ from ..data.registry import dataset_family, load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
 from ..protocols import Protocol
-from ..files import atomic_torch_save, atomic_write_text
-from ..training import RunContext, notify, seed_everything
-from .store import SPLITS, RunLayout, RunRecord, load_record, run_key, summarize, write_record, write_summary
+from ..files import atomic_write_text
+from ..model_files import save_model
+from ..training import RunContext, metrics_of, notify, seed_everything
+from .store import SPLITS, RunLayout, RunRecord, load_record, run_key, summarize, write_predictions, write_record, write_summary
 
 logger = logging.getLogger(__name__)
 
@@ -76,7 +77,8 @@ class RunSpec:
     """One training run: ``experiment`` with one ``seed`` on one ``fold``, recorded under ``out``.
 
     Its result is ``out/runs/<key>.json`` (written last, atomically, so a file there
-    means a finished run), its model ``out/models/<key>.pt``, and while it trains its
+    means a finished run), its model ``out/models/<key>.safetensors`` (+ ``.json``), its
+    predictions ``out/predictions/<key>.npz``, and while it trains its
     resume checkpoints live in ``out/checkpoints/<key>/``.
     """
 
@@ -152,23 +154,28 @@ def run_one(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext
     if spec.done:
         logger.info("%s: finished earlier, skipped (%s).", spec.key, spec.path)
         return load_record(spec.path)
-    record, state = train_run(spec, dataset, context=context)
-    save_run(spec, record, state)
-    return record
+    output = train_run(spec, dataset, context=context)
+    save_run(spec, output)
+    return output.record
 
 
-def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext()) -> tuple[RunRecord, dict]:
+@dataclass
+class RunOutput:
+    """What a finished run hands to :func:`save_run`: its record, model state and predictions."""
+
+    record: RunRecord
+    state: dict
+    predictions: dict  # split -> setting -> per-utterance predictions (aligned with ids)
+    utterance_ids: dict  # split -> utterance ids
+    labels: dict  # split -> labels
+
+
+def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext()) -> RunOutput:
     """Train and score one run; write nothing but its resume checkpoints.
 
     ``context`` gives the callbacks and checkpoint interval; its work directory is the
-    run's own checkpoint folder (:attr:`RunSpec.checkpoints`).
-
-    Returns
-    -------
-    record : RunRecord
-        What :func:`save_run` writes to ``runs/<key>.json``.
-    state : dict
-        The fitted method's ``state_dict``.
+    run's own checkpoint folder (:attr:`RunSpec.checkpoints`). The metrics are computed
+    from the per-utterance predictions that the output keeps.
     """
     experiment = spec.experiment
     config = experiment.resolved_config(dataset.family)
@@ -184,7 +191,8 @@ def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunConte
         seed=spec.seed,
         context=dataclasses.replace(context, workdir=spec.checkpoints),
     )
-    metrics = {split: method.evaluate(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
+    predictions = {split: method.predict_settings(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
+    metrics = {split: metrics_of(predictions[split], splits[split]) for split in SPLITS}
     phases = [p.to_dict() for p in getattr(method, "phases_", [])]
     record = RunRecord(
         method=experiment.method,
@@ -205,12 +213,29 @@ def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunConte
         torch_threads=torch.get_num_threads(),
         versions=versions(),
     )
-    return record, method.state_dict()
+    return RunOutput(
+        record,
+        method.state_dict(),
+        predictions,
+        {split: [dataset.utterance_ids[i] for i in splits[split].indices] for split in SPLITS},
+        {split: splits[split].labels for split in SPLITS},
+    )
 
 
-def save_run(spec: RunSpec, record: RunRecord, state: dict) -> None:
-    """Write a run's model, then its record (both atomically), then drop its checkpoints."""
-    atomic_torch_save(state, spec.layout.model(spec.key))
+def save_run(spec: RunSpec, output: RunOutput) -> None:
+    """Write a run's model and predictions, then its record (all atomically), then drop its checkpoints."""
+    record = output.record
+    save_model(
+        output.state,
+        spec.layout.model(spec.key),
+        dataset=record.dataset,
+        dataset_options=record.dataset_options,
+        data_checksum=record.data_checksum,
+        seed=record.seed,
+        fold=record.fold,
+        protocol=dataclasses.asdict(record.protocol),
+    )
+    write_predictions(spec.layout.predictions(spec.key), output.predictions, output.utterance_ids, output.labels)
     write_record(spec.path, record)
     shutil.rmtree(spec.checkpoints, ignore_errors=True)
 

@@ -6,7 +6,8 @@ One owner for what ``imsa run``, ``imsa grid run``, ``imsa show`` and ``imsa rep
 
       DIR/config.yaml               the resolved experiment
       DIR/runs/<key>.json           one :class:`RunRecord` per training run (key ``seedS-foldF``)
-      DIR/models/<key>.pt           the fitted method
+      DIR/models/<key>.safetensors  the fitted method, with models/<key>.json (see imsa.model_files)
+      DIR/predictions/<key>.npz     its per-utterance predictions on valid and test, per setting
       DIR/checkpoints/<key>/        resume checkpoints while the run trains
       DIR/summary.json, summary.csv mean, std and n over runs per split, setting and metric
 
@@ -22,13 +23,15 @@ import dataclasses
 import json
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from ..errors import ConfigError
-from ..files import atomic_write_text
+from ..files import atomic_write, atomic_write_text
 from ..protocols import Protocol
 
 SPLITS = ("valid", "test")
@@ -63,13 +66,17 @@ class RunLayout:
         return self.root / "runs" / f"{key}.json"
 
     def model(self, key: str) -> Path:
-        return self.root / "models" / f"{key}.pt"
+        """The model's name: ``<name>.safetensors`` and ``<name>.json`` (``<name>.pt`` from imsa 0.1)."""
+        return self.root / "models" / key
+
+    def predictions(self, key: str) -> Path:
+        return self.root / "predictions" / f"{key}.npz"
 
     def checkpoints(self, key: str) -> Path:
         return self.root / "checkpoints" / key
 
     def make(self) -> None:
-        for sub in ("runs", "models", "checkpoints"):
+        for sub in ("runs", "models", "predictions", "checkpoints"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
 
@@ -163,6 +170,66 @@ def load_record(path: str | os.PathLike) -> RunRecord:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: unreadable run file ({e}). Delete it to train that run again.") from None
     return RunRecord.from_dict(data, str(path))
+
+
+# -- per-utterance predictions ------------------------------------------------------------------
+
+
+def write_predictions(path: Path, predictions: dict[str, dict], utterance_ids: dict[str, list[str]], labels: dict[str, np.ndarray]) -> None:
+    """A run's per-utterance predictions as one NPZ of plain arrays.
+
+    Keys: ``<split>.ids`` (utterance ids), ``<split>.labels``, and ``<split>.<setting>``
+    (predictions, or logits for classes, aligned with the ids) for split valid and test.
+    """
+    arrays = {}
+    for split, settings in predictions.items():
+        arrays[f"{split}.ids"] = np.asarray(utterance_ids[split], dtype=str)
+        arrays[f"{split}.labels"] = np.asarray(labels[split])
+        for setting, values in settings.items():
+            arrays[f"{split}.{setting}"] = np.asarray(values)
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def read_predictions(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:
+    """``{split: {"ids": ..., "labels": ..., setting: predictions}}`` from :func:`write_predictions`'s file."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            out: dict = {}
+            for key in archive.files:
+                split, _, name = key.partition(".")
+                out.setdefault(split, {})[name] = archive[key]
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
+        raise ConfigError(f"{path}: unreadable predictions file ({e}).") from None
+    return out
+
+
+@dataclass
+class RunModels:
+    """The fitted models of a run directory, each with its seed and fold (see :func:`imsa.load_method`)."""
+
+    root: Path
+    experiment: dict
+    models: list  # (seed, fold, Method)
+
+    @classmethod
+    def load(cls, root: str | os.PathLike) -> "RunModels":
+        from ..model_files import load_method
+
+        layout = RunLayout(root)
+        if not layout.config.is_file():
+            raise ConfigError(f"{layout.root}: not an imsa run directory (no config.yaml).")
+        try:
+            experiment = yaml.safe_load(layout.config.read_text())
+        except (OSError, yaml.YAMLError) as e:
+            raise ConfigError(f"{layout.config}: unreadable ({e}).") from None
+        records = sorted((load_record(p) for p in (layout.root / "runs").glob("seed*-fold*.json")), key=lambda r: (r.seed, r.fold))
+        if not records:
+            raise ConfigError(f"{layout.root}: no finished run (runs/seedS-foldF.json) to load a model of.")
+        return cls(layout.root, experiment, [(r.seed, r.fold, load_method(layout.model(r.key))) for r in records])
+
+    def __len__(self) -> int:
+        return len(self.models)
 
 
 # -- statistics and cells ---------------------------------------------------------------------

@@ -19,12 +19,13 @@ import torch.nn.functional as F
 from ..config import build_config
 from ..data.batch import Batch, iterate_batches, tensor_cache
 from ..data.dataset import Dataset, Subset
-from ..errors import NotFittedError, invalid_parameter
+from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
 from ..metrics import METRICS
 from ..missing import make_sampler
 from ..nn.layers import masked_mean
 from ..protocols import Protocol
-from ..training import RunContext, TrainResult, evaluate, selection_score
+from ..predictions import Predictions
+from ..training import RunContext, TrainResult, evaluate, metrics_of, predict_settings, selection_score
 from ..training import train as run_training
 
 
@@ -48,6 +49,12 @@ class DataSpec:
     sequence: dict[str, bool]
     task: str
     output_dim: int
+    class_names: tuple[str, ...] | None = None
+
+    def __post_init__(self):  # tuples again after a trip through JSON
+        object.__setattr__(self, "modalities", tuple(self.modalities))
+        if self.class_names is not None:
+            object.__setattr__(self, "class_names", tuple(self.class_names))
 
     @classmethod
     def of(cls, dataset: Dataset) -> "DataSpec":
@@ -57,6 +64,7 @@ class DataSpec:
             sequence={m: dataset.is_sequence(m) for m in dataset.modalities},
             task=dataset.task,
             output_dim=dataset.output_dim,
+            class_names=dataset.class_names,
         )
 
 
@@ -214,11 +222,81 @@ class Method:
         with torch.no_grad():
             return self.forward(batch)
 
-    def evaluate(self, subset: Subset, settings: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-        """Metrics on ``subset`` under each setting (see :func:`imsa.training.evaluate`)."""
+    def predict_settings(self, subset: Subset, settings: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Raw predictions (regression values or logits) for ``subset`` under each setting,
+        aligned with ``subset.indices`` (see :func:`imsa.training.predict_settings`)."""
         self._check_fitted()
         self.model_.eval()
-        return evaluate(lambda b: self.forward(b).prediction, subset, settings, level=self.level, batch_size=self.config.eval_batch_size)
+        return predict_settings(lambda b: self.forward(b).prediction, subset, settings, level=self.level, batch_size=self.config.eval_batch_size)
+
+    def evaluate(self, subset: Subset, settings: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+        """Metrics on ``subset`` under each setting (see :func:`imsa.training.evaluate`)."""
+        return metrics_of(self.predict_settings(subset, settings), subset)
+
+    def predict_dataset(self, data: Dataset | Subset, modalities=None, *, present: np.ndarray | None = None) -> Predictions:
+        """One prediction per utterance of ``data``, from the given modalities.
+
+        Parameters
+        ----------
+        data : Dataset or Subset
+            Utterances of the shape the model was trained on (modalities, dimensions).
+        modalities : iterable of str, optional
+            The modalities to use (e.g. ``("l", "a")``); default all of the model's.
+        present : ndarray, optional
+            ``(N_dataset, M)`` bool: which modalities each utterance has (default: all).
+            A modality is used where it is both asked for and present.
+
+        Returns
+        -------
+        Predictions
+            In the order of ``data`` (a subset: its videos, utterances in spoken order).
+        """
+        self._check_fitted()
+        subset = data if isinstance(data, Subset) else Subset(data, list(dict.fromkeys(data.video_ids)))
+        dataset = subset.dataset
+        self.check_data(dataset)
+        names = self.spec_.modalities
+        if modalities is not None:
+            modalities = tuple(modalities)
+            unknown = [m for m in modalities if m not in names]
+            if unknown or not modalities:
+                raise ConfigError(f"Modalities {','.join(modalities) or '(none)'}: this {self.name} model uses {','.join(names)}.")
+        mask = np.ones((len(dataset), len(names)), dtype=bool)
+        if modalities is not None:
+            mask[:, [m not in modalities for m in names]] = False
+        if present is not None:
+            mask &= np.asarray(present, dtype=bool)
+        empty = ~mask[subset.indices].any(axis=1)
+        if empty.any():
+            first = [dataset.utterance_ids[i] for i in subset.indices[empty][:3]]
+            raise DataError(f"{dataset.name}: {int(empty.sum())} utterance(s) have none of the modalities asked for, e.g. {', '.join(first)}.")
+        values = self.predict_settings(subset, {"given": mask})["given"]
+        if self.spec_.task == "classification":
+            values = torch.softmax(torch.from_numpy(values), dim=-1).numpy()
+        return Predictions(
+            utterance_ids=[dataset.utterance_ids[i] for i in subset.indices],
+            video_ids=[dataset.video_ids[i] for i in subset.indices],
+            labels=subset.labels,
+            values=values,
+            present=mask[subset.indices],
+            modalities=names,
+            task=self.spec_.task,
+            class_names=self.spec_.class_names or dataset.class_names,
+        )
+
+    def check_data(self, dataset: Dataset) -> None:
+        """Refuse data of another shape than the model's (modalities, dimensions, task), naming what differs."""
+        self._check_fitted()
+        spec, other = self.spec_, DataSpec.of(dataset)
+        for what in ("modalities", "dims", "sequence", "task", "output_dim"):
+            if getattr(spec, what) != getattr(other, what):
+                raise DataError(f"{dataset.name}: {what} {getattr(other, what)}, but this {self.name} model was trained on {what} {getattr(spec, what)}.")
+
+    def save(self, path, **provenance):
+        """Write the fitted method as ``<path>.safetensors`` + ``<path>.json`` (see :mod:`imsa.model_files`)."""
+        from ..model_files import save_model
+
+        return save_model(self.state_dict(), path, **provenance)
 
     def state_dict(self) -> dict:
         self._check_fitted()

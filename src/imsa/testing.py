@@ -17,7 +17,9 @@ from __future__ import annotations
 import copy
 import dataclasses
 import io
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,6 +31,7 @@ from .errors import ConfigError, NotFittedError
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from .methods.base import Method, TrainConfig, task_loss
 from .missing import fixed_conditions
+from .model_files import read_model
 from .protocols import Protocol
 from .training import RunContext
 
@@ -211,16 +214,20 @@ def check_missing_modality_is_not_read(c: MethodChecker) -> None:
 
 
 def check_state_dict_round_trip(c: MethodChecker) -> None:
-    """A saved state loads without unpickling code (weights_only) into identical predictions."""
+    """A saved state loads without unpickling code (weights_only, and as a safetensors model file) into identical predictions."""
     for variant in VARIANTS:
         method = c.fitted(variant)
         buffer = io.BytesIO()
         torch.save(method.state_dict(), buffer)
         buffer.seek(0)
         restored = c.cls().load_state_dict(torch.load(buffer, weights_only=True))
-        require(restored.config == method.config, f"{c.label}/{variant}: the restored config differs")
+        with tempfile.TemporaryDirectory() as folder:
+            from_file = c.cls().load_state_dict(read_model(method.save(Path(folder) / "model"))[0])
         test = c.datasets[variant].split(0)["test"]
-        require(_same_predictions(_predictions(method, test), _predictions(restored, test)), f"{c.label}/{variant}: the restored method predicts differently")
+        expected = _predictions(method, test)
+        for how, other in (("state_dict", restored), ("model file", from_file)):
+            require(other.config == method.config, f"{c.label}/{variant}: the config restored from its {how} differs")
+            require(_same_predictions(expected, _predictions(other, test)), f"{c.label}/{variant}: the method restored from its {how} predicts differently")
 
 
 def check_seed_repeats(c: MethodChecker) -> None:

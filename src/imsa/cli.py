@@ -168,12 +168,12 @@ def cmd_grid_run(args) -> int:
 def cmd_report(args) -> int:
     from .experiments.report import markdown, report_tables, write_report
 
-    written = write_report(args.dir, args.out, metrics=args.metrics, split=args.split, digits=args.digits)
-    tables = report_tables(args.dir, args.metrics, args.split)
+    tables = report_tables(args.dir, args.metrics, args.split, baseline=args.baseline, resamples=args.resamples)
+    written = write_report(args.dir, args.out, digits=args.digits, alpha=args.alpha, tables=tables)
     first = {}
     for table in tables:  # print the first metric's table of each protocol; the files hold them all
         first.setdefault(table.protocol, table)
-    print(markdown(list(first.values()), args.digits))
+    print(markdown(list(first.values()), args.digits, args.alpha))
     for key, path in written.items():
         print(f"{key:>11}  {path}")
     return 0
@@ -431,6 +431,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metrics", nargs="+", help="metrics to report (default: regression acc2_has0 f1_has0 acc2_non0 mae corr acc7; classification wa ua wf1)")
     report.add_argument("--split", choices=["valid", "test"], default="test")
     report.add_argument("--digits", type=int, default=3, help="decimals in the tables (default 3)")
+    report.add_argument("--baseline", help="test every method against this one (default: against each column's best)")
+    report.add_argument("--alpha", type=float, default=0.05, help="level of the significance markers (default 0.05)")
+    report.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples over test utterances (default 1000)")
     report.set_defaults(func=cmd_report)
 
     data = sub.add_parser("data", help="download, verify and list datasets")

@@ -9,12 +9,19 @@ and writes, for one split:
   rates) as columns plus their average, each cell ``mean ± std`` over seeds x folds
   (sample std, ddof = 1), the best mean per column in bold;
 * ``fixed.csv`` and ``random.csv``: the same tables as numbers (mean, std and n per cell);
-* ``cells.csv``: every cell once, with the run files it aggregates (its provenance);
+* ``cells.csv``: every cell once, with the run files it aggregates (its provenance) and
+  its significance against the column's reference;
 * ``rate_curve.png``: metric against missing rate per method, with ±std bands;
 * ``conditions.png``: metric per fixed condition per method, with ±std error bars.
 
 Metrics keep the names of :mod:`imsa.metrics` (``acc2_has0`` and ``acc2_non0`` are the
 two Acc-2 definitions) and every table says which definition it shows.
+
+Significance (:mod:`imsa.significance`): in every column, each row is compared with the
+column's reference, the best row of its dataset or the ``baseline`` method's: a paired
+sign-flip permutation test over the matched seed x fold runs (marker ``*``) and a paired
+bootstrap over test utterances from the runs' stored predictions (marker ``†``), each at
+``alpha``; the p-values are in the CSV files.
 """
 
 from __future__ import annotations
@@ -34,7 +41,8 @@ import yaml
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..metrics import METRICS
-from .store import SPLITS, RunRecord, Stats, format_cell, load_record
+from ..significance import better, paired_bootstrap_p, paired_permutation_p
+from .store import SPLITS, RunRecord, Stats, format_cell, load_record, read_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +60,11 @@ class Cell:
 
     values: list[float] = field(default_factory=list)
     runs: list[str] = field(default_factory=list)
+    keys: list[tuple[int, int]] = field(default_factory=list)  # (seed, fold) of each value
+    sources: list[list[tuple[str, str]]] = field(default_factory=list)  # per value: (run file, setting) it averages
+    reference: bool = False
+    p_runs: float = math.nan
+    p_bootstrap: float = math.nan
 
     @property
     def stats(self) -> Stats:
@@ -158,10 +171,12 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
             columns: list[str] = []
             if kind == "fixed":
                 for path, record in selected:
+                    conditions = [s for s in record.metrics[split] if s != "mean"]
                     for setting, values in record.metrics[split].items():
                         if metric in values:
-                            column = _average_column(len(record.metrics[split]) - 1) if setting == "mean" else setting
-                            _add(cells[(record.method, record.dataset)][column], values[metric], path)
+                            column = _average_column(len(conditions)) if setting == "mean" else setting
+                            sources = [(path, s) for s in conditions] if setting == "mean" else [(path, setting)]
+                            _add(cells[(record.method, record.dataset)][column], values[metric], path, (record.seed, record.fold), sources)
                             if column not in columns:
                                 columns.append(column)
             else:
@@ -174,14 +189,16 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
                     if value is None:
                         continue
                     row = (record.method, record.dataset)
-                    _add(cells[row][f"{record.protocol.rate:.1f}"], value, path)
-                    by_run[(row, record.seed, record.fold)][record.protocol.rate] = (value, path)
+                    _add(cells[row][f"{record.protocol.rate:.1f}"], value, path, (record.seed, record.fold), [(path, setting)])
+                    by_run[(row, record.seed, record.fold)][record.protocol.rate] = (value, path, setting)
                 average = _average_column(len(rates), "rates")
-                for (row, _, _), per_rate in sorted(by_run.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
+                for (row, seed, fold), per_rate in sorted(by_run.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
                     if len(per_rate) == len(rates):  # the average needs every rate of that seed and fold
                         cell = cells[row][average]
-                        cell.values.append(float(np.mean([v for v, _ in per_rate.values()])))
-                        cell.runs.extend(p for _, p in per_rate.values())
+                        cell.values.append(float(np.mean([v for v, _, _ in per_rate.values()])))
+                        cell.runs.extend(p for _, p, _ in per_rate.values())
+                        cell.keys.append((seed, fold))
+                        cell.sources.append([(p, s) for _, p, s in per_rate.values()])
                 columns.append(average)
             if cells:
                 ordered = {row: dict(cells[row]) for row in sorted(cells, key=row_key)}
@@ -193,10 +210,81 @@ def _average_column(count: int, what: str = "conditions") -> str:
     return f"avg ({count} {what})" if what == "rates" else f"avg ({count})"
 
 
-def _add(cell: Cell, value, path: str) -> None:
+def _add(cell: Cell, value, path: str, key: tuple[int, int], sources: list) -> None:
     if value is not None and math.isfinite(value):
         cell.values.append(float(value))
         cell.runs.append(path)
+        cell.keys.append(key)
+        cell.sources.append(sources)
+
+
+def add_significance(tables: list[Table], root: str | os.PathLike, *, baseline: str | None = None, resamples: int = 1000) -> None:
+    """Mark each column's reference row and test every other row against it (see the module docstring).
+
+    The reference is the ``baseline`` method's row of the same dataset, else the row with
+    the best mean. The bootstrap needs both rows' stored predictions
+    (``predictions/<key>.npz``) on identical utterances; where they are missing its p is NaN.
+    """
+    root = Path(root)
+    cache: dict[str, dict] = {}
+
+    def stored(path: str) -> dict | None:
+        if path not in cache:
+            npz = (root / path).parent.parent / "predictions" / (Path(path).stem + ".npz")
+            cache[path] = read_predictions(npz) if npz.is_file() else None
+        return cache[path]
+
+    for table in tables:
+        if baseline is not None and baseline not in {m for m, _ in table.rows}:
+            raise ConfigError(f"--baseline {baseline}: no such method in the report (methods: {', '.join(sorted({m for m, _ in table.rows}))}).")
+        for column in table.columns:
+            for dataset in {d for _, d in table.rows}:
+                rows = [r for r in table.rows if r[1] == dataset and column in table.cells[r] and table.cells[r][column].n]
+                if len(rows) < 2:
+                    continue
+                if baseline is not None:
+                    reference = next((r for r in rows if r[0] == baseline), None)
+                    if reference is None:
+                        continue
+                else:
+                    reference = rows[0]
+                    for r in rows[1:]:
+                        if better(table.metric, table.cells[r][column].mean, table.cells[reference][column].mean):
+                            reference = r
+                ref = table.cells[reference][column]
+                ref.reference = True
+                for row in rows:
+                    if row == reference:
+                        continue
+                    cell = table.cells[row][column]
+                    mine = dict(zip(cell.keys, zip(cell.values, cell.sources)))
+                    theirs = dict(zip(ref.keys, zip(ref.values, ref.sources)))
+                    matched = sorted(set(mine) & set(theirs))
+                    cell.p_runs = paired_permutation_p([mine[k][0] - theirs[k][0] for k in matched])
+                    cell.p_bootstrap = paired_bootstrap_p(_strata(matched, mine, theirs, table.split, stored), table.metric, resamples=resamples)
+
+
+def _strata(matched, mine, theirs, split: str, stored) -> list:
+    """Per matched run: labels and both rows' predictions per condition, if stored for identical utterances."""
+    strata = []
+    for key in matched:
+        pairs, labels = [], None
+        for (path_a, setting_a), (path_b, setting_b) in zip(mine[key][1], theirs[key][1]):
+            a, b = stored(path_a), stored(path_b)
+            if a is None or b is None or setting_a not in a.get(split, {}) or setting_b not in b.get(split, {}):
+                return []
+            if not np.array_equal(a[split]["ids"], b[split]["ids"]):
+                return []
+            labels = a[split]["labels"]
+            pairs.append((a[split][setting_a], b[split][setting_b]))
+        strata.append((labels, pairs))
+    return strata
+
+
+def _markers(cell: Cell | None, alpha: float, dagger: str = "†") -> str:
+    if cell is None or cell.reference:
+        return ""
+    return ("*" if cell.p_runs < alpha else "") + (dagger if cell.p_bootstrap < alpha else "")
 
 
 def _title(table: Table) -> str:
@@ -210,8 +298,11 @@ def _row_label(row: tuple[str, str], datasets: set) -> str:
     return method if len(datasets) == 1 else f"{method} / {dataset}"
 
 
-def markdown(tables: list[Table], digits: int = 3) -> str:
-    """The tables as Markdown, best mean per column in bold."""
+ALPHA = 0.05
+
+
+def markdown(tables: list[Table], digits: int = 3, alpha: float = ALPHA) -> str:
+    """The tables as Markdown, best mean per column in bold, significance markers (see the module docstring)."""
     parts = []
     for table in tables:
         datasets = {d for _, d in table.rows}
@@ -225,15 +316,21 @@ def markdown(tables: list[Table], digits: int = 3) -> str:
                 best = table.best(column)
                 if best is not None and column in cells and cells[column].n and round(cells[column].mean, digits) == round(best, digits):
                     text = f"**{text}**"
-                out.append(text)
+                marks = _markers(cell, alpha).replace("*", r"\*")  # escaped: next to bold ** it would read as emphasis
+                out.append(f"{text} {marks}" if marks else text)
             lines.append("| " + " | ".join(out) + " |")
         if len(datasets) == 1:
             lines.append(f"\nDataset: {next(iter(datasets))}. Cells: mean ± std over seeds × folds; runs per cell in cells.csv.")
+        if any(c.reference for cells in table.cells.values() for c in cells.values()):
+            lines.append(
+                f"\nAgainst each column's reference (the best row, or --baseline): * paired permutation test over matched "
+                f"seed × fold runs, † paired bootstrap over test utterances, p < {alpha:g}; p-values in cells.csv."
+            )
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 
 
-def latex(tables: list[Table], digits: int = 3) -> str:
+def latex(tables: list[Table], digits: int = 3, alpha: float = ALPHA) -> str:
     """The tables as LaTeX ``table`` environments (needs ``\\usepackage{booktabs}``)."""
 
     def esc(text: str) -> str:
@@ -263,7 +360,9 @@ def latex(tables: list[Table], digits: int = 3) -> str:
                 mean = f"{cell.mean:.{digits}f}"
                 if best is not None and round(cell.mean, digits) == round(best, digits):
                     mean = rf"\textbf{{{mean}}}"
-                out.append(mean if cell.n == 1 else rf"{mean} $\pm$ {cell.std:.{digits}f}")
+                marks = _markers(cell, alpha, dagger=r"\dagger")
+                text = mean if cell.n == 1 else rf"{mean} $\pm$ {cell.std:.{digits}f}"
+                out.append(text + (f"$^{{{marks}}}$" if marks else ""))
             lines.append(" & ".join(out) + r" \\")
         lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
         parts.append("\n".join(lines))
@@ -278,13 +377,14 @@ def wide_csv(tables: list[Table], protocol: str) -> str:
         columns += [c for c in table.columns if c not in columns]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["split", "protocol", "metric", "method", "dataset"] + [f"{c} {s}" for c in columns for s in ("mean", "std", "n")])
+    parts = ("mean", "std", "n", "p_runs", "p_bootstrap")
+    writer.writerow(["split", "protocol", "metric", "method", "dataset"] + [f"{c} {s}" for c in columns for s in parts])
     for table in selected:
         for (method, dataset), cells in table.cells.items():
             row = [table.split, protocol, table.metric, method, dataset]
             for column in columns:
                 cell = cells.get(column)
-                row += [f"{cell.mean:.6f}", f"{cell.std:.6f}", cell.n] if cell and cell.n else ["", "", 0]
+                row += [f"{cell.mean:.6f}", f"{cell.std:.6f}", cell.n, _p(cell.p_runs), _p(cell.p_bootstrap)] if cell and cell.n else ["", "", 0, "", ""]
             writer.writerow(row)
     return buffer.getvalue()
 
@@ -293,14 +393,21 @@ def cells_csv(tables: list[Table]) -> str:
     """Every cell with the run files it aggregates (``;``-separated, relative to the store)."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["split", "protocol", "metric", "method", "dataset", "column", "mean", "std", "n", "runs"])
+    writer.writerow(["split", "protocol", "metric", "method", "dataset", "column", "mean", "std", "n", "reference", "p_runs", "p_bootstrap", "runs"])
     for table in tables:
         for (method, dataset), cells in table.cells.items():
             for column in table.columns:
                 cell = cells.get(column)
                 if cell is not None and cell.n:
-                    writer.writerow([table.split, table.protocol, table.metric, method, dataset, column, f"{cell.mean:.6f}", f"{cell.std:.6f}", cell.n, ";".join(cell.runs)])
+                    writer.writerow(
+                        [table.split, table.protocol, table.metric, method, dataset, column, f"{cell.mean:.6f}", f"{cell.std:.6f}", cell.n]
+                        + [int(cell.reference), _p(cell.p_runs), _p(cell.p_bootstrap), ";".join(cell.runs)]
+                    )
     return buffer.getvalue()
+
+
+def _p(value: float) -> str:
+    return "" if math.isnan(value) else f"{value:.4g}"
 
 
 def _grid(count: int):
@@ -392,8 +499,9 @@ def plot_conditions(tables: list[Table], path: Path) -> bool:
     return True
 
 
-def report_tables(root: str | os.PathLike, metrics=None, split: str = "test") -> list[Table]:
-    """:func:`build_tables` over every run under ``root``, rows in the order of its ``grid.yaml`` if it has one."""
+def report_tables(root: str | os.PathLike, metrics=None, split: str = "test", *, baseline: str | None = None, resamples: int = 1000) -> list[Table]:
+    """:func:`build_tables` over every run under ``root`` (rows in the order of its ``grid.yaml``
+    if it has one), with significance against each column's reference (:func:`add_significance`)."""
     root = Path(root)
     runs = collect_runs(root)  # every file is read (and a bad one refused) before anything is written
     order = {}
@@ -403,10 +511,22 @@ def report_tables(root: str | os.PathLike, metrics=None, split: str = "test") ->
     tables = build_tables(runs, metrics, split, order)
     if not tables:
         raise ConfigError(f"{root}: none of the runs has the metric(s) {', '.join(metrics or [])} on the {split} split.")
+    add_significance(tables, root, baseline=baseline, resamples=resamples)
     return tables
 
 
-def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, *, metrics=None, split: str = "test", digits: int = 3) -> dict[str, Path]:
+def write_report(
+    root: str | os.PathLike,
+    out: str | os.PathLike | None = None,
+    *,
+    metrics=None,
+    split: str = "test",
+    digits: int = 3,
+    baseline: str | None = None,
+    alpha: float = ALPHA,
+    resamples: int = 1000,
+    tables: list[Table] | None = None,
+) -> dict[str, Path]:
     """Aggregate the run files under ``root`` and write tables and plots to ``out``.
 
     Parameters
@@ -420,6 +540,14 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
     split : {"valid", "test"}
     digits : int
         Decimals in the Markdown and LaTeX tables.
+    baseline : str, optional
+        The method every row is tested against (default: each column's best row).
+    alpha : float
+        Level of the significance markers.
+    resamples : int
+        Bootstrap resamples.
+    tables : list of Table, optional
+        Tables already made by :func:`report_tables` (default: made here).
 
     Returns
     -------
@@ -428,7 +556,7 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         -> path, for the files written.
     """
     root = Path(root)
-    tables = report_tables(root, metrics, split)
+    tables = tables if tables is not None else report_tables(root, metrics, split, baseline=baseline, resamples=resamples)
     runs = {path for table in tables for cells in table.cells.values() for cell in cells.values() for path in cell.runs}
     out = Path(out) if out else root / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -439,8 +567,8 @@ def write_report(root: str | os.PathLike, out: str | os.PathLike | None = None, 
         written[key] = atomic_write_text(path, text)
 
     header = f"# imsa report: {root}\n\n{len(runs)} runs. Each cell: mean ± std (sample std, ddof = 1) over the seeds × folds of that row; cells.csv lists the run files behind every cell.\n\n"
-    write("markdown", "report.md", header + markdown(tables, digits))
-    write("latex", "report.tex", latex(tables, digits))
+    write("markdown", "report.md", header + markdown(tables, digits, alpha))
+    write("latex", "report.tex", latex(tables, digits, alpha))
     write("cells", "cells.csv", cells_csv(tables))
     for protocol in ("fixed", "random"):
         if any(t.protocol == protocol for t in tables):

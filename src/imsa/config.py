@@ -11,6 +11,7 @@ is a frozen dataclass: nothing mutates it afterwards.
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from importlib import resources
@@ -43,6 +44,43 @@ def _parse_value(text: str):
     return None if isinstance(parsed, str) and parsed.lower() == "none" else parsed
 
 
+@dataclass(frozen=True)
+class Interval:
+    """The domain of a numeric config value: ``low``/``high`` bounds (None: unbounded), open or closed."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        if self.high is not None and (value >= self.high if self.high_open else value > self.high):
+            return False
+        return True
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'greater than' if self.low_open else 'at least'} {self.low:g}"
+        return f"in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+COUNT = Interval(1)  # epochs, sizes, widths: at least 1
+POSITIVE = Interval(0, low_open=True)
+NON_NEGATIVE = Interval(0)
+PROBABILITY = Interval(0, 1, high_open=True)  # dropout rates
+
+
+def check_domains(config) -> None:
+    """Refuse a config value outside the domain its class declares in ``DOMAINS`` (None passes where allowed)."""
+    owner = type(config).__qualname__
+    for name, domain in getattr(config, "DOMAINS", {}).items():
+        value = getattr(config, name)
+        if value is not None and value not in domain:
+            raise ConfigError(f"The {name!r} parameter of {owner} must be {domain}. Got {value!r} instead.")
+
+
 def _coerce(value, annotation, key: str, owner: str):
     """Check ``value`` against a field annotation, converting ints to floats where asked."""
     origin = typing.get_origin(annotation)
@@ -55,6 +93,8 @@ def _coerce(value, annotation, key: str, owner: str):
         if option is type(None):
             continue
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"The {key!r} parameter of {owner} must be a finite number. Got {value!r} instead.")
             return float(value)
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return value

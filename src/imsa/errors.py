@@ -22,6 +22,29 @@ class NotFittedError(ImsaError, RuntimeError):
     """A method was used for prediction before ``fit``."""
 
 
+def describe_os_error(error: OSError) -> str:
+    """One line for a file-system error on a user's path: the path, what went wrong, what to do.
+
+    The one place where such errors become messages (the CLI prints it).
+    """
+    path = error.filename if error.filename is not None else "?"
+    what = {
+        FileNotFoundError: "no such file or directory",
+        IsADirectoryError: "is a directory; a file is expected here",
+        NotADirectoryError: "a path component is a file; a directory is expected here",
+        PermissionError: "permission denied; check its permissions or choose another path",
+        FileExistsError: "already exists and is in the way; choose another path",
+    }.get(type(error))
+    if what is None:
+        if error.errno == 40:  # ELOOP
+            what = "a symbolic link loop; fix or remove the link"
+        elif error.errno == 28:  # ENOSPC
+            what = "no space left on the device; free some space or choose another --out"
+        else:
+            what = error.strerror or str(error)
+    return f"{path}: {what}."
+
+
 def invalid_parameter(name: str, owner: str, expected: str, got) -> ConfigError:
     """One template for parameter errors, as scikit-learn does.
 

@@ -45,6 +45,8 @@ class Protocol:
             raise ConfigError(f"Unknown protocol {self.kind!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
         if self.kind == "random" and not 0.0 <= self.rate <= MAX_RATE:
             raise invalid_parameter("rate", "the random protocol", f"in [0, {MAX_RATE}]", self.rate)
+        if isinstance(self.mask_seed, bool) or not isinstance(self.mask_seed, int) or self.mask_seed < 0:
+            raise invalid_parameter("mask_seed", "the protocol", "an integer of at least 0", self.mask_seed)
 
     @property
     def name(self) -> str:

@@ -56,6 +56,20 @@ class Experiment:
     dataset_options: dict = field(default_factory=dict)
     packaged: str | None = None
 
+    def __post_init__(self):
+        for name in ("seeds", "folds"):
+            values = getattr(self, name)
+            if values is None:
+                continue
+            if name == "seeds" and not values:
+                raise ConfigError("At least one seed is needed.")
+            for value in values:
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                    raise ConfigError(f"{name} must be integers of at least 0. Got {value!r}.")
+            repeated = sorted({v for v in values if list(values).count(v) > 1})
+            if repeated:
+                raise ConfigError(f"{name} {', '.join(map(str, repeated))} given more than once: each would count twice in mean ± std. Give each once.")
+
     def packaged_config(self, family: str | None = None) -> PackagedConfig:
         """The packaged config file that applies; ``family`` defaults to the registered dataset's."""
         if family is None:

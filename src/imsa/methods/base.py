@@ -9,6 +9,7 @@ runs the one loop of :mod:`imsa.training`.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import build_config
+from ..config import COUNT, NON_NEGATIVE, POSITIVE, build_config, check_domains
 from ..data.batch import Batch, iterate_batches, tensor_cache
 from ..data.dataset import Dataset, Subset
 from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
@@ -104,17 +105,26 @@ class TrainConfig:
     eval_batch_size: int = 256
     train_missing: str = "complete"
 
+    # The domain of every numeric key, checked on construction (CLI, YAML, grids and the
+    # Python API all build configs here); a subclass extends it with its own keys.
+    DOMAINS: ClassVar[dict] = {
+        "epochs": COUNT,
+        "batch_size": COUNT,
+        "eval_batch_size": COUNT,
+        "lr": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "patience": COUNT,
+        "grad_clip": POSITIVE,
+    }
+
     def __post_init__(self):
         owner = type(self).__qualname__
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise invalid_parameter(name, owner, "at least 1", getattr(self, name))
-        if self.lr <= 0:
-            raise invalid_parameter("lr", owner, "positive", self.lr)
+        check_domains(self)
+        for name, value in dataclasses.asdict(self).items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise invalid_parameter(name, owner, "a finite number", value)
         if self.select_metric is not None and self.select_metric not in METRICS:
             raise invalid_parameter("select_metric", owner, f"one of {', '.join(METRICS)}", self.select_metric)
-        if self.patience is not None and self.patience < 1:
-            raise invalid_parameter("patience", owner, "at least 1 or None", self.patience)
         make_sampler(self.train_missing)  # refuse a bad spec before training starts
 
 

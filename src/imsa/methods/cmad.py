@@ -23,12 +23,14 @@ released code is defective (see the spec in the project's docs):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..data.batch import TEXT, Batch
 from ..errors import ConfigError, invalid_parameter
 from ..missing import Complete, CombinationDistribution, condition_index, fixed_conditions, make_sampler
@@ -316,16 +318,20 @@ class CMADConfig(TrainConfig):
     logit_distillation: bool = True
     train_student: bool = True
 
+    DOMAINS: ClassVar[dict] = {
+        **TrainConfig.DOMAINS,
+        **dict.fromkeys(("teacher_epochs", "dim", "depth", "num_latents", "heads", "dim_head", "fusion_depth", "fusion_heads", "fusion_ffn", "max_text_length"), COUNT),
+        **dict.fromkeys(("fusion_dropout", "head_dropout"), PROBABILITY),
+        **dict.fromkeys(("tau", "temperature"), POSITIVE),
+        **dict.fromkeys(("delta", "gamma", "mar_scale", "begin_epoch"), NON_NEGATIVE),
+    }
+
     def __post_init__(self):
         super().__post_init__()
-        if self.teacher_epochs < 1:
-            raise invalid_parameter("teacher_epochs", "CMADConfig", "at least 1", self.teacher_epochs)
         if self.mar_update not in ("fixed", "per_epoch"):
             raise invalid_parameter("mar_update", "CMADConfig", "'fixed' or 'per_epoch'", self.mar_update)
         if self.dim % self.fusion_heads:
             raise invalid_parameter("fusion_heads", "CMADConfig", f"a divisor of dim={self.dim}", self.fusion_heads)
-        if self.tau <= 0 or self.temperature <= 0:
-            raise invalid_parameter("tau" if self.tau <= 0 else "temperature", "CMADConfig", "positive", min(self.tau, self.temperature))
 
 
 # -- recipe ---------------------------------------------------------------------------------------

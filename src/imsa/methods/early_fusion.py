@@ -7,10 +7,12 @@ modalities zeroed. It shows what a model that never saw missing data loses.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ..config import COUNT, PROBABILITY
 from ..data.batch import Batch
 from ..nn.layers import Standardize
 from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig, pooled
@@ -56,6 +58,8 @@ class EarlyFusionConfig(TrainConfig):
 
     dim: int = 64
     dropout: float = 0.3
+
+    DOMAINS: ClassVar[dict] = {**TrainConfig.DOMAINS, "dim": COUNT, "dropout": PROBABILITY}
     train_missing: str = "complete"
 
 

@@ -9,10 +9,12 @@ This is the floor that the published methods must beat.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from ..config import COUNT, PROBABILITY
 from ..data.batch import Batch
 from ..nn.layers import Standardize, masked_mean
 from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig, pooled
@@ -58,6 +60,8 @@ class LateFusionConfig(TrainConfig):
 
     dim: int = 64
     dropout: float = 0.3
+
+    DOMAINS: ClassVar[dict] = {**TrainConfig.DOMAINS, "dim": COUNT, "dropout": PROBABILITY}
     train_missing: str = "dropout:0.3"
 
 

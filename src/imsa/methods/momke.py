@@ -25,12 +25,14 @@ import copy
 import math
 from contextlib import nullcontext
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import COUNT, PROBABILITY
 from ..data.batch import Batch
 from ..errors import ConfigError, invalid_parameter
 from ..missing import Complete, FixedCondition, condition_index, fixed_conditions, make_sampler
@@ -355,10 +357,10 @@ class MoMKEConfig(TrainConfig):
     standardize: bool = True
     bf16: bool = False
 
+    DOMAINS: ClassVar[dict] = {**TrainConfig.DOMAINS, "stage1_epochs": COUNT, "dim": COUNT, "depth": COUNT, "heads": COUNT, "dropout": PROBABILITY}
+
     def __post_init__(self):
         super().__post_init__()
-        if self.stage1_epochs < 1:
-            raise invalid_parameter("stage1_epochs", "MoMKEConfig", "at least 1", self.stage1_epochs)
         if self.regression_loss not in ("mse", "l1"):
             raise invalid_parameter("regression_loss", "MoMKEConfig", "'mse' or 'l1'", self.regression_loss)
 

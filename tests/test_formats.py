@@ -134,7 +134,10 @@ def test_mmsa_classification_labels(tmp_path):
 def test_mmsa_video_split_between_splits_keeps_published_membership(tmp_path):
     content = mmsa_content(True)
     content["valid"]["id"] = ["vidA$_$7", "vidA$_$8"]  # CH-SIMS-like: one video in two splits
-    d = load_dataset(str(write_pickle(tmp_path / "unaligned_39.pkl", content)), format="mmsa")
+    path = write_pickle(tmp_path / "unaligned_39.pkl", content)
+    with pytest.raises(DataError, match=r"vidA in train and valid: leakage.*data.shared_videos=allow"):
+        load_dataset(str(path), format="mmsa")  # refused unless the published split is wanted as it is
+    d = load_dataset(str(path), format="mmsa", shared_videos="allow")
     fold = d.folds[0]
     assert "valid/vidA" in fold.valid and "train/vidA" in fold.train
     assert len(d.split(0)["valid"]) == 2 and len(d.split(0)["train"]) == 4

@@ -111,6 +111,11 @@ class Dataset:
         for key, values in self.annotations.items():
             if len(values) != n:
                 raise DataError(f"{self.name}: annotation {key!r} has {len(values)} entries for {n} utterances.")
+        bad = ~np.isfinite(np.asarray(self.labels, dtype=np.float64))
+        if bad.any():
+            first = [self.utterance_ids[i] for i in np.flatnonzero(bad)[:3]]
+            files = f" (read from {', '.join(sorted(self.checksums))})" if self.checksums else ""
+            raise DataError(f"{self.name}{files}: {int(bad.sum())} label(s) are NaN or infinite, e.g. utterance(s) {', '.join(first)}; fix or remove them.")
         if len(set(self.utterance_ids)) != n:
             raise DataError(f"{self.name}: utterance ids are not unique.")
         known = set(self.video_ids)

@@ -13,6 +13,7 @@ from typing import Callable
 
 from ..errors import DataError
 from ..registry import Registry
+from .checks import check_loaded
 from .dataset import Dataset
 from .families import check_family, detect_family
 from .paths import resolve_data_dir
@@ -86,7 +87,20 @@ def dataset_family(name: str) -> str | None:
     return DATASETS[name].family if name in DATASETS else None
 
 
-def load_dataset(name: str, data_dir=None, *, format: str | None = None, family: str | None = None, **options) -> Dataset:
+# Options every dataset takes, whatever its loader (see load_dataset).
+COMMON_OPTIONS = {"family": "", "label_range": [], "shared_videos": "refuse"}
+
+
+def load_dataset(
+    name: str,
+    data_dir=None,
+    *,
+    format: str | None = None,
+    family: str | None = None,
+    label_range=None,
+    shared_videos: str = "refuse",
+    **options,
+) -> Dataset:
     """Load a registered dataset, or a user's file in one of the published formats.
 
     Parameters
@@ -102,6 +116,12 @@ def load_dataset(name: str, data_dir=None, *, format: str | None = None, family:
     family : str, optional
         The dataset family (which packaged method configs apply). Default: declared by
         the registry, or detected from a file's content (sizes, ids, labels).
+    label_range : [low, high], optional
+        The scale of regression labels; default the family's ([-3, 3]; CH-SIMS [-1, 1]).
+        Labels outside it are refused.
+    shared_videos : {"refuse", "allow"}
+        A split that divides a video between train, valid and test is refused as
+        leakage unless allowed (to reproduce a published split that does so).
     **options
         Loader options (e.g. ``num_videos`` for ``synthetic``); unknown ones are an error.
     """
@@ -117,6 +137,7 @@ def load_dataset(name: str, data_dir=None, *, format: str | None = None, family:
                 dataset.family, dataset.family_source = family, "given"
             elif not dataset.family:
                 dataset.family, dataset.family_source = detect_family(dataset)
+            check_loaded(dataset, label_range=label_range, shared_videos=shared_videos)
             return dataset
         if format is not None:
             raise DataError(f"{name}: file not found (looked in the working directory and under the data root {resolve_data_dir(data_dir)}).")
@@ -126,4 +147,5 @@ def load_dataset(name: str, data_dir=None, *, format: str | None = None, family:
     check_options(f"dataset {name}", entry.options, options)
     dataset = entry.loader(resolve_data_dir(data_dir), **options)
     dataset.family, dataset.family_source = (family, "given") if family is not None else (entry.family, "registered")
+    check_loaded(dataset, label_range=label_range, shared_videos=shared_videos)
     return dataset

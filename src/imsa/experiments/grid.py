@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from ..config import build_config, packaged_config
-from ..data.registry import dataset_entry, dataset_family, load_dataset
+from ..data.registry import COMMON_OPTIONS, dataset_entry, dataset_family, load_dataset
 from ..errors import ConfigError, ImsaError
 from ..files import atomic_write_text
 from ..methods import method_class
@@ -44,7 +45,7 @@ from ..protocols import PROTOCOLS, Protocol
 from ..training import RunContext, notify
 from .backends import make_backend
 from .runner import Experiment, RunSpec, finish_experiment, plan_experiment
-from .store import load_record
+from .store import load_record, locked
 
 logger = logging.getLogger(__name__)
 
@@ -252,7 +253,7 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
             fail(f"dataset_options.{dataset}", f"dataset {dataset!r} is not in this grid's datasets ({', '.join(datasets)}).")
         if not isinstance(options, dict):
             fail(f"dataset_options.{dataset}", f"expected a mapping of loader options, got {options!r}.")
-        valid = {**dataset_entry(dataset).options, "family": ""}
+        valid = {**dataset_entry(dataset).options, **COMMON_OPTIONS}
         for key in options:
             if key not in valid:
                 fail(f"dataset_options.{dataset}.{key}", f"unknown option for dataset {dataset}. Valid options: {', '.join(sorted(valid)) or 'none'}.")
@@ -332,11 +333,13 @@ class GridPlan:
         return [spec for _, _, specs in self.experiments for spec in specs]
 
 
-def plan_grid(grid: Grid, out: str | os.PathLike, *, data_dir=None) -> GridPlan:
+def plan_grid(grid: Grid, out: str | os.PathLike, *, data_dir=None, locks: ExitStack) -> GridPlan:
     """Load the grid's datasets, claim every experiment directory under ``out`` and list the runs.
 
     Nothing trains here; every error a grid can cause (missing data, a fold a dataset
-    lacks, a store holding another experiment, an unreadable run file) is raised now.
+    lacks, a store holding another experiment, an unreadable run file, another process
+    on the store) is raised now. The store and its experiment directories are locked
+    through ``locks`` (see :func:`imsa.experiments.store.locked`).
     """
     out = Path(out)
     datasets = {}
@@ -352,10 +355,8 @@ def plan_grid(grid: Grid, out: str | os.PathLike, *, data_dir=None) -> GridPlan:
     experiments = []
     for relative, experiment in grid.experiments():
         directory = out / relative
-        specs = plan_experiment(experiment, directory, datasets[experiment.dataset])
-        for spec in specs:
-            if spec.done:
-                load_record(spec.path)  # an unreadable result fails now, not after hours of training
+        locks.enter_context(locked(directory))  # held until the grid ends: no other process writes there
+        specs = plan_experiment(experiment, directory, datasets[experiment.dataset])  # refuses unreadable or foreign results now
         experiments.append((directory, experiment, specs))
     _write_grid_file(out, grid)
     return GridPlan(out, experiments, datasets)
@@ -397,7 +398,13 @@ def run_grid(
     dict
         Relative experiment directory -> its summary (also written to its ``summary.json``).
     """
-    plan = plan_grid(grid, out, data_dir=data_dir)
+    with ExitStack() as locks:
+        return _run_grid(grid, out, data_dir=data_dir, backend=backend, context=context, locks=locks)
+
+
+def _run_grid(grid: Grid, out, *, data_dir, backend, context: RunContext, locks: ExitStack) -> dict[str, dict]:
+    locks.enter_context(locked(out))
+    plan = plan_grid(grid, out, data_dir=data_dir, locks=locks)
     backend = make_backend(backend) if isinstance(backend, str) else backend
     runs = plan.runs
     todo = [spec for spec in runs if not spec.done]

@@ -159,7 +159,17 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
 
     def row_key(row):
         method, dataset = row
-        return (dataset_rank.get(dataset, len(dataset_rank)), dataset, method_rank.get(method, len(method_rank)), method)
+        return (dataset_rank.get(dataset, len(dataset_rank)), dataset, method_rank.get(_method_of(method), len(method_rank)), method)
+
+    # Runs of one method and dataset under different configs never share a cell: each
+    # config gets its own row, labelled with its config id.
+    configs: dict = defaultdict(set)
+    for _, record in runs:
+        configs[(record.method, record.dataset)].add(record.config_id)
+
+    def row_of(record) -> tuple[str, str]:
+        several = len(configs[(record.method, record.dataset)]) > 1
+        return (f"{record.method} [{record.config_id}]" if several else record.method, record.dataset)
 
     tables = []
     for kind in ("fixed", "random"):
@@ -176,7 +186,7 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
                         if metric in values:
                             column = _average_column(len(conditions)) if setting == "mean" else setting
                             sources = [(path, s) for s in conditions] if setting == "mean" else [(path, setting)]
-                            _add(cells[(record.method, record.dataset)][column], values[metric], path, (record.seed, record.fold), sources)
+                            _add(cells[row_of(record)][column], values[metric], path, (record.seed, record.fold), sources)
                             if column not in columns:
                                 columns.append(column)
             else:
@@ -188,7 +198,7 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
                     value = record.metrics[split][setting].get(metric)
                     if value is None:
                         continue
-                    row = (record.method, record.dataset)
+                    row = row_of(record)
                     _add(cells[row][f"{record.protocol.rate:.1f}"], value, path, (record.seed, record.fold), [(path, setting)])
                     by_run[(row, record.seed, record.fold)][record.protocol.rate] = (value, path, setting)
                 average = _average_column(len(rates), "rates")
@@ -204,6 +214,11 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
                 ordered = {row: dict(cells[row]) for row in sorted(cells, key=row_key)}
                 tables.append(Table(kind, metric, split, columns, ordered))
     return tables
+
+
+def _method_of(row_label: str) -> str:
+    """The method of a row label (``"momke [1a2b3c4d]"`` -> ``"momke"``)."""
+    return row_label.split(" [", 1)[0]
 
 
 def _average_column(count: int, what: str = "conditions") -> str:
@@ -235,15 +250,15 @@ def add_significance(tables: list[Table], root: str | os.PathLike, *, baseline: 
         return cache[path]
 
     for table in tables:
-        if baseline is not None and baseline not in {m for m, _ in table.rows}:
-            raise ConfigError(f"--baseline {baseline}: no such method in the report (methods: {', '.join(sorted({m for m, _ in table.rows}))}).")
+        if baseline is not None and baseline not in {_method_of(m) for m, _ in table.rows}:
+            raise ConfigError(f"--baseline {baseline}: no such method in the report (methods: {', '.join(sorted({_method_of(m) for m, _ in table.rows}))}).")
         for column in table.columns:
             for dataset in {d for _, d in table.rows}:
                 rows = [r for r in table.rows if r[1] == dataset and column in table.cells[r] and table.cells[r][column].n]
                 if len(rows) < 2:
                     continue
                 if baseline is not None:
-                    reference = next((r for r in rows if r[0] == baseline), None)
+                    reference = next((r for r in rows if _method_of(r[0]) == baseline), None)
                     if reference is None:
                         continue
                 else:

@@ -26,6 +26,7 @@ import yaml
 
 from .. import __version__
 from ..config import PackagedConfig, build_config, packaged_config, packaged_names
+from ..data.checks import check_fold
 from ..data.dataset import Dataset
 from ..data.registry import dataset_family, load_dataset
 from ..errors import ConfigError
@@ -34,7 +35,7 @@ from ..protocols import Protocol
 from ..files import atomic_write_text
 from ..model_files import save_model
 from ..training import RunContext, metrics_of, notify, seed_everything
-from .store import SPLITS, RunLayout, RunRecord, load_record, run_key, summarize, write_predictions, write_record, write_summary
+from .store import LOCK_FILE, SPLITS, RunLayout, RunRecord, fingerprint, load_record, locked, run_key, summarize, write_predictions, write_record, write_summary
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,7 @@ class RunSpec:
     seed: int
     fold: int
     out: Path
+    identity: str = ""  # the experiment's fingerprint, carried by the run file
 
     @property
     def key(self) -> str:
@@ -140,6 +142,7 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     for fold in folds:
         if not 0 <= fold < len(dataset.folds):
             raise ConfigError(f"Dataset {dataset.name} has {len(dataset.folds)} fold(s); fold {fold} does not exist.")
+        check_fold(dataset, fold)
     out = Path(out)
     resolved = {
         "method": experiment.method,
@@ -156,7 +159,27 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     if packaged.name is None and packaged_names(experiment.method):
         logger.warning("%s; %s runs with its defaults (name one with --config %s/<name>).", packaged.reason, experiment.method, experiment.method)
     _claim_directory(out, resolved)
-    return [RunSpec(experiment, seed, fold, out) for seed in experiment.seeds for fold in folds]
+    identity = experiment_fingerprint(resolved)
+    specs = [RunSpec(experiment, seed, fold, out, identity) for seed in experiment.seeds for fold in folds]
+    for spec in specs:
+        if spec.done:
+            check_record(spec, load_record(spec.path))  # a foreign or unreadable result fails now, not after training
+    return specs
+
+
+def experiment_fingerprint(resolved: dict) -> str:
+    """The identity every run file of a run directory carries: its resolved experiment, less seeds and folds."""
+    return fingerprint({k: v for k, v in resolved.items() if k not in ("seeds", "folds")})
+
+
+def check_record(spec: "RunSpec", record: RunRecord) -> RunRecord:
+    """Refuse a run file that belongs to another experiment or another run, naming it."""
+    if (record.seed, record.fold) != (spec.seed, spec.fold) or (record.experiment and record.experiment != spec.identity):
+        raise ConfigError(
+            f"{spec.path}: this run file belongs to another experiment or run (seed {record.seed}, fold {record.fold}, "
+            f"experiment {record.experiment[:12] or 'unknown'}; this directory is {spec.identity[:12]}). Move it away, or delete it to train that run again."
+        )
+    return record
 
 
 def run_one(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext()) -> RunRecord:
@@ -167,7 +190,7 @@ def run_one(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunContext
     """
     if spec.done:
         logger.info("%s: finished earlier, skipped (%s).", spec.key, spec.path)
-        return load_record(spec.path)
+        return check_record(spec, load_record(spec.path))
     output = train_run(spec, dataset, context=context)
     save_run(spec, output)
     return output.record
@@ -226,6 +249,7 @@ def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunConte
         wall_time_s=time.perf_counter() - started,
         torch_threads=torch.get_num_threads(),
         versions=versions(),
+        experiment=spec.identity,
     )
     return RunOutput(
         record,
@@ -295,22 +319,28 @@ def run_experiment(
     if experiment.packaged or dataset_family(experiment.dataset) is not None:
         experiment.resolved_config()  # the packaged file is known: fail on a bad key before loading data
     dataset = dataset or load_dataset(experiment.dataset, data_dir, **experiment.dataset_options)
-    specs = plan_experiment(experiment, out, dataset)
-    records = []
-    for index, spec in enumerate(specs):
-        notify(context.callbacks, "on_run_start", spec.key, index, len(specs))
-        record = run_one(spec, dataset, context=context)
-        notify(context.callbacks, "on_run_end", spec.key, record)
-        records.append(record)
-    return finish_experiment(out, records)
+    with locked(out):
+        specs = plan_experiment(experiment, out, dataset)
+        records = []
+        for index, spec in enumerate(specs):
+            notify(context.callbacks, "on_run_start", spec.key, index, len(specs))
+            record = run_one(spec, dataset, context=context)
+            notify(context.callbacks, "on_run_end", spec.key, record)
+            records.append(record)
+        return finish_experiment(out, records)
 
 
 def _claim_directory(out: Path, resolved: dict) -> None:
     """Create ``out`` or check that it holds this very experiment; never overwrite another."""
     layout = RunLayout(out)
     config_path = layout.config
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; --out needs a directory. Choose another --out.")
     if config_path.exists():
-        previous = yaml.safe_load(config_path.read_text())
+        try:
+            previous = yaml.safe_load(config_path.read_text())
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{config_path}: damaged ({type(e).__name__}); this directory cannot be resumed safely. Choose another --out, or delete the directory to start over.") from None
         if previous != resolved:
             changed = sorted(k for k in set(previous or {}) | set(resolved) if (previous or {}).get(k) != resolved.get(k))
             raise ConfigError(
@@ -318,7 +348,7 @@ def _claim_directory(out: Path, resolved: dict) -> None:
                 "Choose another --out, or delete that directory to start over."
             )
         logger.info("Resuming the experiment in %s.", out)
-    elif out.exists() and any(out.iterdir()):
+    elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise ConfigError(f"{out} exists and is not an imsa run directory; choose another --out.")
     layout.make()
     if not config_path.exists():

@@ -20,10 +20,13 @@ One owner for what ``imsa run``, ``imsa grid run``, ``imsa show`` and ``imsa rep
 from __future__ import annotations
 
 import dataclasses
+import fcntl
+import hashlib
 import json
 import math
 import os
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -124,10 +127,16 @@ class RunRecord:
     wall_time_s: float = 0.0
     torch_threads: int = 0
     versions: dict = field(default_factory=dict)
+    experiment: str = ""
 
     @property
     def key(self) -> str:
         return run_key(self.seed, self.fold)
+
+    @property
+    def config_id(self) -> str:
+        """A short id of what makes runs comparable in one table cell: config, data options, data."""
+        return fingerprint({"config": self.config, "dataset_options": self.dataset_options, "data_checksum": self.data_checksum, "mask_seed": self.protocol.mask_seed})[:8]
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -170,6 +179,38 @@ def load_record(path: str | os.PathLike) -> RunRecord:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: unreadable run file ({e}). Delete it to train that run again.") from None
     return RunRecord.from_dict(data, str(path))
+
+
+# -- who may write a directory ------------------------------------------------------------------
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def locked(directory: str | os.PathLike):
+    """Hold ``directory`` for this process: a second imsa process on it is refused at once.
+
+    An advisory lock (``flock``) on ``directory/.lock``, released when the process ends
+    however it ends, so a killed run never leaves a stale lock behind.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"{directory} is in use by another imsa process; wait for it to finish (its results are kept), or choose another --out.") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def fingerprint(data) -> str:
+    """sha256 of a JSON-able value, keys sorted: the identity of an experiment or a config."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # -- per-utterance predictions ------------------------------------------------------------------

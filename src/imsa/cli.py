@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -159,7 +160,7 @@ def _config_option(value: str | None, method: str) -> tuple[dict, str | None]:
     """``--config``: a YAML file of config values, or the name of a packaged config (``momke/mosei``)."""
     if not value:
         return {}, None
-    if Path(value).exists() or value.endswith((".yaml", ".yml")):
+    if os.path.lexists(value) or value.endswith((".yaml", ".yml")):
         return read_yaml(value), None
     from .config import packaged_config
 

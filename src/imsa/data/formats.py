@@ -180,6 +180,12 @@ def file_checksum(path: Path) -> dict[str, str]:
     return {path.name: sha256_file(path)}
 
 
+def require_samples(count: int, where: str, split: str) -> None:
+    """Refuse a split of a file with no samples: nothing could be trained, selected or scored on it."""
+    if count == 0:
+        raise DataError(f"{where}: the {split} split has no samples; every split needs utterances. Check how the file was made.")
+
+
 def require_keys(mapping, keys: Sequence[str], where: str, fix: str = "") -> None:
     """Refuse a mapping that lacks any of ``keys``; the message names the file and the key."""
     if not isinstance(mapping, Mapping):

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
-from .formats import as_array, file_checksum, pad_sequences, published_split, register_format, require_keys, split_utterance_id, text
+from .formats import as_array, file_checksum, pad_sequences, published_split, register_format, require_keys, require_samples, split_utterance_id, text
 
 FILE_SPLITS = {"train": "train", "dev": "valid", "test": "test"}
 FIX = "The file is not an intact MAG/MIB word-aligned pickle (mosi.pkl / mosei.pkl)."
@@ -58,6 +58,7 @@ def load_mag(path: Path, content, *, name: str = "", word_pieces: str = "") -> D
     require_keys(content, tuple(FILE_SPLITS), str(path), FIX)
     uids, vids, splits, labels, words, visual, acoustic = [], [], [], [], [], [], []
     for file_split, split in FILE_SPLITS.items():
+        require_samples(len(content[file_split]), f"{path} [{file_split!r}]", split)
         for k, item in enumerate(content[file_split]):
             where = f"{path} [{file_split!r}][{k}]"
             try:

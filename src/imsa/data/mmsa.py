@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import DataError, invalid_parameter
 from .dataset import Dataset
-from .formats import as_array, file_checksum, published_split, register_format, require_keys, split_utterance_id, text, zero_padding
+from .formats import as_array, file_checksum, published_split, register_format, require_keys, require_samples, split_utterance_id, text, zero_padding
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +68,7 @@ def load_mmsa(path: Path, content, *, task: str = "regression", name: str = "") 
         require_keys(part, REQUIRED, where, FIX)
         ids = list(part["id"])
         n = len(ids)
+        require_samples(n, where, split)
         x = {m: as_array(part[key], f"{where}[{key!r}]", 3, rows=n) for m, key in MODALITY_KEYS.items()}
         text_len = _text_lengths(part, where, n, x["l"].shape[1])
         lens = {"l": text_len}

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
-from .formats import as_array, file_checksum, published_split, register_format, require_keys, split_utterance_id
+from .formats import as_array, file_checksum, published_split, register_format, require_keys, require_samples, split_utterance_id
 
 SPLITS = ("train", "valid", "test")
 MODALITY_KEYS = {"l": "text", "a": "audio", "v": "vision"}
@@ -65,6 +65,7 @@ def load_mult(path: Path, content, *, name: str = "") -> Dataset:
         require_keys(part, ("text", "audio", "vision", "labels", "id"), where, FIX)
         raw_labels = as_array(part["labels"], f"{where}['labels']", (1, 2, 3))
         n = len(raw_labels)
+        require_samples(n, where, split)
         for m, key in MODALITY_KEYS.items():
             features[m].append(as_array(part[key], f"{where}[{key!r}]", 3, rows=n))
         ids = list(part["id"])

@@ -194,6 +194,8 @@ def locked(directory: str | os.PathLike):
     however it ends, so a killed run never leaves a stale lock behind.
     """
     directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} is a file; --out needs a directory. Choose another --out.")
     directory.mkdir(parents=True, exist_ok=True)
     handle = open(directory / LOCK_FILE, "a+")
     try:

@@ -16,6 +16,18 @@ SHARED_DATA = PROJECT_ROOT.parent / "shared" / "datasets"
 torch.set_num_threads(2)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_user_cache(tmp_path_factory):
+    """The user cache (verified-file records, text features) of the test session: never the real one."""
+    previous = os.environ.get("XDG_CACHE_HOME")
+    os.environ["XDG_CACHE_HOME"] = str(tmp_path_factory.mktemp("user-cache"))
+    yield
+    if previous is None:
+        os.environ.pop("XDG_CACHE_HOME")
+    else:
+        os.environ["XDG_CACHE_HOME"] = previous
+
+
 def real_data_root() -> Path | None:
     root = Path(os.environ["IMSA_DATA"]) if os.environ.get("IMSA_DATA") else SHARED_DATA
     return root if (root / "cmu-mosi" / "bc-lstm").is_dir() else None

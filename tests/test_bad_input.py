@@ -224,3 +224,16 @@ def test_a_second_process_on_the_same_run_directory_is_refused_and_the_first_fin
     assert first.returncode == 0, first.stderr.read()
     assert json.loads((out / "runs" / "seed1-fold0.json").read_text())["config"]["epochs"] == 300
     assert imsa(*args[3:]).returncode == 0  # the lock goes with the process
+
+
+def test_a_registered_dataset_whose_file_changed_after_download_is_refused(data_root, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(data_root / "cmu-mosi", root / "cmu-mosi", copy_function=shutil.copyfile)
+    for here, _, _ in os.walk(root):
+        os.chmod(here, 0o755)
+    audio = root / "cmu-mosi" / "bc-lstm" / "audio" / "audio_test0.csv"
+    audio.write_text(audio.read_text().replace(",", ";", 1))
+    result = imsa("run", "--dataset", "mosi-bclstm", "--data-dir", root, "--out", tmp_path / "out", "--quiet")
+    assert_one_line(result, str(audio), "modified since it was downloaded", "imsa data download mosi-bclstm --force")

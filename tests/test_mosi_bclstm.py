@@ -239,74 +239,60 @@ def test_missing_file(copy_root, rel):
     assert "imsa data download mosi-bclstm" in message
 
 
-def test_truncated_pickle(copy_root):
-    path = copy_root / PICKLE
+def _truncate(path):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    with pytest.raises(DataError, match="truncated or corrupted") as info:
-        load(copy_root)
-    assert str(path) in str(info.value) and "Download it again" in str(info.value)
 
 
-def test_foreign_pickle(copy_root):
-    path = copy_root / PICKLE
+def _foreign(path):
     path.write_bytes(pickle.dumps({"videoIDs": {}, "videoLabels": {}}))
-    with pytest.raises(DataError, match="7-item list") as info:
-        load(copy_root)
-    assert str(path) in str(info.value) and "imsa data download mosi-bclstm" in str(info.value)
 
 
-def test_feature_csv_with_a_row_removed(copy_root):
-    path = copy_root / FEATURE_CSVS["v"]
+def _drop_row(path):
     rewrite_csv(path, lambda rows: rows.pop(100))
-    with pytest.raises(DataError, match="751 rows") as info:
-        load(copy_root)
-    message = str(info.value)
-    assert str(path) in message and "752" in message and "imsa data download mosi-bclstm" in message
 
 
-def test_csv_row_with_wrong_column_count(copy_root):
-    path = copy_root / FEATURE_CSVS["l"]
-    rewrite_csv(path, lambda rows: rows[9].pop(50))  # line 10 loses a column
-    with pytest.raises(DataError) as info:
-        load(copy_root)
-    message = str(info.value)
-    assert f"{path}, line 10: 100 columns, expected 101" in message
-    assert "imsa data download mosi-bclstm" in message
+def _drop_column(path):
+    rewrite_csv(path, lambda rows: rows[9].pop(50))
 
 
-def test_binary_label_flipped_in_audio_csv(copy_root):
-    path = copy_root / FEATURE_CSVS["a"]
-
+def _flip_label(path):
     def flip(rows):
         rows[20][-1] = "0" if float(rows[20][-1]) == 1 else "1"
 
     rewrite_csv(path, flip)
-    with pytest.raises(DataError, match="disagree") as info:
-        load(copy_root)
-    message = str(info.value)
-    assert str(path) in message and "text_test0.csv" in message
-    assert "imsa data download mosi-bclstm" in message
 
 
-def test_nan_in_a_feature_cell_is_zeroed_with_a_warning(copy_root, mosi, caplog):
-    path = copy_root / FEATURE_CSVS["a"]
-    row, col = 4, 2
-    original = float(read_csv(path)[row][col])
-    assert original != 0
-
+def _nan_cell(path):
     def poison(rows):
-        rows[row][col] = "nan"
+        rows[4][2] = "nan"
 
     rewrite_csv(path, poison)
-    with caplog.at_level(logging.WARNING, logger="imsa"):
-        d = load(copy_root)
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "mosi-bclstm/a" in warnings[0] and "replaced 1 non-finite" in warnings[0]
-    i = d.utterance_ids.index(csv_utterance_ids(copy_root, "test")[row])
-    assert d.features["a"][i, col] == 0
-    assert mosi.features["a"][i, col] == np.float32(original)
-    changed = np.argwhere(d.features["a"] != mosi.features["a"])
-    assert changed.tolist() == [[i, col]]
-    for m in ("l", "v"):
-        np.testing.assert_array_equal(d.features[m], mosi.features[m])
+
+
+@pytest.mark.parametrize(
+    "rel, change",
+    [(PICKLE, _truncate), (PICKLE, _foreign), (FEATURE_CSVS["v"], _drop_row), (FEATURE_CSVS["l"], _drop_column), (FEATURE_CSVS["a"], _flip_label), (FEATURE_CSVS["a"], _nan_cell)],
+    ids=["truncated-pickle", "foreign-pickle", "csv-row-removed", "csv-column-removed", "binary-label-flipped", "nan-cell"],
+)
+def test_a_file_modified_after_download_is_refused_by_its_checksum(copy_root, rel, change):
+    path = copy_root / rel
+    change(path)
+    with pytest.raises(DataError, match="modified since it was downloaded") as info:
+        load(copy_root)
+    message = str(info.value)
+    assert str(path) in message and "imsa data download mosi-bclstm --force" in message
+
+
+def test_a_verified_file_is_not_hashed_again_until_it_changes(copy_root, monkeypatch):
+    import imsa.data.download as download
+
+    load(copy_root)  # verifies and remembers every file
+    calls = []
+    original = download.sha256_file
+    monkeypatch.setattr(download, "sha256_file", lambda path: calls.append(path) or original(path))
+    load(copy_root)
+    assert calls == []  # size and modification time unchanged: nothing hashed
+    os.utime(copy_root / FEATURE_CSVS["a"], ns=(1, 1))  # touched, not changed
+    load(copy_root)
+    assert calls == [copy_root / FEATURE_CSVS["a"]]

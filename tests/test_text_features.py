@@ -137,6 +137,46 @@ def test_missing_cache_without_compute_says_how_to_compute(tiny_model, tmp_path)
         tf.text_features("demo", ["u"], ["good"], model_path=tiny_model, cache_dir=tmp_path, compute=False)
 
 
+@pytest.mark.parametrize("option, value", [("batch_size", -1), ("batch_size", 0), ("max_length", 0)])
+def test_invalid_encoding_options_are_refused_before_encoding(tiny_model, tmp_path, monkeypatch, option, value):
+    monkeypatch.setattr(tf, "encode_texts", lambda *a, **k: pytest.fail("encoded despite an invalid option"))
+    with pytest.raises(ConfigError, match=f"'{option}' parameter of the text encoder"):
+        tf.text_features("demo", ["u"], ["good"], model_path=tiny_model, cache_dir=tmp_path, **{option: value})
+    assert not list(tmp_path.glob("*.npz"))
+
+
+@pytest.mark.parametrize("bad, problem", [(0.0, "all zero"), (np.nan, "non-finite")])
+def test_all_zero_or_non_finite_features_are_never_cached_nor_reused(tiny_model, tmp_path, monkeypatch, bad, problem):
+    ids, texts = ["v_1", "v_2"], ["good movie", "bad film"]
+    monkeypatch.setattr(tf, "encode_texts", lambda texts, **k: {"vectors": np.full((len(texts), 16), bad, np.float32)})
+    with pytest.raises(DataError, match=f"{problem}.*nothing was cached"):
+        tf.text_features("demo", ids, texts, model_path=tiny_model, cache_dir=tmp_path)
+    assert not list(tmp_path.glob("*.npz"))
+    entry = tf.cache_entry("demo", ids, texts, model_path=tiny_model, cache_dir=tmp_path)
+    np.savez(entry.path, vectors=np.full((2, 16), bad, np.float32))  # a poisoned cache from elsewhere
+    with pytest.raises(DataError, match=f"{problem}.*delete the file"):
+        tf.text_features("demo", ids, texts, model_path=tiny_model, cache_dir=tmp_path)
+
+
+def test_text_model_with_pickled_weights_that_run_code_is_refused(tiny_model, tmp_path):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    for weights in folder.glob("*.safetensors"):
+        weights.unlink()
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": Payload()}))
+    with pytest.raises(DataError, match="refused: the text model's weights are not plain tensors"):
+        TextEncoder(folder)
+    assert not marker.exists()
+
+
 def test_cache_dir_defaults_to_env_then_user_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("IMSA_CACHE", str(tmp_path / "c"))
     assert tf.text_cache_dir() == tmp_path / "c"
@@ -190,7 +230,7 @@ def test_iemocap4_text_has_session_folds(iemocap_text):
 
 def test_iemocap6_text_reads_the_six_class_labels(data_root, tiny_model, text_cache, monkeypatch):
     # The encoder is covered above; here only the 6-class labels and folds matter.
-    monkeypatch.setattr(tf, "encode_texts", lambda texts, **k: {"vectors": np.zeros((len(texts), 3), np.float32)})
+    monkeypatch.setattr(tf, "encode_texts", lambda texts, **k: {"vectors": np.ones((len(texts), 3), np.float32)})
     d6 = load_dataset("iemocap6-text", data_root, text_model=str(tiny_model), cache_dir=str(text_cache / "six"))
     assert len(d6) == 7433 and d6.num_classes == 6 and len(d6.folds) == 5
     assert sum(len(d6.split(k)["test"]) for k in range(5)) == 7433

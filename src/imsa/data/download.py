@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import json
 import os
 import urllib.error
 import urllib.parse
@@ -24,8 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, unknown_name
-from ..files import atomic_write
-from .paths import ENV_VAR, resolve_data_dir
+from ..files import atomic_write, atomic_write_text
+from .paths import ENV_VAR, default_cache_dir, resolve_data_dir
 
 MIRROR_ENV_VAR = "IMSA_MIRROR"
 TIMEOUT_S = 60.0
@@ -140,10 +141,12 @@ def verify(name: str, root: str | os.PathLike | None = None) -> dict[str, str]:
 
 
 def require_files(name: str, root: str | os.PathLike | None = None) -> dict[str, Path]:
-    """Return the absolute paths of a dataset's files, which must all be present.
+    """Return the absolute paths of a dataset's files, which must be present and intact.
 
-    Only presence is checked, not checksums: hashing megabytes on every load
-    would be slow, and :func:`download` and :func:`verify` already hash.
+    Every file's sha256 is checked against its pinned value, so a file changed after
+    its download is refused rather than read. A verified file is remembered by its
+    path, size and modification time (:func:`verified_cache`), so a second load hashes
+    nothing unless the file changed.
 
     Parameters
     ----------
@@ -160,10 +163,11 @@ def require_files(name: str, root: str | os.PathLike | None = None) -> dict[str,
     Raises
     ------
     DataError
-        If a file is missing; the message names it and how to fetch it.
+        If a file is missing or modified; the message names it and how to fetch it.
     """
     base = _root(root)
-    paths = {remote.path: base / remote.path for remote in remote_files(name)}
+    remotes = remote_files(name)
+    paths = {remote.path: base / remote.path for remote in remotes}
     missing = [rel for rel, path in paths.items() if not path.is_file()]
     if missing:
         raise DataError(
@@ -172,7 +176,50 @@ def require_files(name: str, root: str | os.PathLike | None = None) -> dict[str,
             f"Fetch it with `imsa data download {name} --data-dir {base}`, "
             f"or set {ENV_VAR} to a folder that already holds the files."
         )
+    cache = verified_cache()
+    known = cache.read()
+    for remote in remotes:
+        path = paths[remote.path]
+        stat = path.stat()
+        key = str(path.resolve())
+        if known.get(key) == [stat.st_size, stat.st_mtime_ns, remote.sha256]:
+            continue
+        if sha256_file(path) != remote.sha256:
+            raise DataError(
+                f"{path}: modified since it was downloaded (its sha256 is not the pinned {remote.sha256[:12]}...); "
+                f"imsa will not read it. Fetch an intact copy with `imsa data download {name} --force --data-dir {base}`."
+            )
+        known[key] = [stat.st_size, stat.st_mtime_ns, remote.sha256]
+    cache.write(known)
     return paths
+
+
+@dataclass(frozen=True)
+class VerifiedCache:
+    """Files whose sha256 matched, by absolute path: ``[size, mtime_ns, sha256]``.
+
+    Kept in the user cache (never in the data folder, which may be shared or read-only);
+    a cache that cannot be read or written only costs a re-hash.
+    """
+
+    path: Path
+
+    def read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def write(self, data: dict) -> None:
+        try:
+            atomic_write_text(self.path, json.dumps(data))
+        except OSError:
+            pass  # read-only cache: the next load hashes again
+
+
+def verified_cache() -> VerifiedCache:
+    return VerifiedCache(default_cache_dir() / "verified-files.json")
 
 
 def _source_url(remote: RemoteFile, mirror: str | None) -> str:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import ConfigError, DataError
 from ..files import atomic_write
 from ..registry import Registry
 from .paths import default_cache_dir
@@ -208,6 +208,9 @@ def text_features(
     features : dict of str to ndarray
     entry : CacheEntry
     """
+    for option, value in (("max_length", max_length), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"The {option!r} parameter of the text encoder must be an integer of at least 1. Got {value!r} instead.")
     entry = cache_entry(name, utterance_ids, texts, model_path=model_path, cache_dir=cache_dir, max_length=max_length, tokens=tokens)
     if entry.path.is_file():
         try:
@@ -217,6 +220,9 @@ def text_features(
             raise DataError(f"{entry.path}: unreadable text-feature cache ({e}); delete the file to compute it again.") from None
         if len(features.get("vectors", ())) != len(texts):
             raise DataError(f"{entry.path}: cache holds {len(features.get('vectors', ()))} vectors for {len(texts)} texts; delete the file to compute it again.")
+        problem = _unusable(features)
+        if problem:
+            raise DataError(f"{entry.path}: the cached text features are {problem}; delete the file to compute them again.")
         logger.info("%s: text features from the cache %s.", name, entry.path)
         return features, entry
     if not compute:
@@ -224,9 +230,22 @@ def text_features(
     logger.warning("%s: encoding %d transcripts with %s (once; cached in %s).", name, len(texts), entry.model_path, entry.path.parent)
     started = time.perf_counter()
     features = encode_texts(texts, model_path=entry.model_path, batch_size=batch_size, max_length=max_length, tokens=tokens, progress=progress)
+    problem = _unusable(features)
+    if problem:  # never cache what would poison every later run
+        raise DataError(f"{name}: the text encoder {entry.model_path} produced features that are {problem}; nothing was cached. Check the model folder.")
     atomic_write(entry.path, lambda f: np.savez(f, **features))
     logger.info("%s: encoded in %.1f s, cached as %s.", name, time.perf_counter() - started, entry.path)
     return features, entry
+
+
+def _unusable(features: dict[str, np.ndarray]) -> str:
+    """Why text features must not be used ("all zero", "non-finite"), or "" when they are fine."""
+    vectors = features.get("vectors")
+    if vectors is None or not np.isfinite(vectors).all():
+        return "non-finite (NaN or infinite)"
+    if not np.any(vectors):
+        return "all zero"
+    return ""
 
 
 # Text sources of registered datasets ---------------------------------------------------

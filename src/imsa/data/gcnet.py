@@ -181,23 +181,31 @@ def table_folds(table: LabelTable, valid_fraction: float = 0.1) -> list[Fold]:
     return [Fold(**{s: tuple(sorted(table.splits[s])) for s in ("train", "valid", "test")})]
 
 
-def table_labels(table: LabelTable) -> tuple[np.ndarray, str, tuple[str, ...] | None]:
+def table_labels(table: LabelTable, task: str = "") -> tuple[np.ndarray, str, tuple[str, ...] | None]:
     """Labels, task and class names of a label table.
 
-    IEMOCAP (6-item) and any table whose labels are all integers: classification;
-    otherwise (MOSI/MOSEI sentiment scores) regression.
+    The task is declared by the table's layout, never guessed from the values: the
+    7-item MOSI/MOSEI table holds sentiment scores (regression, even where every score
+    happens to be an integer), the 6-item IEMOCAP table emotion classes. ``task``
+    overrides it (a 7-item table of classes, as ``imsa data export`` writes for a
+    classification dataset).
     """
+    if task not in ("", "regression", "classification"):
+        raise invalid_parameter("task", "format gcnet", "'', 'regression' or 'classification'", task)
+    task = task or ("classification" if table.is_iemocap else "regression")
     raw = table.flat("labels")
-    integer = bool(raw) and all(isinstance(y, (int, np.integer)) and not isinstance(y, bool) for y in raw)
-    if not table.is_iemocap and not integer:
+    if task == "regression":
         try:
             return np.asarray(raw, dtype=np.float32).reshape(len(raw)), "regression", None
         except (TypeError, ValueError):
             raise DataError(f"{table.path}: videoLabels must be sentiment scores. {FIX}") from None
     try:
-        labels = np.asarray(raw, dtype=np.int64).reshape(len(raw))
+        values = np.asarray(raw, dtype=np.float64).reshape(len(raw))
     except (TypeError, ValueError):
         raise DataError(f"{table.path}: videoLabels must be integer classes for IEMOCAP. {FIX}") from None
+    if not np.array_equal(values, np.round(values)):
+        raise DataError(f"{table.path}: classification needs integer class labels, found e.g. {values[values != np.round(values)][0]:g}; for sentiment scores use task=regression.")
+    labels = values.astype(np.int64)
     if len(labels) and labels.min() < 0:
         raise DataError(f"{table.path}: negative class label {int(labels.min())}.")
     k = int(labels.max()) + 1 if len(labels) else 0
@@ -332,6 +340,7 @@ def load_gcnet(
     audio_feature: str = "",
     video_feature: str = "",
     valid_fraction: float = 0.1,
+    task: str = "",
     name: str = "",
 ) -> Dataset:
     """Build a :class:`Dataset` from a GCNet label pickle and its feature folders.
@@ -352,6 +361,9 @@ def load_gcnet(
         names). A modality without a folder is not loaded.
     valid_fraction : float
         IEMOCAP: share of each training session's dialogues used for validation.
+    task : {"", "regression", "classification"}
+        Default: by the table's layout (MOSI/MOSEI sentiment regression, IEMOCAP
+        classes); ``classification`` for a 7-item table of classes.
     name : str
         Dataset name (default: ``gcnet:<pickle stem>``).
     """
@@ -372,7 +384,7 @@ def load_gcnet(
     utterances = table.flat("utterances")
     speakers = table.flat("speakers") if table.is_iemocap else [""] * len(utterances)
     features = {m: read_features(folder, utterances, speakers) for m, folder in folders.items()}
-    labels, task, class_names = table_labels(table)
+    labels, task, class_names = table_labels(table, task)
     modalities = tuple(m for m in ("l", "a", "v") if m in features)
     checksums = file_checksum(pickle_path)
     for m in modalities:

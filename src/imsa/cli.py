@@ -547,6 +547,9 @@ def main(argv=None) -> int:
     except ImsaError as e:
         print(f"imsa: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader of our output went away (`imsa ... | head`): nothing to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error when Python flushes stdout at exit
+        return 0
     except OSError as e:  # a file-system error on a path the user gave
         print(f"imsa: error: {describe_os_error(e)}", file=sys.stderr)
         return 2

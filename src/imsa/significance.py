@@ -131,8 +131,9 @@ def paired_bootstrap_p(strata: list, metric: str, *, resamples: int = 1000, seed
     Returns
     -------
     float
-        ``min(1, 2 * min(P(delta* <= 0), P(delta* >= 0)))`` where delta* is the mean over
-        runs and conditions of metric(a) - metric(b) on a resample; NaN without strata.
+        ``min(1, 2 * (min(#(delta* <= 0), #(delta* >= 0)) + 1) / (resamples + 1))`` where
+        delta* is the mean over runs and conditions of metric(a) - metric(b) on a
+        resample (at least 2 / (resamples + 1)); NaN without strata.
     """
     if not strata:
         return float("nan")
@@ -149,7 +150,9 @@ def paired_bootstrap_p(strata: list, metric: str, *, resamples: int = 1000, seed
     delta = delta[np.isfinite(delta)]
     if len(delta) == 0:
         return float("nan")
-    return float(min(1.0, 2.0 * min(np.mean(delta <= 0), np.mean(delta >= 0))))
+    # +1: the observed sample counts as one resample, so p is never reported as 0
+    other_side = min(np.sum(delta <= 0), np.sum(delta >= 0))
+    return float(min(1.0, 2.0 * (other_side + 1) / (len(delta) + 1)))
 
 
 def better(metric: str, a: float, b: float) -> bool:

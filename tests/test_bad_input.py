@@ -66,8 +66,11 @@ def mmsa_file(path, labels=None, *, classes=False, videos=("vA", "vB", "vC", "vD
         (lambda t: (t.parent / "loop").symlink_to(t) or t.symlink_to(t.parent / "loop"), ["run", "--config", "{p}"], ["{p}", "symbolic link loop"]),
         (lambda t: None, ["show", "{p}"], ["{p}", "not a finished imsa run directory"]),
         (lambda t: t.write_text("x"), ["grid", "run", "{p}"], ["{p}"]),
+        (lambda t: t.write_text("x"), ["run", "--dataset", "mosi-bclstm", "--data-dir", "{p}"], ["{p}", "not a folder"]),
+        (lambda t: t.write_text("x"), ["data", "export", "synthetic", "--out", "{p}"], ["{p}", "is a file"]),
+        (lambda t: t.write_text("x"), ["features", "text", "--dataset", "synthetic", "--cache-dir", "{p}"], ["synthetic"]),
     ],
-    ids=["config-dir", "out-file", "report-file", "config-symlink-loop", "show-missing", "grid-not-yaml"],
+    ids=["config-dir", "out-file", "report-file", "config-symlink-loop", "show-missing", "grid-not-yaml", "data-dir-file", "export-out-file", "features-of-no-text"],
 )
 def test_paths_of_the_wrong_kind(tmp_path, make, args, needles):
     target = tmp_path / "target"

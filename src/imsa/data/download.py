@@ -166,6 +166,8 @@ def require_files(name: str, root: str | os.PathLike | None = None) -> dict[str,
         If a file is missing or modified; the message names it and how to fetch it.
     """
     base = _root(root)
+    if base.exists() and not base.is_dir():
+        raise DataError(f"{base}: not a folder; the data root (--data-dir, ${ENV_VAR}) must be the folder that holds the data.")
     remotes = remote_files(name)
     paths = {remote.path: base / remote.path for remote in remotes}
     missing = [rel for rel, path in paths.items() if not path.is_file()]

@@ -69,6 +69,8 @@ def export_gcnet(dataset: Dataset, out: str | os.PathLike, *, fold: int = 0, pro
         if "/" in uid or "\\" in uid or uid in ("", ".", ".."):
             raise DataError(f"{dataset.name}: utterance id {uid!r} cannot be a file name; the GCNet layout names one file per utterance.")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"{out} is a file; --out needs a folder to write the feature folders into.")
     videos = list(dataset.video_index)
     integer = dataset.task == "classification"
     table: list = [{}, {}, {}, {}]

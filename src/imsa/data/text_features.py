@@ -211,6 +211,9 @@ def text_features(
     for option, value in (("max_length", max_length), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ConfigError(f"The {option!r} parameter of the text encoder must be an integer of at least 1. Got {value!r} instead.")
+    folder = text_cache_dir(cache_dir)
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder} is a file; the text-feature cache (--cache-dir, $IMSA_CACHE) must be a folder.")
     entry = cache_entry(name, utterance_ids, texts, model_path=model_path, cache_dir=cache_dir, max_length=max_length, tokens=tokens)
     if entry.path.is_file():
         try:

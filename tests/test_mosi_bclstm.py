@@ -7,7 +7,6 @@ it skips with the reason when ``../shared/datasets`` (or ``$IMSA_DATA``) is abse
 from __future__ import annotations
 
 import csv
-import logging
 import os
 import pickle
 import shutil

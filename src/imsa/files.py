@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -57,3 +58,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically."""
     return atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def load_tensors_only(path: str | os.PathLike):
+    """``torch.load`` that accepts tensors and plain containers only (``weights_only``), never runs code.
+
+    Raises ``pickle.UnpicklingError`` for anything more; torch's warnings about the pickle
+    protocol of such a file are silenced (the caller reports the refusal in one line).
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return torch.load(path, map_location="cpu", weights_only=True)

@@ -22,14 +22,13 @@ import os
 import pickle
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from . import __version__
 from .errors import ConfigError, DataError
-from .files import atomic_write, atomic_write_text
+from .files import atomic_write, atomic_write_text, load_tensors_only
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +109,7 @@ def read_model(path: str | os.PathLike) -> tuple[dict, dict]:
 def _read_legacy(path: Path) -> dict:
     """An imsa 0.1 ``.pt`` model: a pickle read with weights_only=True (tensors and plain containers only)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_tensors_only(path)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise DataError(f"{path}: refused: not a plain tensor file, so it was not loaded (nothing in it ran). Retrain the model ({first}).") from None

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,7 +25,7 @@ import torch
 from .data.batch import Batch, iterate_batches
 from .data.dataset import Subset
 from .errors import ConfigError, DataError
-from .files import atomic_torch_save
+from .files import atomic_torch_save, load_tensors_only
 from .metrics import METRICS, compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -251,7 +252,7 @@ def _save(path: Path, model, optimizer, extra_state, state: dict, fingerprint) -
 
 def _resume(path: Path, model, optimizer, extra_state, phase: str, fingerprint) -> dict:
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)  # tensors and plain containers only: never runs code
+        saved = load_tensors_only(path)
         mismatch = saved.get("fingerprint") != fingerprint
         if not mismatch:
             model.load_state_dict(saved["model"])
@@ -260,8 +261,11 @@ def _resume(path: Path, model, optimizer, extra_state, phase: str, fingerprint) 
                 extra_state.load_state_dict(saved["extra"])
             torch.set_rng_state(saved["torch_rng"])
             state = saved["state"]
+    except pickle.UnpicklingError:  # weights_only refused it: more than tensors and plain containers
+        raise DataError(f"{path}: refused: not a plain tensor checkpoint, so it was not loaded (nothing in it ran); cannot resume phase {phase}. Delete it to start the phase afresh.") from None
     except Exception as e:  # a checkpoint of another model or a damaged file
-        raise DataError(f"{path}: cannot resume phase {phase} from this checkpoint ({type(e).__name__}: {e}). Delete it to start the phase afresh.") from None
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"{path}: cannot resume phase {phase} from this checkpoint ({type(e).__name__}: {first}). Delete it to start the phase afresh.") from None
     if mismatch:
         raise DataError(f"{path}: this checkpoint belongs to another run (different seed or config). Use another workdir, or delete it to start the phase afresh.")
     if state["finished"]:

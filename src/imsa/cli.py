@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
-from .config import parse_assignments, read_yaml
+from .config import NON_NEGATIVE, Interval, parse_assignments, read_yaml
 from .errors import ImsaError, describe_os_error
 
 logger = logging.getLogger("imsa")
@@ -71,40 +72,29 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _count(minimum: int):
-    """An argparse type: an integer of at least ``minimum``."""
+def _option(kind: type, domain: Interval):
+    """An argparse type: a finite ``kind`` (int or float) in ``domain``, else one clear line."""
 
-    def parse(text: str) -> int:
+    def parse(text: str):
         try:
-            value = int(text)
+            value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+        if not math.isfinite(value) or value not in domain:
+            raise argparse.ArgumentTypeError(f"must be {'a finite number ' if kind is float else ''}{domain}, got {text}")
         return value
 
-    parse.__name__ = f"integer >= {minimum}"
+    parse.__name__ = f"{kind.__name__} {domain}"
     return parse
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
-    if not value >= 0 or value == float("inf"):  # refuses NaN too
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text}")
-    return value
+def _count(minimum: int):
+    """An integer option of at least ``minimum``."""
+    return _option(int, Interval(minimum))
 
 
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text}")
-    return value
+_seconds = _option(float, NON_NEGATIVE)
+_probability = _option(float, Interval(0, 1, low_open=True, high_open=True))
 
 
 def _split_overrides(pairs):

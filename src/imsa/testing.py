@@ -49,6 +49,19 @@ def require(condition, message: str) -> None:
         raise CheckFailed(message)
 
 
+def text_and_audio(dataset: Dataset) -> Dataset:
+    """``dataset`` with its text and audio only, for the two-modality code paths."""
+    return Dataset(
+        name=f"{dataset.name}-la",
+        modalities=("l", "a"),
+        features={m: dataset.features[m] for m in ("l", "a")},
+        labels=dataset.labels,
+        utterance_ids=dataset.utterance_ids,
+        video_ids=dataset.video_ids,
+        folds=dataset.folds,
+    )
+
+
 class MethodChecker:
     """A method class with the small data sets and fits that the checks share (fitted once each)."""
 
@@ -69,19 +82,10 @@ class MethodChecker:
         if self._datasets is None:
             small = dict(num_videos=20, min_utterances=3, max_utterances=6, seed=0)
             regression = load_dataset("synthetic", **small)
-            two = Dataset(
-                name="synthetic-la",
-                modalities=("l", "a"),
-                features={m: regression.features[m] for m in ("l", "a")},
-                labels=regression.labels,
-                utterance_ids=regression.utterance_ids,
-                video_ids=regression.video_ids,
-                folds=regression.folds,
-            )
             self._datasets = {
                 "regression": regression,
                 "classification": load_dataset("synthetic", num_classes=3, **small),
-                "two_modalities": two,
+                "two_modalities": text_and_audio(regression),
                 "sequence": load_dataset("synthetic", sequence_length=4, **small),
             }
         return self._datasets

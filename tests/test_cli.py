@@ -174,3 +174,16 @@ def test_show_table_gives_mean_and_std_over_runs_and_a_single_run_alone():
     summary = {"test": {"l": {"mae": {"mean": 1.0, "std": 0.25, "n": 2}, "corr": {"mean": 0.5, "std": 0.0, "n": 1}}}}
     table = format_table(summary, markdown=True)
     assert "| l | 1.000 ± 0.250 | 0.500 |" in table
+
+
+def test_threads_option_sets_and_records_torch_threads_per_run(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    out = tmp_path / "run"
+    assert main(["run", "--out", str(out), "--threads", "1", *TINY]) == 0
+    assert json.loads((out / "runs" / "seed1-fold0.json").read_text())["torch_threads"] == 1
+    assert torch.get_num_threads() == before  # restored after the run
+    with pytest.raises(SystemExit) as refused:
+        main(["run", "--threads", "0"])
+    assert refused.value.code == 2

@@ -133,7 +133,7 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     callbacks = [] if args.quiet else [ProgressBars()]
     started = time.perf_counter()
-    summary = run_experiment(experiment, out, data_dir=args.data_dir, context=RunContext(callbacks, checkpoint_interval=args.checkpoint_interval))
+    summary = run_experiment(experiment, out, data_dir=args.data_dir, context=RunContext(callbacks, checkpoint_interval=args.checkpoint_interval, threads=args.threads))
     resolved = summary["experiment"]
     applied = f"packaged {resolved['packaged_config']}.yaml" if resolved["packaged_config"] else f"{args.method} defaults, no packaged config"
     print(f"\nconfig: {applied} (dataset family: {resolved['family'] or 'unknown'}){', with your values on top' if config else ''}")
@@ -188,11 +188,11 @@ def cmd_grid_run(args) -> int:
         raise ImsaError("imsa grid run needs a grid file (GRID.yaml) or --methods, --datasets, --protocols and --seeds.")
     config, dataset_options = _split_overrides(args.set)
     grid = read_grid(args.grid, replace=replace, config=config, dataset_options=dataset_options)
-    backend = make_backend(args.backend, workers=args.workers, address=args.address)
+    backend = make_backend(args.backend, workers=args.workers, address=args.address, threads=args.threads)
     out = Path(args.out) if args.out else Path("runs") / (Path(args.grid).stem if args.grid else f"grid-{time.strftime('%Y%m%d-%H%M%S')}")
     started = time.perf_counter()
     callbacks = [] if args.quiet else [GridProgress()]
-    summaries = run_grid(grid, out, data_dir=args.data_dir, backend=backend, context=RunContext(callbacks, checkpoint_interval=args.checkpoint_interval))
+    summaries = run_grid(grid, out, data_dir=args.data_dir, backend=backend, context=RunContext(callbacks, checkpoint_interval=args.checkpoint_interval, threads=args.threads))
     runs = sum(s["runs"] for s in summaries.values())
     print(f"\nGrid of {len(summaries)} experiments, {runs} runs, in {out} ({time.perf_counter() - started:.1f} s, backend {backend.name}).")
     print(f"Tables and plots: imsa report {out}")
@@ -340,6 +340,10 @@ def cmd_predict(args) -> int:
     from .model_files import load_method
     from .predictions import average, predict_models, read_features, to_csv
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     source = Path(args.source)
     if not source.exists() and not Path(str(source) + ".json").exists():
         raise ImsaError(f"{source}: no such model file or run directory.")
@@ -430,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     run.add_argument("--format", choices=formats, help="file format of a --dataset PATH (default: detected from the file)")
     run.add_argument("--checkpoint-interval", type=_seconds, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
+    run.add_argument("--threads", type=_count(1), help="torch CPU threads per run (default: the method's, measured in benchmarks/threads.py)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -456,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     grun.add_argument("--address", help="ray: address of an existing cluster (default: start a local instance)")
     grun.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     grun.add_argument("--checkpoint-interval", type=_seconds, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
+    grun.add_argument("--threads", type=_count(1), help="torch CPU threads per run (default: sequential: the method's; local: cores // workers; ray: 1)")
     grun.add_argument("--quiet", action="store_true", help="no progress bars")
     grun.set_defaults(func=cmd_grid_run)
 
@@ -521,6 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=formats, help="file format of a --dataset PATH (default: detected)")
     predict.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="dataset option; repeatable")
     predict.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
+    predict.add_argument("--threads", type=_count(1), help="torch CPU threads")
     predict.set_defaults(func=cmd_predict)
 
     methods = sub.add_parser("methods", help="list methods and their config defaults")

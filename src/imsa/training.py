@@ -74,11 +74,15 @@ class RunContext:
         Where phases keep resume checkpoints (``<workdir>/<phase>.pt``); None: no checkpoints.
     checkpoint_interval : float
         Seconds between checkpoint writes within a phase (0: after every epoch).
+    threads : int, optional
+        Torch CPU threads for each run; None: the method's ``default_threads`` (capped
+        by the threads this process has, e.g. a grid worker's share of the cores).
     """
 
     callbacks: tuple = ()
     workdir: Path | None = None
     checkpoint_interval: float = 30.0
+    threads: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "callbacks", tuple(self.callbacks))
@@ -86,6 +90,8 @@ class RunContext:
             object.__setattr__(self, "workdir", Path(self.workdir))
         if not self.checkpoint_interval >= 0:  # also refuses NaN
             raise ConfigError(f"The 'checkpoint_interval' parameter of RunContext must be at least 0 seconds. Got {self.checkpoint_interval!r} instead.")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
+            raise ConfigError(f"The 'threads' parameter of RunContext must be an integer of at least 1. Got {self.threads!r} instead.")
 
     def checkpoint(self, phase: str) -> Path | None:
         """The resume checkpoint of ``phase``, or None without a workdir."""

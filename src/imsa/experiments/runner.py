@@ -217,6 +217,16 @@ def train_run(spec: RunSpec, dataset: Dataset, *, context: RunContext = RunConte
     experiment = spec.experiment
     config = experiment.resolved_config(dataset.family)
     cls = method_class(experiment.method)
+    available = torch.get_num_threads()
+    torch.set_num_threads(context.threads or min(cls.default_threads or available, available))
+    try:
+        return _train_run(spec, dataset, context, config, cls)
+    finally:
+        torch.set_num_threads(available)
+
+
+def _train_run(spec: RunSpec, dataset: Dataset, context: RunContext, config, cls) -> RunOutput:
+    experiment = spec.experiment
     started = time.perf_counter()
     seed_everything(spec.seed)
     splits = dataset.split(spec.fold)

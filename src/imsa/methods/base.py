@@ -177,6 +177,9 @@ class Method:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = TrainConfig
     level: ClassVar[str] = "utterance"
+    # Torch threads a run uses unless told otherwise (None: as many as the process has);
+    # chosen per method by benchmarks/threads.py.
+    default_threads: ClassVar[int | None] = None
     tiny_config: ClassVar[dict] = {}
     learning_config: ClassVar[dict] = {}
     no_task_gradient: ClassVar[tuple[str, ...]] = ()

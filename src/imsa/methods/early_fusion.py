@@ -68,6 +68,7 @@ class EarlyFusion(SinglePhaseMethod):
     """Early fusion: one MLP over concatenated features, trained on complete data."""
 
     name = "early_fusion"
+    default_threads = 1  # benchmarks/threads.py: 2 threads gain nothing idle and cost 1.5-2.4x wall time on a busy machine
     Config = EarlyFusionConfig
 
     def build(self, spec: DataSpec) -> nn.Module:

@@ -70,6 +70,7 @@ class LateFusion(SinglePhaseMethod):
     """Late fusion: masked mean of per-modality encodings, trained with modality dropout."""
 
     name = "late_fusion"
+    default_threads = 1  # benchmarks/threads.py: 2 threads gain nothing idle and cost 1.5-2.4x wall time on a busy machine
     Config = LateFusionConfig
 
     def build(self, spec: DataSpec) -> nn.Module:

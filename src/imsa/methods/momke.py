@@ -402,6 +402,7 @@ class MoMKE(Method):
     name = "momke"
     Config = MoMKEConfig
     level = "video"
+    default_threads = 2  # benchmarks/threads.py: 1.5x faster than 1 thread idle; on a busy machine pass --threads 1 (1.8x faster there)
     tiny_config = {"stage1_epochs": 1, "dim": 16, "depth": 1, "heads": 2, "lr": 1e-3, "dropout": 0.1}
     learning_config = {"stage1_epochs": 5}
     no_task_gradient = ("unimodal_heads",)  # trained by stage 1's unimodal loss only

@@ -268,6 +268,14 @@ def test_mag_word_pieces_follow_the_text_encoders_tokens(tmp_path):
     assert d.lengths["a"][i] == d.lengths["v"][i] == steps == sum(pieces) + 2
     expected = np.concatenate([np.zeros((1, 47)), np.repeat(visual, pieces, axis=0), np.zeros((1, 47))])
     np.testing.assert_array_equal(d.features["v"][i, :steps], expected)
+    # the text of such a file is an all-zero placeholder: a method that would read it is refused, naming the fix
+    from imsa.methods import create_method
+
+    split = d.split(0)
+    with pytest.raises(DataError, match=r"modality 'l' are all zero.*set text_encoder=minilm"):
+        create_method("cmad", epochs=1, teacher_epochs=1).fit(split["train"], split["valid"])
+    with pytest.raises(DataError, match=r"modality 'l' are all zero.*late_fusion would train on it"):
+        create_method("late_fusion", epochs=1).fit(split["train"], split["valid"])
 
 
 def test_mag_row_count_must_match_words(tmp_path):

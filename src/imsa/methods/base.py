@@ -328,6 +328,23 @@ class Method:
         """The untrained shape of a fitted model, for :meth:`load_state_dict` (default: :meth:`build`)."""
         return self.build(spec)
 
+    def encodes_itself(self, modality: str) -> bool:
+        """Whether the method computes ``modality``'s features itself (from raw transcripts), not reading the dataset's."""
+        return False
+
+    def data_spec(self, dataset: Dataset) -> DataSpec:
+        """The spec of the training data, refusing a modality whose features are all zero
+        (a placeholder, e.g. the text of a MAG file loaded with ``word_pieces``) that the
+        method would read as if it were data."""
+        for m in dataset.modalities:
+            if not self.encodes_itself(m) and not np.any(dataset.features[m]):
+                hint = " (set text_encoder=minilm or a model folder so that CMAD encodes the transcripts itself)" if m == "l" and self.name == "cmad" else ""
+                raise DataError(
+                    f"{dataset.name}: the features of modality {m!r} are all zero, a placeholder rather than data; "
+                    f"{self.name} would train on it as if it were real{hint}. Drop the modality or use a method that encodes it."
+                )
+        return DataSpec.of(dataset)
+
     def _check_fitted(self):
         if not hasattr(self, "model_"):
             raise NotFittedError(f"This {type(self).__name__} is not fitted yet; call fit() first.")
@@ -432,7 +449,7 @@ class SinglePhaseMethod(Method):
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         protocol, context = protocol or Protocol(), context or RunContext()
         torch.manual_seed(seed)
-        self.spec_ = DataSpec.of(train.dataset)
+        self.spec_ = self.data_spec(train.dataset)
         model = self.build(self.spec_)
         if hasattr(model, "norms"):
             fit_standardizers(model.norms, train)

@@ -355,6 +355,9 @@ class CMAD(Method):
 
         return TextEncoder(None if self.config.text_encoder == "minilm" else self.config.text_encoder)
 
+    def encodes_itself(self, modality: str) -> bool:
+        return modality == TEXT and bool(self.config.text_encoder)
+
     def build(self, spec: DataSpec) -> nn.Module:
         cfg = self.config
         return CMADNet(
@@ -376,7 +379,7 @@ class CMAD(Method):
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         cfg = self.config
         protocol, context = protocol or Protocol(), context or RunContext()
-        self.spec_ = DataSpec.of(train.dataset)
+        self.spec_ = self.data_spec(train.dataset)
         if cfg.text_encoder and train.dataset.transcripts is None:
             raise ConfigError(f"text_encoder={cfg.text_encoder!r} reads raw transcripts, which dataset {train.dataset.name} lacks; use precomputed text (text_encoder='') or a dataset with transcripts (mosi-transcripts).")
         task, modalities = self.spec_.task, self.spec_.modalities

@@ -423,7 +423,7 @@ class MoMKE(Method):
         cfg = self.config
         protocol, context = protocol or Protocol(), context or RunContext()
         torch.manual_seed(seed)
-        self.spec_ = DataSpec.of(train.dataset)
+        self.spec_ = self.data_spec(train.dataset)
         task, loss_kind = self.spec_.task, cfg.regression_loss
         stage1 = self.build(self.spec_)
         stage1.stage = 1

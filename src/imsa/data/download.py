@@ -196,6 +196,12 @@ def require_files(name: str, root: str | os.PathLike | None = None) -> dict[str,
     return paths
 
 
+def pinned_sha256(name: str) -> dict[str, str]:
+    """``{relative path: sha256}`` of a dataset's files: their checksums once
+    :func:`require_files` has verified them, so a loader need not hash them again."""
+    return {remote.path: remote.sha256 for remote in remote_files(name)}
+
+
 @dataclass(frozen=True)
 class VerifiedCache:
     """Files whose sha256 matched, by absolute path: ``[size, mtime_ns, sha256]``.

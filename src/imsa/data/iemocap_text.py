@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..errors import DataError
 from .dataset import Dataset
-from .download import GCNET_RAW, RemoteFile, require_files, sha256_file
+from .download import GCNET_RAW, RemoteFile, pinned_sha256, require_files
 from .gcnet import read_label_table, table_folds, table_labels
 from .registry import register_dataset
 from .text_features import TextSource, register_text_source, text_features
@@ -55,7 +55,7 @@ def _load(name: str, classes: int, root: Path, text_model: str, cache_dir: str, 
         task=task,
         transcripts=sentences,
         class_names=class_names,
-        checksums={LABEL_PICKLES[classes]: sha256_file(path), "text-features": entry.key},
+        checksums={LABEL_PICKLES[classes]: pinned_sha256(name)[LABEL_PICKLES[classes]], "text-features": entry.key},  # verified by require_files
         description=f"IEMOCAP {classes}-class transcripts, text only, 5 session folds",
         annotations={"speakers": table.flat("speakers")},
     )

@@ -26,7 +26,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset, Fold
-from .download import BCLSTM_RAW, GCNET_RAW, RemoteFile, require_files, sha256_file
+from .download import BCLSTM_RAW, GCNET_RAW, RemoteFile, pinned_sha256, require_files
 from .registry import register_dataset
 from .safe_pickle import load_pickle
 
@@ -167,6 +167,6 @@ def load_mosi_bclstm(root: Path) -> Dataset:
         folds=cross_validation_folds(assign_parts(sizes)),
         task="regression",
         transcripts=transcript_text,
-        checksums={rel: sha256_file(p) for rel, p in sorted(paths.items())},
+        checksums=pinned_sha256("mosi-bclstm"),  # verified by require_files
         description=__doc__.strip().splitlines()[0],
     )

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..errors import DataError
 from .dataset import Dataset
-from .download import require_files, sha256_file
+from .download import pinned_sha256, require_files
 from .gcnet import read_label_table, table_folds
 from .mosi_bclstm import FILES, LABEL_PICKLE, TRANSCRIPTS, _floats, _read_csv
 from .registry import register_dataset
@@ -98,7 +98,7 @@ def load_mosi_transcripts(root: Path, *, text_model: str = "", cache_dir: str = 
     if disagree:
         raise DataError(f"{paths[LABEL_PICKLE]}: label of {disagree[0]!r} disagrees with the CSVs' binary label ({len(disagree)} utterances). {REFETCH}")
     text, entry = text_features(NAME, utterances, sentences, model_path=text_model or None, cache_dir=cache_dir or None, max_length=max_length)
-    checksums = {rel: sha256_file(p) for rel, p in sorted(paths.items()) if rel in (LABEL_PICKLE, TRANSCRIPTS, *AUDIO_CSVS.values(), *ROW_INDEX.values())}
+    checksums = {rel: sha for rel, sha in pinned_sha256(NAME).items() if rel in (LABEL_PICKLE, TRANSCRIPTS, *AUDIO_CSVS.values(), *ROW_INDEX.values())}
     checksums["text-features"] = entry.key
     return Dataset(
         name=NAME,

@@ -11,7 +11,6 @@ is a frozen dataclass: nothing mutates it afterwards.
 from __future__ import annotations
 
 import dataclasses
-import math
 import typing
 from dataclasses import dataclass
 from importlib import resources
@@ -93,8 +92,6 @@ def _coerce(value, annotation, key: str, owner: str):
         if option is type(None):
             continue
         if option is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise ConfigError(f"The {key!r} parameter of {owner} must be a finite number. Got {value!r} instead.")
             return float(value)
         if option is int and isinstance(value, int) and not isinstance(value, bool):
             return value

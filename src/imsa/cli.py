@@ -97,6 +97,14 @@ _seconds = _option(float, NON_NEGATIVE)
 _probability = _option(float, Interval(0, 1, low_open=True, high_open=True))
 
 
+def _use_threads(threads: int | None) -> None:
+    """``--threads`` of a command that runs in this process (features text, predict)."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 def _split_overrides(pairs):
     """``--set`` pairs: ``data.KEY`` go to the dataset loader, the rest to the method config."""
     values = parse_assignments(pairs)
@@ -317,10 +325,7 @@ def cmd_features_text(args) -> int:
         if dataset.transcripts is None:
             raise ImsaError(f"Dataset {dataset.name} has no transcripts to encode. Text datasets: {', '.join(text_source_names())}.")
         name, utterance_ids, texts = dataset.name, dataset.utterance_ids, dataset.transcripts
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _use_threads(args.threads)
     started = time.perf_counter()
     with tqdm(total=len(texts), desc=f"encode {name}", unit="text", leave=False) as bar:
         features, entry = text_features(
@@ -340,10 +345,7 @@ def cmd_predict(args) -> int:
     from .model_files import load_method
     from .predictions import average, predict_models, read_features, to_csv
 
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+    _use_threads(args.threads)
     source = Path(args.source)
     if not source.exists() and not Path(str(source) + ".json").exists():
         raise ImsaError(f"{source}: no such model file or run directory.")

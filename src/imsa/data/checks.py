@@ -50,7 +50,7 @@ def check_loaded(dataset: Dataset, *, label_range=None, shared_videos: str = "re
     shared_videos : {"refuse", "allow"}
         Whether a published split may divide one video between splits (CH-SIMS does).
     """
-    where = _where(dataset)
+    where = dataset.source
     if dataset.task == "regression":
         low, high = parse_label_range(label_range) if label_range is not None else LABEL_RANGES.get(dataset.family, (None, None))
         if low is not None:
@@ -87,7 +87,7 @@ def check_loaded(dataset: Dataset, *, label_range=None, shared_videos: str = "re
 def check_fold(dataset: Dataset, fold: int) -> None:
     """The checks of one fold before a run trains on it."""
     splits = dataset.split(fold)
-    where = f"{_where(dataset)} fold {fold}"
+    where = f"{dataset.source} fold {fold}"
     for split, subset in splits.items():
         if len(subset) == 0:
             raise DataError(f"{where}: the {split} split has no utterances; nothing can be trained, selected or scored. Check the file's split lists.")
@@ -99,8 +99,3 @@ def check_fold(dataset: Dataset, fold: int) -> None:
         n = len(splits[split])
         if n < SMALL_SPLIT:
             logger.warning("%s: the %s split has %d utterance(s); %s are unreliable on so few.", where, split, n, FRAGILE_METRICS[dataset.task])
-
-
-def _where(dataset: Dataset) -> str:
-    files = ", ".join(sorted(dataset.checksums)) if dataset.checksums and not dataset.family_source == "registered" else ""
-    return f"{dataset.name} ({files})" if files else dataset.name

@@ -114,8 +114,7 @@ class Dataset:
         bad = ~np.isfinite(np.asarray(self.labels, dtype=np.float64))
         if bad.any():
             first = [self.utterance_ids[i] for i in np.flatnonzero(bad)[:3]]
-            files = f" (read from {', '.join(sorted(self.checksums))})" if self.checksums else ""
-            raise DataError(f"{self.name}{files}: {int(bad.sum())} label(s) are NaN or infinite, e.g. utterance(s) {', '.join(first)}; fix or remove them.")
+            raise DataError(f"{self.source}: {int(bad.sum())} label(s) are NaN or infinite, e.g. utterance(s) {', '.join(first)}; fix or remove them.")
         if len(set(self.utterance_ids)) != n:
             raise DataError(f"{self.name}: utterance ids are not unique.")
         known = set(self.video_ids)
@@ -125,6 +124,13 @@ class Dataset:
                 if unknown:
                     raise DataError(f"{self.name}: fold {k} {split} names unknown videos {sorted(unknown)[:3]}.")
         self.features = {m: sanitize_features(x, f"{self.name}/{m}") for m, x in self.features.items()}
+
+    @property
+    def source(self) -> str:
+        """The dataset for messages: its name and, for one read from a user's files, the files."""
+        if self.checksums and self.family_source != "registered":
+            return f"{self.name} (read from {', '.join(sorted(self.checksums))})"
+        return self.name
 
     # -- shape information -------------------------------------------------------------
     def __len__(self) -> int:

@@ -58,9 +58,9 @@ class EarlyFusionConfig(TrainConfig):
 
     dim: int = 64
     dropout: float = 0.3
+    train_missing: str = "complete"
 
     DOMAINS: ClassVar[dict] = {**TrainConfig.DOMAINS, "dim": COUNT, "dropout": PROBABILITY}
-    train_missing: str = "complete"
 
 
 @register_method

@@ -60,9 +60,9 @@ class LateFusionConfig(TrainConfig):
 
     dim: int = 64
     dropout: float = 0.3
+    train_missing: str = "dropout:0.3"
 
     DOMAINS: ClassVar[dict] = {**TrainConfig.DOMAINS, "dim": COUNT, "dropout": PROBABILITY}
-    train_missing: str = "dropout:0.3"
 
 
 @register_method

@@ -367,6 +367,58 @@ def test_fit_restores_each_expert_from_its_best_stage1_epoch(per_condition_fit):
             assert torch.equal(value, weights_at[epoch][key]), (name, key, epoch)
 
 
+class StageRecorder:
+    """Wraps the training loop of imsa.methods.base: each phase's model and optimiser at entry and at exit."""
+
+    def __init__(self, train):
+        self.train, self.entry, self.exit, self.optimizer_entry, self.optimizer_exit = train, {}, {}, {}, {}
+
+    def __call__(self, model, optimizer, *, phase, **kwargs):
+        self.entry[phase], self.optimizer_entry[phase] = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+        result = self.train(model, optimizer, phase=phase, **kwargs)
+        self.exit[phase], self.optimizer_exit[phase] = copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict())
+        return result
+
+
+@pytest.mark.parametrize("released", [True, False])
+def test_released_switches_continue_stage1s_last_weights_and_optimiser(synthetic, released):
+    """standardize=false, restore=last, stage2_optimizer=shared: the released code's dynamics."""
+    import imsa.methods.base as base
+
+    split = synthetic.split(0)
+    switches = dict(standardize=False, restore="last", stage2_optimizer="shared") if released else {}
+    recorder, weights_at = StageRecorder(base.run_training), []
+    script = iter([1.0] * 3 + [5.0] * 6)  # stage-1 validation MAE of l, a, v: every modality best at epoch 0 of 3
+
+    class Weights:
+        def on_epoch_end(self, phase, epoch, logs):
+            if phase == "stage1":
+                weights_at.append(copy.deepcopy(method.model_.state_dict()))
+
+    method = MoMKE({**TINY, "stage1_epochs": 3, "per_condition": True, **switches})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(base, "run_training", recorder)
+        patch.setattr(momke_module, "compute_metrics", lambda task, prediction, labels: {"mae": next(script)})
+        method.fit(split["train"], split["valid"], seed=0, context=RunContext([Weights()]))
+    assert method.phases_[0].optimizer_state is None  # handed on, not kept in the fitted method
+    norms = [value for key, value in recorder.exit["stage1"].items() if key.startswith("norms.")]
+    assert all(torch.equal(v, torch.zeros_like(v)) or torch.equal(v, torch.ones_like(v)) for v in norms) == released
+    start_epoch = weights_at[-1] if released else weights_at[0]
+    assert not torch.equal(weights_at[0]["experts.a.blocks.0.attention.to_qkv.weight"], weights_at[-1]["experts.a.blocks.0.attention.to_qkv.weight"])
+    stage1_optimizer = recorder.optimizer_exit["stage1"]["state"]
+    stage2 = [name for name in recorder.entry if name.startswith("stage2")]
+    assert len(stage2) == 7
+    for name in stage2:
+        start, optimizer = recorder.entry[name], recorder.optimizer_entry[name]["state"]
+        if released:  # every stage-2 model starts at the last stage-1 epoch, with stage 1's Adam moments and step count
+            assert optimizer.keys() == stage1_optimizer.keys() and optimizer, name
+            for index, values in stage1_optimizer.items():
+                assert all(torch.equal(optimizer[index][k], v) for k, v in values.items()), (name, index)
+        else:
+            assert not optimizer, name  # a fresh optimiser
+        assert all(torch.equal(start[key], value) for key, value in start_epoch.items()), name
+
+
 # -- per-condition stage 2 -----------------------------------------------------------------------
 
 
@@ -424,6 +476,25 @@ def test_invalid_configs_are_config_errors():
         MoMKEConfig(stage1_epochs=0)
     with pytest.raises(ConfigError, match="regression_loss"):
         MoMKEConfig(regression_loss="huber")
+    with pytest.raises(ConfigError, match="restore"):
+        MoMKEConfig(restore="first")
+    with pytest.raises(ConfigError, match="stage2_optimizer"):
+        MoMKEConfig(stage2_optimizer="sgd")
+    with pytest.raises(ConfigError, match="attention_dropout"):
+        MoMKEConfig(attention_dropout=1.5)
+
+
+def test_attention_dropout_acts_in_training_only():
+    torch.manual_seed(0)
+    attention = MaskedAttention(16, heads=2, dropout=0.5)
+    grid, mask = torch.randn(2, 5, 16), torch.ones(2, 1, 5, 5, dtype=torch.bool)
+    attention.eval()
+    reference = attention(grid, mask)
+    assert torch.equal(attention(grid, mask), reference)
+    attention.train()
+    assert not torch.allclose(attention(grid, mask), reference)
+    attention.dropout = 0.0
+    torch.testing.assert_close(attention(grid, mask), reference)
 
 
 PAPER = {  # the table in docs/momke.md: batch (videos/dialogues), total epochs, stage-1 epochs

@@ -229,6 +229,39 @@ def test_the_model_ends_at_the_best_validation_epoch(synthetic, maximize, best):
     assert not run.model.training
 
 
+def test_keep_last_leaves_the_last_epoch_and_still_reports_the_best(synthetic):
+    scores = [0.5, 0.9, 0.7]
+    run = Run(synthetic)
+    snapshots = Snapshots(run.model)
+    result = run(epochs=len(scores), score=scripted(scores), maximize=True, callbacks=[snapshots], keep_last=True)
+    assert result.best_epoch == 1
+    assert_same_state(run.model.state_dict(), snapshots.states[-1])
+    assert not torch.equal(snapshots.states[1]["heads.l.weight"], snapshots.states[-1]["heads.l.weight"])
+
+
+def test_select_from_never_selects_an_earlier_epoch(synthetic):
+    scores = [0.9, 0.1, 0.5, 0.7, 0.3]
+    run = Run(synthetic)
+    snapshots = Snapshots(run.model)
+    result = run(epochs=len(scores), score=scripted(scores), maximize=True, callbacks=[snapshots], select_from=2, patience=2)
+    assert (result.best_epoch, result.best_score) == (3, 0.7)  # epoch 0 scored higher but is before select_from
+    assert_same_state(run.model.state_dict(), snapshots.states[3])
+    assert [logs["best"] for logs in result.history] == [False, False, True, True, False]
+    assert not result.stopped_early  # the two epochs before select_from do not count towards patience
+
+
+def test_keep_optimizer_state_returns_the_final_state_only_when_asked(synthetic):
+    run = Run(synthetic)
+    assert run(epochs=2).optimizer_state is None
+    kept = run(epochs=1, keep_optimizer_state=True).optimizer_state
+    current = run.optimizer.state_dict()
+    assert kept["state"].keys() == current["state"].keys()
+    for key, values in current["state"].items():
+        for name, value in values.items():
+            assert torch.equal(kept["state"][key][name], value)
+            assert kept["state"][key][name] is not value  # a copy: later steps do not change it
+
+
 def test_early_stopping_after_patience_epochs_without_improvement(synthetic):
     scores = [1.0, 2.0, 3.0, 3.0, 2.5, 9.0, 9.0, 9.0]  # a tie is no improvement
     run = Run(synthetic)

@@ -108,6 +108,7 @@ class TrainResult:
     epochs_run: int
     stopped_early: bool
     history: list[dict] = field(default_factory=list)
+    optimizer_state: dict | None = field(default=None, repr=False)  # only when asked for (keep_optimizer_state)
 
     def to_dict(self) -> dict:
         return {
@@ -137,6 +138,9 @@ def train(
     extra_state=None,
     fingerprint: dict | None = None,
     callbacks: Iterable[Callback] = (),
+    keep_last: bool = False,
+    select_from: int = 0,
+    keep_optimizer_state: bool = False,
 ) -> TrainResult:
     """Train ``model`` for up to ``epochs`` epochs and leave it at the best validation epoch.
 
@@ -171,6 +175,15 @@ def train(
         What identifies the run (seed, config); a checkpoint saved under another
         fingerprint is refused instead of silently resumed.
     callbacks : iterable of Callback
+    keep_last : bool
+        Leave the model at its last epoch instead of the best one (the best is still
+        reported); for a phase whose result a later phase selects from.
+    select_from : int
+        Epochs before this one are never selected (nor count towards ``patience``); the
+        last epoch is selected if none from it on was scored yet.
+    keep_optimizer_state : bool
+        Return the optimiser's final state in the result, for a later phase that
+        continues with the same optimiser.
     """
     if epochs < 1:
         raise ConfigError(f"The 'epochs' parameter of phase {phase} must be at least 1. Got {epochs} instead.")
@@ -213,10 +226,10 @@ def train(
         model.eval()
         with torch.no_grad():
             current = float(score(epoch))
-        improved = sign * current > sign * state["best_score"]
+        improved = epoch >= select_from and sign * current > sign * state["best_score"]
         if improved:
             state.update(best_score=current, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()), bad_epochs=0)
-        else:
+        elif epoch >= select_from:
             state["bad_epochs"] += 1
         logs = {"epoch": epoch, "loss": total / max(count, 1), "score": current, "best": improved, "seconds": time.perf_counter() - started}
         state["history"].append(logs)
@@ -231,13 +244,15 @@ def train(
             _save(checkpoint, model, optimizer, extra_state, state, fingerprint)
             last_save = time.monotonic()
 
-    if state["best_state"] is not None and not state["finished"]:
+    if state["best_state"] is not None and not state["finished"] and not keep_last:
         model.load_state_dict(state["best_state"])
     state["finished"] = True
     if checkpoint is not None:
         _save(checkpoint, model, optimizer, extra_state, state, fingerprint)
     model.eval()
     result = TrainResult(phase, state["best_epoch"], state["best_score"], state["next_epoch"], state["stopped_early"], state["history"])
+    if keep_optimizer_state:
+        result.optimizer_state = copy.deepcopy(optimizer.state_dict())
     notify(callbacks, "on_phase_end", phase, result)
     return result
 

@@ -8,6 +8,7 @@ runs the one loop of :mod:`imsa.training`.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -372,6 +373,10 @@ class Method:
         predict=None,
         score=None,
         extra_state=None,
+        keep_last: bool = False,
+        select_from: int = 0,
+        optimizer_state: dict | None = None,
+        keep_optimizer_state: bool = False,
     ) -> TrainResult:
         """Run one training phase of ``model`` with the shared loop, on what it is given.
 
@@ -382,7 +387,10 @@ class Method:
         ``model(batch).prediction``). The selection score is ``select_metric`` averaged
         over ``settings``, unless ``score(epoch)`` is given. ``optimizer`` is ``"adamw"``
         (decoupled decay, not on biases and norms) or ``"adam"`` (L2 penalty on every
-        parameter, as some papers' code).
+        parameter, as some papers' code); ``optimizer_state``, if given, is loaded into
+        it (a phase continuing an earlier phase's optimiser, whose result kept it with
+        ``keep_optimizer_state``). ``keep_last`` and ``select_from`` are passed to
+        :func:`imsa.training.train`.
         """
         cfg = self.config
         predict = predict or (lambda b: model(b).prediction)
@@ -400,6 +408,8 @@ class Method:
             opt = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay, fused=True)
         else:
             opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr, fused=True)
+        if optimizer_state is not None:
+            opt.load_state_dict(copy.deepcopy(optimizer_state))  # several phases may continue one state
         return run_training(
             model,
             opt,
@@ -414,6 +424,9 @@ class Method:
             checkpoint=context.checkpoint(phase),
             checkpoint_interval=context.checkpoint_interval,
             extra_state=extra_state,
+            keep_last=keep_last,
+            select_from=select_from,
+            keep_optimizer_state=keep_optimizer_state,
             fingerprint={
                 "method": self.name,
                 "seed": seed,

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import COUNT, PROBABILITY
+from ..config import COUNT, NON_NEGATIVE, PROBABILITY
 from ..data.batch import Batch
 from ..errors import ConfigError, invalid_parameter
 from ..missing import Complete, FixedCondition, condition_index, fixed_conditions, make_sampler
@@ -106,27 +106,28 @@ class MaskedAttention(nn.Module):
     and padded utterances are never attended to, and nothing is ever NaN.
     """
 
-    def __init__(self, dim: int, *, heads: int):
+    def __init__(self, dim: int, *, heads: int, dropout: float = 0.0):
         super().__init__()
         if dim % heads:
             raise invalid_parameter("heads", "MoMKE", f"a divisor of dim={dim}", heads)
         self.heads = heads
+        self.dropout = dropout  # on the attention weights, as the released attn_drop
         self.to_qkv = nn.Linear(dim, 3 * dim)
 
     def forward(self, grid: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """``grid`` (bins, C, D) with its layout's ``attention_mask`` -> (bins, C, D)."""
         b, c, _ = grid.shape
         q, k, v = self.to_qkv(grid).view(b, c, 3, self.heads, -1).permute(2, 0, 3, 1, 4)  # each (bins, H, C, D/H)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, dropout_p=self.dropout if self.training else 0.0)
         return out.transpose(1, 2).reshape(b, c, -1)
 
 
 class ExpertBlock(nn.Module):
     """``o = attention(x); o + MLP(o)`` (no LayerNorm, no positional encoding, as the paper)."""
 
-    def __init__(self, dim: int, *, heads: int, dropout: float):
+    def __init__(self, dim: int, *, heads: int, dropout: float, attention_dropout: float = 0.0):
         super().__init__()
-        self.attention = MaskedAttention(dim, heads=heads)
+        self.attention = MaskedAttention(dim, heads=heads, dropout=attention_dropout)
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), Dropout(dropout), nn.Linear(dim, dim), Dropout(dropout))
 
     def forward(self, grid, attention_mask):
@@ -142,9 +143,9 @@ class Expert(nn.Module):
     mask keeps it out of every token's keys; the MLP is per position).
     """
 
-    def __init__(self, dim: int, *, depth: int, heads: int, dropout: float):
+    def __init__(self, dim: int, *, depth: int, heads: int, dropout: float, attention_dropout: float = 0.0):
         super().__init__()
-        self.blocks = nn.ModuleList([ExpertBlock(dim, heads=heads, dropout=dropout) for _ in range(depth)])
+        self.blocks = nn.ModuleList([ExpertBlock(dim, heads=heads, dropout=dropout, attention_dropout=attention_dropout) for _ in range(depth)])
 
     def forward(self, tokens: torch.Tensor, layout: TokenLayout) -> torch.Tensor:
         """``tokens`` (T, D) packed as ``layout`` -> (T, D)."""
@@ -185,7 +186,7 @@ class MoMKENet(nn.Module):
     Tokens are the present utterances of each modality, packed (see :class:`TokenLayout`).
     """
 
-    def __init__(self, spec: DataSpec, *, dim: int, depth: int, heads: int, dropout: float):
+    def __init__(self, spec: DataSpec, *, dim: int, depth: int, heads: int, dropout: float, attention_dropout: float = 0.0):
         super().__init__()
         self.modalities = spec.modalities
         self.task = spec.task
@@ -193,7 +194,7 @@ class MoMKENet(nn.Module):
         m, out = len(spec.modalities), spec.output_dim
         self.norms = nn.ModuleDict({k: Standardize(spec.dims[k]) for k in spec.modalities})  # identity until fitted
         self.projections = nn.ModuleDict({k: nn.Linear(spec.dims[k], dim) for k in spec.modalities})
-        self.experts = nn.ModuleDict({k: Expert(dim, depth=depth, heads=heads, dropout=dropout) for k in spec.modalities})
+        self.experts = nn.ModuleDict({k: Expert(dim, depth=depth, heads=heads, dropout=dropout, attention_dropout=attention_dropout) for k in spec.modalities})
         self.unimodal_heads = nn.ModuleDict({k: nn.Linear(dim, out) for k in spec.modalities})
         self.routers = nn.ModuleDict({k: Router(dim, m, dropout=dropout) for k in spec.modalities})
         self.fusion = nn.Linear(m * dim, m * dim)
@@ -339,6 +340,22 @@ class MoMKEConfig(TrainConfig):
     bf16 : bool
         bfloat16 autocast for matrix products (only faster where the CPU's bf16 matrix
         units are used; see benchmarks/momke_speed.py).
+    attention_dropout : float
+        Dropout on the experts' attention weights (0 in every released script).
+    restore : {"best", "last"}
+        Stage 2 starts from each modality's stage-1 parts at that modality's best
+        validation epoch (``"best"``, what the released code meant to do) or from the
+        last stage-1 epoch (``"last"``, what its no-op restore does).
+    stage2_optimizer : {"fresh", "shared"}
+        Stage 2 starts a new Adam (``"fresh"``) or continues stage 1's, moments and
+        step count included (``"shared"``, the released code's single optimiser; each
+        per-condition model continues a copy of it).
+    select_from : int
+        Stage-2 epochs before this one are never selected (counted from 0).
+
+    With ``standardize=false``, ``restore=last`` and ``stage2_optimizer=shared`` the
+    recipe trains as the released code does (``select_metric=f1_non0`` for its
+    selection criterion, moved to validation data).
     """
 
     epochs: int = 150
@@ -356,13 +373,22 @@ class MoMKEConfig(TrainConfig):
     train_missing: str = "uniform"
     standardize: bool = True
     bf16: bool = False
+    attention_dropout: float = 0.0
+    restore: str = "best"
+    stage2_optimizer: str = "fresh"
+    select_from: int = 0
 
-    DOMAINS: ClassVar[dict] = {**TrainConfig.DOMAINS, "stage1_epochs": COUNT, "dim": COUNT, "depth": COUNT, "heads": COUNT, "dropout": PROBABILITY}
+    DOMAINS: ClassVar[dict] = {
+        **TrainConfig.DOMAINS, "stage1_epochs": COUNT, "dim": COUNT, "depth": COUNT, "heads": COUNT, "dropout": PROBABILITY,
+        "attention_dropout": PROBABILITY, "select_from": NON_NEGATIVE,
+    }
+    CHOICES: ClassVar[dict] = {"regression_loss": ("mse", "l1"), "restore": ("best", "last"), "stage2_optimizer": ("fresh", "shared")}
 
     def __post_init__(self):
         super().__post_init__()
-        if self.regression_loss not in ("mse", "l1"):
-            raise invalid_parameter("regression_loss", "MoMKEConfig", "'mse' or 'l1'", self.regression_loss)
+        for key, allowed in self.CHOICES.items():
+            if getattr(self, key) not in allowed:
+                raise invalid_parameter(key, "MoMKEConfig", " or ".join(repr(a) for a in allowed), getattr(self, key))
 
 
 # -- recipe ---------------------------------------------------------------------------------------
@@ -409,7 +435,7 @@ class MoMKE(Method):
 
     def build(self, spec: DataSpec) -> nn.Module:
         cfg = self.config
-        return MoMKENet(spec, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dropout=cfg.dropout)
+        return MoMKENet(spec, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout)
 
     def _autocast(self):
         return torch.autocast("cpu", dtype=torch.bfloat16) if self.config.bf16 else nullcontext()
@@ -450,16 +476,19 @@ class MoMKE(Method):
             tracker.update(epoch, scores)
             return float(np.mean(list(scores.values())))
 
+        shared = cfg.stage2_optimizer == "shared"
         phases = [
             self.train_phase(
                 stage1, train, valid, protocol=protocol, seed=seed, loss=unimodal_loss, sampler=Complete(), settings=complete,
                 score=unimodal_scores, optimizer="adam", phase="stage1", epochs=cfg.stage1_epochs,
-                context=context, extra_state=tracker,
+                context=context, extra_state=tracker, keep_last=cfg.restore == "last", keep_optimizer_state=shared,
             )
         ]
-        tracker.restore()
+        if cfg.restore == "best":
+            tracker.restore()
         stage1.stage = 2
         initial = copy.deepcopy(stage1.state_dict())
+        optimizer_state, phases[0].optimizer_state = phases[0].optimizer_state, None
 
         # -- stage 2: routers mix all experts; one model per condition or one for all
         def fused_loss(model, batch, epoch):
@@ -481,7 +510,7 @@ class MoMKE(Method):
                 self.train_phase(
                     model, train, valid, protocol=protocol, seed=seed, loss=fused_loss, sampler=sampler,
                     settings=settings, predict=lambda b: self._predict_with(model, b), optimizer="adam", phase=phase,
-                    epochs=cfg.epochs, context=context,
+                    epochs=cfg.epochs, context=context, optimizer_state=optimizer_state, select_from=cfg.select_from,
                 )
             )
             return model

@@ -262,6 +262,30 @@ def test_keep_optimizer_state_returns_the_final_state_only_when_asked(synthetic)
             assert kept["state"][key][name] is not value  # a copy: later steps do not change it
 
 
+@pytest.mark.parametrize("schedule, factors", [
+    ("constant", [1, 1, 1, 1]),
+    ("cosine", [1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))]),
+    ("step:1,3", [1, 0.1, 0.1, 0.01]),
+])
+def test_lr_schedule_sets_each_epochs_learning_rate(synthetic, schedule, factors):
+    from imsa.training import lr_factor
+
+    run, seen = Run(synthetic, lr=0.01), []
+
+    class LearningRate:
+        def on_epoch_end(self, phase, epoch, logs):
+            seen.append(run.optimizer.param_groups[0]["lr"])
+
+    run(epochs=4, lr_schedule=lr_factor(schedule, 4), callbacks=[LearningRate()])
+    assert seen == pytest.approx([0.01 * f for f in factors])
+
+
+@pytest.mark.parametrize("schedule", ["linear", "step", "step:a,b", "cosine:3", "step:-1"])
+def test_an_unknown_lr_schedule_is_a_config_error(schedule):
+    with pytest.raises(ConfigError, match="learning-rate schedule"):
+        create_method("late_fusion", lr_schedule=schedule)
+
+
 def test_early_stopping_after_patience_epochs_without_improvement(synthetic):
     scores = [1.0, 2.0, 3.0, 3.0, 2.5, 9.0, 9.0, 9.0]  # a tie is no improvement
     run = Run(synthetic)

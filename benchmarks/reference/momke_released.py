@@ -241,7 +241,7 @@ def main(argv=None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each (default 2)")
     parser.add_argument("--imsa", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
                         help="an imsa variant to run beside the released code (repeatable); default: imsa's defaults, named 'defaults'")
-    parser.add_argument("--released-only", action="store_true", help="run the released code only (tabulating any imsa runs already in --work)")
+    parser.add_argument("--only", choices=("released", "imsa"), help="run only one side (the table still shows what the other has in --work)")
     parser.add_argument("--work", type=Path, default=REPO / "runs" / "momke_released", help="exported folds, released outputs and imsa runs (reused when present)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "momke_released.json")
     args = parser.parse_args(argv)
@@ -277,13 +277,13 @@ def main(argv=None) -> int:
             label = export_gcnet(dataset, folder / "data", fold=fold)
         for condition in args.conditions:
             out = folder / f"released-{condition}-seed{args.seed}-e{args.epochs}-s{args.stage_epochs}.npz"
-            if not out.is_file():
+            if not out.is_file() and args.only != "imsa":
                 command = [sys.executable, __file__, "released", "--repo", str(args.repo), "--label", str(label), "--condition", condition, "--out", str(out),
                            "--seed", str(args.seed), "--epochs", str(args.epochs), "--stage-epochs", str(args.stage_epochs), "--threads", "1"]
                 jobs.append((f"released fold {fold} {condition}", command, folder / f"released-{condition}.log"))
         for name, sets in variants.items():
             run_dir = folder / f"imsa-{name}-seed{args.seed}-e{stage2}-s{args.stage_epochs}"
-            if not (run_dir / "summary.json").is_file() and not args.released_only:
+            if not (run_dir / "summary.json").is_file() and args.only != "released":
                 command = ["imsa", "run", "--method", "momke", "--dataset", DATASET, "--data-dir", str(args.data_dir), "--folds", str(fold), "--seeds", str(args.seed),
                            "--out", str(run_dir), "--threads", "1", "--set", f"epochs={stage2}", "--set", f"stage1_epochs={args.stage_epochs}"]
                 for s in sets:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import os
 import pickle
 import random
@@ -40,6 +41,31 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+LR_SCHEDULES = ("constant", "cosine", "step:E1,E2,...")
+
+
+def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
+    """``factor(epoch)``: the learning rate of an epoch relative to the configured one.
+
+    ``"constant"``: 1. ``"cosine"``: ``0.5 * (1 + cos(pi * epoch / epochs))``, set per
+    epoch. ``"step:E1,E2,..."``: 0.1 for every milestone ``Ek <= epoch``, e.g.
+    ``"step:180,200"``. (CMAD's released code offers the last two.)
+    """
+    kind, _, argument = str(schedule).strip().partition(":")
+    if kind == "constant" and not argument:
+        return lambda epoch: 1.0
+    if kind == "cosine" and not argument:
+        return lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if kind == "step" and argument:
+        try:
+            milestones = [int(m) for m in argument.split(",")]
+        except ValueError:
+            milestones = None
+        if milestones and all(m >= 0 for m in milestones):
+            return lambda epoch: 0.1 ** sum(epoch >= m for m in milestones)
+    raise ConfigError(f"Unknown learning-rate schedule {schedule!r}. Valid forms: {', '.join(LR_SCHEDULES)} (e.g. step:180,200).")
 
 
 class Callback(TypingProtocol):
@@ -141,6 +167,7 @@ def train(
     keep_last: bool = False,
     select_from: int = 0,
     keep_optimizer_state: bool = False,
+    lr_schedule: Callable[[int], float] | None = None,
 ) -> TrainResult:
     """Train ``model`` for up to ``epochs`` epochs and leave it at the best validation epoch.
 
@@ -184,6 +211,9 @@ def train(
     keep_optimizer_state : bool
         Return the optimiser's final state in the result, for a later phase that
         continues with the same optimiser.
+    lr_schedule : callable, optional
+        ``factor(epoch)`` (see :func:`lr_factor`): each parameter group's learning rate
+        in that epoch is its initial one times the factor.
     """
     if epochs < 1:
         raise ConfigError(f"The 'epochs' parameter of phase {phase} must be at least 1. Got {epochs} instead.")
@@ -203,12 +233,16 @@ def train(
     if checkpoint is not None and checkpoint.exists():
         state = _resume(checkpoint, model, optimizer, extra_state, phase, fingerprint)
 
+    initial_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
     notify(callbacks, "on_phase_start", phase, epochs, state["next_epoch"])
     last_save = time.monotonic()
     epoch = state["next_epoch"]
     while not state["finished"] and epoch < epochs:
         # -- one pass over the training data
         started = time.perf_counter()
+        if lr_schedule is not None:
+            for group, initial in zip(optimizer.param_groups, initial_lrs):
+                group["lr"] = initial * lr_schedule(epoch)
         model.train()
         total, count = 0.0, 0
         for batch in batches(epoch):

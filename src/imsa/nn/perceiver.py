@@ -109,19 +109,23 @@ class Perceiver(nn.Module):
         Shape of both attentions.
     ff_mult : int
         Feed-forward expansion (GEGLU hidden width ``ff_mult * dim``).
-    dropout : float
+    attention_dropout, ff_dropout : float
+        Dropout on the attention weights and after each feed-forward.
     """
 
-    def __init__(self, *, input_dim: int, dim: int, depth: int, num_latents: int, heads: int, dim_head: int, ff_mult: int = 4, dropout: float = 0.0):
+    def __init__(
+        self, *, input_dim: int, dim: int, depth: int, num_latents: int, heads: int, dim_head: int, ff_mult: int = 4,
+        attention_dropout: float = 0.0, ff_dropout: float = 0.0,
+    ):
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim))
         self.layers = nn.ModuleList(
             nn.ModuleList(
                 [
-                    PreNorm(dim, Attention(dim, context_dim=input_dim, heads=heads, dim_head=dim_head, dropout=dropout), context_dim=input_dim),
-                    PreNorm(dim, FeedForward(dim, mult=ff_mult, dropout=dropout)),
-                    PreNorm(dim, Attention(dim, heads=heads, dim_head=dim_head, dropout=dropout)),
-                    PreNorm(dim, FeedForward(dim, mult=ff_mult, dropout=dropout)),
+                    PreNorm(dim, Attention(dim, context_dim=input_dim, heads=heads, dim_head=dim_head, dropout=attention_dropout), context_dim=input_dim),
+                    PreNorm(dim, FeedForward(dim, mult=ff_mult, dropout=ff_dropout)),
+                    PreNorm(dim, Attention(dim, heads=heads, dim_head=dim_head, dropout=attention_dropout)),
+                    PreNorm(dim, FeedForward(dim, mult=ff_mult, dropout=ff_dropout)),
                 ]
             )
             for _ in range(depth)

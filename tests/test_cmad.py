@@ -272,6 +272,9 @@ def test_long_audio_and_vision_are_cut_to_max_length_in_the_model(synthetic):
     cut.inputs["a"][1], cut.inputs["v"][1] = inputs["a"][1, :8], inputs["v"][1, :8]
     with torch.no_grad():
         torch.testing.assert_close(net(batch).prediction, net(cut).prediction)
+        unaligned = CMAD(TINY, max_length=8, aligned=False).build(spec).eval()
+        unaligned.load_state_dict(net.state_dict())
+        assert not torch.allclose(unaligned(batch).prediction, net(batch).prediction)  # the whole sequences
 
 
 def test_text_is_tokenised_to_max_length_word_pieces(tiny_text_model):
@@ -380,3 +383,78 @@ def test_packaged_configs_build_valid_configs(name):
     assert (config.dim, config.num_latents, config.heads, config.dim_head) == (96, 5, 16, 16)  # the paper's backbone
     assert (config.tau, config.delta, config.gamma, config.mar_scale) == (0.2, 0.1, 1.0, 20.0)  # and losses
     assert Experiment("cmad", dataset=name).resolved_config() == config
+
+
+# -- IEMOCAP as CMAD scores it: one present/absent task per emotion ----------------------------------
+
+
+def iemocap_mult_file(path, seed=0):
+    """A MulT iemocap_data.pkl (20 steps, 300/74/35) whose utterances may have several emotions present."""
+    import pickle
+
+    rng = np.random.default_rng(seed)
+    content = {}
+    for s, (split, n) in enumerate((("train", 48), ("valid", 16), ("test", 16))):
+        present = rng.random((n, 4)) < 0.4
+        present[:4] = [[1, 1, 0, 0], [0, 0, 1, 1], [1, 0, 0, 0], [0, 0, 0, 0]]  # two, two, one and no emotion
+        labels = np.stack([~present, present], axis=-1).astype(np.float32)
+        features = {k: rng.standard_normal((n, 20, d)).astype(np.float32) for k, d in (("text", 300), ("audio", 74), ("vision", 35))}
+        ids = np.array([f"Ses0{s + 1}F_impro0{k % 4}_{k}" for k in range(n)])
+        content[split] = {**features, "labels": labels, "id": ids}
+    path.write_bytes(pickle.dumps(content))
+    return path
+
+
+def test_cmad_runs_the_per_emotion_task_and_reports_each_emotion(tmp_path):
+    from imsa.cli import main
+    from imsa.experiments.store import load_record, read_summary
+
+    data = iemocap_mult_file(tmp_path / "iemocap_data.pkl")
+    out = tmp_path / "run"
+    sets = [f"{k}={v}" for k, v in {**TINY, "epochs": 2, "teacher_epochs": 2, "dkd": True}.items()]
+    assert main(["run", "--method", "cmad", "--dataset", str(data), "--out", str(out), "--quiet", *sum((["--set", s] for s in sets), [])]) == 0
+    (record,) = [load_record(p) for p in (out / "runs").glob("*.json")]
+    assert record.task == "multilabel"
+    for setting, metrics in record.metrics["test"].items():
+        for name in ("neutral", "happy", "sad", "angry"):
+            assert 0 <= metrics[f"binary_acc_{name}"] <= 1 and 0 <= metrics[f"binary_f1_{name}"] <= 1, setting
+        assert metrics["emotion_binary_acc"] == pytest.approx(np.mean([metrics[f"binary_acc_{n}"] for n in ("neutral", "happy", "sad", "angry")]))
+    # The per-emotion accuracy is what the saved predictions give, emotion by emotion.
+    saved = np.load(next((out / "predictions").glob("*.npz")))
+    key = next(k for k in saved.files if k.endswith("l,a,v") or k == "l,a,v")
+    decisions = saved[key].argmax(-1)
+    from imsa.data.registry import load_dataset
+
+    dataset = load_dataset(str(data))
+    test = dataset.split(0)["test"]
+    for k, name in enumerate(dataset.class_names):
+        assert record.metrics["test"]["l,a,v"][f"binary_acc_{name}"] == pytest.approx(np.mean(decisions[:, k] == test.labels[:, k]))
+    assert "emotion_binary_f1" in read_summary(out)["test"]["mean"]
+
+
+def test_methods_without_the_per_emotion_task_refuse_it_naming_one_that_has_it(tmp_path):
+    from imsa.data.registry import load_dataset
+    from imsa.methods import create_method
+
+    dataset = load_dataset(str(iemocap_mult_file(tmp_path / "iemocap_data.pkl")))
+    split = dataset.split(0)
+    for name in ("late_fusion", "early_fusion", "momke"):
+        with pytest.raises(ConfigError, match=r"not multilabel.*data\.emotions=classes.*cmad"):
+            create_method(name).fit(split["train"], split["valid"])
+
+
+def test_decoupled_kd_by_hand():
+    from imsa.methods.cmad import decoupled_kd
+
+    student, teacher = torch.tensor([[1.0, 0.0, -1.0]]), torch.tensor([[2.0, 0.5, 0.0]])
+    target = torch.tensor([0])
+    p_s, p_t = student.softmax(-1)[0], teacher.softmax(-1)[0]
+    b_s, b_t = torch.stack([p_s[0], 1 - p_s[0]]), torch.stack([p_t[0], 1 - p_t[0]])
+    tckd = (b_t * (b_t / b_s).log()).sum()
+    r_s, r_t = p_s[1:] / p_s[1:].sum(), p_t[1:] / p_t[1:].sum()
+    nckd = (r_t * (r_t / r_s).log()).sum()
+    assert decoupled_kd(student, teacher, target, alpha=1.0, beta=8.0, temperature=1.0).item() == pytest.approx((tckd + 8 * nckd).item(), rel=1e-5)
+    # Two classes: NCKD is 0 and DKD is alpha times the plain KL.
+    s2, t2 = student[:, :2], teacher[:, :2]
+    kl = (t2.softmax(-1) * (t2.log_softmax(-1) - s2.log_softmax(-1))).sum()
+    assert decoupled_kd(s2, t2, target, alpha=2.0, beta=8.0, temperature=1.0).item() == pytest.approx(2 * kl.item(), rel=1e-5)

@@ -53,6 +53,8 @@ def check_common_schema(d):
         assert not set(fold.train) & set(fold.test) and not set(fold.valid) & set(fold.test) and not set(fold.train) & set(fold.valid)
     if d.task == "classification":
         assert d.labels.dtype == np.int64 and d.labels.max() < d.num_classes
+    elif d.task == "multilabel":
+        assert d.labels.dtype == np.int64 and d.labels.shape == (n, d.num_classes) and np.isin(d.labels, (0, 1)).all()
     else:
         assert d.labels.dtype == np.float32
 
@@ -186,9 +188,23 @@ def test_mult_mosi_loads_regression_and_moves_padding_to_the_end(tmp_path, id_ro
         np.testing.assert_array_equal(d.features["a"][i, :n], part["audio"][k, -n:])
 
 
-def test_mult_iemocap_per_emotion_labels_become_classes(tmp_path):
+def test_mult_iemocap_keeps_one_binary_task_per_emotion(tmp_path):
     content = mult_content(iemocap=True)
+    content["valid"]["labels"][1, :, 1] = [1, 1, 0, 0]  # two emotions present
+    content["valid"]["labels"][1, :, 0] = [0, 0, 1, 1]
     d = load_dataset(str(write_pickle(tmp_path / "iemocap_data.pkl", content)), format="mult")
+    check_common_schema(d)
+    assert d.task == "multilabel" and d.class_names == ("neutral", "happy", "sad", "angry") and d.output_dim == 8
+    assert d.family == "iemocap4"
+    for split in SPLITS:
+        part = content[split]
+        for k, uid in enumerate(part["id"]):
+            np.testing.assert_array_equal(d.labels[d.utterance_ids.index(uid)], part["labels"][k, :, 1])
+
+
+def test_mult_iemocap_as_one_class_per_utterance(tmp_path):
+    content = mult_content(iemocap=True)
+    d = load_dataset(str(write_pickle(tmp_path / "iemocap_data.pkl", content)), format="mult", emotions="classes")
     check_common_schema(d)
     assert d.task == "classification" and d.class_names == ("neutral", "happy", "sad", "angry")
     assert d.dims == {"l": 300, "a": 74, "v": 35}
@@ -200,13 +216,15 @@ def test_mult_iemocap_per_emotion_labels_become_classes(tmp_path):
             np.testing.assert_array_equal(d.annotations["emotions"][i], part["labels"][k, :, 1] > 0.5)
 
 
-def test_mult_iemocap_sample_with_two_emotions_is_named(tmp_path):
+def test_mult_iemocap_sample_with_two_emotions_is_named_when_classes_are_asked_for(tmp_path):
     content = mult_content(iemocap=True)
     content["valid"]["labels"][1, :, 1] = 1
     path = write_pickle(tmp_path / "iemocap_data.pkl", content)
     with pytest.raises(DataError, match="sample 1") as info:
-        load_dataset(str(path))
-    assert str(path) in str(info.value) and "'valid'" in str(info.value)
+        load_dataset(str(path), emotions="classes")
+    assert str(path) in str(info.value) and "'valid'" in str(info.value) and "data.emotions=multilabel" in str(info.value)
+    with pytest.raises(ConfigError, match="emotions"):
+        load_dataset(str(path), emotions="binary")
 
 
 # ================================================================================ MAG / MIB

@@ -10,10 +10,12 @@ from imsa.errors import ConfigError
 from imsa.metrics import (
     CLASSIFICATION_METRICS,
     METRICS,
+    MULTILABEL_METRICS,
     REGRESSION_METRICS,
     MetricInfo,
     classification_metrics,
     compute_metrics,
+    multilabel_metrics,
     regression_metrics,
 )
 
@@ -197,7 +199,7 @@ def test_classification_rejects_bad_input(prediction, label, num_classes):
 
 
 def test_metric_registry():
-    assert tuple(METRICS) == REGRESSION_METRICS + CLASSIFICATION_METRICS
+    assert tuple(METRICS) == REGRESSION_METRICS + CLASSIFICATION_METRICS + MULTILABEL_METRICS
     assert all(isinstance(info, MetricInfo) and info.name == key for key, info in METRICS.items())
     assert [key for key, info in METRICS.items() if not info.higher_is_better] == ["mae"]
     with pytest.raises(AttributeError):  # frozen
@@ -209,5 +211,39 @@ def test_compute_metrics_dispatch():
     # label [0 0], prediction [0 1]: wa 1/2; ua = recall of class 0 = 1/2;
     # wf1: class 0 P 1, R 1/2 -> F1 2/3 with support 2; class 1 has support 0 -> 2/3
     assert compute_metrics("classification", [0, 1], [0, 0]) == pytest.approx({"wa": 0.5, "ua": 0.5, "wf1": 2 / 3})
-    with pytest.raises(ConfigError, match="classification, regression"):
+    with pytest.raises(ConfigError, match="classification, multilabel, regression"):
         compute_metrics("ranking", [0], [0])
+
+
+# ------------------------------------------------------------------- multilabel (IEMOCAP as MulT packs it)
+
+
+def test_multilabel_metrics_by_hand():
+    from sklearn.metrics import f1_score
+
+    # 4 utterances, 2 emotions; utterance 2 has both present, utterance 3 none.
+    label = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    logits = np.zeros((4, 2, 2))
+    decisions = np.array([[1, 0], [1, 1], [1, 0], [0, 0]])  # emotion 0: 3/4 right; emotion 1: 3/4 right
+    logits[np.arange(4)[:, None], np.arange(2), decisions] = 1.0
+    scores = multilabel_metrics(logits, label, class_names=("happy", "sad"))
+    assert scores["binary_acc_happy"] == pytest.approx(0.75) and scores["binary_acc_sad"] == pytest.approx(0.75)
+    # happy: labels 1,0,1,0 predicted 1,1,1,0: class 1 F1 = 2*2/(2*2+1) = 0.8, class 0 F1 = 2/3; weighted 0.5*0.8 + 0.5*2/3
+    assert scores["binary_f1_happy"] == pytest.approx(0.5 * 0.8 + 0.5 * 2 / 3)
+    # sad: labels 0,1,1,0 predicted 0,1,0,0: class 1 F1 = 2/3, class 0 F1 = 0.8
+    assert scores["binary_f1_sad"] == pytest.approx(0.5 * 2 / 3 + 0.5 * 0.8)
+    assert scores["emotion_binary_acc"] == pytest.approx(0.75)
+    assert scores["emotion_binary_f1"] == pytest.approx(np.mean([scores["binary_f1_happy"], scores["binary_f1_sad"]]))
+    assert compute_metrics("multilabel", decisions, label, class_names=("happy", "sad")) == scores
+    for k, name in enumerate(("happy", "sad")):
+        assert scores[f"binary_f1_{name}"] == pytest.approx(f1_score(label[:, k], decisions[:, k], average="weighted"))
+
+
+@pytest.mark.parametrize("prediction, label", [
+    (np.zeros((3, 2, 3)), np.zeros((3, 2))),  # three logits per class
+    (np.zeros((3, 2)), np.zeros((3, 3))),  # shapes differ
+    (np.full((3, 2), 2), np.zeros((3, 2))),  # not 0/1
+])
+def test_multilabel_rejects_bad_input(prediction, label):
+    with pytest.raises(ConfigError):
+        multilabel_metrics(prediction, label)

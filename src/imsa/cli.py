@@ -341,7 +341,7 @@ def cmd_features_text(args) -> int:
 def cmd_predict(args) -> int:
     from .data.registry import load_dataset
     from .files import atomic_write_text
-    from .metrics import compute_metrics
+    from .metrics import MULTILABEL_METRICS, compute_metrics
     from .model_files import load_method
     from .predictions import average, predict_models, read_features, to_csv
 
@@ -388,8 +388,9 @@ def cmd_predict(args) -> int:
     for extra, predictions in rows:
         if predictions.labels is None:
             continue
-        scores = compute_metrics(predictions.task, predictions.values, predictions.labels)
-        shown = ("acc2_has0", "f1_has0", "mae", "corr") if predictions.task == "regression" else ("wa", "ua", "wf1")
+        options = {"class_names": predictions.class_names} if predictions.task == "multilabel" else {}
+        scores = compute_metrics(predictions.task, predictions.values, predictions.labels, **options)
+        shown = {"regression": ("acc2_has0", "f1_has0", "mae", "corr"), "classification": ("wa", "ua", "wf1")}.get(predictions.task, MULTILABEL_METRICS)
         label = ", ".join(f"{k} {v}" for k, v in extra.items())
         print(f"  {label}: {len(predictions)} utterances, " + ", ".join(f"{k} {scores[k]:.4f}" for k in shown))
     return 0

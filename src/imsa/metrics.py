@@ -50,11 +50,14 @@ _METRIC_LIST = (
     MetricInfo("wa", "Weighted accuracy: accuracy over utterances", True),
     MetricInfo("ua", "Unweighted accuracy: mean per-class recall over classes present in the labels", True),
     MetricInfo("wf1", "F1 per class averaged with weights = class support (sklearn 'weighted')", True),
+    MetricInfo("emotion_binary_acc", "Multilabel: accuracy of each class's present/absent decision, averaged over classes", True),
+    MetricInfo("emotion_binary_f1", "Multilabel: weighted F1 of each class's present/absent decision, averaged over classes", True),
 )
 METRICS: dict[str, MetricInfo] = {info.name: info for info in _METRIC_LIST}
 REGRESSION_METRICS: tuple[str, ...] = ("mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0")
 CLASSIFICATION_METRICS: tuple[str, ...] = ("wa", "ua", "wf1")
-TASKS: tuple[str, ...] = ("regression", "classification")
+MULTILABEL_METRICS: tuple[str, ...] = ("emotion_binary_acc", "emotion_binary_f1")
+TASKS: tuple[str, ...] = ("regression", "classification", "multilabel")
 
 
 def _to_numpy(values, name: str, owner: str) -> np.ndarray:
@@ -245,17 +248,67 @@ def classification_metrics(prediction, label, num_classes: int | None = None) ->
     }
 
 
+def multilabel_metrics(prediction, label, class_names=None) -> dict[str, float]:
+    """Per-class binary metrics of a multilabel task (IEMOCAP as MulT packs it), and their means.
+
+    Each class is its own present/absent decision, scored as MulT scores IEMOCAP:
+    accuracy and sklearn's weighted F1 of that decision. These are not WA/UA, which
+    score one class per utterance.
+
+    Parameters
+    ----------
+    prediction : array-like of shape (N, K, 2) or (N, K)
+        Logits or probabilities (absent, present) per class, or 0/1 decisions.
+    label : array-like of shape (N, K)
+        0/1 per class.
+    class_names : sequence of str, optional
+        Names of the K classes, for the per-class keys (default ``0 .. K-1``).
+
+    Returns
+    -------
+    dict of str to float
+        ``emotion_binary_acc`` and ``emotion_binary_f1`` (the means over classes, in
+        :data:`MULTILABEL_METRICS`), then ``binary_acc_<name>`` and ``binary_f1_<name>``
+        per class.
+    """
+    owner = "multilabel_metrics"
+    scores = _to_numpy(prediction, "prediction", owner)
+    label = _to_numpy(label, "label", owner)
+    if scores.ndim == 3:
+        if scores.shape[2] != 2:
+            raise invalid_parameter("prediction", owner, "of shape (N, K, 2) or (N, K)", f"shape {scores.shape}")
+        scores = scores.argmax(axis=2)
+    if label.ndim != 2 or scores.shape != label.shape or not len(label):
+        raise invalid_parameter("prediction", owner, f"decisions of the labels' shape {label.shape} (N > 0)", f"shape {scores.shape}")
+    for name, values in (("prediction", scores), ("label", label)):
+        if not np.isin(values, (0, 1)).all():
+            raise invalid_parameter(name, owner, "0/1 per class", np.unique(values).tolist()[:5])
+    names = list(class_names) if class_names is not None else [str(k) for k in range(label.shape[1])]
+    if len(names) != label.shape[1]:
+        raise invalid_parameter("class_names", owner, f"{label.shape[1]} names", len(names))
+    per_class = {}
+    for k, name in enumerate(names):
+        per_class[f"binary_acc_{name}"] = _accuracy(scores[:, k], label[:, k])
+        per_class[f"binary_f1_{name}"] = _weighted_f1(scores[:, k], label[:, k])
+    return {
+        "emotion_binary_acc": float(np.mean([per_class[f"binary_acc_{n}"] for n in names])),
+        "emotion_binary_f1": float(np.mean([per_class[f"binary_f1_{n}"] for n in names])),
+        **per_class,
+    }
+
+
 def compute_metrics(task: str, prediction, label, **options) -> dict[str, float]:
     """Compute the metrics of a task.
 
     Parameters
     ----------
-    task : {"regression", "classification"}
-        Selects :func:`regression_metrics` or :func:`classification_metrics`.
+    task : {"regression", "classification", "multilabel"}
+        Selects :func:`regression_metrics`, :func:`classification_metrics` or
+        :func:`multilabel_metrics`.
     prediction, label : array-like
         Passed on unchanged.
     **options
-        Keyword arguments of the selected function (``num_classes``).
+        Keyword arguments of the selected function (``num_classes``, ``class_names``).
 
     Returns
     -------
@@ -270,4 +323,6 @@ def compute_metrics(task: str, prediction, label, **options) -> dict[str, float]
         return regression_metrics(prediction, label, **options)
     if task == "classification":
         return classification_metrics(prediction, label, **options)
+    if task == "multilabel":
+        return multilabel_metrics(prediction, label, **options)
     raise unknown_name("task", task, TASKS)

@@ -58,7 +58,7 @@ class Predictions:
 
     @property
     def classes(self) -> np.ndarray:
-        """The predicted class per utterance (classification)."""
+        """The predicted class per utterance (classification), or 0/1 per class (multilabel)."""
         return self.values.argmax(axis=-1)
 
     def present_names(self) -> list[str]:
@@ -70,7 +70,8 @@ def to_csv(rows: list[tuple[dict, Predictions]]) -> str:
     """CSV text: one row per utterance and model, ``extra`` columns (seed, fold, models) first.
 
     Regression: ``prediction``; classification: ``prediction`` (the class name) and one
-    ``prob_<class>`` column per class. Floats are written with 9 significant digits, so
+    ``prob_<class>`` column per class; multilabel: ``prediction`` (the classes predicted
+    present, joined by ``+``) and ``prob_<class>``, each class's probability of being present. Floats are written with 9 significant digits, so
     float32 values read back exactly.
     """
     buffer = io.StringIO()
@@ -79,7 +80,7 @@ def to_csv(rows: list[tuple[dict, Predictions]]) -> str:
     for extra, predictions in rows:
         if not header_written:
             head = list(extra) + ["utterance_id", "video_id", "label", "prediction"]
-            if predictions.task == "classification":
+            if predictions.task != "regression":
                 head += [f"prob_{name}" for name in predictions.class_names]
             writer.writerow(head + ["modalities"])
             header_written = True
@@ -88,6 +89,8 @@ def to_csv(rows: list[tuple[dict, Predictions]]) -> str:
             label = "" if predictions.labels is None else _label(predictions, predictions.labels[i])
             if predictions.task == "regression":
                 values = [f"{predictions.values[i]:.9g}"]
+            elif predictions.task == "multilabel":
+                values = [_label(predictions, predictions.classes[i])] + [f"{p:.9g}" for p in predictions.values[i][:, 1]]
             else:
                 values = [predictions.class_names[predictions.classes[i]]] + [f"{p:.9g}" for p in predictions.values[i]]
             writer.writerow(list(extra.values()) + [predictions.utterance_ids[i], predictions.video_ids[i], label] + values + [names[i]])
@@ -97,6 +100,8 @@ def to_csv(rows: list[tuple[dict, Predictions]]) -> str:
 def _label(predictions: Predictions, label) -> str:
     if predictions.task == "regression":
         return f"{float(label):.9g}"
+    if predictions.task == "multilabel":
+        return "+".join(name for name, on in zip(predictions.class_names, label) if on)
     return predictions.class_names[int(label)]
 
 

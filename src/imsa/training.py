@@ -399,7 +399,8 @@ def evaluate(
 def metrics_of(predictions: dict[str, np.ndarray], subset: Subset) -> dict[str, dict[str, float]]:
     """Metrics of per-setting predictions on ``subset``, plus ``"mean"`` over settings (see :func:`evaluate`)."""
     task, labels = subset.dataset.task, subset.labels
-    results = {name: compute_metrics(task, pred, labels) for name, pred in predictions.items()}
+    options = {"class_names": subset.dataset.class_names} if task == "multilabel" else {}
+    results = {name: compute_metrics(task, pred, labels, **options) for name, pred in predictions.items()}
     if len(results) > 1:
         keys = next(iter(results.values())).keys()
         results["mean"] = {k: float(np.mean([r[k] for r in results.values()])) for k in keys}

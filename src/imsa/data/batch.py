@@ -135,7 +135,7 @@ class TensorCache:
             if dataset.is_sequence(m):
                 steps = torch.arange(dataset.features[m].shape[1])
                 self.time_mask[m] = steps[None, :] < torch.as_tensor(dataset.lengths[m])[:, None]
-        dtype = torch.float32 if dataset.task == "regression" else torch.long
+        dtype = torch.float32 if dataset.task == "regression" else torch.long  # class indices, or 0/1 per class
         self.labels = torch.as_tensor(dataset.labels, dtype=dtype)
 
     def _texts(self, index: torch.Tensor) -> tuple | None:

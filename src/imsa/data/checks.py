@@ -26,7 +26,7 @@ ABSURD_FEATURE = 1e6
 # Below this many utterances, these metrics say little (a correlation, F1 or 7-class
 # accuracy on a handful of utterances swings with one prediction).
 SMALL_SPLIT = 30
-FRAGILE_METRICS = {"regression": "corr, f1_has0, f1_non0, acc7, acc5", "classification": "ua, wf1"}
+FRAGILE_METRICS = {"regression": "corr, f1_has0, f1_non0, acc7, acc5", "classification": "ua, wf1", "multilabel": "the per-class F1"}
 
 
 def parse_label_range(value) -> tuple[float, float]:
@@ -91,6 +91,10 @@ def check_fold(dataset: Dataset, fold: int) -> None:
     for split, subset in splits.items():
         if len(subset) == 0:
             raise DataError(f"{where}: the {split} split has no utterances; nothing can be trained, selected or scored. Check the file's split lists.")
+    if dataset.task == "multilabel":
+        constant = [name for name, column in zip(dataset.class_names, splits["train"].labels.T) if len(np.unique(column)) < 2]
+        if constant:
+            raise DataError(f"{where}: {', '.join(constant)} is always present or always absent in the training split; a binary classifier cannot learn from that.")
     if dataset.task == "classification":
         classes = np.unique(splits["train"].labels)
         if len(classes) < 2:

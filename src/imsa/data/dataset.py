@@ -20,7 +20,7 @@ from ..errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
 
-TASKS = ("regression", "classification")
+TASKS = ("regression", "classification", "multilabel")
 SPLITS = ("train", "valid", "test")
 
 
@@ -51,12 +51,14 @@ class Dataset:
     features : dict of str to ndarray
         ``(N, D)`` float32 utterance vectors or ``(N, T, D)`` zero-padded sequences.
     labels : ndarray
-        ``(N,)`` float32 continuous labels (regression) or int64 classes (classification).
+        ``(N,)`` float32 continuous labels (regression) or int64 classes (classification);
+        ``(N, K)`` int64 0/1 for ``multilabel``: each of the K ``class_names`` (e.g. IEMOCAP
+        emotions as MulT packs them) present or absent, a binary task per class.
     utterance_ids, video_ids : list of str
         Per utterance; utterances of one video are contiguous and in spoken order.
     folds : list of Fold
         Published split (one fold) or cross-validation folds.
-    task : {"regression", "classification"}
+    task : {"regression", "classification", "multilabel"}
     lengths : dict of str to ndarray, optional
         ``(N,)`` valid time steps for sequence modalities.
     transcripts : list of str, optional
@@ -111,6 +113,10 @@ class Dataset:
         for key, values in self.annotations.items():
             if len(values) != n:
                 raise DataError(f"{self.name}: annotation {key!r} has {len(values)} entries for {n} utterances.")
+        if self.task == "multilabel":
+            k = len(self.class_names or ())
+            if self.labels.shape != (n, k) or not np.isin(self.labels, (0, 1)).all():
+                raise DataError(f"{self.name}: multilabel labels must be 0/1 of shape ({n}, {k}) (one column per class name); got shape {self.labels.shape}.")
         bad = ~np.isfinite(np.asarray(self.labels, dtype=np.float64))
         if bad.any():
             first = [self.utterance_ids[i] for i in np.flatnonzero(bad)[:3]]
@@ -142,7 +148,10 @@ class Dataset:
 
     @property
     def output_dim(self) -> int:
-        """Width of a model's prediction: 1 for regression, the class count otherwise."""
+        """Width of a model's prediction: 1 for regression, the class count for classes,
+        two logits (absent, present) per class for ``multilabel``."""
+        if self.task == "multilabel":
+            return 2 * self.num_classes
         return 1 if self.task == "regression" else self.num_classes
 
     def dim(self, modality: str) -> int:

@@ -53,7 +53,7 @@ def detect_family(dataset) -> tuple[str, str]:
     """
     videos = {v.rsplit("/", 1)[-1] for v in dataset.video_ids}  # a video split between splits is "split/id"
     size = f"{len(dataset):,} utterances in {len(videos):,} videos"
-    if dataset.task == "classification":
+    if dataset.task != "regression":  # classes, or one present/absent task per class
         k = dataset.num_classes
         sessions = all(v.startswith("Ses0") for v in videos)
         if k in IEMOCAP_CLASSES and (sessions or tuple(dataset.class_names) == IEMOCAP_CLASSES[k]):

@@ -5,9 +5,11 @@ Published with yaohungt/Multimodal-Transformer (Tsai et al., ACL 2019). A pickle
 300) GloVe, ``audio`` (N, T_a, D_a), ``vision`` (N, T_v, D_v), ``labels`` and ``id``.
 
 Labels: MOSI/MOSEI ``(N, 1, 1)`` sentiment in [-3, 3] (regression). IEMOCAP ``(N, 4,
-2)``: for each emotion (Neutral, Happy, Sad, Angry) a one-hot of absent/present; every
-utterance has one emotion present, which becomes its class (classification, 4
-classes); the per-emotion presence is kept as the annotation ``"emotions"`` (N, 4).
+2)``: for each emotion (Neutral, Happy, Sad, Angry) a one-hot of absent/present. By
+default that stays what it is, four binary tasks (``multilabel``, labels ``(N, 4)``),
+scored per emotion as MulT and CMAD score it; ``emotions="classes"`` makes the one
+present emotion each utterance's class (classification, 4 classes; an utterance with
+none or several present is then an error).
 
 The files carry no lengths: sequences are zero-padded at the start (MulT's own
 preprocessing), so a sample's length is counted from its first non-zero step to the end.
@@ -19,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, invalid_parameter
 from .dataset import Dataset
 from .formats import as_array, file_checksum, published_split, register_format, require_keys, require_samples, split_utterance_id
 
@@ -43,7 +45,7 @@ def _start_padded_lengths(x: np.ndarray) -> np.ndarray:
 
 
 @register_format("mult", description="MulT *_data.pkl / *_data_noalign.pkl (MOSI, MOSEI, IEMOCAP)", detect=_is_mult)
-def load_mult(path: Path, content, *, name: str = "") -> Dataset:
+def load_mult(path: Path, content, *, name: str = "", emotions: str = "multilabel") -> Dataset:
     """Build a :class:`Dataset` from a MulT pickle's content.
 
     Parameters
@@ -54,7 +56,11 @@ def load_mult(path: Path, content, *, name: str = "") -> Dataset:
         Its unpickled content.
     name : str
         Dataset name (default: ``mult:<file stem>``).
+    emotions : {"multilabel", "classes"}
+        IEMOCAP labels as four present/absent tasks, or as one class per utterance.
     """
+    if emotions not in ("multilabel", "classes"):
+        raise invalid_parameter("emotions", "format mult", "'multilabel' or 'classes'", emotions)
     require_keys(content, SPLITS, str(path), FIX)
     uids, vids, splits, labels, emotion_rows = [], [], [], [], []
     features: dict[str, list] = {m: [] for m in MODALITY_KEYS}
@@ -78,10 +84,13 @@ def load_mult(path: Path, content, *, name: str = "") -> Dataset:
         if raw_labels.ndim == 3 and raw_labels.shape[1:] == (len(EMOTIONS), 2):
             present = raw_labels[:, :, 1] > 0.5
             counts = present.sum(axis=1)
-            if np.any(counts != 1):
+            if emotions == "classes" and np.any(counts != 1):
                 bad = int(np.flatnonzero(counts != 1)[0])
-                raise DataError(f"{where}['labels']: sample {bad} ({ids[bad]!r}) has {int(counts[bad])} emotions present; expected exactly one per utterance.")
-            labels.append(present.argmax(axis=1))
+                raise DataError(
+                    f"{where}['labels']: sample {bad} ({ids[bad]!r}) has {int(counts[bad])} emotions present; one class per utterance "
+                    "(emotions=classes) needs exactly one. Keep the per-emotion task (the default, --set data.emotions=multilabel)."
+                )
+            labels.append(present.argmax(axis=1) if emotions == "classes" else present.astype(np.int64))
             emotion_rows.append(present)
         elif int(np.prod(shape)) == 1:
             labels.append(raw_labels.reshape(n))
@@ -93,6 +102,7 @@ def load_mult(path: Path, content, *, name: str = "") -> Dataset:
             vids.append(vid)
             splits.append(split)
     classification = bool(emotion_rows)
+    task = ("classification" if emotions == "classes" else "multilabel") if classification else "regression"
     for m, key in MODALITY_KEYS.items():
         dims = {x.shape[2] for x in features[m]}
         if len(dims) != 1:
@@ -111,7 +121,7 @@ def load_mult(path: Path, content, *, name: str = "") -> Dataset:
         utterance_ids=utterance_ids,
         video_ids=video_ids,
         folds=[fold],
-        task="classification" if classification else "regression",
+        task=task,
         class_names=EMOTIONS if classification else None,
         checksums=file_checksum(path),
         description=f"MulT pickle {path.name}",

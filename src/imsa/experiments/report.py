@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 DEFAULT_METRICS = {
     "regression": ("acc2_has0", "f1_has0", "acc2_non0", "mae", "corr", "acc7"),
     "classification": ("wa", "ua", "wf1"),
+    "multilabel": ("emotion_binary_acc", "emotion_binary_f1"),
 }
 PROTOCOL_TITLES = {"fixed": "fixed missing conditions", "random": "random missing rate"}
 

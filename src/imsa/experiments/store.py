@@ -163,7 +163,7 @@ class RunRecord:
             raise ConfigError(f"{where}: unreadable protocol {data['protocol']!r} ({e}). {fix}") from None
         if "task" not in data:  # run files from before the grid store: the task shows in the metric names
             first = next(iter(metrics["test"].values()), {})
-            values["task"] = "regression" if "mae" in first else "classification"
+            values["task"] = "regression" if "mae" in first else "multilabel" if "emotion_binary_acc" in first else "classification"
         return cls(**values)
 
 

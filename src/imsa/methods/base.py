@@ -146,10 +146,13 @@ REGRESSION_LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
 def task_loss(prediction: torch.Tensor, batch: Batch, task: str, regression_loss: str = "l1") -> torch.Tensor:
-    """L1 (or MSE) for regression, cross-entropy for classes; padded utterances excluded."""
+    """L1 (or MSE) for regression, cross-entropy for classes, cross-entropy of each class's
+    (absent, present) logits for multilabel (as MulT); padded utterances excluded."""
     keep = batch.index >= 0
     if task == "regression":
         return REGRESSION_LOSSES[regression_loss](prediction[keep].float(), batch.labels[keep])
+    if task == "multilabel":
+        return F.cross_entropy(prediction[keep].float().reshape(-1, 2), batch.labels[keep].reshape(-1))
     return F.cross_entropy(prediction[keep].float(), batch.labels[keep])
 
 
@@ -189,6 +192,8 @@ class Method:
     tiny_config: ClassVar[dict] = {}
     learning_config: ClassVar[dict] = {}
     no_task_gradient: ClassVar[tuple[str, ...]] = ()
+    # The dataset tasks the method's models can be built for (see imsa.data.dataset.TASKS).
+    tasks: ClassVar[tuple[str, ...]] = ("regression", "classification")
 
     def __init__(self, config=None, **overrides):
         if isinstance(config, self.Config):
@@ -290,7 +295,7 @@ class Method:
             first = [dataset.utterance_ids[i] for i in subset.indices[empty][:3]]
             raise DataError(f"{dataset.name}: {int(empty.sum())} utterance(s) have none of the modalities asked for, e.g. {', '.join(first)}.")
         values = self.predict_settings(subset, {"given": mask})["given"]
-        if self.spec_.task == "classification":
+        if self.spec_.task != "regression":  # class probabilities; per class (absent, present) for multilabel
             values = torch.softmax(torch.from_numpy(values), dim=-1).numpy()
         return Predictions(
             utterance_ids=[dataset.utterance_ids[i] for i in subset.indices],
@@ -341,7 +346,10 @@ class Method:
     def data_spec(self, dataset: Dataset) -> DataSpec:
         """The spec of the training data, refusing a modality whose features are all zero
         (a placeholder, e.g. the text of a MAG file loaded with ``word_pieces``) that the
-        method would read as if it were data."""
+        method would read as if it were data, and a task it cannot model."""
+        if dataset.task not in self.tasks:
+            hint = " (load a MulT IEMOCAP file with --set data.emotions=classes for one emotion per utterance)" if dataset.task == "multilabel" else ""
+            raise ConfigError(f"{dataset.source}: {self.name} models {' and '.join(self.tasks)} tasks, not {dataset.task}{hint}; methods that do: {', '.join(_methods_for(dataset.task))}.")
         for m in dataset.modalities:
             if not self.encodes_itself(m) and not np.any(dataset.features[m]):
                 hint = " (set text_encoder=minilm or a model folder so that CMAD encodes the transcripts itself)" if m == "l" and self.name == "cmad" else ""
@@ -357,7 +365,7 @@ class Method:
 
     @property
     def select_metric(self) -> str:
-        return self.config.select_metric or ("mae" if self.spec_.task == "regression" else "wf1")
+        return self.config.select_metric or {"regression": "mae", "classification": "wf1", "multilabel": "emotion_binary_f1"}[self.spec_.task]
 
     def train_phase(
         self,
@@ -445,6 +453,12 @@ class Method:
             },
             callbacks=context.callbacks,
         )
+
+
+def _methods_for(task: str) -> list[str]:
+    from .registry import METHODS
+
+    return [name for name in METHODS.names() if task in METHODS[name].tasks] or ["none yet"]
 
 
 def epoch_rng(seed: int, epoch: int, *stream: int) -> np.random.Generator:

@@ -104,18 +104,48 @@ def mar_weights(difficulty: torch.Tensor, *, scale: float = 20.0) -> torch.Tenso
 
 
 def per_sample_task_loss(prediction: torch.Tensor, labels: torch.Tensor, task: str) -> torch.Tensor:
-    """``|y_hat - y|`` (regression) or cross-entropy (classes), one value per sample."""
+    """``|y_hat - y|`` (regression), cross-entropy (classes), or the mean over classes of
+    each class's (absent, present) cross-entropy (multilabel); one value per sample."""
     if task == "regression":
         return (prediction - labels).abs()
+    if task == "multilabel":
+        return F.cross_entropy(prediction.flatten(0, 1), labels.flatten(), reduction="none").view(labels.shape).mean(-1)
     return F.cross_entropy(prediction, labels, reduction="none")
 
 
-def logit_distillation(student: torch.Tensor, teacher: torch.Tensor, task: str, temperature: float) -> torch.Tensor:
-    """Per sample: ``(y_s - y_t)^2`` (regression; the code's temperature cancels) or ``T^2 KL(p_t^T || p_s^T)``."""
+def decoupled_kd(student: torch.Tensor, teacher: torch.Tensor, target: torch.Tensor, *, alpha: float, beta: float, temperature: float) -> torch.Tensor:
+    """Decoupled knowledge distillation (Zhao et al., CVPR 2022), per sample: ``alpha TCKD + beta NCKD``.
+
+    TCKD is the KL between the teacher's and the student's (target, rest) probabilities,
+    NCKD the KL between their distributions over the non-target classes; both softened
+    by ``temperature`` and scaled by its square. With two classes NCKD is 0.
+    """
+    target_mask = F.one_hot(target, student.shape[-1]).bool()
+    p_s, p_t = F.softmax(student / temperature, -1), F.softmax(teacher / temperature, -1)
+    binary_s = torch.stack([(p_s * target_mask).sum(-1), (p_s * ~target_mask).sum(-1)], -1)
+    binary_t = torch.stack([(p_t * target_mask).sum(-1), (p_t * ~target_mask).sum(-1)], -1)
+    tckd = (binary_t * (binary_t.clamp_min(1e-12).log() - binary_s.clamp_min(1e-12).log())).sum(-1)
+    rest_s = F.log_softmax(student / temperature - 1000.0 * target_mask, -1)
+    rest_t = F.log_softmax(teacher / temperature - 1000.0 * target_mask, -1)
+    nckd = (rest_t.exp() * (rest_t - rest_s)).sum(-1)
+    return (alpha * tckd + beta * nckd) * temperature**2
+
+
+def logit_distillation(
+    student: torch.Tensor, teacher: torch.Tensor, task: str, temperature: float, *, target: torch.Tensor | None = None, dkd: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """Per sample: ``(y_s - y_t)^2`` (regression; the code's temperature cancels) or
+    ``T^2 KL(p_t^T || p_s^T)`` (classes; for multilabel, per class over its two logits and
+    averaged over classes). ``dkd=(alpha, beta)`` uses :func:`decoupled_kd` with the labels
+    ``target`` instead of the KL."""
     if task == "regression":
         return (student - teacher).pow(2)
-    log_s, log_t = F.log_softmax(student / temperature, -1), F.log_softmax(teacher / temperature, -1)
-    return (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
+    if dkd is not None:
+        value = decoupled_kd(student, teacher, target, alpha=dkd[0], beta=dkd[1], temperature=temperature)
+    else:
+        log_s, log_t = F.log_softmax(student / temperature, -1), F.log_softmax(teacher / temperature, -1)
+        value = (log_t.exp() * (log_t - log_s)).sum(-1) * temperature**2
+    return value.mean(-1) if task == "multilabel" else value
 
 
 class ModalityReweighting:
@@ -222,6 +252,7 @@ class CMADNet(nn.Module):
         head_dropout: float,
         text_encoder: nn.Module | None = None,
         max_length: int = 50,
+        aligned: bool = True,
         perceiver_attention_dropout: float = 0.0,
         perceiver_ff_dropout: float = 0.0,
         init: str = "released",
@@ -231,6 +262,7 @@ class CMADNet(nn.Module):
         self.task = spec.task
         self.text_encoder = None
         self.max_length = max_length
+        self.aligned = aligned
         if text_encoder is not None and TEXT not in spec.modalities:
             raise ConfigError(f"A text encoder needs the text modality {TEXT!r}; the data has {', '.join(spec.modalities)}.")
         in_dims = {m: text_encoder.dim if (m == TEXT and text_encoder is not None) else spec.dims[m] for m in spec.modalities}
@@ -262,7 +294,7 @@ class CMADNet(nn.Module):
         mask = batch.padding.get(modality)
         if x.dim() == 2:  # an utterance vector is a sequence of one step
             x = x.unsqueeze(1)
-        elif x.shape[1] > self.max_length:
+        elif self.aligned and x.shape[1] > self.max_length:
             x, mask = truncate(x, mask, self.max_length)
         x = self.convs[modality](x.transpose(1, 2)).transpose(1, 2)
         return x * keep.to(x.dtype)[:, None, None], mask
@@ -291,6 +323,8 @@ class CMADNet(nn.Module):
         fused = self.fusion(torch.stack(vectors, dim=1)).flatten(1)  # (B, M * dim)
         feature = self.project(fused)
         prediction = self.head(feature)
+        if self.task == "multilabel":
+            return Output(prediction.view(len(prediction), -1, 2), feature)  # (absent, present) logits per class
         return Output(prediction.squeeze(-1) if self.task == "regression" else prediction, feature)
 
 
@@ -321,7 +355,11 @@ class CMADConfig(TrainConfig):
         Word pieces per transcript for the text encoder (``[CLS]`` and ``[SEP]`` included),
         and the longest audio or vision sequence: a longer one keeps its first
         ``max_length - 1`` steps and its last (see :func:`truncate`). 50 as the released
-        pipeline; raise it for long sequences that are not aligned to the text.
+        pipeline.
+    aligned : bool
+        Audio and vision sequences follow the text's word pieces and are cut with it
+        (``max_length``). False, the released teacher's ``--alignment unalign``: they keep
+        their own lengths (e.g. unaligned MulT/MMSA files, 375 and 500 steps).
     perceiver_attention_dropout, perceiver_ff_dropout : float
         The Perceivers' dropout (0 in the released scripts).
     init : {"released", "pytorch"}
@@ -343,6 +381,9 @@ class CMADConfig(TrainConfig):
     begin_epoch : int
         First student epoch with MAR weights.
     mar_update : {"fixed", "per_epoch"}
+    dkd : bool
+        Classes and multilabel: decoupled knowledge distillation (the released loss file's
+        ``dkd_loss``, weights ``dkd_alpha``, ``dkd_beta``) instead of the plain KL.
     cafd, correlation, mar, logit_distillation : bool
         The losses, each switchable for ablations (``correlation=false``: CAFD without
         the correlation term, a plain feature MSE).
@@ -370,6 +411,7 @@ class CMADConfig(TrainConfig):
     head_dropout: float = 0.3
     text_encoder: str = ""
     max_length: int = 50
+    aligned: bool = True
     train_missing: str = "cmad"
     tau: float = 0.2
     delta: float = 0.1
@@ -383,6 +425,9 @@ class CMADConfig(TrainConfig):
     mar: bool = True
     logit_distillation: bool = True
     train_student: bool = True
+    dkd: bool = False
+    dkd_alpha: float = 1.0
+    dkd_beta: float = 8.0
     perceiver_attention_dropout: float = 0.0
     perceiver_ff_dropout: float = 0.0
     init: str = "released"
@@ -394,7 +439,7 @@ class CMADConfig(TrainConfig):
         **dict.fromkeys(("teacher_epochs", "dim", "depth", "num_latents", "heads", "dim_head", "fusion_depth", "fusion_heads", "fusion_ffn", "max_length"), COUNT),
         **dict.fromkeys(("fusion_dropout", "head_dropout", "perceiver_attention_dropout", "perceiver_ff_dropout"), PROBABILITY),
         **dict.fromkeys(("tau", "temperature", "student_grad_clip"), POSITIVE),
-        **dict.fromkeys(("delta", "gamma", "mar_scale", "begin_epoch"), NON_NEGATIVE),
+        **dict.fromkeys(("delta", "gamma", "mar_scale", "begin_epoch", "dkd_alpha", "dkd_beta"), NON_NEGATIVE),
     }
 
     def __post_init__(self):
@@ -420,6 +465,7 @@ class CMAD(Method):
 
     name = "cmad"
     Config = CMADConfig
+    tasks = ("regression", "classification", "multilabel")
     default_threads = 2  # benchmarks/threads.py: 1.4x faster than 1 thread idle; on a busy machine pass --threads 1 (3.6x faster there)
     tiny_config = {"teacher_epochs": 1, "dim": 16, "depth": 1, "num_latents": 2, "heads": 2, "dim_head": 8, "fusion_heads": 2, "fusion_ffn": 32, "lr": 1e-3, "begin_epoch": 1}
     # MAR's weights (from begin_epoch) scale the loss up by design; the loss must fall before them.
@@ -462,6 +508,7 @@ class CMAD(Method):
             head_dropout=cfg.head_dropout,
             text_encoder=self._text_encoder(),
             max_length=cfg.max_length,
+            aligned=cfg.aligned,
             perceiver_attention_dropout=cfg.perceiver_attention_dropout,
             perceiver_ff_dropout=cfg.perceiver_ff_dropout,
             init=cfg.init,
@@ -474,6 +521,9 @@ class CMAD(Method):
         if cfg.text_encoder and train.dataset.transcripts is None:
             raise ConfigError(f"text_encoder={cfg.text_encoder!r} reads raw transcripts, which dataset {train.dataset.name} lacks; use precomputed text (text_encoder='') or a dataset with transcripts (mosi-transcripts).")
         task, modalities = self.spec_.task, self.spec_.modalities
+        if cfg.dkd and task == "regression":
+            raise ConfigError("dkd=true distils class probabilities; this dataset's task is regression (set dkd=false).")
+        dkd = (cfg.dkd_alpha, cfg.dkd_beta) if cfg.dkd else None
 
         # -- teacher: complete data, task loss
         torch.manual_seed(seed)
@@ -518,7 +568,8 @@ class CMAD(Method):
             weights = reweighting.weights[combination] if cfg.mar else torch.ones_like(task_term)
             loss = (weights * task_term).mean()
             if cfg.logit_distillation:
-                loss = loss + cfg.gamma * (weights * logit_distillation(out.prediction, taught.prediction, task, cfg.temperature)).mean()
+                distilled = logit_distillation(out.prediction, taught.prediction, task, cfg.temperature, target=batch.labels, dkd=dkd)
+                loss = loss + cfg.gamma * (weights * distilled).mean()
             if cfg.cafd:
                 loss = loss + cfg.delta * cafd_loss(out.feature, taught.feature, tau=cfg.tau, correlation=cfg.correlation)
             return loss

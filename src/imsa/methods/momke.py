@@ -12,7 +12,11 @@ residual head fuses the modalities. Decisions where the released code is defecti
 * after stage 1, each modality's expert, projection and head are restored from the
   stage-1 epoch with the best *validation* score for that modality (the released code
   meant to, but its restore is a no-op);
-* epochs are selected on validation data only, never on test;
+* epochs are selected on validation data only, never on test: by validation MAE
+  (regression) or weighted F1 (classification), which scores every prediction, where
+  the released code takes test F1 of non-zero labels (MOSI, MOSEI) or test accuracy
+  (IEMOCAP); ``select_metric=f1_non0`` / ``wa`` is that criterion on validation. The
+  stage-1 restore uses the same metric per modality;
 * the fixed protocol trains one stage-2 model per test condition, all starting from
   one shared stage-1 run (trained once, not once per condition);
 * stage 2 starts a fresh Adam optimiser (the released code reuses stage 1's);

@@ -97,6 +97,31 @@ _seconds = _option(float, NON_NEGATIVE)
 _probability = _option(float, Interval(0, 1, low_open=True, high_open=True))
 
 
+def _gpu_indices(text: str) -> tuple[int, ...]:
+    try:
+        gpus = tuple(int(g) for g in text.split(","))
+    except ValueError:
+        gpus = ()
+    if not gpus or min(gpus) < 0:
+        raise argparse.ArgumentTypeError(f"expected GPU indices such as 0 or 0,1; got {text!r}")
+    return gpus
+
+
+def _add_execution_options(parser) -> None:
+    parser.add_argument("--device", default="auto", help="auto (default: a GPU where PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision of the forward passes (fp16 with gradient scaling; default fp32)")
+    parser.add_argument("--deterministic", action="store_true", help="PyTorch's deterministic algorithms, strictly (CPU runs repeat bit for bit without it)")
+
+
+def _run_context(args, callbacks):
+    from .training import RunContext
+
+    return RunContext(
+        callbacks, checkpoint_interval=args.checkpoint_interval, threads=args.threads,
+        device=args.device, precision=args.precision, deterministic=args.deterministic,
+    )
+
+
 def _use_threads(threads: int | None) -> None:
     """``--threads`` of a command that runs in this process (features text, predict)."""
     if threads:
@@ -117,7 +142,6 @@ def cmd_run(args) -> int:
     from .experiments.runner import Experiment, run_experiment
     from .experiments.store import format_table
     from .protocols import Protocol
-    from .training import RunContext
 
     overrides, dataset_options = _split_overrides(args.set)
     if args.format:
@@ -141,7 +165,7 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     callbacks = [] if args.quiet else [ProgressBars()]
     started = time.perf_counter()
-    summary = run_experiment(experiment, out, data_dir=args.data_dir, context=RunContext(callbacks, checkpoint_interval=args.checkpoint_interval, threads=args.threads))
+    summary = run_experiment(experiment, out, data_dir=args.data_dir, context=_run_context(args, callbacks))
     resolved = summary["experiment"]
     applied = f"packaged {resolved['packaged_config']}.yaml" if resolved["packaged_config"] else f"{args.method} defaults, no packaged config"
     print(f"\nconfig: {applied} (dataset family: {resolved['family'] or 'unknown'}){', with your values on top' if config else ''}")
@@ -187,7 +211,6 @@ def _protocol_arg(text: str):
 def cmd_grid_run(args) -> int:
     from .experiments.backends import make_backend
     from .experiments.grid import read_grid, run_grid
-    from .training import RunContext
 
     replace = {key: value for key, value in (("methods", args.methods), ("datasets", args.datasets), ("seeds", args.seeds), ("folds", args.folds)) if value}
     if args.protocols:
@@ -196,11 +219,11 @@ def cmd_grid_run(args) -> int:
         raise ImsaError("imsa grid run needs a grid file (GRID.yaml) or --methods, --datasets, --protocols and --seeds.")
     config, dataset_options = _split_overrides(args.set)
     grid = read_grid(args.grid, replace=replace, config=config, dataset_options=dataset_options)
-    backend = make_backend(args.backend, workers=args.workers, address=args.address, threads=args.threads)
+    backend = make_backend(args.backend, workers=args.workers, address=args.address, threads=args.threads, gpus=args.gpus or (), gpus_per_run=args.gpus_per_run)
     out = Path(args.out) if args.out else Path("runs") / (Path(args.grid).stem if args.grid else f"grid-{time.strftime('%Y%m%d-%H%M%S')}")
     started = time.perf_counter()
     callbacks = [] if args.quiet else [GridProgress()]
-    summaries = run_grid(grid, out, data_dir=args.data_dir, backend=backend, context=RunContext(callbacks, checkpoint_interval=args.checkpoint_interval, threads=args.threads))
+    summaries = run_grid(grid, out, data_dir=args.data_dir, backend=backend, context=_run_context(args, callbacks))
     runs = sum(s["runs"] for s in summaries.values())
     print(f"\nGrid of {len(summaries)} experiments, {runs} runs, in {out} ({time.perf_counter() - started:.1f} s, backend {backend.name}).")
     print(f"Tables and plots: imsa report {out}")
@@ -330,7 +353,7 @@ def cmd_features_text(args) -> int:
     with tqdm(total=len(texts), desc=f"encode {name}", unit="text", leave=False) as bar:
         features, entry = text_features(
             name, utterance_ids, texts, model_path=args.text_model, cache_dir=args.cache_dir, max_length=args.max_length,
-            tokens=args.tokens, batch_size=args.batch_size, progress=lambda done, total: bar.update(done - bar.n),
+            tokens=args.tokens, batch_size=args.batch_size, progress=lambda done, total: bar.update(done - bar.n), device=args.device,
         )
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in features.items())
     print(f"{name}: {len(texts)} transcripts, model {entry.model_path}: {shapes} in {time.perf_counter() - started:.1f} s")
@@ -349,7 +372,7 @@ def cmd_predict(args) -> int:
     source = Path(args.source)
     if not source.exists() and not Path(str(source) + ".json").exists():
         raise ImsaError(f"{source}: no such model file or run directory.")
-    loaded = load_method(source)
+    loaded = load_method(source, device=args.device)
     if source.is_dir():
         models, provenance = loaded.models, loaded.experiment
     else:
@@ -438,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--format", choices=formats, help="file format of a --dataset PATH (default: detected from the file)")
     run.add_argument("--checkpoint-interval", type=_seconds, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
     run.add_argument("--threads", type=_count(1), help="torch CPU threads per run (default: the method's, measured in benchmarks/threads.py)")
+    _add_execution_options(run)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
 
@@ -465,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     grun.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     grun.add_argument("--checkpoint-interval", type=_seconds, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
     grun.add_argument("--threads", type=_count(1), help="torch CPU threads per run (default: sequential: the method's; local: cores // workers; ray: 1)")
+    _add_execution_options(grun)
+    grun.add_argument("--gpus", type=_gpu_indices, help="local: GPU indices, e.g. 0,1; workers are placed on them round-robin, several per GPU")
+    grun.add_argument("--gpus-per-run", type=float, help="ray: share of a GPU each run asks for when the device is CUDA (default 0.25)")
     grun.add_argument("--quiet", action="store_true", help="no progress bars")
     grun.set_defaults(func=cmd_grid_run)
 
@@ -514,6 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--max-length", type=_count(1), default=128, help="tokens kept per transcript (default 128)")
     ft.add_argument("--batch-size", type=_count(1), default=64)
     ft.add_argument("--threads", type=_count(1), help="torch CPU threads")
+    ft.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda or cuda:N")
     ft.add_argument("--format", choices=formats, help="file format of a dataset path (default: detected)")
     ft.add_argument("--data-dir")
     ft.set_defaults(func=cmd_features_text)
@@ -531,6 +559,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="dataset option; repeatable")
     predict.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     predict.add_argument("--threads", type=_count(1), help="torch CPU threads")
+    predict.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda or cuda:N")
     predict.set_defaults(func=cmd_predict)
 
     methods = sub.add_parser("methods", help="list methods and their config defaults")

@@ -119,7 +119,7 @@ def _read_legacy(path: Path) -> dict:
     return state
 
 
-def load_method(path: str | os.PathLike):
+def load_method(path: str | os.PathLike, *, device: str = "cpu"):
     """The fitted method of a model file, or the fitted runs of a run directory.
 
     Parameters
@@ -127,6 +127,9 @@ def load_method(path: str | os.PathLike):
     path : path
         ``NAME.json`` / ``NAME.safetensors`` (or ``NAME``), a legacy ``NAME.pt``, or an
         ``imsa run`` directory.
+    device : str
+        Where the models go (``cpu``, ``cuda:N``, or ``auto``); any device can load a
+        model trained on any other.
 
     Returns
     -------
@@ -138,7 +141,7 @@ def load_method(path: str | os.PathLike):
     if path.is_dir():
         from .experiments.store import RunModels
 
-        return RunModels.load(path)
+        return RunModels.load(path, device=device)
     from .methods import method_class
 
     state, provenance = read_model(path)
@@ -150,4 +153,4 @@ def load_method(path: str | os.PathLike):
     except (KeyError, TypeError, RuntimeError) as e:
         raise DataError(f"{path}: the weights do not fit a {state['method']} model with this config ({type(e).__name__}: {str(e).splitlines()[0]}).") from None
     method.provenance_ = provenance
-    return method
+    return method.to(device)

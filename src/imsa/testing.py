@@ -65,11 +65,12 @@ def text_and_audio(dataset: Dataset) -> Dataset:
 class MethodChecker:
     """A method class with the small data sets and fits that the checks share (fitted once each)."""
 
-    def __init__(self, cls: type[Method]):
+    def __init__(self, cls: type[Method], device: str = "cpu"):
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"check_method expects a Method subclass, got {cls!r}")
         self.cls = cls
-        self.label = cls.name or cls.__qualname__
+        self.context = RunContext(device=device)
+        self.label = f"{cls.name or cls.__qualname__} on {self.context.device}"
         self._datasets: dict[str, Dataset] | None = None
         self._fits: dict = {}
 
@@ -94,7 +95,7 @@ class MethodChecker:
         key = (variant, seed)
         if key not in self._fits:
             split = self.datasets[variant].split(0)
-            self._fits[key] = self.create().fit(split["train"], split["valid"], seed=seed)
+            self._fits[key] = self.create().fit(split["train"], split["valid"], seed=seed, context=self.context)
         return self._fits[key]
 
 
@@ -238,7 +239,7 @@ def check_seed_repeats(c: MethodChecker) -> None:
     """The same seed gives the same model bit for bit; another seed another model."""
     split = c.datasets["regression"].split(0)
     first = c.fitted("regression", seed=0)
-    again = c.create().fit(split["train"], split["valid"], seed=0)
+    again = c.create().fit(split["train"], split["valid"], seed=0, context=c.context)
     other = c.fitted("regression", seed=1)
     a, b = first.state_dict()["model"], again.state_dict()["model"]
     require(a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"{c.label}: the same seed gives another model")
@@ -272,7 +273,7 @@ def check_learning(c: MethodChecker) -> None:
     data = load_dataset("synthetic", num_videos=40, seed=1)
     split = data.split(0)
     recorder = _LossRecorder()
-    method = c.create(**{"epochs": 15, "lr": 3e-3, **c.cls.learning_config}).fit(split["train"], split["valid"], seed=0, context=RunContext([recorder]))
+    method = c.create(**{"epochs": 15, "lr": 3e-3, **c.cls.learning_config}).fit(split["train"], split["valid"], seed=0, context=dataclasses.replace(c.context, callbacks=[recorder]))
     require(recorder.losses, f"{c.label}: fit reported no epoch to its callbacks")
     for phase, losses in recorder.losses.items():
         require(np.isfinite(losses).all(), f"{c.label}/{phase}: non-finite training loss")
@@ -281,6 +282,36 @@ def check_learning(c: MethodChecker) -> None:
     mae = method.evaluate(test, Protocol().settings(test))[",".join(data.modalities)]["mae"]
     baseline = float(np.mean(np.abs(test.labels - split["train"].labels.mean())))
     require(mae < 0.8 * baseline, f"{c.label}: test MAE {mae:.3f} with every modality, the mean predictor's {baseline:.3f}")
+
+
+def check_device(c: MethodChecker) -> None:
+    """Every parameter and buffer of the fitted models, and every tensor of the batches they train on, is on the run's device."""
+    import imsa.methods.base as base
+
+    device, wrong = c.context.torch_device, []
+    train = base.run_training
+
+    def watching(model, optimizer, *, batches, **kwargs):
+        def watched(epoch):
+            for batch in batches(epoch):
+                tensors = {"present": batch.present, "labels": batch.labels, "index": batch.index, **batch.inputs, **{f"padding {m}": t for m, t in batch.padding.items()}}
+                wrong.extend(f"batch {name} on {t.device}" for name, t in tensors.items() if t.device != device)
+                yield batch
+
+        return train(model, optimizer, batches=watched, **kwargs)
+
+    split = c.datasets["sequence"].split(0)
+    base.run_training = watching
+    try:
+        method = c.create().fit(split["train"], split["valid"], seed=0, context=c.context)
+    finally:
+        base.run_training = train
+    for attribute, module in vars(method).items():
+        if isinstance(module, torch.nn.Module):
+            for name, t in [*module.named_parameters(), *module.named_buffers()]:
+                if t.device != device:
+                    wrong.append(f"{attribute}.{name} on {t.device}")
+    require(not wrong, f"{c.label}: not on {device}: {', '.join(sorted(set(wrong))[:5])}")
 
 
 CHECKS: dict[str, Callable[[MethodChecker], None]] = {
@@ -295,11 +326,12 @@ CHECKS: dict[str, Callable[[MethodChecker], None]] = {
         check_seed_repeats,
         check_evaluate,
         check_learning,
+        check_device,
     )
 }
 
 
-def check_method(cls: type[Method], checks=None) -> None:
+def check_method(cls: type[Method], checks=None, *, device: str = "cpu") -> None:
     """Run the conformance checks on a method class.
 
     Parameters
@@ -308,13 +340,15 @@ def check_method(cls: type[Method], checks=None) -> None:
         A :class:`~imsa.methods.Method` subclass (registered or not).
     checks : iterable of str, optional
         Names from :data:`CHECKS` (default: all).
+    device : str
+        Where the method trains and predicts (``cpu``, ``cuda:0``, ...).
 
     Raises
     ------
     CheckFailed
         At the first failed check, naming the method, the data variant and what failed.
     """
-    checker = MethodChecker(cls)
+    checker = MethodChecker(cls, device)
     for name in checks or CHECKS:
         if name not in CHECKS:
             raise ConfigError(f"Unknown check {name!r}. Valid checks: {', '.join(CHECKS)}.")

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from .data.batch import Batch, iterate_batches
+from .devices import autocast, check_precision, grad_scaler, resolve_device
 from .data.dataset import Subset
 from .errors import ConfigError, DataError
 from .files import atomic_torch_save, load_tensors_only
@@ -89,8 +90,10 @@ class RunContext:
     """How a fit runs, as opposed to what it computes: the same for every method.
 
     It travels from the caller (``imsa run``, a grid backend, your script) through
-    ``Method.fit`` into every phase of the training loop; nothing in it may change a
-    result (a resumed run equals an uninterrupted one).
+    ``Method.fit`` into every phase of the training loop. Callbacks, checkpoints and
+    threads never change a result (a resumed run equals an uninterrupted one); the
+    device and the precision change it in the last bits (fp32) or more (bf16, fp16),
+    and are recorded with each run.
 
     Parameters
     ----------
@@ -103,21 +106,37 @@ class RunContext:
     threads : int, optional
         Torch CPU threads for each run; None: the method's ``default_threads`` (capped
         by the threads this process has, e.g. a grid worker's share of the cores).
+    device : str
+        ``auto`` (a GPU where PyTorch sees one, else the CPU), ``cpu``, ``cuda``,
+        ``cuda:N``; resolved on construction (see :func:`imsa.devices.resolve_device`).
+    precision : {"fp32", "bf16", "fp16"}
+        Autocast of the forward passes (fp16 with a gradient scaler).
+    deterministic : bool
+        PyTorch's deterministic algorithms, strictly (see :func:`imsa.devices.make_deterministic`).
     """
 
     callbacks: tuple = ()
     workdir: Path | None = None
     checkpoint_interval: float = 30.0
     threads: int | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    deterministic: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "callbacks", tuple(self.callbacks))
+        object.__setattr__(self, "device", str(resolve_device(self.device)))
+        check_precision(self.precision, self.torch_device)
         if self.workdir is not None:
             object.__setattr__(self, "workdir", Path(self.workdir))
         if not self.checkpoint_interval >= 0:  # also refuses NaN
             raise ConfigError(f"The 'checkpoint_interval' parameter of RunContext must be at least 0 seconds. Got {self.checkpoint_interval!r} instead.")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):
             raise ConfigError(f"The 'threads' parameter of RunContext must be an integer of at least 1. Got {self.threads!r} instead.")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
 
     def checkpoint(self, phase: str) -> Path | None:
         """The resume checkpoint of ``phase``, or None without a workdir."""
@@ -168,6 +187,8 @@ def train(
     select_from: int = 0,
     keep_optimizer_state: bool = False,
     lr_schedule: Callable[[int], float] | None = None,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> TrainResult:
     """Train ``model`` for up to ``epochs`` epochs and leave it at the best validation epoch.
 
@@ -214,6 +235,9 @@ def train(
     lr_schedule : callable, optional
         ``factor(epoch)`` (see :func:`lr_factor`): each parameter group's learning rate
         in that epoch is its initial one times the factor.
+    device, precision
+        Where the batches are (the model must be there too) and the autocast precision
+        of the loss's forward pass; fp16 scales the gradients.
     """
     if epochs < 1:
         raise ConfigError(f"The 'epochs' parameter of phase {phase} must be at least 1. Got {epochs} instead.")
@@ -234,6 +258,8 @@ def train(
         state = _resume(checkpoint, model, optimizer, extra_state, phase, fingerprint)
 
     initial_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    device = torch.device(device)
+    scaler = grad_scaler(device, precision)
     notify(callbacks, "on_phase_start", phase, epochs, state["next_epoch"])
     last_save = time.monotonic()
     epoch = state["next_epoch"]
@@ -244,18 +270,30 @@ def train(
             for group, initial in zip(optimizer.param_groups, initial_lrs):
                 group["lr"] = initial * lr_schedule(epoch)
         model.train()
-        total, count = 0.0, 0
+        total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
         for batch in batches(epoch):
             optimizer.zero_grad(set_to_none=True)
-            value = loss(batch, epoch)
-            if not torch.isfinite(value):
+            with autocast(device, precision):
+                value = loss(batch, epoch)
+            if device.type == "cpu" and not torch.isfinite(value):  # on a GPU: checked once, after the epoch
                 raise FloatingPointError(f"{phase}: loss became {value.item()} at epoch {epoch}; lower the learning rate.")
-            value.backward()
-            if grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-            optimizer.step()
-            total += value.item() * len(batch)
+            if scaler is not None:
+                scaler.scale(value).backward()
+                if grad_clip:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                value.backward()
+                if grad_clip:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                optimizer.step()
+            total += value.detach().double() * len(batch)
             count += len(batch)
+        total = total.item()
+        if not np.isfinite(total):
+            raise FloatingPointError(f"{phase}: loss became {total} at epoch {epoch}; lower the learning rate.")
         # -- validation and selection
         model.eval()
         with torch.no_grad():
@@ -341,6 +379,8 @@ def predict_settings(
     *,
     level: str = "utterance",
     batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, np.ndarray]:
     """Predictions for every utterance of ``subset`` under each missing-modality setting.
 
@@ -357,6 +397,8 @@ def predict_settings(
     level : {"utterance", "video"}
     batch_size : int
         Utterances (or videos) per batch before the repetition over settings.
+    device, precision
+        Where the model is (batches are built there), and the autocast precision.
 
     Returns
     -------
@@ -364,17 +406,18 @@ def predict_settings(
         Name -> predictions aligned with ``subset.indices``: ``(N,)`` or ``(N, C)``.
     """
     names = list(settings)
-    stacked = np.stack([settings[k] for k in names])  # (K, N_dataset, M)
+    device = torch.device(device)
+    stacked = torch.from_numpy(np.stack([settings[k] for k in names])).to(device)  # (K, N_dataset, M)
     out: dict[str, list] = {k: [] for k in names}
-    for batch in iterate_batches(subset, batch_size, level=level):
-        safe_index = batch.index.clamp(min=0).numpy()
-        present = torch.from_numpy(stacked[:, safe_index].reshape((-1,) + batch.present.shape[1:]))
-        prediction = predict(batch.repeat(len(names)).with_present(present)).float()
+    for batch in iterate_batches(subset, batch_size, level=level, device=device):
+        present = stacked[:, batch.index.clamp(min=0)].reshape((-1,) + batch.present.shape[1:])
+        with autocast(device, precision):
+            prediction = predict(batch.repeat(len(names)).with_present(present)).float()
         prediction = prediction.reshape((len(names), *batch.labels.shape) + prediction.shape[batch.labels.dim() :])
         keep = batch.index >= 0
         for k, name in enumerate(names):
-            out[name].append(prediction[k][keep].numpy())
-    return {k: np.concatenate(v) for k, v in out.items()}
+            out[name].append(prediction[k][keep])
+    return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}  # one copy to the host per evaluation
 
 
 def evaluate(
@@ -384,6 +427,8 @@ def evaluate(
     *,
     level: str = "utterance",
     batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, dict[str, float]]:
     """Metrics of ``predict`` on ``subset`` under each setting, plus ``"mean"`` over settings.
 
@@ -393,7 +438,7 @@ def evaluate(
         Setting name -> metric name -> value (see :mod:`imsa.metrics`); with more than
         one setting, ``"mean"`` holds the average of each metric over the settings.
     """
-    return metrics_of(predict_settings(predict, subset, settings, level=level, batch_size=batch_size), subset)
+    return metrics_of(predict_settings(predict, subset, settings, level=level, batch_size=batch_size, device=device, precision=precision), subset)
 
 
 def metrics_of(predictions: dict[str, np.ndarray], subset: Subset) -> dict[str, dict[str, float]]:

@@ -122,21 +122,23 @@ class Batch:
 
 
 class TensorCache:
-    """The whole dataset as torch tensors, so that a batch is a single gather.
+    """The whole dataset as torch tensors on one device, so that a batch is a single gather there.
 
-    Built once per dataset (datasets here fit in memory many times over).
+    Built once per dataset and device (datasets here fit in memory many times over; on a
+    GPU this moves the data once, not once per batch).
     """
 
-    def __init__(self, dataset: Dataset):
+    def __init__(self, dataset: Dataset, device: torch.device | str = "cpu"):
         self.dataset = dataset
-        self.features = {m: torch.from_numpy(dataset.features[m]) for m in dataset.modalities}
+        self.device = torch.device(device)
+        self.features = {m: torch.from_numpy(dataset.features[m]).to(self.device) for m in dataset.modalities}
         self.time_mask = {}
         for m in dataset.modalities:
             if dataset.is_sequence(m):
                 steps = torch.arange(dataset.features[m].shape[1])
-                self.time_mask[m] = steps[None, :] < torch.as_tensor(dataset.lengths[m])[:, None]
+                self.time_mask[m] = (steps[None, :] < torch.as_tensor(dataset.lengths[m])[:, None]).to(self.device)
         dtype = torch.float32 if dataset.task == "regression" else torch.long  # class indices, or 0/1 per class
-        self.labels = torch.as_tensor(dataset.labels, dtype=dtype)
+        self.labels = torch.as_tensor(dataset.labels, dtype=dtype).to(self.device)
 
     def _texts(self, index: torch.Tensor) -> tuple | None:
         transcripts = self.dataset.transcripts
@@ -148,7 +150,7 @@ class TensorCache:
 
     def gather(self, index: np.ndarray, present: np.ndarray | None = None) -> Batch:
         """Batch for ``index`` of shape ``(B,)`` (utterances) or ``(B, S)`` with -1 padding (videos)."""
-        index = torch.as_tensor(index, dtype=torch.long)
+        index = torch.as_tensor(index, dtype=torch.long, device=self.device)
         real = index >= 0
         safe = index.clamp(min=0)
         labels = self.labels[safe]
@@ -161,7 +163,7 @@ class TensorCache:
             for m in padding:
                 padding[m] = padding[m] & real.unsqueeze(-1)
         num_modalities = len(self.dataset.modalities)
-        full = torch.ones(index.shape + (num_modalities,), dtype=torch.bool)
+        full = torch.ones(index.shape + (num_modalities,), dtype=torch.bool, device=self.device)
         batch = Batch(
             inputs=inputs,
             padding=padding,
@@ -170,19 +172,20 @@ class TensorCache:
             index=torch.where(real, index, torch.full_like(index, -1)),
             modalities=self.dataset.modalities,
             utterance_mask=real if index.dim() == 2 else None,
-            texts=self._texts(index),
+            texts=self._texts(index.cpu()),
         )
         if present is None:
             return batch.with_present(full)
-        return batch.with_present(torch.as_tensor(present, dtype=torch.bool))
+        return batch.with_present(torch.as_tensor(present, dtype=torch.bool, device=self.device))
 
 
-def tensor_cache(dataset: Dataset) -> TensorCache:
-    """The :class:`TensorCache` of ``dataset``, built on first use and kept on the dataset."""
-    cache = dataset.__dict__.get("_tensor_cache")
-    if cache is None:
-        cache = dataset.__dict__["_tensor_cache"] = TensorCache(dataset)
-    return cache
+def tensor_cache(dataset: Dataset, device: torch.device | str = "cpu") -> TensorCache:
+    """The :class:`TensorCache` of ``dataset`` on ``device``, built on first use and kept on the dataset."""
+    device = torch.device(device)
+    caches = dataset.__dict__.setdefault("_tensor_caches", {})
+    if device not in caches:
+        caches[device] = TensorCache(dataset, device)
+    return caches[device]
 
 
 def video_index_matrix(subset: Subset, videos: np.ndarray) -> np.ndarray:
@@ -202,6 +205,7 @@ def iterate_batches(
     shuffle: bool = False,
     rng: np.random.Generator | None = None,
     present=None,
+    device: torch.device | str = "cpu",
 ) -> Iterator[Batch]:
     """Yield batches over ``subset``.
 
@@ -217,10 +221,12 @@ def iterate_batches(
         None: all modalities present. An ndarray ``(N_dataset, M)`` bool gives a fixed
         mask per dataset utterance (evaluation). An object with
         ``sample(n, modalities, rng)`` draws masks per batch (training).
+    device : torch.device or str
+        Where the batches are built (from the dataset's tensors there).
     """
     if level not in LEVELS:
         raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
-    cache = tensor_cache(subset.dataset)
+    cache = tensor_cache(subset.dataset, device)
     units = len(subset.videos) if level == "video" else len(subset)
     order = rng.permutation(units) if shuffle else np.arange(units)
     for start in range(0, units, batch_size):

@@ -78,8 +78,9 @@ def encode_texts(
     max_length: int = 128,
     tokens: bool = False,
     progress: TextProgress | None = None,
+    device: str = "cpu",
 ) -> dict[str, np.ndarray]:
-    """Encode texts with a frozen text encoder.
+    """Encode texts with a frozen text encoder, on ``device``.
 
     Parameters
     ----------
@@ -105,8 +106,11 @@ def encode_texts(
 
     from ..nn.text_encoder import TextEncoder
 
+    from ..devices import resolve_device
+
     encoder = encoder or TextEncoder(model_path, frozen=True)
-    encoder.eval()
+    encoder.to(resolve_device(device)).eval()
+    device = next(encoder.parameters()).device
     texts = [str(t) for t in texts]
     n = len(texts)
     # Batches of similar length waste little padding; results go back to input order.
@@ -117,14 +121,14 @@ def encode_texts(
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             batch = order[start : start + batch_size]
-            encoded = encoder.tokenize([texts[i] for i in batch], max_length)
+            encoded = {k: v.to(device) for k, v in encoder.tokenize([texts[i] for i in batch], max_length).items()}
             states = encoder(**encoded)
-            pooled = encoder.pool(states, encoded["attention_mask"]).numpy()
+            pooled = encoder.pool(states, encoded["attention_mask"]).cpu().numpy()
             for row, i in enumerate(batch):
                 vectors[i] = pooled[row]
                 if tokens:
                     length = int(encoded["attention_mask"][row].sum())
-                    token_rows[i] = states[row, :length].numpy().astype(np.float32)
+                    token_rows[i] = states[row, :length].cpu().numpy().astype(np.float32)
             done += len(batch)
             if progress:
                 progress(done, n)
@@ -190,6 +194,7 @@ def text_features(
     batch_size: int = 64,
     compute: bool = True,
     progress: TextProgress | None = None,
+    device: str = "cpu",
 ) -> tuple[dict[str, np.ndarray], CacheEntry]:
     """Cached text features of ``texts`` (see :func:`encode_texts` for the arrays).
 
@@ -232,7 +237,7 @@ def text_features(
         raise DataError(f"{name}: no cached text features for model {entry.model_path} in {entry.path.parent}. Compute them with `imsa features text --dataset {name}`.")
     logger.warning("%s: encoding %d transcripts with %s (once; cached in %s).", name, len(texts), entry.model_path, entry.path.parent)
     started = time.perf_counter()
-    features = encode_texts(texts, model_path=entry.model_path, batch_size=batch_size, max_length=max_length, tokens=tokens, progress=progress)
+    features = encode_texts(texts, model_path=entry.model_path, batch_size=batch_size, max_length=max_length, tokens=tokens, progress=progress, device=device)
     problem = _unusable(features)
     if problem:  # never cache what would poison every later run
         raise DataError(f"{name}: the text encoder {entry.model_path} produced features that are {problem}; nothing was cached. Check the model folder.")

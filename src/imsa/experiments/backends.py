@@ -4,11 +4,13 @@
   progress) reach the caller.
 * ``local``: worker processes on this machine. Each worker sets
   ``torch.set_num_threads(cores // workers)`` so that, say, 2 workers on 2 cores do not
-  oversubscribe them; a worker whose parent dies exits at once.
+  oversubscribe them; a worker whose parent dies exits at once. With ``gpus``, worker k
+  trains on GPU ``gpus[k % len(gpus)]``: several small runs share each GPU.
 * ``ray``: tasks on a Ray cluster (``address``), or on a local Ray instance started for
   the grid. Datasets travel through Ray's object store, so worker nodes need imsa
   installed but not the data; records and models come back to the driver, which writes
-  them into the store. Install with ``pip install "imsa[ray]"``.
+  them into the store. On CUDA each run asks for ``gpus_per_run`` of a GPU (e.g. 0.25:
+  four runs per GPU). Install with ``pip install "imsa[ray]"``.
 
 Every backend writes a run's result file last and atomically (:func:`imsa.experiments.runner.save_run`)
 and reports finished runs through ``on_run_end(name, record)``.
@@ -62,12 +64,17 @@ class SequentialBackend:
 # ---- local worker processes -------------------------------------------------------------
 
 _WORKER_DATASETS: dict = {}
+_WORKER_DEVICE: dict = {}
 
 
-def _init_worker(datasets: dict, threads: int, parent: int) -> None:
-    """Worker set-up: the datasets once per process, a share of the cores, and a parent watch."""
+def _init_worker(datasets: dict, threads: int, parent: int, counter=None, gpus: tuple[int, ...] = ()) -> None:
+    """Worker set-up: the datasets once per process, a share of the cores (and of the GPUs), and a parent watch."""
     _WORKER_DATASETS.update(datasets)
     torch.set_num_threads(threads)
+    if gpus:
+        with counter.get_lock():
+            index, counter.value = counter.value, counter.value + 1
+        _WORKER_DEVICE["device"] = f"cuda:{gpus[index % len(gpus)]}"
 
     def watch_parent():
         while True:
@@ -80,6 +87,8 @@ def _init_worker(datasets: dict, threads: int, parent: int) -> None:
 
 def _local_job(args) -> tuple[RunSpec, dict]:
     spec, context = args
+    if "device" in _WORKER_DEVICE:
+        context = dataclasses.replace(context, device=_WORKER_DEVICE["device"])
     return spec, run_one(spec, _WORKER_DATASETS[spec.experiment.dataset], context=context)
 
 
@@ -92,15 +101,21 @@ class LocalBackend:
         Processes (default: the available cores).
     threads : int, optional
         Torch threads per worker (default ``max(1, cores // workers)``).
+    gpus : sequence of int, optional
+        GPU indices; workers are placed on them round-robin (several per GPU).
     """
 
     name = "local"
 
-    def __init__(self, workers: int | None = None, threads: int | None = None):
+    def __init__(self, workers: int | None = None, threads: int | None = None, gpus=()):
         self.workers = workers or available_cores()
         if self.workers < 1:
             raise ConfigError(f"The 'workers' parameter of the local backend must be at least 1. Got {self.workers!r} instead.")
         self.threads = threads or threads_per_worker(self.workers)
+        self.gpus = tuple(int(g) for g in gpus)
+        for g in self.gpus:
+            if not torch.cuda.is_available() or not 0 <= g < torch.cuda.device_count():
+                raise ConfigError(f"--gpus {','.join(map(str, self.gpus))}: GPU {g} is not there ({torch.cuda.device_count()} GPU(s) visible to PyTorch).")
 
     def run(self, specs: list[RunSpec], datasets: dict, *, context: RunContext = RunContext(), name=lambda s: s.key):
         """Train ``specs`` in worker processes; yield ``(spec, record)`` in the order they finish.
@@ -112,7 +127,8 @@ class LocalBackend:
         workers = min(self.workers, len(specs))
         logger.info("local backend: %d worker process(es), %d torch thread(s) each.", workers, self.threads)
         processes = multiprocessing.get_context("spawn")  # no forked torch state
-        pool = processes.Pool(workers, initializer=_init_worker, initargs=(datasets, self.threads, os.getpid()))
+        counter = processes.Value("i", 0)
+        pool = processes.Pool(workers, initializer=_init_worker, initargs=(datasets, self.threads, os.getpid(), counter, self.gpus))
         worker_context = dataclasses.replace(context, callbacks=())
         try:
             for index, spec in enumerate(specs):
@@ -147,14 +163,19 @@ class RayBackend:
         CPUs of the local instance (default: the available cores); ignored with ``address``.
     threads : int
         CPUs each run asks Ray for, and its torch threads (default 1).
+    gpus_per_run : float
+        The share of a GPU each run asks Ray for when the run's device is CUDA.
     """
 
     name = "ray"
 
-    def __init__(self, address: str | None = None, workers: int | None = None, threads: int = 1):
+    def __init__(self, address: str | None = None, workers: int | None = None, threads: int = 1, gpus_per_run: float = 0.25):
         self.address = address
         self.workers = workers or available_cores()
         self.threads = threads
+        if not 0 < gpus_per_run <= 1:
+            raise ConfigError(f"--gpus-per-run must be in (0, 1]. Got {gpus_per_run!r}.")
+        self.gpus_per_run = gpus_per_run
 
     def run(self, specs: list[RunSpec], datasets: dict, *, context: RunContext = RunContext(), name=lambda s: s.key):
         """Submit ``specs`` as Ray tasks; write and yield ``(spec, record)`` as each finishes."""
@@ -171,7 +192,8 @@ class RayBackend:
             else:
                 ray.init(num_cpus=self.workers, include_dashboard=False, logging_level=logging.WARNING)
         logger.info("ray backend: cluster resources %s.", ray.cluster_resources())
-        task = ray.remote(num_cpus=self.threads, max_retries=0)(_ray_job)
+        gpus = self.gpus_per_run if context.torch_device.type == "cuda" else 0
+        task = ray.remote(num_cpus=self.threads, num_gpus=gpus, max_retries=0)(_ray_job)
         pending = {}
         try:
             refs = {key: ray.put(dataset) for key, dataset in datasets.items()}
@@ -197,16 +219,20 @@ class RayBackend:
 BACKENDS = {"sequential": SequentialBackend, "local": LocalBackend, "ray": RayBackend}
 
 
-def make_backend(name: str, *, workers: int | None = None, address: str | None = None, threads: int | None = None):
+def make_backend(name: str, *, workers: int | None = None, address: str | None = None, threads: int | None = None, gpus=(), gpus_per_run: float | None = None):
     """Build a backend by name: ``sequential``, ``local`` or ``ray``."""
     if name not in BACKENDS:
         raise ConfigError(f"Unknown backend {name!r}. Valid backends: {', '.join(BACKENDS)}.")
     if address and name != "ray":
         raise ConfigError(f"--address applies to the ray backend only (got --backend {name}).")
+    if gpus and name != "local":
+        raise ConfigError(f"--gpus places local workers on GPUs (got --backend {name}; Ray places runs itself, see --gpus-per-run).")
+    if gpus_per_run is not None and name != "ray":
+        raise ConfigError(f"--gpus-per-run applies to the ray backend only (got --backend {name}).")
     if name == "sequential":
         if workers not in (None, 1):
             raise ConfigError("The sequential backend runs one run at a time; use --backend local for --workers.")
         return SequentialBackend()
     if name == "local":
-        return LocalBackend(workers, threads)
-    return RayBackend(address, workers, threads or 1)
+        return LocalBackend(workers, threads, gpus)
+    return RayBackend(address, workers, threads or 1, 0.25 if gpus_per_run is None else gpus_per_run)

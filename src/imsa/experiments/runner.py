@@ -34,6 +34,7 @@ from ..methods import method_class
 from ..protocols import Protocol
 from ..files import atomic_write_text
 from ..model_files import save_model
+from ..devices import describe_device, make_deterministic
 from ..training import RunContext, metrics_of, notify, seed_everything
 from .store import LOCK_FILE, SPLITS, RunLayout, RunRecord, fingerprint, load_record, locked, run_key, summarize, write_predictions, write_record, write_summary
 
@@ -229,6 +230,8 @@ def _train_run(spec: RunSpec, dataset: Dataset, context: RunContext, config, cls
     experiment = spec.experiment
     started = time.perf_counter()
     seed_everything(spec.seed)
+    if context.deterministic:
+        make_deterministic()
     splits = dataset.split(spec.fold)
     method = cls(config)
     method.fit(
@@ -258,6 +261,7 @@ def _train_run(spec: RunSpec, dataset: Dataset, context: RunContext, config, cls
         sizes={split: len(splits[split]) for split in ("train", "valid", "test")},
         wall_time_s=time.perf_counter() - started,
         torch_threads=torch.get_num_threads(),
+        execution={**describe_device(context.torch_device), "precision": context.precision, "deterministic": context.deterministic},
         versions=versions(),
         experiment=spec.identity,
     )

@@ -107,6 +107,9 @@ class RunRecord:
         Utterances per split.
     wall_time_s : float
     torch_threads : int
+    execution : dict
+        Where it computed: ``device``, ``device_name`` (GPU or CPU), ``torch``,
+        ``cuda`` (None on a CPU build), ``precision``, ``deterministic``.
     versions : dict
     """
 
@@ -126,6 +129,7 @@ class RunRecord:
     sizes: dict = field(default_factory=dict)
     wall_time_s: float = 0.0
     torch_threads: int = 0
+    execution: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     experiment: str = ""
 
@@ -256,7 +260,7 @@ class RunModels:
     models: list  # (seed, fold, Method)
 
     @classmethod
-    def load(cls, root: str | os.PathLike) -> "RunModels":
+    def load(cls, root: str | os.PathLike, *, device: str = "cpu") -> "RunModels":
         from ..model_files import load_method
 
         layout = RunLayout(root)
@@ -269,7 +273,7 @@ class RunModels:
         records = sorted((load_record(p) for p in (layout.root / "runs").glob("seed*-fold*.json")), key=lambda r: (r.seed, r.fold))
         if not records:
             raise ConfigError(f"{layout.root}: no finished run (runs/seedS-foldF.json) to load a model of.")
-        return cls(layout.root, experiment, [(r.seed, r.fold, load_method(layout.model(r.key))) for r in records])
+        return cls(layout.root, experiment, [(r.seed, r.fold, load_method(layout.model(r.key), device=device)) for r in records])
 
     def __len__(self) -> int:
         return len(self.models)

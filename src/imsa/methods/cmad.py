@@ -220,8 +220,8 @@ def truncate(x: torch.Tensor, mask: torch.Tensor | None, length: int) -> tuple[t
     equals the released pipeline, which cuts the rows with their 48 word pieces and adds
     the two zero rows again.
     """
-    steps = mask.sum(1) if mask is not None else torch.full((len(x),), x.shape[1])
-    index = torch.arange(length).repeat(len(x), 1)
+    steps = mask.sum(1) if mask is not None else torch.full((len(x),), x.shape[1], device=x.device)
+    index = torch.arange(length, device=x.device).repeat(len(x), 1)
     index[:, -1] = torch.where(steps > length, steps - 1, length - 1)
     x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
     return x, (mask[:, :length] if mask is not None else None)
@@ -558,14 +558,14 @@ class CMAD(Method):
                 draws.update(epoch=epoch, rng=epoch_rng(seed, epoch, 7))
             reweighting.start_epoch(epoch)
             present = sampler.sample(len(batch), modalities, draws["rng"])
-            combination = torch.from_numpy(condition_index(present))
+            combination = torch.from_numpy(condition_index(present))  # on the host, as MAR's statistics
             with torch.no_grad():
                 taught = teacher(batch)
             out = model(batch.with_present(torch.from_numpy(present)))
             task_term = per_sample_task_loss(out.prediction, batch.labels, task)
             with torch.no_grad():
-                reweighting.observe(combination, (task_term - per_sample_task_loss(taught.prediction, batch.labels, task)).clamp(min=0))
-            weights = reweighting.weights[combination] if cfg.mar else torch.ones_like(task_term)
+                reweighting.observe(combination, (task_term - per_sample_task_loss(taught.prediction, batch.labels, task)).clamp(min=0).cpu())
+            weights = reweighting.weights[combination].to(task_term.device) if cfg.mar else torch.ones_like(task_term)
             loss = (weights * task_term).mean()
             if cfg.logit_distillation:
                 distilled = logit_distillation(out.prediction, taught.prediction, task, cfg.temperature, target=batch.labels, dkd=dkd)

@@ -86,12 +86,14 @@ class TokenLayout:
         row_of_token = np.repeat(np.arange(len(lengths)), lengths)
         rank = np.arange(len(row_of_token)) - np.repeat(np.cumsum(lengths) - lengths, lengths)
         start = np.asarray(bin_of) * self.capacity + np.asarray(offset)
-        self.positions = torch.from_numpy(start[row_of_token] + rank)  # (T,) into bins * capacity
+        positions = torch.from_numpy(start[row_of_token] + rank)  # (T,) into bins * capacity
         segment = torch.full((self.bins * self.capacity,), -1, dtype=torch.long)
-        segment[self.positions] = torch.from_numpy(row_of_token)
+        segment[positions] = torch.from_numpy(row_of_token)
         segment = segment.view(self.bins, self.capacity)
+        # Planned on the host (first-fit is sequential), then moved where the tokens are.
+        self.positions = positions.to(mask.device)
         # Same row attends to same row; padding to padding (never NaN, and discarded).
-        self.attention_mask = (segment.unsqueeze(-1) == segment.unsqueeze(-2)).unsqueeze(1)  # (bins, 1, C, C)
+        self.attention_mask = (segment.unsqueeze(-1) == segment.unsqueeze(-2)).unsqueeze(1).to(mask.device)  # (bins, 1, C, C)
 
     def pad(self, tokens: torch.Tensor) -> torch.Tensor:
         """``(T, D)`` -> ``(bins, capacity, D)``, zeros where there is no token."""
@@ -241,7 +243,7 @@ class MoMKENet(nn.Module):
             if len(distinct) == len(key):
                 videos.append(None), inverse.append(None)
                 continue
-            first = torch.full((len(distinct),), len(key)).scatter_reduce(0, where, torch.arange(len(key)), "amin")
+            first = torch.full((len(distinct),), len(key), device=key.device).scatter_reduce(0, where, torch.arange(len(key), device=key.device), "amin")
             videos.append(first), inverse.append(where)
         return videos, inverse
 
@@ -292,15 +294,15 @@ class PerConditionMoMKE(nn.Module):
 
     def forward(self, batch: Batch) -> Output:
         real = batch.utterance_mask
-        first = batch.present[torch.arange(len(batch)), real.float().argmax(1)]  # (B, M) pattern of the first utterance
+        first = batch.present[torch.arange(len(batch), device=real.device), real.float().argmax(1)]  # (B, M) pattern of the first utterance
         if not (batch.present == (first.unsqueeze(1) & real.unsqueeze(-1))).all():
             raise ConfigError("Per-condition MoMKE needs one missing-modality condition per video; set per_condition=false for mixed masks.")
-        conditions = condition_index(first.numpy())
+        conditions = condition_index(first.cpu().numpy())
         outputs = None
         for index in np.unique(conditions):
             if int(index) not in self.lookup:
                 raise ConfigError(f"No stage-2 model was trained for condition {fixed_conditions(self.modalities)[index].name}.")
-            rows = torch.from_numpy(np.flatnonzero(conditions == index))
+            rows = torch.from_numpy(np.flatnonzero(conditions == index)).to(real.device)
             sub = batch.select(rows)
             out = self.models[self.lookup[int(index)]](sub)
             if outputs is None:
@@ -442,7 +444,8 @@ class MoMKE(Method):
         return MoMKENet(spec, dim=cfg.dim, depth=cfg.depth, heads=cfg.heads, dropout=cfg.dropout, attention_dropout=cfg.attention_dropout)
 
     def _autocast(self):
-        return torch.autocast("cpu", dtype=torch.bfloat16) if self.config.bf16 else nullcontext()
+        device = next(self.model_.parameters()).device.type
+        return torch.autocast(device, dtype=torch.bfloat16) if self.config.bf16 else nullcontext()
 
     def forward(self, batch: Batch) -> Output:
         with self._autocast():
@@ -472,7 +475,10 @@ class MoMKE(Method):
             return sum(task_loss(p, batch, task, loss_kind) for p in predictions.unbind(modality_axis))
 
         def unimodal_scores(epoch):
-            predictions = predict_settings(lambda b: self._predict_with(stage1, b), valid, complete, level="video", batch_size=cfg.eval_batch_size)["complete"]
+            predictions = predict_settings(
+                lambda b: self._predict_with(stage1, b), valid, complete, level="video", batch_size=cfg.eval_batch_size,
+                device=context.torch_device, precision=context.precision,
+            )["complete"]
             scores = {
                 k: compute_metrics(task, predictions.take(i, axis=modality_axis), valid.labels)[self.select_metric]
                 for i, k in enumerate(stage1.modalities)

@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -201,3 +202,17 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path):
     after = run_files(out)
     assert len(after) == 4
     assert {k: after[k] for k in finished} == finished  # the runs done before the kill were skipped
+
+
+def test_local_workers_map_the_datasets_features_instead_of_copying_them(tmp_path):
+    from imsa.data.registry import load_dataset
+    from imsa.experiments.backends import open_shared, share_datasets
+
+    dataset = load_dataset("synthetic", num_videos=10, seed=0)
+    shared = share_datasets({"synthetic": dataset}, tmp_path)["synthetic"]
+    assert all(isinstance(path, str) for path in shared.features.values())  # what travels to a worker: paths, not arrays
+    assert dataset.features["l"] is not None and not isinstance(dataset.features["l"], str)  # the caller's dataset is untouched
+    opened = open_shared(shared)
+    for m, x in dataset.features.items():
+        assert isinstance(opened.features[m], np.memmap) and np.array_equal(opened.features[m], x)
+    assert opened.split(0)["train"].labels.tolist() == dataset.split(0)["train"].labels.tolist()

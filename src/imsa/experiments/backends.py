@@ -5,7 +5,9 @@
 * ``local``: worker processes on this machine. Each worker sets
   ``torch.set_num_threads(cores // workers)`` so that, say, 2 workers on 2 cores do not
   oversubscribe them; a worker whose parent dies exits at once. With ``gpus``, worker k
-  trains on GPU ``gpus[k % len(gpus)]``: several small runs share each GPU.
+  trains on GPU ``gpus[k % len(gpus)]``: several small runs share each GPU. The
+  datasets' feature arrays go to the workers as memory-mapped files (copy-on-write):
+  N workers share one copy in the page cache instead of holding N.
 * ``ray``: tasks on a Ray cluster (``address``), or on a local Ray instance started for
   the grid. Datasets travel through Ray's object store, so worker nodes need imsa
   installed but not the data; records and models come back to the driver, which writes
@@ -18,13 +20,16 @@ and reports finished runs through ``on_run_end(name, record)``.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import multiprocessing
 import os
+import tempfile
 import threading
 import time
 
+import numpy as np
 import torch
 
 from ..errors import ConfigError, ImsaError
@@ -67,9 +72,31 @@ _WORKER_DATASETS: dict = {}
 _WORKER_DEVICE: dict = {}
 
 
+def share_datasets(datasets: dict, folder: str | os.PathLike) -> dict:
+    """Copies of ``datasets`` whose feature arrays are written to ``folder`` as .npy files
+    and replaced by their paths; :func:`open_shared` maps them back in a worker."""
+    shared = {}
+    for k, (key, dataset) in enumerate(datasets.items()):
+        light = copy.copy(dataset)
+        light.__dict__.pop("_tensor_caches", None)
+        light.features = {}
+        for m, x in dataset.features.items():
+            path = os.path.join(folder, f"{k}-{m}.npy")
+            np.save(path, x)
+            light.features[m] = path
+        shared[key] = light
+    return shared
+
+
+def open_shared(dataset):
+    """A dataset of :func:`share_datasets` with its features mapped copy-on-write (pages shared between processes)."""
+    dataset.features = {m: np.load(path, mmap_mode="c") for m, path in dataset.features.items()}
+    return dataset
+
+
 def _init_worker(datasets: dict, threads: int, parent: int, counter=None, gpus: tuple[int, ...] = ()) -> None:
     """Worker set-up: the datasets once per process, a share of the cores (and of the GPUs), and a parent watch."""
-    _WORKER_DATASETS.update(datasets)
+    _WORKER_DATASETS.update({key: open_shared(dataset) for key, dataset in datasets.items()})
     torch.set_num_threads(threads)
     if gpus:
         with counter.get_lock():
@@ -128,7 +155,8 @@ class LocalBackend:
         logger.info("local backend: %d worker process(es), %d torch thread(s) each.", workers, self.threads)
         processes = multiprocessing.get_context("spawn")  # no forked torch state
         counter = processes.Value("i", 0)
-        pool = processes.Pool(workers, initializer=_init_worker, initargs=(datasets, self.threads, os.getpid(), counter, self.gpus))
+        folder = tempfile.TemporaryDirectory(prefix="imsa-shared-")
+        pool = processes.Pool(workers, initializer=_init_worker, initargs=(share_datasets(datasets, folder.name), self.threads, os.getpid(), counter, self.gpus))
         worker_context = dataclasses.replace(context, callbacks=())
         try:
             for index, spec in enumerate(specs):
@@ -140,6 +168,7 @@ class LocalBackend:
         finally:
             pool.terminate()  # on an error or Ctrl-C: unfinished runs keep their checkpoints
             pool.join()
+            folder.cleanup()
 
 
 # ---- Ray ----------------------------------------------------------------------------------

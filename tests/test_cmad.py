@@ -458,3 +458,14 @@ def test_decoupled_kd_by_hand():
     s2, t2 = student[:, :2], teacher[:, :2]
     kl = (t2.softmax(-1) * (t2.log_softmax(-1) - s2.log_softmax(-1))).sum()
     assert decoupled_kd(s2, t2, target, alpha=2.0, beta=8.0, temperature=1.0).item() == pytest.approx(2 * kl.item(), rel=1e-5)
+
+
+def test_a_model_of_imsa_0_2_with_max_text_length_loads_with_a_warning(synthetic):
+    split = synthetic.split(0)
+    method = CMAD({**TINY, "epochs": 1, "teacher_epochs": 1}).fit(split["train"], split["valid"], seed=0)
+    state = method.state_dict()
+    config = dict(state["config"])
+    config["max_text_length"] = config.pop("max_length")
+    with pytest.warns(UserWarning, match="imsa 0.2.0"):
+        loaded = CMAD().load_state_dict({**state, "config": config})
+    assert loaded.config.max_length == method.config.max_length

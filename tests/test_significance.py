@@ -85,3 +85,18 @@ def test_report_marks_a_clearly_worse_method_and_writes_p_values(tmp_path, capsy
     assert all(c["reference"] == "1" for c in cells if c["method"] == "early_fusion")
     assert main(["report", str(store), "--baseline", "momke"]) == 2
     assert "--baseline momke: no such method" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("metric", ["emotion_binary_acc", "emotion_binary_f1"])
+def test_resampled_multilabel_metrics_match_the_metric_on_each_resample(metric):
+    from imsa.metrics import multilabel_metrics
+    from imsa.significance import resampled_metric
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, size=(30, 4))
+    scores = rng.standard_normal((30, 4, 2))
+    draws = rng.integers(0, 30, size=(5, 30))
+    counts = np.stack([np.bincount(d, minlength=30) for d in draws])
+    values = resampled_metric(metric, scores, labels, counts)
+    for b, d in enumerate(draws):
+        assert values[b] == pytest.approx(multilabel_metrics(scores[d], labels[d])[metric])

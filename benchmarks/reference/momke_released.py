@@ -174,12 +174,9 @@ def imsa_scores(run_dir: Path) -> dict:
     return {c: {k: record.metrics["test"][IMSA_NAME[c]][k] for k in REPORTED} for c in CONDITIONS if IMSA_NAME[c] in record.metrics["test"]}
 
 
-def mean_std(values) -> dict:
-    values = np.asarray(values, dtype=float)
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0, "n": int(len(values))}
-
-
 def write_table(results: dict, folds: list[int], conditions: list[str], out: Path) -> None:
+    from imsa.experiments.store import Stats, format_cell
+
     columns = {"released, epoch by validation F1": ("released", "by_valid_f1_non0"), "released, epoch by validation MAE": ("released", "by_valid_mae")}
     for name in results["imsa"]:
         columns[f"imsa ({name})"] = ("imsa", name)
@@ -200,11 +197,11 @@ def write_table(results: dict, folds: list[int], conditions: list[str], out: Pat
                 if all(chosen):
                     per_fold.append({k: float(np.mean([m[k] for m in chosen])) for k in ("acc2_has0", "mae")})
             if len(per_fold) == len(folds):
-                acc, mae = mean_std([m["acc2_has0"] for m in per_fold]), mean_std([m["mae"] for m in per_fold])
-                row.append(f"{acc['mean']:.3f} ± {acc['std']:.3f} / {mae['mean']:.3f} ± {mae['std']:.3f}")
-                summary.setdefault(column, {})[condition] = {"acc2_has0": acc, "mae": mae}
+                acc, mae = (Stats.of(m[k] for m in per_fold) for k in ("acc2_has0", "mae"))
+                row.append(f"{format_cell(acc)} / {format_cell(mae)}")
+                summary.setdefault(column, {})[condition] = {"acc2_has0": acc.to_dict(), "mae": mae.to_dict()}
             else:
-                row.append("—")
+                row.append(format_cell(None))
         lines.append("| " + " | ".join(row) + " |")
     results["summary"] = summary
     text = "\n".join([

@@ -172,7 +172,7 @@ class TensorCache:
             index=torch.where(real, index, torch.full_like(index, -1)),
             modalities=self.dataset.modalities,
             utterance_mask=real if index.dim() == 2 else None,
-            texts=self._texts(index.cpu()),
+            texts=self._texts(index),
         )
         if present is None:
             return batch.with_present(full)

@@ -122,10 +122,15 @@ class TrainConfig:
         "patience": COUNT,
         "grad_clip": POSITIVE,
     }
+    # The allowed values of every key with a fixed set of them; a subclass adds its own.
+    CHOICES: ClassVar[dict] = {}
 
     def __post_init__(self):
         owner = type(self).__qualname__
         check_domains(self)
+        for name, allowed in self.CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise invalid_parameter(name, owner, " or ".join(repr(a) for a in allowed), getattr(self, name))
         for name, value in dataclasses.asdict(self).items():
             if isinstance(value, float) and not math.isfinite(value):
                 raise invalid_parameter(name, owner, "a finite number", value)

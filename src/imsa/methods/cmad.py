@@ -162,13 +162,16 @@ class ModalityReweighting:
         every epoch from ``begin_epoch`` on, from the epoch just finished.
     scale : float
         ``lambda_w``.
+    device : torch.device or str
+        Where the statistics live: the student's device, so that no training step waits
+        for a copy to the host.
     """
 
-    def __init__(self, num_combinations: int, *, begin_epoch: int, update: str, scale: float):
+    def __init__(self, num_combinations: int, *, begin_epoch: int, update: str, scale: float, device: torch.device | str = "cpu"):
         self.begin_epoch, self.update, self.scale = begin_epoch, update, scale
-        self.sums = torch.zeros(num_combinations, dtype=torch.float64)
-        self.counts = torch.zeros(num_combinations, dtype=torch.float64)
-        self.weights = torch.ones(num_combinations)
+        self.sums = torch.zeros(num_combinations, dtype=torch.float64, device=device)
+        self.counts = torch.zeros(num_combinations, dtype=torch.float64, device=device)
+        self.weights = torch.ones(num_combinations, device=device)
         self.epoch = -1
 
     def start_epoch(self, epoch: int) -> None:
@@ -441,13 +444,10 @@ class CMADConfig(TrainConfig):
         **dict.fromkeys(("tau", "temperature", "student_grad_clip"), POSITIVE),
         **dict.fromkeys(("delta", "gamma", "mar_scale", "begin_epoch", "dkd_alpha", "dkd_beta"), NON_NEGATIVE),
     }
+    CHOICES: ClassVar[dict] = {"mar_update": ("fixed", "per_epoch"), "init": ("released", "pytorch")}
 
     def __post_init__(self):
         super().__post_init__()
-        if self.mar_update not in ("fixed", "per_epoch"):
-            raise invalid_parameter("mar_update", "CMADConfig", "'fixed' or 'per_epoch'", self.mar_update)
-        if self.init not in ("released", "pytorch"):
-            raise invalid_parameter("init", "CMADConfig", "'released' or 'pytorch'", self.init)
         if self.max_length < 3:
             raise invalid_parameter("max_length", "CMADConfig", "at least 3 ([CLS], one word piece, [SEP])", self.max_length)
         if self.select_condition:
@@ -551,7 +551,9 @@ class CMAD(Method):
         sampler = protocol.training_sampler(make_sampler(cfg.train_missing))
         if isinstance(sampler, CombinationDistribution):
             sampler = sampler.marginal(modalities)
-        reweighting = ModalityReweighting(2 ** len(modalities) - 1, begin_epoch=cfg.begin_epoch, update=cfg.mar_update, scale=cfg.mar_scale)
+        reweighting = ModalityReweighting(
+            2 ** len(modalities) - 1, begin_epoch=cfg.begin_epoch, update=cfg.mar_update, scale=cfg.mar_scale, device=context.torch_device
+        )
         draws = {"epoch": None, "rng": None}
 
         def student_loss(model, batch, epoch):
@@ -559,14 +561,14 @@ class CMAD(Method):
                 draws.update(epoch=epoch, rng=epoch_rng(seed, epoch, 7))
             reweighting.start_epoch(epoch)
             present = sampler.sample(len(batch), modalities, draws["rng"])
-            combination = torch.from_numpy(condition_index(present))  # on the host, as MAR's statistics
+            combination = torch.from_numpy(condition_index(present)).to(batch.labels.device)
             with torch.no_grad():
                 taught = teacher(batch)
             out = model(batch.with_present(torch.from_numpy(present)))
             task_term = per_sample_task_loss(out.prediction, batch.labels, task)
             with torch.no_grad():
-                reweighting.observe(combination, (task_term - per_sample_task_loss(taught.prediction, batch.labels, task)).clamp(min=0).cpu())
-            weights = reweighting.weights[combination].to(task_term.device) if cfg.mar else torch.ones_like(task_term)
+                reweighting.observe(combination, (task_term - per_sample_task_loss(taught.prediction, batch.labels, task)).clamp(min=0))
+            weights = reweighting.weights[combination] if cfg.mar else torch.ones_like(task_term)
             loss = (weights * task_term).mean()
             if cfg.logit_distillation:
                 distilled = logit_distillation(out.prediction, taught.prediction, task, cfg.temperature, target=batch.labels, dkd=dkd)

@@ -390,12 +390,6 @@ class MoMKEConfig(TrainConfig):
     }
     CHOICES: ClassVar[dict] = {"regression_loss": ("mse", "l1"), "restore": ("best", "last"), "stage2_optimizer": ("fresh", "shared")}
 
-    def __post_init__(self):
-        super().__post_init__()
-        for key, allowed in self.CHOICES.items():
-            if getattr(self, key) not in allowed:
-                raise invalid_parameter(key, "MoMKEConfig", " or ".join(repr(a) for a in allowed), getattr(self, key))
-
 
 # -- recipe ---------------------------------------------------------------------------------------
 
@@ -486,12 +480,11 @@ class MoMKE(Method):
             tracker.update(epoch, scores)
             return float(np.mean(list(scores.values())))
 
-        shared = cfg.stage2_optimizer == "shared"
         phases = [
             self.train_phase(
                 stage1, train, valid, protocol=protocol, seed=seed, loss=unimodal_loss, sampler=Complete(), settings=complete,
                 score=unimodal_scores, optimizer="adam", phase="stage1", epochs=cfg.stage1_epochs,
-                context=context, extra_state=tracker, keep_last=cfg.restore == "last", keep_optimizer_state=shared,
+                context=context, extra_state=tracker, keep_last=cfg.restore == "last", keep_optimizer_state=cfg.stage2_optimizer == "shared",
             )
         ]
         if cfg.restore == "best":

@@ -29,7 +29,7 @@ from imsa.errors import ConfigError, invalid_parameter
 MODALITY_ORDER = ("l", "a", "v")
 MODALITY_NAMES = {"l": "language", "a": "audio", "v": "vision"}
 
-SAMPLER_FORMS = ("complete", "uniform", "cmad", "dropout:<p>", "rate:<r>", "condition:<codes>")
+SAMPLER_FORMS = ("complete", "uniform", "incomplete", "cmad", "dropout:<p>", "rate:<r>", "condition:<codes>")
 
 _CMAD_WEIGHTS = {"l": 2, "a": 3, "v": 3, "l,a": 1, "l,v": 1, "a,v": 3, "l,a,v": 1}
 
@@ -421,6 +421,32 @@ class CombinationDistribution:
 
 
 @dataclass(frozen=True)
+class Incomplete:
+    """Each row draws one of the ``2**M - 2`` conditions that lack at least one
+    modality, uniformly (MMIN's training distribution: the complete condition is
+    never drawn). With two modalities that is each one alone, half the time each."""
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        """Draw an ``(n, M)`` mask with no empty and no complete row.
+
+        Raises
+        ------
+        ConfigError
+            With one modality, where no incomplete condition exists.
+        """
+        modalities = _check_modalities(modalities, "Incomplete.sample")
+        if len(modalities) < 2:
+            raise ConfigError(f"The 'incomplete' training distribution needs at least two modalities; the data has only {modalities[0]!r}.")
+        n = _check_count(n, "Incomplete.sample")
+        rng = _as_generator(rng, "Incomplete.sample")
+        masks = np.stack([condition.mask(modalities) for condition in fixed_conditions(modalities)[:-1]])
+        return masks[rng.integers(len(masks), size=n)]
+
+    def describe(self) -> str:
+        return "incomplete"
+
+
+@dataclass(frozen=True)
 class IndependentDropout:
     """Drop each modality independently with probability ``p``.
 
@@ -482,7 +508,7 @@ def make_sampler(spec: str) -> MaskSampler:
     Parameters
     ----------
     spec : str
-        One of ``"complete"``, ``"uniform"``, ``"cmad"``, ``"dropout:<p>"``,
+        One of ``"complete"``, ``"uniform"``, ``"incomplete"``, ``"cmad"``, ``"dropout:<p>"``,
         ``"rate:<r>"``, ``"condition:<codes>"`` (e.g. ``"condition:l,a"``).
         A sampler's :meth:`describe` gives back such a string.
 
@@ -495,7 +521,7 @@ def make_sampler(spec: str) -> MaskSampler:
         raise invalid_parameter("spec", "make_sampler", f"one of {', '.join(SAMPLER_FORMS)}", spec)
     kind, _, argument = spec.strip().partition(":")
     kind = kind.strip().lower()
-    simple = {"complete": Complete, "uniform": CombinationDistribution.uniform, "cmad": CombinationDistribution.cmad}
+    simple = {"complete": Complete, "uniform": CombinationDistribution.uniform, "incomplete": Incomplete, "cmad": CombinationDistribution.cmad}
     if kind in simple and not argument:
         return simple[kind]()
     if kind == "condition" and argument:

@@ -44,7 +44,7 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-LR_SCHEDULES = ("constant", "cosine", "step:E1,E2,...")
+LR_SCHEDULES = ("constant", "cosine", "step:E1,E2,...", "linear:N")
 
 
 def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
@@ -52,13 +52,18 @@ def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
 
     ``"constant"``: 1. ``"cosine"``: ``0.5 * (1 + cos(pi * epoch / epochs))``, set per
     epoch. ``"step:E1,E2,..."``: 0.1 for every milestone ``Ek <= epoch``, e.g.
-    ``"step:180,200"``. (CMAD's released code offers the last two.)
+    ``"step:180,200"``. (CMAD's released code offers these two.) ``"linear:N"``: 1 for
+    the first N epochs, then down by ``1 / (epochs - N + 1)`` per epoch, to
+    ``1 / (epochs - N + 1)`` at the last (MMIN's "linear" policy).
     """
     kind, _, argument = str(schedule).strip().partition(":")
     if kind == "constant" and not argument:
         return lambda epoch: 1.0
     if kind == "cosine" and not argument:
         return lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if kind == "linear" and argument.isdigit():
+        constant = int(argument)
+        return lambda epoch: 1.0 - max(0, epoch + 1 - constant) / (max(epochs - constant, 0) + 1)
     if kind == "step" and argument:
         try:
             milestones = [int(m) for m in argument.split(",")]
@@ -66,7 +71,7 @@ def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
             milestones = None
         if milestones and all(m >= 0 for m in milestones):
             return lambda epoch: 0.1 ** sum(epoch >= m for m in milestones)
-    raise ConfigError(f"Unknown learning-rate schedule {schedule!r}. Valid forms: {', '.join(LR_SCHEDULES)} (e.g. step:180,200).")
+    raise ConfigError(f"Unknown learning-rate schedule {schedule!r}. Valid forms: {', '.join(LR_SCHEDULES)} (e.g. step:180,200 or linear:20).")
 
 
 class Callback(TypingProtocol):
@@ -177,6 +182,7 @@ def train(
     maximize: bool,
     patience: int | None = None,
     grad_clip: float | None = None,
+    clip_groups: list | None = None,
     phase: str = "train",
     checkpoint: str | os.PathLike | None = None,
     checkpoint_interval: float = 30.0,
@@ -210,6 +216,9 @@ def train(
         Stop after this many epochs without improvement; None trains all epochs.
     grad_clip : float, optional
         Clip the global gradient norm to this value.
+    clip_groups : list of lists of parameters, optional
+        Clip each group's norm to ``grad_clip`` separately (per-module clipping, as
+        MMIN's code) instead of the norm of all parameters together.
     phase : str
         Name in logs, callbacks and results.
     checkpoint : path, optional
@@ -260,6 +269,12 @@ def train(
     initial_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
     device = torch.device(device)
     scaler = grad_scaler(device, precision)
+    groups = [list(g) for g in clip_groups] if clip_groups else [list(model.parameters())]
+
+    def clip():
+        for group in groups:
+            torch.nn.utils.clip_grad_norm_(group, grad_clip)
+
     notify(callbacks, "on_phase_start", phase, epochs, state["next_epoch"])
     last_save = time.monotonic()
     epoch = state["next_epoch"]
@@ -281,13 +296,13 @@ def train(
                 scaler.scale(value).backward()
                 if grad_clip:
                     scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    clip()
                 scaler.step(optimizer)
                 scaler.update()
             else:
                 value.backward()
                 if grad_clip:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+                    clip()
                 optimizer.step()
             total += value.detach().double() * len(batch)
             count += len(batch)

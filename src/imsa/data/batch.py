@@ -66,6 +66,7 @@ class Batch:
     modalities: tuple[str, ...]
     utterance_mask: torch.Tensor | None = None
     texts: tuple | None = None
+    speakers: torch.Tensor | None = None
 
     @property
     def level(self) -> str:
@@ -107,6 +108,7 @@ class Batch:
             modalities=self.modalities,
             utterance_mask=None if self.utterance_mask is None else fn(self.utterance_mask),
             texts=texts,
+            speakers=None if self.speakers is None else fn(self.speakers),
         )
 
     def repeat(self, times: int) -> "Batch":
@@ -139,6 +141,7 @@ class TensorCache:
                 self.time_mask[m] = (steps[None, :] < torch.as_tensor(dataset.lengths[m])[:, None]).to(self.device)
         dtype = torch.float32 if dataset.task == "regression" else torch.long  # class indices, or 0/1 per class
         self.labels = torch.as_tensor(dataset.labels, dtype=dtype).to(self.device)
+        self.speakers = torch.from_numpy(dataset.speakers[0]).to(self.device)
 
     def _texts(self, index: torch.Tensor) -> tuple | None:
         transcripts = self.dataset.transcripts
@@ -173,6 +176,7 @@ class TensorCache:
             modalities=self.dataset.modalities,
             utterance_mask=real if index.dim() == 2 else None,
             texts=self._texts(index),
+            speakers=torch.where(real, self.speakers[safe], torch.zeros((), dtype=torch.long, device=self.device)),
         )
         if present is None:
             return batch.with_present(full)

@@ -173,6 +173,34 @@ class Dataset:
             groups.setdefault(v, []).append(i)
         return {v: np.asarray(ix, dtype=np.int64) for v, ix in groups.items()}
 
+    @cached_property
+    def speakers(self) -> tuple[np.ndarray, int]:
+        """``(N,)`` speaker index of every utterance and the number of speaker indices.
+
+        From ``annotations["speakers"]``: with at most two distinct labels they are
+        indexed in sorted order over the dataset (IEMOCAP F = 0, M = 1, as GCNet's code);
+        with more, speakers are indexed within each video by order of first appearance,
+        and the count is the most any video has. Without the annotation every utterance
+        is speaker 0 of 1.
+        """
+        labels = self.annotations.get("speakers")
+        n = len(self.utterance_ids)
+        if labels is None:
+            return np.zeros(n, dtype=np.int64), 1
+        labels = [str(s) for s in labels]
+        distinct = sorted(set(labels))
+        if len(distinct) <= 2:
+            index = {s: k for k, s in enumerate(distinct)}
+            return np.array([index[s] for s in labels], dtype=np.int64), max(len(distinct), 1)
+        out = np.zeros(n, dtype=np.int64)
+        count = 1
+        for rows in self.video_index.values():
+            seen: dict[str, int] = {}
+            for i in rows:
+                out[i] = seen.setdefault(labels[i], len(seen))
+            count = max(count, len(seen))
+        return out, count
+
     def split(self, fold: int = 0) -> dict[str, "Subset"]:
         """The train/valid/test subsets of one fold."""
         if not 0 <= fold < len(self.folds):

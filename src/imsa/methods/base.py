@@ -53,6 +53,7 @@ class DataSpec:
     task: str
     output_dim: int
     class_names: tuple[str, ...] | None = None
+    num_speakers: int = 1
 
     def __post_init__(self):  # tuples again after a trip through JSON
         object.__setattr__(self, "modalities", tuple(self.modalities))
@@ -68,6 +69,7 @@ class DataSpec:
             task=dataset.task,
             output_dim=dataset.output_dim,
             class_names=dataset.class_names,
+            num_speakers=dataset.speakers[1],
         )
 
 
@@ -415,6 +417,9 @@ class Method:
         optimizer_state: dict | None = None,
         keep_optimizer_state: bool = False,
         grad_clip: float | None | str = "config",
+        clip_groups: list | None = None,
+        betas: tuple[float, float] = (0.9, 0.999),
+        lr_schedule: str | None = None,
     ) -> TrainResult:
         """Run one training phase of ``model`` with the shared loop, on what it is given.
 
@@ -428,8 +433,10 @@ class Method:
         parameter, as some papers' code); ``optimizer_state``, if given, is loaded into
         it (a phase continuing an earlier phase's optimiser, whose result kept it with
         ``keep_optimizer_state``). ``keep_last`` and ``select_from`` are passed to
-        :func:`imsa.training.train`. ``grad_clip`` replaces the config's for this phase.
-        The config's ``lr_schedule`` runs over this phase's epochs.
+        :func:`imsa.training.train`. ``grad_clip`` replaces the config's for this phase;
+        ``clip_groups`` (lists of parameters, e.g. one per module) clips each group's
+        norm separately. ``betas`` are Adam's. The config's ``lr_schedule`` (or the
+        phase's own ``lr_schedule``) runs over this phase's epochs.
         """
         cfg = self.config
         predict = predict or (lambda b: model(b).prediction)
@@ -447,9 +454,9 @@ class Method:
 
         # fused: one vectorised kernel per parameter (CPU and CUDA); 3x faster than foreach on CPU
         if optimizer == "adam":
-            opt = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+            opt = torch.optim.Adam(model.parameters(), lr=lr or cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=True)
         else:
-            opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr, fused=True)
+            opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr, betas=betas, fused=True)
         if optimizer_state is not None:
             opt.load_state_dict(copy.deepcopy(optimizer_state))  # several phases may continue one state
         return run_training(
@@ -462,7 +469,8 @@ class Method:
             maximize=METRICS[metric].higher_is_better,
             patience=cfg.patience,
             grad_clip=cfg.grad_clip if grad_clip == "config" else grad_clip,
-            lr_schedule=lr_factor(cfg.lr_schedule, epochs or cfg.epochs),
+            clip_groups=clip_groups,
+            lr_schedule=lr_factor(lr_schedule or cfg.lr_schedule, epochs or cfg.epochs),
             phase=phase,
             checkpoint=context.checkpoint(phase),
             checkpoint_interval=context.checkpoint_interval,
@@ -493,6 +501,48 @@ def _methods_for(task: str) -> list[str]:
 def epoch_rng(seed: int, epoch: int, *stream: int) -> np.random.Generator:
     """The generator of epoch ``epoch`` (batches), or of a recipe's own ``stream`` in it (see ``Method.fit``)."""
     return np.random.default_rng([seed, epoch, *stream])
+
+
+@dataclass(frozen=True)
+class MaskedBatch:
+    """A training batch under a drawn mask, with the truth the mask hides.
+
+    ``batch`` is what the model may read (missing modalities zeroed); ``complete`` is
+    the same utterances with every modality, for targets only (imagination,
+    reconstruction, a teacher); ``present`` is the drawn ``(B, [S,] M)`` mask.
+    """
+
+    batch: Batch
+    complete: Batch
+    present: torch.Tensor
+
+
+class TrainingMasks:
+    """The one way a recipe sees what its training masks remove (MMIN, GCNet, CMAD's teacher).
+
+    The phase batches complete data (``sampler=Complete()``) and the loss calls
+    :meth:`draw` on each batch: the masks come from ``sampler`` with
+    ``default_rng([seed, epoch, stream])`` (the seeding rule of ``Method.fit``, so a
+    resumed run draws the same ones), one row per utterance (padded ones included,
+    then cleared, at video level). The original features of the masked modalities are
+    those of ``MaskedBatch.complete``. Evaluation never passes through here: at
+    prediction time a model gets only what ``present`` leaves.
+    """
+
+    def __init__(self, sampler, modalities: tuple[str, ...], seed: int, stream: int):
+        self.sampler, self.modalities, self.seed, self.stream = sampler, tuple(modalities), seed, stream
+        self._epoch, self._rng = None, None
+
+    def draw(self, batch: Batch, epoch: int) -> MaskedBatch:
+        if self._epoch != epoch:
+            self._epoch, self._rng = epoch, epoch_rng(self.seed, epoch, self.stream)
+        shape = batch.present.shape
+        drawn = self.sampler.sample(int(np.prod(shape[:-1])), self.modalities, self._rng).reshape(shape)
+        masked = batch.with_present(torch.from_numpy(drawn).to(batch.present.device))
+        return MaskedBatch(masked, batch, masked.present)
+
+    def __repr__(self) -> str:
+        return f"TrainingMasks({self.sampler!r}, stream={self.stream})"
 
 
 def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:

@@ -49,7 +49,7 @@ from ..nn.layers import Dropout
 from ..nn.perceiver import Perceiver
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, epoch_rng, task_loss
+from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, task_loss
 from .registry import register_method
 
 # -- losses ---------------------------------------------------------------------------------------
@@ -554,17 +554,15 @@ class CMAD(Method):
         reweighting = ModalityReweighting(
             2 ** len(modalities) - 1, begin_epoch=cfg.begin_epoch, update=cfg.mar_update, scale=cfg.mar_scale, device=context.torch_device
         )
-        draws = {"epoch": None, "rng": None}
+        masks = TrainingMasks(sampler, modalities, seed, stream=7)
 
         def student_loss(model, batch, epoch):
-            if draws["epoch"] != epoch:  # masks derive from (seed, epoch), so a resumed run draws the same ones
-                draws.update(epoch=epoch, rng=epoch_rng(seed, epoch, 7))
             reweighting.start_epoch(epoch)
-            present = sampler.sample(len(batch), modalities, draws["rng"])
-            combination = torch.from_numpy(condition_index(present)).to(batch.labels.device)
+            drawn = masks.draw(batch, epoch)
+            combination = torch.from_numpy(condition_index(drawn.present.cpu().numpy())).to(batch.labels.device)
             with torch.no_grad():
-                taught = teacher(batch)
-            out = model(batch.with_present(torch.from_numpy(present)))
+                taught = teacher(drawn.complete)
+            out = model(drawn.batch)
             task_term = per_sample_task_loss(out.prediction, batch.labels, task)
             with torch.no_grad():
                 reweighting.observe(combination, (task_term - per_sample_task_loss(taught.prediction, batch.labels, task)).clamp(min=0))

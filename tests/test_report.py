@@ -128,3 +128,13 @@ def test_report_cells_show_mean_and_std_and_a_single_run_alone():
     assert format_cell(None, 3) == "–"
     assert format_cell({"mean": 0.6, "std": 0.141421, "n": 2}, 2) == "0.60 ± 0.14"  # a summary.json cell
     assert Stats.of([1.0, float("nan"), 3.0]) == Stats(2.0, 2.0**0.5, 2)  # non-finite values are not counted
+
+
+def test_rows_of_one_method_under_several_configs_are_labelled_by_what_differs(tmp_path):
+    options = {"synthetic": {"num_videos": 20, "max_utterances": 6}}
+    for name, dim in (("narrow", 8), ("wide", 32)):
+        grid = grid_from_dict({"methods": ["late_fusion"], "datasets": ["synthetic"], "protocols": ["fixed"], "seeds": [1],
+                               "config": {"epochs": 2, "dim": dim}, "dataset_options": options})
+        run_grid(grid, tmp_path / name)
+    md = (write_report(tmp_path)["markdown"]).read_text()
+    assert "| late_fusion [dim=8] |" in md and "| late_fusion [dim=32] |" in md

@@ -163,14 +163,15 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
         return (dataset_rank.get(dataset, len(dataset_rank)), dataset, method_rank.get(_method_of(method), len(method_rank)), method)
 
     # Runs of one method and dataset under different configs never share a cell: each
-    # config gets its own row, labelled with its config id.
-    configs: dict = defaultdict(set)
+    # config gets its own row, labelled with what sets it apart (e.g. "mmin [variant=ae]").
+    configs: dict = defaultdict(dict)
     for _, record in runs:
-        configs[(record.method, record.dataset)].add(record.config_id)
+        configs[(record.method, record.dataset)][record.config_id] = record.config
+    labels = {key: _config_labels(group) for key, group in configs.items()}
 
     def row_of(record) -> tuple[str, str]:
-        several = len(configs[(record.method, record.dataset)]) > 1
-        return (f"{record.method} [{record.config_id}]" if several else record.method, record.dataset)
+        label = labels[(record.method, record.dataset)].get(record.config_id)
+        return (f"{record.method} [{label}]" if label else record.method, record.dataset)
 
     tables = []
     for kind in ("fixed", "random"):
@@ -215,6 +216,25 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
                 ordered = {row: dict(cells[row]) for row in sorted(cells, key=row_key)}
                 tables.append(Table(kind, metric, split, columns, ordered))
     return tables
+
+
+def _config_labels(configs: dict[str, dict]) -> dict[str, str]:
+    """Config id -> row label for the configs of one method on one dataset: nothing for a
+    single config; else the values that differ between them (at most three), or the id."""
+    if len(configs) < 2:
+        return {}
+    keys = sorted({k for config in configs.values() for k in config})
+    differing = [k for k in keys if len({repr(config.get(k)) for config in configs.values()}) > 1]
+    if not differing or len(differing) > 3:
+        return {cid: cid for cid in configs}
+    labels = {cid: ", ".join(f"{k}={_short(config.get(k))}" for k in differing) for cid, config in configs.items()}
+    return labels if len(set(labels.values())) == len(labels) else {cid: cid for cid in configs}
+
+
+def _short(value) -> str:
+    if isinstance(value, (list, tuple)):
+        return ",".join(map(str, value))
+    return str(value)
 
 
 def _method_of(row_label: str) -> str:

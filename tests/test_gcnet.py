@@ -246,3 +246,18 @@ def test_gcnet_refuses_data_with_more_speakers_than_it_was_trained_with():
     assert method.spec_.num_speakers == 1
     with pytest.raises(Exception, match="2 speakers per conversation"):
         method.check_data(data)
+
+
+def test_gcnet_on_a_gcnet_iemocap_folder_uses_its_speakers(tmp_path):
+    from imsa.data.registry import load_dataset
+    from test_families import gcnet_iemocap_folder
+
+    data = load_dataset(str(gcnet_iemocap_folder(tmp_path / "IEMOCAP")))
+    split = data.split(0)
+    method = GCNet(hidden=8, epochs=2, batch_size=4).fit(split["train"], split["valid"], seed=0)
+    assert method.spec_.num_speakers == 2 and method.model_.speaker.rgcn.num_relations == 4
+    batch = next(iterate_batches(split["test"], 4, level="video"))
+    expected = np.where(batch.index.numpy() >= 0, data.speakers[0][batch.index.clamp(min=0).numpy()], 0)
+    assert torch.equal(batch.speakers, torch.from_numpy(expected)) and set(expected[batch.index.numpy() >= 0]) == {0, 1}
+    results = method.evaluate(split["test"], Protocol("random", rate=0.3).settings(split["test"]))
+    assert set(results["rate=0.3"]) >= {"wa", "ua", "wf1"}

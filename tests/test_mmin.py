@@ -224,3 +224,14 @@ def test_mmin_refuses_one_modality_and_unknown_settings(synthetic):
         MMIN(variant="vae")
     with pytest.raises(ConfigError, match="init"):
         MMIN(init="normal")
+
+
+def test_fixed_protocol_selects_phase_2_on_the_incomplete_conditions_only(synthetic, tmp_path):
+    from imsa.files import load_tensors_only
+    from imsa.training import RunContext
+
+    split = synthetic.split(0)
+    MMIN(pretrain_epochs=1, epochs=1, embed_dim=4, encoder_layers=(8,), classifier_layers=(8,)).fit(
+        split["train"], split["valid"], context=RunContext(workdir=tmp_path, device="cpu"))
+    settings = {phase: load_tensors_only(tmp_path / f"{phase}.pt")["fingerprint"]["settings"] for phase in ("pretrain", "mmin")}
+    assert settings == {"pretrain": ["l,a,v"], "mmin": sorted(["l", "a", "v", "l,a", "l,v", "a,v"])}

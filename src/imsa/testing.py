@@ -55,6 +55,7 @@ def text_and_audio(dataset: Dataset) -> Dataset:
         name=f"{dataset.name}-la",
         modalities=("l", "a"),
         features={m: dataset.features[m] for m in ("l", "a")},
+        lengths={m: dataset.lengths[m] for m in ("l", "a") if m in dataset.lengths},
         labels=dataset.labels,
         utterance_ids=dataset.utterance_ids,
         video_ids=dataset.video_ids,
@@ -82,14 +83,20 @@ class MethodChecker:
     def datasets(self) -> dict[str, Dataset]:
         if self._datasets is None:
             small = dict(num_videos=20, min_utterances=3, max_utterances=6, seed=0)
-            regression = load_dataset("synthetic", **small)
+            regression = self.synthetic(**small)
             self._datasets = {
                 "regression": regression,
-                "classification": load_dataset("synthetic", num_classes=3, **small),
+                "classification": self.synthetic(num_classes=3, **small),
                 "two_modalities": text_and_audio(regression),
                 "sequence": load_dataset("synthetic", sequence_length=4, **small),
             }
         return self._datasets
+
+    def synthetic(self, **options) -> Dataset:
+        """The synthetic dataset, as 4-step sequences for a method that reads sequences only."""
+        if self.cls.inputs == "sequence":
+            options.setdefault("sequence_length", 4)
+        return load_dataset("synthetic", **options)
 
     def fitted(self, variant: str, seed: int = 0) -> Method:
         key = (variant, seed)
@@ -270,7 +277,7 @@ class _LossRecorder:
 
 def check_learning(c: MethodChecker) -> None:
     """A few epochs lower every phase's training loss and beat the mean predictor's test MAE by 20 %."""
-    data = load_dataset("synthetic", num_videos=40, seed=1)
+    data = c.synthetic(num_videos=40, seed=1)
     split = data.split(0)
     recorder = _LossRecorder()
     method = c.create(**{"epochs": 15, "lr": 3e-3, **c.cls.learning_config}).fit(split["train"], split["valid"], seed=0, context=dataclasses.replace(c.context, callbacks=[recorder]))

@@ -22,6 +22,9 @@ from .dataset import Dataset, Fold
 from .registry import register_dataset
 
 
+ALIGNED_SHAPES = {"mosi": (768, 5, 20), "mosei": (768, 74, 35)}  # text, audio, vision widths of MMSA's aligned_50.pkl
+
+
 @register_dataset(
     "synthetic",
     description="Built-in synthetic videos with three modalities of known informativeness (no files needed)",
@@ -42,6 +45,8 @@ def load_synthetic(
     feature_noise: float = 0.5,
     label_noise: float = 0.3,
     sequence_length: int = 0,
+    aligned: bool = False,
+    like: str = "",
     num_classes: int = 0,
     seed: int = 0,
 ) -> Dataset:
@@ -62,6 +67,12 @@ def load_synthetic(
     sequence_length : int
         0 gives one vector per utterance; T > 0 gives (T, D) sequences of random
         length in [1, T] whose every valid step shows the cue.
+    aligned : bool
+        With sequences: one length per utterance shared by every modality (word-aligned,
+        as MMSA's ``aligned_50.pkl``); otherwise each modality draws its own.
+    like : {"", "mosi", "mosei"}
+        The shapes of MMSA's aligned CMU-MOSI (50 steps; text 768, audio 5, vision 20) or
+        CMU-MOSEI (768 / 74 / 35), aligned; replaces the dims and the sequence length.
     num_classes : int
         0 gives regression labels in [-3, 3]; K > 1 bins them into K equally
         frequent classes (classification).
@@ -72,6 +83,11 @@ def load_synthetic(
         raise invalid_parameter("num_videos", "synthetic", "at least 5", num_videos)
     if not 1 <= min_utterances <= max_utterances:
         raise invalid_parameter("min_utterances", "synthetic", f"in [1, max_utterances={max_utterances}]", min_utterances)
+    if like:
+        shapes = ALIGNED_SHAPES.get(like)
+        if shapes is None:
+            raise invalid_parameter("like", "synthetic", " or ".join(repr(k) for k in ALIGNED_SHAPES), like)
+        (dim_l, dim_a, dim_v), sequence_length, aligned = shapes, 50, True
     if num_classes == 1 or num_classes < 0:
         raise invalid_parameter("num_classes", "synthetic", "0 (regression) or at least 2", num_classes)
     rng = np.random.default_rng(seed)
@@ -89,11 +105,12 @@ def load_synthetic(
     labels = np.clip(target, -3, 3).astype(np.float32)
 
     features, lengths = {}, {}
+    shared_steps = rng.integers(1, sequence_length + 1, size=n) if sequence_length and aligned else None
     for m, d in dims.items():
         direction = rng.standard_normal(d)
         direction /= np.linalg.norm(direction)
         if sequence_length:
-            steps = rng.integers(1, sequence_length + 1, size=n)
+            steps = shared_steps if aligned else rng.integers(1, sequence_length + 1, size=n)
             x = cues[m][:, None, None] * direction + feature_noise * rng.standard_normal((n, sequence_length, d))
             x *= (np.arange(sequence_length)[None, :] < steps[:, None])[..., None]
             lengths[m] = steps

@@ -202,6 +202,8 @@ class Method:
     no_task_gradient: ClassVar[tuple[str, ...]] = ()
     # The dataset tasks the method's models can be built for (see imsa.data.dataset.TASKS).
     tasks: ClassVar[tuple[str, ...]] = ("regression", "classification")
+    # "sequence": the method needs time sequences in every modality; "any": vectors too.
+    inputs: ClassVar[str] = "any"
 
     def __init__(self, config=None, **overrides):
         if isinstance(config, self.Config):
@@ -362,6 +364,12 @@ class Method:
         if dataset.task not in self.tasks:
             hint = " (load a MulT IEMOCAP file with --set data.emotions=classes for one emotion per utterance)" if dataset.task == "multilabel" else ""
             raise ConfigError(f"{dataset.source}: {self.name} models {' and '.join(self.tasks)} tasks, not {dataset.task}{hint}; methods that do: {', '.join(_methods_for(dataset.task))}.")
+        vectors = [m for m in dataset.modalities if not dataset.is_sequence(m) and not self.encodes_itself(m)]
+        if self.inputs == "sequence" and vectors:
+            raise ConfigError(
+                f"{dataset.source}: {self.name} reads time sequences, but modality {', '.join(map(repr, vectors))} holds one vector per utterance. "
+                "Use sequence data: an MMSA aligned_50.pkl or unaligned_50.pkl, a MulT *_data.pkl, a MAG pickle, or synthetic with sequence_length (e.g. --set data.sequence_length=50)."
+            )
         for m in dataset.modalities:
             if not self.encodes_itself(m) and not np.any(dataset.features[m]):
                 hint = " (set text_encoder=minilm or a model folder so that CMAD encodes the transcripts itself)" if m == "l" and self.name == "cmad" else ""

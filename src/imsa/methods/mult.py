@@ -1,0 +1,157 @@
+"""MulT (Tsai et al., ACL 2019), the field's complete-data baseline on sequences.
+
+Each modality's sequence is projected to ``dim`` channels by a 1-D convolution
+(no bias, no padding); for every target modality, crossmodal transformers attend from
+it to each other modality, a self-attention memory runs over their concatenation and
+its last step is kept; a residual head maps the concatenated last steps to the
+prediction. The backbone is the one DiCMoR and IMDer build on (``imsa.nn.mult``), as
+MMSA's ``MULT`` and the IMDer/DiCMoR repositories run it (specs ``docs/imder.md``
+section 3.5-3.6, ``docs/dicmor.md`` section 3.6).
+
+Decisions (the released backbones are trained only inside other recipes):
+
+* **Defaults: IMDer's MOSI backbone** (width 32, 8 heads, 4 crossmodal and 4 memory
+  layers, kernel 3, embedding and audio-attention dropout 0.2, causal attention) on the
+  dataset's precomputed text features; a fine-tuned BERT is not part of this method
+  (the MMSA loader keeps ``text_bert`` token ids for methods that add one).
+* **Training distribution**: complete data by default (``train_missing=complete``),
+  the baseline's definition; any sampler (``uniform``, ``incomplete``, the random
+  protocol's rate) trains a missing-modality MulT. A missing modality is a zero
+  sequence of its own length, as the released recoveries feed the backbone zeros
+  before recovery; the network never reads ``present``.
+* **Recipe**: Adam, lr 1e-3, no weight decay, batches of 32 utterances, L1 loss for
+  regression, 100 epochs with early stopping after 20 on validation (the released
+  phase-0 reconstruction uses lr 1e-4 with a fine-tuned BERT, value clipping and a
+  plateau scheduler, which this loop does not have; documented, not copied).
+* **Padding**: as released, attention sees padded steps (no key-padding mask) and the
+  readout is the last step; ``padding_mask=true`` hides padded keys and reads the
+  last real step, so an utterance's output does not depend on its batch's padding.
+* **Sequences only**: a dataset with utterance vectors is refused (the convolution
+  and attention need time steps); modalities may have different lengths (the causal
+  mask is fairseq's, offset for unequal lengths), as MulT's unaligned setting.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import COUNT, PROBABILITY
+from ..data.batch import Batch
+from ..errors import ConfigError
+from ..nn.mult import MulT
+from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig
+from .registry import register_method
+
+
+class MulTNet(nn.Module):
+    def __init__(self, spec: DataSpec, cfg: "MulTConfig"):
+        super().__init__()
+        self.modalities, self.task, self.kernel = spec.modalities, spec.task, cfg.conv_kernel
+        self.text_dropout = cfg.text_dropout
+        self.projections = nn.ModuleDict({m: nn.Conv1d(spec.dims[m], cfg.dim, cfg.conv_kernel, bias=False) for m in spec.modalities})
+        dropout = {"l": cfg.attn_dropout, "a": cfg.attn_dropout_a, "v": cfg.attn_dropout_v}
+        self.mult = MulT(
+            spec.modalities, cfg.dim, cfg.heads, cfg.layers, spec.output_dim,
+            attn_dropout={m: dropout.get(m, cfg.attn_dropout) for m in spec.modalities}, memory_attn_dropout=cfg.attn_dropout,
+            relu_dropout=cfg.relu_dropout, res_dropout=cfg.res_dropout, embed_dropout=cfg.embed_dropout,
+            output_dropout=cfg.output_dropout, causal=cfg.causal, padding_mask=cfg.padding_mask,
+        )
+
+    def project(self, batch: Batch) -> tuple[dict, dict]:
+        """Per modality the projected sequence ``(B, T - k + 1, dim)`` (zero where missing) and its valid steps."""
+        x, mask = {}, {}
+        for k, m in enumerate(self.modalities):
+            keep = batch.present[:, k].to(batch.inputs[m].dtype)[:, None, None]
+            seq = batch.inputs[m] * keep
+            if m == "l":
+                seq = F.dropout(seq, self.text_dropout, self.training)
+            x[m] = self.projections[m](seq.transpose(1, 2)).transpose(1, 2)
+            valid = (batch.padding[m].sum(1) - self.kernel + 1).clamp(min=1)
+            mask[m] = torch.arange(x[m].shape[1], device=valid.device)[None] < valid[:, None]
+        return x, mask
+
+    def forward(self, batch: Batch) -> Output:
+        prediction, fused = self.mult(*self.project(batch))
+        return Output(prediction.squeeze(-1) if self.task == "regression" else prediction, fused)
+
+
+@dataclass(frozen=True)
+class MulTConfig(TrainConfig):
+    """MulT defaults: IMDer's MOSI backbone (``docs/imder.md`` section 3.8).
+
+    Attributes
+    ----------
+    dim, heads, layers : int
+        Width of every crossmodal stream, attention heads, crossmodal layers (the memory
+        encoders have ``max(layers, 3)``).
+    conv_kernel : int
+        Kernel of the input projections (3 in IMDer, 5 in DiCMoR).
+    attn_dropout, attn_dropout_a, attn_dropout_v : float
+        Attention dropout of the blocks attending to text (and of the memories), to
+        audio, to vision.
+    relu_dropout, res_dropout, embed_dropout, output_dropout, text_dropout : float
+    causal : bool
+        The causal attention mask of the released code.
+    padding_mask : bool
+        Hide padded keys and read the last real step (off, as released).
+    """
+
+    dim: int = 32
+    heads: int = 8
+    layers: int = 4
+    conv_kernel: int = 3
+    attn_dropout: float = 0.0
+    attn_dropout_a: float = 0.2
+    attn_dropout_v: float = 0.0
+    relu_dropout: float = 0.0
+    res_dropout: float = 0.0
+    embed_dropout: float = 0.2
+    output_dropout: float = 0.0
+    text_dropout: float = 0.0
+    causal: bool = True
+    padding_mask: bool = False
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 32
+    epochs: int = 100
+    patience: int | None = 20
+    train_missing: str = "complete"
+
+    DOMAINS: ClassVar[dict] = {
+        **TrainConfig.DOMAINS,
+        "dim": COUNT, "heads": COUNT, "layers": COUNT, "conv_kernel": COUNT,
+        **{name: PROBABILITY for name in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout", "embed_dropout", "output_dropout", "text_dropout")},
+    }
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dim % self.heads:
+            raise ConfigError(f"dim={self.dim} must be divisible by heads={self.heads} (and (M - 1) * dim by heads for the memories).")
+
+
+@register_method
+class MulTMethod(SinglePhaseMethod):
+    """MulT: crossmodal transformers on sequences, trained on ``train_missing`` masks (complete data by default)."""
+
+    name = "mult"
+    Config = MulTConfig
+    inputs = "sequence"
+    default_threads = 1
+    tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1}
+
+    def build(self, spec: DataSpec) -> nn.Module:
+        return MulTNet(spec, self.config)
+
+    def data_spec(self, dataset):
+        spec = super().data_spec(dataset)
+        if len(spec.modalities) < 2:
+            raise ConfigError(f"MulT needs at least two modalities to attend across; {dataset.name} has only {spec.modalities[0]!r}.")
+        short = [m for m in spec.modalities if dataset.features[m].shape[1] < self.config.conv_kernel]
+        if short:
+            raise ConfigError(f"{dataset.name}: the sequences of {', '.join(short)} have {min(dataset.features[m].shape[1] for m in short)} steps, fewer than conv_kernel={self.config.conv_kernel}; lower conv_kernel.")
+        return spec

@@ -88,14 +88,15 @@ class MethodChecker:
                 "regression": regression,
                 "classification": self.synthetic(num_classes=3, **small),
                 "two_modalities": text_and_audio(regression),
-                "sequence": load_dataset("synthetic", sequence_length=4, **small),
+                "sequence": self.synthetic(sequence_length=4, **small),
             }
         return self._datasets
 
     def synthetic(self, **options) -> Dataset:
-        """The synthetic dataset, as 4-step sequences for a method that reads sequences only."""
+        """The synthetic dataset; 4-step word-aligned sequences for a method that reads sequences only."""
         if self.cls.inputs == "sequence":
             options.setdefault("sequence_length", 4)
+            options["aligned"] = True
         return load_dataset("synthetic", **options)
 
     def fitted(self, variant: str, seed: int = 0) -> Method:

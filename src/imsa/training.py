@@ -183,6 +183,7 @@ def train(
     patience: int | None = None,
     grad_clip: float | None = None,
     clip_groups: list | None = None,
+    clip_mode: str = "norm",
     phase: str = "train",
     checkpoint: str | os.PathLike | None = None,
     checkpoint_interval: float = 30.0,
@@ -219,6 +220,9 @@ def train(
     clip_groups : list of lists of parameters, optional
         Clip each group's norm to ``grad_clip`` separately (per-module clipping, as
         MMIN's code) instead of the norm of all parameters together.
+    clip_mode : {"norm", "value"}
+        Clip gradient norms, or every gradient entry to ``[-grad_clip, grad_clip]``
+        (``clip_grad_value_``, as DiCMoR's and IMDer's code).
     phase : str
         Name in logs, callbacks and results.
     checkpoint : path, optional
@@ -271,9 +275,15 @@ def train(
     scaler = grad_scaler(device, precision)
     groups = [list(g) for g in clip_groups] if clip_groups else [list(model.parameters())]
 
+    if clip_mode not in ("norm", "value"):
+        raise ConfigError(f"clip_mode must be 'norm' or 'value', got {clip_mode!r}.")
+
     def clip():
         for group in groups:
-            torch.nn.utils.clip_grad_norm_(group, grad_clip)
+            if clip_mode == "value":
+                torch.nn.utils.clip_grad_value_(group, grad_clip)
+            else:
+                torch.nn.utils.clip_grad_norm_(group, grad_clip)
 
     notify(callbacks, "on_phase_start", phase, epochs, state["next_epoch"])
     last_save = time.monotonic()

@@ -426,6 +426,7 @@ class Method:
         keep_optimizer_state: bool = False,
         grad_clip: float | None | str = "config",
         clip_groups: list | None = None,
+        clip_mode: str = "norm",
         betas: tuple[float, float] = (0.9, 0.999),
         lr_schedule: str | None = None,
     ) -> TrainResult:
@@ -443,8 +444,9 @@ class Method:
         ``keep_optimizer_state``). ``keep_last`` and ``select_from`` are passed to
         :func:`imsa.training.train`. ``grad_clip`` replaces the config's for this phase;
         ``clip_groups`` (lists of parameters, e.g. one per module) clips each group's
-        norm separately. ``betas`` are Adam's. The config's ``lr_schedule`` (or the
-        phase's own ``lr_schedule``) runs over this phase's epochs.
+        norm separately; ``clip_mode="value"`` clips entries instead of norms. ``betas``
+        are Adam's. The config's ``lr_schedule`` (or the phase's own ``lr_schedule``)
+        runs over this phase's epochs.
         """
         cfg = self.config
         predict = predict or (lambda b: model(b).prediction)
@@ -478,6 +480,7 @@ class Method:
             patience=cfg.patience,
             grad_clip=cfg.grad_clip if grad_clip == "config" else grad_clip,
             clip_groups=clip_groups,
+            clip_mode=clip_mode,
             lr_schedule=lr_factor(lr_schedule or cfg.lr_schedule, epochs or cfg.epochs),
             phase=phase,
             checkpoint=context.checkpoint(phase),

@@ -36,14 +36,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import COUNT, PROBABILITY
 from ..data.batch import Batch
 from ..errors import ConfigError
-from ..nn.mult import MulT
+from ..nn.mult import MulT, Projections
 from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig
 from .registry import register_method
 
@@ -51,9 +49,8 @@ from .registry import register_method
 class MulTNet(nn.Module):
     def __init__(self, spec: DataSpec, cfg: "MulTConfig"):
         super().__init__()
-        self.modalities, self.task, self.kernel = spec.modalities, spec.task, cfg.conv_kernel
-        self.text_dropout = cfg.text_dropout
-        self.projections = nn.ModuleDict({m: nn.Conv1d(spec.dims[m], cfg.dim, cfg.conv_kernel, bias=False) for m in spec.modalities})
+        self.task = spec.task
+        self.projections = Projections(spec.modalities, spec.dims, cfg.dim, cfg.conv_kernel, cfg.text_dropout)
         dropout = {"l": cfg.attn_dropout, "a": cfg.attn_dropout_a, "v": cfg.attn_dropout_v}
         self.mult = MulT(
             spec.modalities, cfg.dim, cfg.heads, cfg.layers, spec.output_dim,
@@ -62,21 +59,8 @@ class MulTNet(nn.Module):
             output_dropout=cfg.output_dropout, causal=cfg.causal, padding_mask=cfg.padding_mask,
         )
 
-    def project(self, batch: Batch) -> tuple[dict, dict]:
-        """Per modality the projected sequence ``(B, T - k + 1, dim)`` (zero where missing) and its valid steps."""
-        x, mask = {}, {}
-        for k, m in enumerate(self.modalities):
-            keep = batch.present[:, k].to(batch.inputs[m].dtype)[:, None, None]
-            seq = batch.inputs[m] * keep
-            if m == "l":
-                seq = F.dropout(seq, self.text_dropout, self.training)
-            x[m] = self.projections[m](seq.transpose(1, 2)).transpose(1, 2)
-            valid = (batch.padding[m].sum(1) - self.kernel + 1).clamp(min=1)
-            mask[m] = torch.arange(x[m].shape[1], device=valid.device)[None] < valid[:, None]
-        return x, mask
-
     def forward(self, batch: Batch) -> Output:
-        prediction, fused = self.mult(*self.project(batch))
+        prediction, fused = self.mult(*self.projections(batch.inputs, batch.padding, batch.present))
         return Output(prediction.squeeze(-1) if self.task == "regression" else prediction, fused)
 
 

@@ -131,6 +131,32 @@ class TransformerEncoder(nn.Module):
         return self.norm(h)
 
 
+class Projections(nn.Module):
+    """Per modality a bias-free 1-D convolution to ``dim`` channels (no padding), as MulT's
+    ``proj_*``: ``(B, T, D)`` -> ``(B, T - k + 1, dim)``, with text dropout first.
+
+    ``forward(inputs, padding, present)`` zeroes each missing modality's sequence (so its
+    projection is exactly zero) and returns the projected sequences and their valid steps
+    (at least one).
+    """
+
+    def __init__(self, modalities, dims: dict, dim: int, kernel: int, text_dropout: float = 0.0):
+        super().__init__()
+        self.modalities, self.kernel, self.text_dropout = tuple(modalities), kernel, text_dropout
+        self.convs = nn.ModuleDict({m: nn.Conv1d(dims[m], dim, kernel, bias=False) for m in self.modalities})
+
+    def forward(self, inputs: dict, padding: dict, present: torch.Tensor) -> tuple[dict, dict]:
+        x, mask = {}, {}
+        for k, m in enumerate(self.modalities):
+            seq = inputs[m] * present[:, k].to(inputs[m].dtype)[:, None, None]
+            if m == "l":
+                seq = F.dropout(seq, self.text_dropout, self.training)
+            x[m] = self.convs[m](seq.transpose(1, 2)).transpose(1, 2)
+            valid = (padding[m].sum(1) - self.kernel + 1).clamp(min=1)
+            mask[m] = torch.arange(x[m].shape[1], device=valid.device)[None] < valid[:, None]
+        return x, mask
+
+
 class MulT(nn.Module):
     """The MulT trunk over M >= 2 projected sequences of one length and width ``dim``.
 

@@ -1,0 +1,316 @@
+"""DiCMoR (Wang et al., ICCV 2023): distribution-consistent recovery of missing modalities.
+
+Each modality's sequence is projected by a 1-D convolution (MulT's shallow feature
+extractor) and mapped by a normalizing flow into a latent space where every class
+(the rounded sentiment, or the emotion) has its own Gaussian, shared by all
+modalities. A missing modality m is recovered from an available s through the
+latent space, ``F_m^{-1}(F_s(X_s))``, refined by a residual channel-attention network
+(two available modalities: both transfers, merged by a 1x1 convolution first); the
+MulT backbone then predicts from the available and recovered sequences. Phase 1
+trains the backbone on complete data; phase 2 freezes the projections and trains the
+flows and class priors (likelihood in bits per dimension), the refiners (MSE to the
+true projected features of what the mask removed) and the backbone (task loss).
+Spec: ``docs/dicmor.md`` of the project's shared notes (github.com/mdswyz/DiCMoR at
+3d7e617).
+
+Decisions where the released code is silent or departs from the paper (spec section 7):
+
+* **Phase 1 is implemented** (the released code downloads a complete-data checkpoint):
+  projections, MulT and head on complete data, L1 loss (cross-entropy for classes),
+  Adam lr 1e-4, epoch chosen on complete validation data. Flows, priors and refiners
+  start fresh in phase 2 from the run's seed; the projections are frozen there
+  (``requires_grad`` off), as the maintainer says they must be.
+* **Flows as released** (``flow_step="coupling"``): 32 affine couplings, no ActNorm, no
+  invertible 1x1 convolution, no permutation, so half of every latent is the input
+  itself (which breaks class transfer; ``tests/test_dicmor.py`` reproduces the gap).
+  ``flow_step="glow"`` adds ActNorm (initialised on the first phase-2 batch) and the
+  invertible linear map before each coupling, as Glow and the paper describe. The
+  never-run modules of the released Glow are not built.
+* **Likelihood clamped at zero** per modality and batch, as released (``clamp_nll``).
+* **Classes**: ``round_half_even(clip(y, -3, 3)) + 3`` for sentiment (7 priors, numpy's
+  rounding as released); the label for classification. Labels reach the likelihood in
+  the loss only; the prediction never reads them.
+* **Per-sample masks** (the released code draws one pattern per batch, in a batch-order
+  curriculum): each sample is recovered by its own ``present`` row; a batch whose
+  samples share one pattern gives exactly the released per-batch path (two available:
+  transfers concatenated in the order l, v, a, as released). The true features of the
+  removed modalities come through :class:`~imsa.methods.base.TrainingMasks`.
+* **Reconstruction loss**: per sample, the mean over its missing modalities of the MSE
+  to the (detached) true projection, averaged over the batch (complete samples count
+  0); on a batch of one pattern this is the released value.
+* **Protocols**: the fixed protocol trains one phase-2 model on ``train_missing``
+  (default ``uniform``) and scores every condition (the spec's one model per condition
+  is not offered yet: 7 phase-2 fits); the random protocol trains at its rate, and at
+  rate 0 the model is phase 1's. Selection on validation only (toolkit default metric).
+* **Recipe**: Adam lr 1e-4, no weight decay, batches of 32 utterances (the released 4 x 8
+  gradient accumulation has the same effective batch; no accumulation here), gradients
+  clipped by value at 0.6, early stopping after 10 epochs. The released plateau
+  scheduler is not applied (the loop has none).
+* **Text**: the dataset's precomputed text sequence (no BERT; a documented deviation).
+* **Data**: sequences of one length in every modality (word-aligned), two or three
+  modalities; anything else is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
+from ..data.batch import Batch
+from ..errors import ConfigError
+from ..missing import Complete, fixed_conditions, make_sampler
+from ..nn.flows import ClassPrior, Flow, bits_per_dim_nll
+from ..nn.mult import MulT, Projections
+from ..nn.rcan import Refiner
+from ..protocols import Protocol
+from ..training import RunContext
+from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, task_loss
+from .registry import register_method
+
+SOURCE_ORDER = ("l", "v", "a")  # the released order of two transfers into the merge
+
+
+def _sources(modalities, target):
+    """The modalities other than ``target``, in the released merge order (l, v, a, then others)."""
+    rank = {m: SOURCE_ORDER.index(m) if m in SOURCE_ORDER else len(SOURCE_ORDER) for m in modalities}
+    return sorted((m for m in modalities if m != target), key=lambda m: (rank[m], modalities.index(m)))
+
+
+class Backbone(nn.Module):
+    """Projections, MulT and the head (phase 1 trains this alone)."""
+
+    def __init__(self, spec: DataSpec, cfg: "DiCMoRConfig"):
+        super().__init__()
+        self.task = spec.task
+        self.projections = Projections(spec.modalities, spec.dims, cfg.dim, cfg.conv_kernel, cfg.text_dropout)
+        dropout = {"l": cfg.attn_dropout, "a": cfg.attn_dropout_a, "v": cfg.attn_dropout_v}
+        self.mult = MulT(
+            spec.modalities, cfg.dim, cfg.heads, cfg.layers, spec.output_dim,
+            attn_dropout={m: dropout.get(m, cfg.attn_dropout) for m in spec.modalities}, memory_attn_dropout=cfg.attn_dropout,
+            embed_dropout=cfg.embed_dropout, output_dropout=cfg.output_dropout, causal=True, padding_mask=cfg.padding_mask,
+        )
+
+    def head(self, x: dict, mask: dict) -> Output:
+        prediction, fused = self.mult(x, mask)
+        return Output(prediction.squeeze(-1) if self.task == "regression" else prediction, fused)
+
+    def forward(self, batch: Batch) -> Output:
+        return self.head(*self.projections(batch.inputs, batch.padding, batch.present))
+
+
+class DiCMoRNet(nn.Module):
+    """The backbone plus one flow and one refiner per modality, shared class priors, and a
+    merge convolution per modality (three modalities)."""
+
+    def __init__(self, spec: DataSpec, cfg: "DiCMoRConfig", num_classes: int):
+        super().__init__()
+        self.modalities = spec.modalities
+        self.backbone = Backbone(spec, cfg)
+        self.flows = nn.ModuleDict({m: Flow(cfg.dim, cfg.flow_steps, cfg.flow_hidden, cfg.flow_step) for m in spec.modalities})
+        self.priors = ClassPrior(num_classes, cfg.dim)
+        self.refiners = nn.ModuleDict({m: Refiner(cfg.dim, cfg.rec_blocks, cfg.rec_reduction) for m in spec.modalities})
+        self.merges = nn.ModuleDict({m: nn.Conv1d((len(spec.modalities) - 1) * cfg.dim, cfg.dim, 1) for m in spec.modalities}) if len(spec.modalities) > 2 else None
+
+    def recover(self, x: dict, present: torch.Tensor) -> dict:
+        """Each sample's missing modalities recovered from its available ones; present ones kept."""
+        latents = {s: self.flows[s](x[s])[0] for s in self.modalities}
+        out = {}
+        for k, m in enumerate(self.modalities):
+            missing = ~present[:, k]
+            if not missing.any():
+                out[m] = x[m]
+                continue
+            sources = _sources(self.modalities, m)
+            transfers = {s: self.flows[m].inverse(latents[s]).detach() for s in sources}
+            available = present[:, [self.modalities.index(s) for s in sources]]  # (B, M - 1)
+            single = torch.zeros_like(x[m])
+            for j, s in enumerate(sources):  # exactly one other modality available: its transfer
+                only = available[:, j] & (available.sum(1) == 1)
+                single = torch.where(only[:, None, None], transfers[s], single)
+            source = single
+            if self.merges is not None:
+                merged = self.merges[m](torch.cat([transfers[s] for s in sources], dim=-1).transpose(1, 2)).transpose(1, 2)
+                source = torch.where(available.all(1)[:, None, None], merged, single)
+            refined = self.refiners[m](source.transpose(1, 2)).transpose(1, 2)
+            out[m] = torch.where(missing[:, None, None], refined, x[m])
+        return out
+
+    def forward(self, batch: Batch) -> Output:
+        x, mask = self.backbone.projections(batch.inputs, batch.padding, batch.present)
+        return self.backbone.head(self.recover(x, batch.present), mask)
+
+
+def sentiment_classes(labels: torch.Tensor) -> torch.Tensor:
+    """Prior index of continuous sentiment labels: ``round_half_even(clip(y, -3, 3)) + 3``."""
+    return torch.round(labels.clamp(-3, 3)).long() + 3  # torch rounds half to even, as numpy
+
+
+@dataclass(frozen=True)
+class DiCMoRConfig(TrainConfig):
+    """DiCMoR defaults: the released MOSI settings (``docs/dicmor.md`` section 3.7).
+
+    Attributes
+    ----------
+    dim, heads, layers, conv_kernel : int
+        MulT width, heads, layers and projection kernel (MOSI 32 / 8 / 4 / 5).
+    attn_dropout, attn_dropout_a, attn_dropout_v, embed_dropout, output_dropout, text_dropout : float
+    padding_mask : bool
+        Key-padding masks in MulT (off, as released).
+    flow_steps, flow_hidden : int
+        Steps per flow and the couplings' hidden width.
+    flow_step : {"coupling", "glow"}
+        Couplings only (released) or ActNorm + invertible linear + coupling.
+    clamp_nll : bool
+        Clamp each flow's batch NLL at 0 (released).
+    rec_blocks, rec_reduction : int
+        Refiner depth (residual channel-attention blocks) and channel reduction.
+    nll_weight, rec_weight : float
+        Weights of the summed flow NLLs and of the reconstruction MSE.
+    pretrain_epochs, pretrain_lr : int, float
+        Phase 1 (complete data).
+    grad_clip_mode : {"value", "norm"}
+        How ``grad_clip`` clips (by value, as released).
+    """
+
+    dim: int = 32
+    heads: int = 8
+    layers: int = 4
+    conv_kernel: int = 5
+    attn_dropout: float = 0.3
+    attn_dropout_a: float = 0.2
+    attn_dropout_v: float = 0.0
+    embed_dropout: float = 0.2
+    output_dropout: float = 0.5
+    text_dropout: float = 0.5
+    padding_mask: bool = False
+    flow_steps: int = 32
+    flow_hidden: int = 64
+    flow_step: str = "coupling"
+    clamp_nll: bool = True
+    rec_blocks: int = 20
+    rec_reduction: int = 16
+    nll_weight: float = 0.1
+    rec_weight: float = 0.1
+    pretrain_epochs: int = 100
+    pretrain_lr: float = 1e-4
+    epochs: int = 100
+    lr: float = 1e-4
+    batch_size: int = 32
+    weight_decay: float = 0.0
+    patience: int | None = 10
+    grad_clip: float | None = 0.6
+    grad_clip_mode: str = "value"
+    train_missing: str = "uniform"
+
+    DOMAINS: ClassVar[dict] = {
+        **TrainConfig.DOMAINS,
+        **{k: COUNT for k in ("dim", "heads", "layers", "conv_kernel", "flow_steps", "flow_hidden", "rec_blocks", "rec_reduction", "pretrain_epochs")},
+        **{k: PROBABILITY for k in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "embed_dropout", "output_dropout", "text_dropout")},
+        "nll_weight": NON_NEGATIVE,
+        "rec_weight": NON_NEGATIVE,
+        "pretrain_lr": POSITIVE,
+    }
+    CHOICES: ClassVar[dict] = {"flow_step": ("coupling", "glow"), "grad_clip_mode": ("value", "norm")}
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.dim % self.heads or self.dim % 2 or (2 * self.dim) // self.rec_reduction < 1:
+            raise ConfigError(f"dim={self.dim} must be even, divisible by heads={self.heads}, and 2 * dim at least rec_reduction={self.rec_reduction}.")
+
+
+@register_method
+class DiCMoR(Method):
+    """DiCMoR: class-specific flows recover missing modalities for a MulT backbone."""
+
+    name = "dicmor"
+    Config = DiCMoRConfig
+    inputs = "sequence"
+    default_threads = 2
+    tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "flow_steps": 2, "flow_hidden": 8, "rec_blocks": 1, "rec_reduction": 4, "pretrain_epochs": 2}
+    learning_config: ClassVar[dict] = {"pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None}
+    # trained by the likelihood alone: the transfers into the backbone are detached
+    no_task_gradient: ClassVar[tuple[str, ...]] = ("flows", "priors")
+
+    def build(self, spec: DataSpec) -> nn.Module:
+        return DiCMoRNet(spec, self.config, self._num_classes(spec))
+
+    @staticmethod
+    def _num_classes(spec: DataSpec) -> int:
+        return 7 if spec.task == "regression" else spec.output_dim
+
+    def data_spec(self, dataset):
+        spec = super().data_spec(dataset)
+        if len(spec.modalities) not in (2, 3):
+            raise ConfigError(f"DiCMoR recovers a modality from one or two others: it needs 2 or 3 modalities, {dataset.name} has {len(spec.modalities)} ({', '.join(spec.modalities)}).")
+        if spec.task == "multilabel":
+            raise ConfigError("DiCMoR's class priors need one class per utterance; load the data with --set data.emotions=classes.")
+        widths = {m: dataset.features[m].shape[1] for m in spec.modalities}
+        first = spec.modalities[0]
+        unequal = [m for m in spec.modalities if not np.array_equal(dataset.lengths[m], dataset.lengths[first])]
+        if len(set(widths.values())) > 1 or unequal:
+            what = f"widths {widths}" if len(set(widths.values())) > 1 else f"the lengths of {', '.join(unequal)} differ from those of {first} per utterance"
+            raise ConfigError(f"{dataset.name}: DiCMoR transfers step t of one modality to step t of another, so every modality needs the same steps (word-aligned data such as MMSA aligned_50.pkl); here {what}.")
+        if min(widths.values()) < self.config.conv_kernel:
+            raise ConfigError(f"{dataset.name}: {min(widths.values())} steps, fewer than conv_kernel={self.config.conv_kernel}; lower conv_kernel.")
+        return spec
+
+    def fit(self, train, valid, *, protocol=None, seed=0, context=None):
+        c = self.config
+        protocol, context = protocol or Protocol(), context or RunContext()
+        self.spec_ = spec = self.data_spec(train.dataset)
+        modalities, task = spec.modalities, spec.task
+        regression_loss = "l1"
+        clip = dict(grad_clip=c.grad_clip, clip_mode=c.grad_clip_mode)
+
+        # -- phase 1: the backbone on complete data
+        torch.manual_seed(seed)
+        backbone = Backbone(spec, c)
+        complete = {fixed_conditions(modalities)[-1].name: np.ones((len(valid.dataset), len(modalities)), bool)}
+        self.phases_ = [self.train_phase(
+            backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete,
+            loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, regression_loss),
+            phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, **clip,
+        )]
+        sampler = protocol.training_sampler(make_sampler(c.train_missing))
+        if protocol.kind == "random" and protocol.rate == 0:  # nothing to recover: phase 1's model
+            torch.manual_seed(seed + 1)
+            self.model_ = self.build(spec)
+            self.model_.backbone.load_state_dict(backbone.state_dict())
+            return self
+
+        # -- phase 2: frozen projections; flows, priors, refiners fresh; backbone and head go on training
+        torch.manual_seed(seed + 1)
+        net = self.build(spec)
+        net.backbone.load_state_dict(copy.deepcopy(backbone.state_dict()))
+        net.backbone.projections.requires_grad_(False)
+        masks = TrainingMasks(sampler, modalities, seed, stream=7)
+
+        def loss(model, batch, epoch):
+            drawn = masks.draw(batch, epoch)
+            x, mask = model.backbone.projections(batch.inputs, batch.padding, torch.ones_like(drawn.present))
+            present = drawn.present
+            classes = sentiment_classes(batch.labels) if task == "regression" else batch.labels
+            nll = 0.0
+            for m in modalities:  # the likelihood of every true projected sequence
+                z, logdet = model.flows[m](x[m])
+                nll = nll + bits_per_dim_nll(logdet, model.priors.log_prob(z, classes), x[m][0].numel(), clamp=c.clamp_nll)
+            visible = {m: x[m] * present[:, k].to(x[m].dtype)[:, None, None] for k, m in enumerate(modalities)}
+            recovered = model.recover(visible, present)
+            errors = torch.stack([(recovered[m] - x[m].detach()).pow(2).mean((1, 2)) for m in modalities], dim=1)  # (B, M)
+            missing = (~present).to(errors.dtype)
+            reconstruction = ((errors * missing).sum(1) / missing.sum(1).clamp(min=1)).mean()
+            prediction = model.backbone.head(recovered, mask).prediction
+            return task_loss(prediction, drawn.batch, task, regression_loss) + c.nll_weight * nll + c.rec_weight * reconstruction
+
+        self.phases_.append(self.train_phase(
+            net, train, valid, protocol=protocol, seed=seed, loss=loss, sampler=Complete(), settings=protocol.settings(valid),
+            phase="recovery", optimizer="adam", context=context, **clip,
+        ))
+        self.model_ = net
+        return self

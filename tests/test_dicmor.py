@@ -239,3 +239,17 @@ def test_released_coupling_flows_separate_classes_but_do_not_transfer_them_and_g
     assert copied == 0.0 and transfer < 0.5  # the recovered v's first half is x_l's: no transfer
     l_own, v_own, transfer, _ = class_transfer("glow", steps=6)
     assert l_own >= 0.8 and v_own >= 0.8 and transfer >= 0.8
+
+
+def test_dicmor_composition_sampler():
+    from imsa.missing import make_sampler
+
+    rng = np.random.default_rng(0)
+    for rate, (two, one) in ((0.1, (0.1, 0.1)), (0.4, (0.5, 0.2)), (0.7, (1.0, 0.0))):
+        masks = make_sampler(f"dicmor:{rate}").sample(100_000, ("l", "a", "v"), rng)
+        missing = 3 - masks.sum(1)
+        assert abs((missing == 2).mean() - two) < 0.01 and abs((missing == 1).mean() - one) < 0.01
+        assert abs((1 - masks.mean()) - (2 * two + one) / 3) < 0.01
+    assert abs(1 - make_sampler("dicmor:0.7").sample(30_000, ("l", "a", "v"), rng).mean() - 2 / 3) < 1e-9
+    with pytest.raises(ConfigError, match="one of 0.1"):
+        make_sampler("dicmor:0.05")

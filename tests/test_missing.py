@@ -228,5 +228,5 @@ def test_invalid_parameters_raise_sklearn_style_config_errors(build, pattern):
 
 @pytest.mark.parametrize("spec", ["bogus", "dropout", "dropout:abc", "rate:", "condition", "complete:1"])
 def test_make_sampler_lists_valid_forms(spec):
-    with pytest.raises(ConfigError, match=r"Valid forms: complete, uniform, incomplete, cmad, dropout:<p>, rate:<r>"):
+    with pytest.raises(ConfigError, match=r"Valid forms: complete, uniform, incomplete, cmad, dropout:<p>, rate:<r>, dicmor:<r>"):
         make_sampler(spec)

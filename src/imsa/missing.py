@@ -29,7 +29,7 @@ from imsa.errors import ConfigError, invalid_parameter
 MODALITY_ORDER = ("l", "a", "v")
 MODALITY_NAMES = {"l": "language", "a": "audio", "v": "vision"}
 
-SAMPLER_FORMS = ("complete", "uniform", "incomplete", "cmad", "dropout:<p>", "rate:<r>", "condition:<codes>")
+SAMPLER_FORMS = ("complete", "uniform", "incomplete", "cmad", "dropout:<p>", "rate:<r>", "dicmor:<r>", "condition:<codes>")
 
 _CMAD_WEIGHTS = {"l": 2, "a": 3, "v": 3, "l,a": 1, "l,v": 1, "a,v": 3, "l,a,v": 1}
 
@@ -502,6 +502,52 @@ class RandomRate:
         return f"rate:{self.rate:g}"
 
 
+# DiCMoR's composition per missing rate 0.1..0.7: share of samples missing two modalities, one modality
+_DICMOR_SHARES = {0.1: (0.1, 0.1), 0.2: (0.2, 0.2), 0.3: (0.3, 0.3), 0.4: (0.5, 0.2), 0.5: (0.7, 0.1), 0.6: (0.9, 0.0), 0.7: (1.0, 0.0)}
+
+
+@dataclass(frozen=True)
+class DiCMoRRate:
+    """DiCMoR's training composition at a nominal missing rate, per sample: two of the three
+    modalities missing with probability a(r), one with b(r) (2a + b = 3r; which ones
+    uniform), else complete. r = 0.7 realises 2/3, as released. The released code draws
+    one pattern per batch in a fixed batch order; this draws per sample.
+
+    Parameters
+    ----------
+    rate : float
+        One of 0.1, 0.2, ..., 0.7.
+    """
+
+    rate: float
+
+    def __post_init__(self):
+        rate = round(float(self.rate), 10)
+        if rate not in _DICMOR_SHARES:
+            raise invalid_parameter("rate", "DiCMoRRate", "one of 0.1, 0.2, ..., 0.7", self.rate)
+        object.__setattr__(self, "rate", rate)
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        """Draw an ``(n, 3)`` mask. Raises ConfigError for other than three modalities."""
+        modalities = _check_modalities(modalities, "DiCMoRRate.sample")
+        if len(modalities) != 3:
+            raise ConfigError(f"The 'dicmor:{self.rate:g}' composition is defined for three modalities; the data has {len(modalities)}.")
+        n = _check_count(n, "DiCMoRRate.sample")
+        rng = _as_generator(rng, "DiCMoRRate.sample")
+        two, one = _DICMOR_SHARES[self.rate]
+        kind = rng.choice(3, size=n, p=[two, one, 1.0 - two - one])  # 0: two missing, 1: one missing, 2: complete
+        which = rng.integers(3, size=n)
+        present = np.ones((n, 3), dtype=bool)
+        rows = np.arange(n)
+        present[kind == 0] = False
+        present[rows[kind == 0], which[kind == 0]] = True  # two missing: one kept
+        present[rows[kind == 1], which[kind == 1]] = False  # one missing
+        return present
+
+    def describe(self) -> str:
+        return f"dicmor:{self.rate:g}"
+
+
 def make_sampler(spec: str) -> MaskSampler:
     """Build a training mask sampler from a config string.
 
@@ -509,7 +555,7 @@ def make_sampler(spec: str) -> MaskSampler:
     ----------
     spec : str
         One of ``"complete"``, ``"uniform"``, ``"incomplete"``, ``"cmad"``, ``"dropout:<p>"``,
-        ``"rate:<r>"``, ``"condition:<codes>"`` (e.g. ``"condition:l,a"``).
+        ``"rate:<r>"``, ``"dicmor:<r>"``, ``"condition:<codes>"`` (e.g. ``"condition:l,a"``).
         A sampler's :meth:`describe` gives back such a string.
 
     Raises
@@ -526,11 +572,11 @@ def make_sampler(spec: str) -> MaskSampler:
         return simple[kind]()
     if kind == "condition" and argument:
         return FixedCondition(Condition.parse(argument))
-    if kind in ("dropout", "rate") and argument:
+    if kind in ("dropout", "rate", "dicmor") and argument:
         try:
             value = float(argument)
         except ValueError:
             value = None
         if value is not None:
-            return IndependentDropout(value) if kind == "dropout" else RandomRate(value)
+            return {"dropout": IndependentDropout, "rate": RandomRate, "dicmor": DiCMoRRate}[kind](value)
     raise ConfigError(f"Unknown mask sampler {spec!r}. Valid forms: {', '.join(SAMPLER_FORMS)}.")

@@ -66,42 +66,25 @@ from ..data.batch import Batch
 from ..errors import ConfigError
 from ..missing import Complete, fixed_conditions, make_sampler
 from ..nn.flows import ClassPrior, Flow, bits_per_dim_nll
-from ..nn.mult import MulT, Projections
+from ..nn.mult import MulTModel, released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, task_loss
 from .registry import register_method
 
-SOURCE_ORDER = ("l", "v", "a")  # the released order of two transfers into the merge
-
-
-def _sources(modalities, target):
-    """The modalities other than ``target``, in the released merge order (l, v, a, then others)."""
-    rank = {m: SOURCE_ORDER.index(m) if m in SOURCE_ORDER else len(SOURCE_ORDER) for m in modalities}
-    return sorted((m for m in modalities if m != target), key=lambda m: (rank[m], modalities.index(m)))
-
-
-class Backbone(nn.Module):
+class Backbone(MulTModel):
     """Projections, MulT and the head (phase 1 trains this alone)."""
 
     def __init__(self, spec: DataSpec, cfg: "DiCMoRConfig"):
-        super().__init__()
-        self.task = spec.task
-        self.projections = Projections(spec.modalities, spec.dims, cfg.dim, cfg.conv_kernel, cfg.text_dropout)
-        dropout = {"l": cfg.attn_dropout, "a": cfg.attn_dropout_a, "v": cfg.attn_dropout_v}
-        self.mult = MulT(
-            spec.modalities, cfg.dim, cfg.heads, cfg.layers, spec.output_dim,
-            attn_dropout={m: dropout.get(m, cfg.attn_dropout) for m in spec.modalities}, memory_attn_dropout=cfg.attn_dropout,
-            embed_dropout=cfg.embed_dropout, output_dropout=cfg.output_dropout, causal=True, padding_mask=cfg.padding_mask,
+        super().__init__(
+            spec.modalities, spec.dims, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
+            attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v), embed_dropout=cfg.embed_dropout,
+            output_dropout=cfg.output_dropout, text_dropout=cfg.text_dropout, padding_mask=cfg.padding_mask,
         )
 
-    def head(self, x: dict, mask: dict) -> Output:
-        prediction, fused = self.mult(x, mask)
-        return Output(prediction.squeeze(-1) if self.task == "regression" else prediction, fused)
-
     def forward(self, batch: Batch) -> Output:
-        return self.head(*self.projections(batch.inputs, batch.padding, batch.present))
+        return Output(*super().forward(batch.inputs, batch.padding, batch.present))
 
 
 class DiCMoRNet(nn.Module):
@@ -126,7 +109,7 @@ class DiCMoRNet(nn.Module):
             if not missing.any():
                 out[m] = x[m]
                 continue
-            sources = _sources(self.modalities, m)
+            sources = released_order(self.modalities, m)
             transfers = {s: self.flows[m].inverse(latents[s]).detach() for s in sources}
             available = present[:, [self.modalities.index(s) for s in sources]]  # (B, M - 1)
             single = torch.zeros_like(x[m])
@@ -143,7 +126,7 @@ class DiCMoRNet(nn.Module):
 
     def forward(self, batch: Batch) -> Output:
         x, mask = self.backbone.projections(batch.inputs, batch.padding, batch.present)
-        return self.backbone.head(self.recover(x, batch.present), mask)
+        return Output(*self.backbone.head(self.recover(x, batch.present), mask))
 
 
 def sentiment_classes(labels: torch.Tensor) -> torch.Tensor:
@@ -305,7 +288,7 @@ class DiCMoR(Method):
             errors = torch.stack([(recovered[m] - x[m].detach()).pow(2).mean((1, 2)) for m in modalities], dim=1)  # (B, M)
             missing = (~present).to(errors.dtype)
             reconstruction = ((errors * missing).sum(1) / missing.sum(1).clamp(min=1)).mean()
-            prediction = model.backbone.head(recovered, mask).prediction
+            prediction = model.backbone.head(recovered, mask)[0]
             return task_loss(prediction, drawn.batch, task, regression_loss) + c.nll_weight * nll + c.rec_weight * reconstruction
 
         self.phases_.append(self.train_phase(

@@ -41,27 +41,21 @@ from torch import nn
 from ..config import COUNT, PROBABILITY
 from ..data.batch import Batch
 from ..errors import ConfigError
-from ..nn.mult import MulT, Projections
+from ..nn.mult import MulTModel
 from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig
 from .registry import register_method
 
 
-class MulTNet(nn.Module):
+class MulTNet(MulTModel):
     def __init__(self, spec: DataSpec, cfg: "MulTConfig"):
-        super().__init__()
-        self.task = spec.task
-        self.projections = Projections(spec.modalities, spec.dims, cfg.dim, cfg.conv_kernel, cfg.text_dropout)
-        dropout = {"l": cfg.attn_dropout, "a": cfg.attn_dropout_a, "v": cfg.attn_dropout_v}
-        self.mult = MulT(
-            spec.modalities, cfg.dim, cfg.heads, cfg.layers, spec.output_dim,
-            attn_dropout={m: dropout.get(m, cfg.attn_dropout) for m in spec.modalities}, memory_attn_dropout=cfg.attn_dropout,
-            relu_dropout=cfg.relu_dropout, res_dropout=cfg.res_dropout, embed_dropout=cfg.embed_dropout,
-            output_dropout=cfg.output_dropout, causal=cfg.causal, padding_mask=cfg.padding_mask,
+        super().__init__(
+            spec.modalities, spec.dims, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
+            attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v), relu_dropout=cfg.relu_dropout, res_dropout=cfg.res_dropout,
+            embed_dropout=cfg.embed_dropout, output_dropout=cfg.output_dropout, text_dropout=cfg.text_dropout, causal=cfg.causal, padding_mask=cfg.padding_mask,
         )
 
     def forward(self, batch: Batch) -> Output:
-        prediction, fused = self.mult(*self.projections(batch.inputs, batch.padding, batch.present))
-        return Output(prediction.squeeze(-1) if self.task == "regression" else prediction, fused)
+        return Output(*super().forward(batch.inputs, batch.padding, batch.present))
 
 
 @dataclass(frozen=True)

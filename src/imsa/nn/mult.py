@@ -201,3 +201,42 @@ class MulT(nn.Module):
         u = torch.cat(last, dim=-1)
         fused = u + self.proj2(F.dropout(F.relu(self.proj1(u)), self.output_dropout, self.training))
         return self.out(fused), u
+
+
+class MulTModel(nn.Module):
+    """Projections, the MulT trunk and its head: the network of MMSA's ``MULT`` (and the
+    backbone of DiCMoR and IMDer). ``attn_dropout`` gives the released three values for
+    blocks attending to text (also the memories'), audio and vision.
+
+    ``head(x, mask)`` runs the trunk on projected sequences; ``forward(inputs, padding,
+    present)`` projects first. Both return ``(prediction, fused)``, the prediction squeezed
+    for regression.
+    """
+
+    def __init__(self, modalities, dims: dict, output_dim: int, task: str, *, dim: int, heads: int, layers: int, kernel: int,
+                 attn_dropout: tuple[float, float, float], relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.0, output_dropout=0.0,
+                 text_dropout=0.0, causal=True, padding_mask=False):
+        super().__init__()
+        self.task = task
+        self.projections = Projections(modalities, dims, dim, kernel, text_dropout)
+        by_source = dict(zip("lav", attn_dropout))
+        self.mult = MulT(
+            modalities, dim, heads, layers, output_dim,
+            attn_dropout={m: by_source.get(m, attn_dropout[0]) for m in modalities}, memory_attn_dropout=attn_dropout[0],
+            relu_dropout=relu_dropout, res_dropout=res_dropout, embed_dropout=embed_dropout,
+            output_dropout=output_dropout, causal=causal, padding_mask=padding_mask,
+        )
+
+    def head(self, x: dict, mask: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        prediction, fused = self.mult(x, mask)
+        return (prediction.squeeze(-1) if self.task == "regression" else prediction), fused
+
+    def forward(self, inputs: dict, padding: dict, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(*self.projections(inputs, padding, present))
+
+
+def released_order(modalities, target: str) -> list[str]:
+    """The modalities other than ``target`` in the order DiCMoR and IMDer concatenate two
+    available ones for a missing one (l, v, a, then any other code in dataset order)."""
+    rank = {m: "lva".index(m) if m in "lva" else 3 for m in modalities}
+    return sorted((m for m in modalities if m != target), key=lambda m: (rank[m], list(modalities).index(m)))

@@ -114,6 +114,7 @@ def test_mmsa_loads_published_structure(tmp_path, aligned):
             assert d.transcripts[i] == part["raw_text"][k]
             n_text = int(part["text_bert"][k, 1].sum())
             assert d.lengths["l"][i] == n_text
+            np.testing.assert_array_equal(d.annotations["text_bert"][i], part["text_bert"][k].astype(np.int64))  # token ids kept
             a_len = part["audio_lengths"][k] if not aligned else n_text
             assert d.lengths["a"][i] == a_len
             expected = np.where(np.isfinite(part["audio"][k, :a_len]), part["audio"][k, :a_len], 0)

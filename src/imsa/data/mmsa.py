@@ -7,6 +7,10 @@ Published by thuiar/MMSA (Yu et al., ACL 2020 / AAAI 2021). A pickled dict
 (N, T_v, D_v), ``audio_lengths`` / ``vision_lengths`` (unaligned files only),
 ``regression_labels`` (N,), ``classification_labels`` (N,) and ``annotations``.
 
+The ``text_bert`` rows are kept as the annotation ``text_bert`` ((N, 3, T) int64), for
+methods that fine-tune a BERT-family encoder on the tokens the other modalities are
+aligned to (re-tokenising the transcripts would break that alignment).
+
 Loaded as sequences: text length from the ``text_bert`` attention mask (else the full
 length), audio and vision lengths from ``*_lengths`` (aligned files: the text length,
 as their steps are the text's tokens). Steps beyond a length are zeroed; ``-inf`` (in
@@ -61,7 +65,7 @@ def load_mmsa(path: Path, content, *, task: str = "regression", name: str = "") 
     columns: dict[str, list] = {k: [] for k in ("uid", "vid", "split", "label", "text")}
     features: dict[str, list] = {m: [] for m in MODALITY_KEYS}
     lengths: dict[str, list] = {m: [] for m in MODALITY_KEYS}
-    extra_labels: dict[str, list] = {}
+    annotations: dict[str, list] = {}
     for split in SPLITS:
         part = content[split]
         where = f"{path} [{split!r}]"
@@ -84,9 +88,11 @@ def load_mmsa(path: Path, content, *, task: str = "regression", name: str = "") 
         label_key = "regression_labels" if task == "regression" else "classification_labels"
         require_keys(part, (label_key,), where, FIX)
         labels = as_array(part[label_key], f"{where}[{label_key!r}]", (1, 2), rows=n, dtype=np.float64).reshape(n, -1)[:, 0]
+        if "text_bert" in part:
+            annotations.setdefault("text_bert", []).append(as_array(part["text_bert"], f"{where}['text_bert']", 3, rows=n).astype(np.int64))
         for key in part:
             if isinstance(key, str) and key.startswith("regression_labels_"):  # SIMS: per-modality labels
-                extra_labels.setdefault(key, []).append(as_array(part[key], f"{where}[{key!r}]", (1, 2), rows=n).reshape(n))
+                annotations.setdefault(key, []).append(as_array(part[key], f"{where}[{key!r}]", (1, 2), rows=n).reshape(n))
         raw = list(part.get("raw_text", [""] * n))
         if len(raw) != n:
             raise DataError(f"{where}['raw_text']: {len(raw)} entries for {n} samples.")
@@ -100,7 +106,7 @@ def load_mmsa(path: Path, content, *, task: str = "regression", name: str = "") 
         for m in MODALITY_KEYS:
             features[m].append(x[m])
             lengths[m].append(np.maximum(lens[m], 1))
-    return _assemble(path, content, columns, features, lengths, extra_labels, task, name or f"mmsa:{path.stem}")
+    return _assemble(path, content, columns, features, lengths, annotations, task, name or f"mmsa:{path.stem}")
 
 
 def _text_lengths(part, where: str, n: int, steps: int) -> np.ndarray:
@@ -112,7 +118,7 @@ def _text_lengths(part, where: str, n: int, steps: int) -> np.ndarray:
     return np.minimum(tokens[:, 1].sum(axis=1).astype(np.int64), steps)
 
 
-def _assemble(path, content, columns, features, lengths, extra_labels, task, name) -> Dataset:
+def _assemble(path, content, columns, features, lengths, annotations, task, name) -> Dataset:
     for m in MODALITY_KEYS:
         dims = {x.shape[2] for x in features[m]}
         if len(dims) != 1:
@@ -145,5 +151,5 @@ def _assemble(path, content, columns, features, lengths, extra_labels, task, nam
         class_names=class_names,
         checksums=file_checksum(path),
         description=f"MMSA pickle {path.name}",
-        annotations={key: np.concatenate(v)[order] for key, v in extra_labels.items()},
+        annotations={key: np.concatenate(v)[order] for key, v in annotations.items()},
     )

@@ -111,6 +111,8 @@ def _add_execution_options(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default: a GPU where PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
     parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision of the forward passes (fp16 with gradient scaling; default fp32)")
     parser.add_argument("--deterministic", action="store_true", help="PyTorch's deterministic algorithms, strictly (CPU runs repeat bit for bit without it)")
+    parser.add_argument("--log", nargs="+", choices=["csv", "tensorboard", "mlflow"], default=[],
+                        help="mirror each run's per-epoch log and final metrics to DIR/logs (csv, tensorboard) or DIR/mlruns (mlflow); the run JSON stays the record")
 
 
 def _run_context(args, callbacks):
@@ -118,7 +120,7 @@ def _run_context(args, callbacks):
 
     return RunContext(
         callbacks, checkpoint_interval=args.checkpoint_interval, threads=args.threads,
-        device=args.device, precision=args.precision, deterministic=args.deterministic,
+        device=args.device, precision=args.precision, deterministic=args.deterministic, log=tuple(args.log),
     )
 
 

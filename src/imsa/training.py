@@ -118,6 +118,9 @@ class RunContext:
         Autocast of the forward passes (fp16 with a gradient scaler).
     deterministic : bool
         PyTorch's deterministic algorithms, strictly (see :func:`imsa.devices.make_deterministic`).
+    log : tuple of str
+        Mirror each run's per-epoch log and final metrics to ``csv``, ``tensorboard`` and/or
+        ``mlflow`` (see :mod:`imsa.experiments.logs`; the run JSON stays the record).
     """
 
     callbacks: tuple = ()
@@ -127,9 +130,13 @@ class RunContext:
     device: str = "auto"
     precision: str = "fp32"
     deterministic: bool = False
+    log: tuple = ()
 
     def __post_init__(self):
+        from .experiments.logs import check_loggers
+
         object.__setattr__(self, "callbacks", tuple(self.callbacks))
+        object.__setattr__(self, "log", check_loggers(self.log))
         object.__setattr__(self, "device", str(resolve_device(self.device)))
         check_precision(self.precision, self.torch_device)
         if self.workdir is not None:
@@ -328,7 +335,7 @@ def train(
             state.update(best_score=current, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()), bad_epochs=0)
         elif epoch >= select_from:
             state["bad_epochs"] += 1
-        logs = {"epoch": epoch, "loss": total / max(count, 1), "score": current, "best": improved, "seconds": time.perf_counter() - started}
+        logs = {"epoch": epoch, "loss": total / max(count, 1), "score": current, "best": improved, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
         state["history"].append(logs)
         notify(callbacks, "on_epoch_end", phase, epoch, logs)
         epoch += 1

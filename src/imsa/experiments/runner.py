@@ -31,6 +31,7 @@ from ..data.dataset import Dataset
 from ..data.registry import dataset_family, load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
+from .logs import open_loggers
 from ..protocols import Protocol
 from ..files import atomic_write_text
 from ..model_files import save_model
@@ -234,15 +235,23 @@ def _train_run(spec: RunSpec, dataset: Dataset, context: RunContext, config, cls
         make_deterministic()
     splits = dataset.split(spec.fold)
     method = cls(config)
-    method.fit(
-        splits["train"],
-        splits["valid"],
-        protocol=experiment.protocol,
-        seed=spec.seed,
-        context=dataclasses.replace(context, workdir=spec.checkpoints),
-    )
-    predictions = {split: method.predict_settings(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
-    metrics = {split: metrics_of(predictions[split], splits[split]) for split in SPLITS}
+    loggers = open_loggers(context.log, spec.out, spec.key, experiment=f"{experiment.method} {experiment.dataset} {experiment.protocol.name}",
+                           params=dataclasses.asdict(config)) if context.log else []
+    try:
+        method.fit(
+            splits["train"],
+            splits["valid"],
+            protocol=experiment.protocol,
+            seed=spec.seed,
+            context=dataclasses.replace(context, workdir=spec.checkpoints, callbacks=(*context.callbacks, *loggers)),
+        )
+        predictions = {split: method.predict_settings(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
+        metrics = {split: metrics_of(predictions[split], splits[split]) for split in SPLITS}
+        for logger in loggers:
+            logger.final(metrics)
+    finally:
+        for logger in loggers:
+            logger.close()
     phases = [p.to_dict() for p in getattr(method, "phases_", [])]
     record = RunRecord(
         method=experiment.method,

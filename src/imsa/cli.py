@@ -434,6 +434,26 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_tune(args) -> int:
+    from .experiments.tune import run_tune
+    from .protocols import Protocol
+
+    overrides, dataset_options = _split_overrides(args.set)
+    if args.rate is not None and args.protocol != "random":
+        raise ImsaError("--rate applies to --protocol random only.")
+    protocol = Protocol(args.protocol, rate=args.rate if args.rate is not None else 0.0, mask_seed=args.mask_seed)
+    callbacks = [] if args.quiet else [ProgressBars()]
+    result = run_tune(
+        args.method, args.dataset, args.out, trials=args.trials, space_file=args.space, protocol=protocol, folds=args.folds, seeds=args.seeds,
+        config=overrides, dataset_options=dataset_options, data_dir=args.data_dir, workers=args.workers, sampler_seed=args.sampler_seed,
+        final_seeds=args.final_seeds, final_folds=args.final_folds, context=_run_context(args, callbacks),
+    )
+    print(f"{result['trials']} trials; best validation {result['metric']} {result['best_value']:.4f}; config in {Path(args.out) / 'best.yaml'}")
+    if "final" in result:
+        print(f"Best config retrained and tested: imsa show {Path(args.out) / 'final'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.formats import FORMATS
     from .data.registry import list_datasets
@@ -466,6 +486,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_execution_options(run)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     run.set_defaults(func=cmd_run)
+
+    tune = sub.add_parser("tune", help="search a method's config by validation score (Optuna; resumable; test never touched)")
+    tune.add_argument("--method", required=True, help=f"one of: {', '.join(list_methods())}")
+    tune.add_argument("--dataset", required=True, help="a registered dataset or the path of a file in a published format")
+    tune.add_argument("--trials", type=_count(1), required=True, help="finished trials to reach (a resumed search counts those it has)")
+    tune.add_argument("--out", required=True, help="study directory (study.db, best.yaml, trials.csv, history.png, importances.json, final/)")
+    tune.add_argument("--space", help="YAML search space (default: the method's packaged one, src/imsa/configs/spaces/<method>.yaml)")
+    tune.add_argument("--protocol", choices=PROTOCOLS, default="fixed")
+    tune.add_argument("--rate", type=float, help="missing rate for --protocol random")
+    tune.add_argument("--mask-seed", type=_count(0), default=0)
+    tune.add_argument("--folds", type=_count(0), nargs="+", help="folds whose validation scores are averaged (default: all)")
+    tune.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds per trial (default: 1)")
+    tune.add_argument("--final-seeds", type=_count(0), nargs="+", help="retrain the best config with these seeds and score test once, into OUT/final")
+    tune.add_argument("--final-folds", type=_count(0), nargs="+", help="folds of the final retrain (default: all)")
+    tune.add_argument("--workers", type=_count(1), default=1, help="local worker processes sharing the study (default 1)")
+    tune.add_argument("--sampler-seed", type=_count(0), default=0, help="seed of the TPE sampler (default 0)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed config values (data.KEY for dataset options)")
+    tune.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
+    tune.add_argument("--checkpoint-interval", type=_seconds, default=30.0, metavar="SECONDS", help=argparse.SUPPRESS)
+    tune.add_argument("--threads", type=_count(1), help="torch CPU threads (default: the method's)")
+    _add_execution_options(tune)
+    tune.add_argument("--quiet", action="store_true", help="no progress bars")
+    tune.set_defaults(func=cmd_tune)
 
     show = sub.add_parser("show", help="print the table of a finished run directory")
     show.add_argument("dir")

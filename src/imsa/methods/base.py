@@ -24,7 +24,7 @@ from ..data.batch import Batch, iterate_batches, tensor_cache
 from ..data.dataset import Dataset, Subset
 from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
 from ..metrics import METRICS
-from ..missing import make_sampler
+from ..missing import fixed_conditions, make_sampler
 from ..nn.layers import masked_mean
 from ..protocols import Protocol
 from ..predictions import Predictions
@@ -554,6 +554,25 @@ class TrainingMasks:
 
     def __repr__(self) -> str:
         return f"TrainingMasks({self.sampler!r}, stream={self.stream})"
+
+
+def complete_setting(valid: Subset) -> dict[str, np.ndarray]:
+    """The one validation setting of a complete-data phase: every modality present."""
+    modalities = valid.dataset.modalities
+    return {fixed_conditions(modalities)[-1].name: np.ones((len(valid.dataset), len(modalities)), dtype=bool)}
+
+
+def check_aligned(dataset: Dataset, method: str, kernel: int) -> None:
+    """Refuse sequences whose modalities differ in steps (a method that pairs step t of one
+    modality with step t of another needs word-aligned data) or are shorter than ``kernel``."""
+    modalities = dataset.modalities
+    widths = {m: dataset.features[m].shape[1] for m in modalities}
+    unequal = [m for m in modalities if not np.array_equal(dataset.lengths[m], dataset.lengths[modalities[0]])]
+    if len(set(widths.values())) > 1 or unequal:
+        what = f"widths {widths}" if len(set(widths.values())) > 1 else f"the lengths of {', '.join(unequal)} differ from those of {modalities[0]} per utterance"
+        raise ConfigError(f"{dataset.name}: {method} pairs step t of one modality with step t of another, so every modality needs the same steps (word-aligned data such as MMSA aligned_50.pkl); here {what}.")
+    if min(widths.values()) < kernel:
+        raise ConfigError(f"{dataset.name}: {min(widths.values())} steps, fewer than conv_kernel={kernel}; lower conv_kernel.")
 
 
 def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:

@@ -57,20 +57,19 @@ import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..data.batch import Batch
 from ..errors import ConfigError
-from ..missing import Complete, fixed_conditions, make_sampler
+from ..missing import Complete, make_sampler
 from ..nn.flows import ClassPrior, Flow, bits_per_dim_nll
 from ..nn.mult import MulTModel, released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, task_loss
+from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
 from .registry import register_method
 
 class Backbone(MulTModel):
@@ -233,14 +232,7 @@ class DiCMoR(Method):
             raise ConfigError(f"DiCMoR recovers a modality from one or two others: it needs 2 or 3 modalities, {dataset.name} has {len(spec.modalities)} ({', '.join(spec.modalities)}).")
         if spec.task == "multilabel":
             raise ConfigError("DiCMoR's class priors need one class per utterance; load the data with --set data.emotions=classes.")
-        widths = {m: dataset.features[m].shape[1] for m in spec.modalities}
-        first = spec.modalities[0]
-        unequal = [m for m in spec.modalities if not np.array_equal(dataset.lengths[m], dataset.lengths[first])]
-        if len(set(widths.values())) > 1 or unequal:
-            what = f"widths {widths}" if len(set(widths.values())) > 1 else f"the lengths of {', '.join(unequal)} differ from those of {first} per utterance"
-            raise ConfigError(f"{dataset.name}: DiCMoR transfers step t of one modality to step t of another, so every modality needs the same steps (word-aligned data such as MMSA aligned_50.pkl); here {what}.")
-        if min(widths.values()) < self.config.conv_kernel:
-            raise ConfigError(f"{dataset.name}: {min(widths.values())} steps, fewer than conv_kernel={self.config.conv_kernel}; lower conv_kernel.")
+        check_aligned(dataset, "DiCMoR", self.config.conv_kernel)
         return spec
 
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
@@ -254,9 +246,8 @@ class DiCMoR(Method):
         # -- phase 1: the backbone on complete data
         torch.manual_seed(seed)
         backbone = Backbone(spec, c)
-        complete = {fixed_conditions(modalities)[-1].name: np.ones((len(valid.dataset), len(modalities)), bool)}
         self.phases_ = [self.train_phase(
-            backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete,
+            backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
             loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, regression_loss),
             phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, **clip,
         )]

@@ -54,13 +54,13 @@ from torch import nn
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..data.batch import Batch
 from ..errors import ConfigError
-from ..missing import Complete, fixed_conditions, make_sampler
+from ..missing import Complete, make_sampler
 from ..nn.diffusion import VESDE, ScoreUNet, euler_maruyama, pad_to_multiple, sampler_noise_shape, score_matching_loss
 from ..nn.mult import MulTModel, released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, task_loss
+from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
 from .registry import register_method
 
 
@@ -248,14 +248,7 @@ class IMDer(Method):
         spec = super().data_spec(dataset)
         if len(spec.modalities) not in (2, 3):
             raise ConfigError(f"IMDer recovers a modality from one or two others: it needs 2 or 3 modalities, {dataset.name} has {len(spec.modalities)} ({', '.join(spec.modalities)}).")
-        widths = {m: dataset.features[m].shape[1] for m in spec.modalities}
-        first = spec.modalities[0]
-        unequal = [m for m in spec.modalities if not np.array_equal(dataset.lengths[m], dataset.lengths[first])]
-        if len(set(widths.values())) > 1 or unequal:
-            what = f"widths {widths}" if len(set(widths.values())) > 1 else f"the lengths of {', '.join(unequal)} differ from those of {first} per utterance"
-            raise ConfigError(f"{dataset.name}: IMDer conditions step t of one modality on step t of another, so every modality needs the same steps (word-aligned data such as MMSA aligned_50.pkl); here {what}.")
-        if min(widths.values()) < self.config.conv_kernel:
-            raise ConfigError(f"{dataset.name}: {min(widths.values())} steps, fewer than conv_kernel={self.config.conv_kernel}; lower conv_kernel.")
+        check_aligned(dataset, "IMDer", self.config.conv_kernel)
         return spec
 
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
@@ -268,9 +261,8 @@ class IMDer(Method):
         # -- phase 0: the backbone on complete data
         torch.manual_seed(seed)
         backbone = Backbone(spec, c)
-        complete = {fixed_conditions(modalities)[-1].name: np.ones((len(valid.dataset), len(modalities)), bool)}
         self.phases_ = [self.train_phase(
-            backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete,
+            backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
             loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, "l1"),
             phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, **clip,
         )]

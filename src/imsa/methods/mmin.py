@@ -56,7 +56,6 @@ import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -70,7 +69,7 @@ from ..nn.layers import Standardize
 from ..nn.recurrent import LSTMMaxPool, TextCNN
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, fit_standardizers, pooled, task_loss
+from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, complete_setting, fit_standardizers, pooled, task_loss
 from .registry import register_method
 
 VARIANT_DEFAULTS = {  # ae_layers, ae_blocks, mse_weight (G's scripts)
@@ -344,9 +343,8 @@ class MMIN(Method):
             init_weights(fusion, c.pretrain_init)
             if fusion.encoders.norms:
                 fit_standardizers(fusion.encoders.norms, train)
-            complete = {fixed_conditions(modalities)[-1].name: np.ones((len(valid.dataset), len(modalities)), bool)}
             self.phases_.append(self.train_phase(
-                fusion, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete,
+                fusion, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
                 loss=lambda model, batch, epoch: supervised(model(batch).prediction, batch),
                 phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", betas=c.pretrain_betas,
                 grad_clip=c.pretrain_grad_clip, clip_groups=_module_groups(fusion), lr_schedule=c.pretrain_lr_schedule, context=context,

@@ -143,35 +143,43 @@ def _split_overrides(pairs):
 def cmd_run(args) -> int:
     from .experiments.runner import Experiment, run_experiment
     from .experiments.store import format_table
-    from .protocols import Protocol
+    from .protocols import FRAME_RATES, Protocol
 
     overrides, dataset_options = _split_overrides(args.set)
     if args.format:
         dataset_options["format"] = args.format
     config, packaged = _config_option(args.config, args.method)
     config.update(overrides)
-    if args.rate is not None and args.protocol != "random":
-        raise ImsaError("--rate applies to --protocol random only.")
-    protocol = Protocol(args.protocol, rate=args.rate if args.rate is not None else 0.0, mask_seed=args.mask_seed)
-    experiment = Experiment(
-        method=args.method,
-        dataset=args.dataset,
-        protocol=protocol,
-        seeds=tuple(args.seeds),
-        folds=tuple(args.folds) if args.folds else None,
-        config=config,
-        dataset_options=dataset_options,
-        packaged=packaged,
-    )
+    if args.rate is not None and args.protocol == "fixed":
+        raise ImsaError("--rate applies to --protocol random or frames.")
+    if args.rates and args.protocol != "frames":
+        raise ImsaError("--rates applies to --protocol frames (one experiment per rate); give --protocol random one --rate.")
+    rates = args.rates or ([args.rate] if args.rate is not None else list(FRAME_RATES) if args.protocol == "frames" else [0.0])
+    protocols = [Protocol(args.protocol, rate=rate, mask_seed=args.mask_seed) for rate in rates]
     dataset_label = Path(args.dataset).stem if ("/" in args.dataset or "\\" in args.dataset or args.format) else args.dataset
-    out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{protocol.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    name = protocols[0].name if len(protocols) == 1 else "frames"
+    out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     callbacks = [] if args.quiet else [ProgressBars()]
     started = time.perf_counter()
-    summary = run_experiment(experiment, out, data_dir=args.data_dir, context=_run_context(args, callbacks))
+    summaries = []
+    for protocol in protocols:  # the frames protocol: one experiment per rate, in OUT/frames=R
+        experiment = Experiment(
+            method=args.method, dataset=args.dataset, protocol=protocol, seeds=tuple(args.seeds),
+            folds=tuple(args.folds) if args.folds else None, config=config, dataset_options=dataset_options, packaged=packaged,
+        )
+        where = out if len(protocols) == 1 else out / protocol.name
+        summaries.append(run_experiment(experiment, where, data_dir=args.data_dir, context=_run_context(args, callbacks)))
+    if len(summaries) == 1:
+        summary, protocol_label = summaries[0], protocols[0].name
+    else:  # one table: a row per rate
+        summary = {"experiment": summaries[0]["experiment"], "runs": summaries[0]["runs"]}
+        for split in ("test", "valid"):
+            summary[split] = {setting: row for part in summaries for setting, row in part[split].items()}
+        protocol_label = f"frames at {', '.join(f'{r:g}' for r in rates)}"
     resolved = summary["experiment"]
     applied = f"packaged {resolved['packaged_config']}.yaml" if resolved["packaged_config"] else f"{args.method} defaults, no packaged config"
     print(f"\nconfig: {applied} (dataset family: {resolved['family'] or 'unknown'}){', with your values on top' if config else ''}")
-    print(f"{args.method} on {args.dataset}, protocol {protocol.name}: {summary['runs']} runs (seeds {list(args.seeds)} x folds {summary['experiment']['folds']}), mean ± std over runs")
+    print(f"{args.method} on {args.dataset}, protocol {protocol_label}: {summary['runs']} runs{' per rate' if len(protocols) > 1 else ''} (seeds {list(args.seeds)} x folds {summary['experiment']['folds']}), mean ± std over runs")
     print("\ntest")
     print(format_table(summary, "test"))
     print("\nvalid")
@@ -207,7 +215,7 @@ def _protocol_arg(text: str):
     try:
         return {kind: [float(r) for r in rates.split(",") if r]}
     except ValueError:
-        raise ImsaError(f"--protocols: expected fixed, random or random:R1,R2,..., got {text!r}.") from None
+        raise ImsaError(f"--protocols: expected fixed, random, random:R1,R2,..., frames or frames:R1,R2,..., got {text!r}.") from None
 
 
 def cmd_grid_run(args) -> int:
@@ -439,8 +447,8 @@ def cmd_tune(args) -> int:
     from .protocols import Protocol
 
     overrides, dataset_options = _split_overrides(args.set)
-    if args.rate is not None and args.protocol != "random":
-        raise ImsaError("--rate applies to --protocol random only.")
+    if args.rate is not None and args.protocol == "fixed":
+        raise ImsaError("--rate applies to --protocol random or frames.")
     protocol = Protocol(args.protocol, rate=args.rate if args.rate is not None else 0.0, mask_seed=args.mask_seed)
     callbacks = [] if args.quiet else [ProgressBars()]
     result = run_tune(
@@ -471,8 +479,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train and evaluate a method under missing modalities")
     run.add_argument("--method", default="late_fusion", help=f"one of: {', '.join(list_methods())} (default: late_fusion)")
     run.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(e.name for e in list_datasets())}, or the path of a file in a published format (default: synthetic)")
-    run.add_argument("--protocol", choices=PROTOCOLS, default="fixed", help="fixed: every modality subset; random: GCNet missing rate")
-    run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random")
+    run.add_argument("--protocol", choices=PROTOCOLS, default="fixed", help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences)")
+    run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random; frame drop rate in [0, 1] for --protocol frames")
+    run.add_argument("--rates", type=float, nargs="+", help="frame drop rates of --protocol frames, one experiment each in OUT/frames=R (default 0.0 0.1 ... 0.9)")
     run.add_argument("--mask-seed", type=_count(0), default=0, help="seed of the random-protocol evaluation masks (default 0)")
     run.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds (default: 1)")
     run.add_argument("--folds", type=_count(0), nargs="+", help="folds to run (default: all)")
@@ -494,7 +503,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", required=True, help="study directory (study.db, best.yaml, trials.csv, history.png, importances.json, final/)")
     tune.add_argument("--space", help="YAML search space (default: the method's packaged one, src/imsa/configs/spaces/<method>.yaml)")
     tune.add_argument("--protocol", choices=PROTOCOLS, default="fixed")
-    tune.add_argument("--rate", type=float, help="missing rate for --protocol random")
+    tune.add_argument("--rate", type=float, help="missing rate for --protocol random, frame drop rate for --protocol frames")
     tune.add_argument("--mask-seed", type=_count(0), default=0)
     tune.add_argument("--folds", type=_count(0), nargs="+", help="folds whose validation scores are averaged (default: all)")
     tune.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds per trial (default: 1)")
@@ -524,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     grun.add_argument("--out", help="results store (default: runs/<grid file name>); an existing one of the same grid is resumed")
     grun.add_argument("--methods", nargs="+", help="replace the grid's methods")
     grun.add_argument("--datasets", nargs="+", help="replace the grid's datasets")
-    grun.add_argument("--protocols", nargs="+", help="replace the grid's protocols: fixed, random (rates 0.0..0.7) or random:0.0,0.3")
+    grun.add_argument("--protocols", nargs="+", help="replace the grid's protocols: fixed, random (rates 0.0..0.7), random:0.0,0.3, frames (rates 0.0..0.9) or frames:0.0,0.5")
     grun.add_argument("--seeds", type=_count(0), nargs="+", help="replace the grid's seeds")
     grun.add_argument("--folds", type=_count(0), nargs="+", help="replace the grid's folds")
     grun.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method config for every method (data.KEY for every dataset's options); repeatable")

@@ -29,7 +29,7 @@ from imsa.errors import ConfigError, invalid_parameter
 MODALITY_ORDER = ("l", "a", "v")
 MODALITY_NAMES = {"l": "language", "a": "audio", "v": "vision"}
 
-SAMPLER_FORMS = ("complete", "uniform", "incomplete", "cmad", "dropout:<p>", "rate:<r>", "dicmor:<r>", "condition:<codes>")
+SAMPLER_FORMS = ("complete", "uniform", "incomplete", "cmad", "dropout:<p>", "rate:<r>", "dicmor:<r>", "condition:<codes>", "frames:uniform", "frames:lnln", "frames:<r>")
 
 _CMAD_WEIGHTS = {"l": 2, "a": 3, "v": 3, "l,a": 1, "l,v": 1, "a,v": 3, "l,a,v": 1}
 
@@ -555,7 +555,9 @@ def make_sampler(spec: str) -> MaskSampler:
     ----------
     spec : str
         One of ``"complete"``, ``"uniform"``, ``"incomplete"``, ``"cmad"``, ``"dropout:<p>"``,
-        ``"rate:<r>"``, ``"dicmor:<r>"``, ``"condition:<codes>"`` (e.g. ``"condition:l,a"``).
+        ``"rate:<r>"``, ``"dicmor:<r>"``, ``"condition:<codes>"`` (e.g. ``"condition:l,a"``),
+        or a frame-level distribution ``"frames:uniform"``, ``"frames:lnln"``, ``"frames:<r>"``
+        (see :mod:`imsa.frames`).
         A sampler's :meth:`describe` gives back such a string.
 
     Raises
@@ -572,6 +574,10 @@ def make_sampler(spec: str) -> MaskSampler:
         return simple[kind]()
     if kind == "condition" and argument:
         return FixedCondition(Condition.parse(argument))
+    if kind == "frames" and argument and argument != "same":  # frames:same is the frames protocol's own rate
+        from .frames import make_frame_sampler
+
+        return make_frame_sampler(spec.strip(), 0.0)
     if kind in ("dropout", "rate", "dicmor") and argument:
         try:
             value = float(argument)

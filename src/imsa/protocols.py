@@ -6,6 +6,10 @@
 * ``random``: the GCNet missing rate. Training draws fresh masks at the rate for every
   batch; valid and test masks are drawn once per split from ``mask_seed``, so a result
   can be reproduced and two methods are scored on identical masks.
+* ``frames``: frame-level missing at rate r inside every (present) sequence modality:
+  words, audio frames, video frames become zeros (see :mod:`imsa.frames`). Evaluation
+  masks are keyed draws from ``mask_seed``; training drops steps at r in every batch
+  (``frames:same``) unless the method asks for another frame distribution.
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import numpy as np
 
 from .data.dataset import Subset
 from .errors import ConfigError, invalid_parameter
+from .frames import FrameDrop, FrameSetting, keyed_frame_masks
 from .missing import MaskSampler, RandomRate, fixed_conditions, random_missing_mask
 
-PROTOCOLS = ("fixed", "random")
+PROTOCOLS = ("fixed", "random", "frames")
 MAX_RATE = 0.7
+FRAME_RATES = tuple(round(0.1 * k, 1) for k in range(10))  # the frames protocol's default rates
 
 
 @dataclass(frozen=True)
@@ -29,11 +35,12 @@ class Protocol:
 
     Parameters
     ----------
-    kind : {"fixed", "random"}
+    kind : {"fixed", "random", "frames"}
     rate : float
-        Missing rate in [0, 0.7] for ``random``; ignored for ``fixed``.
+        Missing rate in [0, 0.7] for ``random``, frame drop rate in [0, 1] for ``frames``;
+        ignored for ``fixed``.
     mask_seed : int
-        Seed of the evaluation masks of ``random``.
+        Seed of the evaluation masks of ``random`` and ``frames``.
     """
 
     kind: str = "fixed"
@@ -45,24 +52,31 @@ class Protocol:
             raise ConfigError(f"Unknown protocol {self.kind!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
         if self.kind == "random" and not 0.0 <= self.rate <= MAX_RATE:
             raise invalid_parameter("rate", "the random protocol", f"in [0, {MAX_RATE}]", self.rate)
+        if self.kind == "frames" and not 0.0 <= self.rate <= 1.0:
+            raise invalid_parameter("rate", "the frames protocol", "in [0, 1]", self.rate)
         if isinstance(self.mask_seed, bool) or not isinstance(self.mask_seed, int) or self.mask_seed < 0:
             raise invalid_parameter("mask_seed", "the protocol", "an integer of at least 0", self.mask_seed)
 
     @property
     def name(self) -> str:
-        return "fixed" if self.kind == "fixed" else f"rate={self.rate:g}"
+        if self.kind == "fixed":
+            return "fixed"
+        return f"frames={self.rate:g}" if self.kind == "frames" else f"rate={self.rate:g}"
 
     def settings(self, subset: Subset) -> dict[str, np.ndarray]:
-        """Setting name -> ``(N_dataset, M)`` bool present mask for the utterances of ``subset``.
+        """Setting name -> ``(N_dataset, M)`` bool present mask for the utterances of ``subset``
+        (a :class:`~imsa.frames.FrameSetting`, which adds the frame masks, for ``frames``).
 
         Fixed conditions are named by their modalities (``"l"``, ``"a,v"``, ``"l,a,v"``);
-        a random rate by ``"rate=0.3"``.
+        a random rate by ``"rate=0.3"``, a frame rate by ``"frames=0.3"``.
         """
         dataset = subset.dataset
         modalities = dataset.modalities
         shape = (len(dataset), len(modalities))
         if self.kind == "fixed":
             return {c.name: np.broadcast_to(c.mask(modalities), shape) for c in fixed_conditions(modalities)}
+        if self.kind == "frames":
+            return {self.name: FrameSetting(np.ones(shape, dtype=bool), keyed_frame_masks(dataset, subset.indices, self.rate, self.mask_seed))}
         # Seeded by the split's videos, so every method and every run sees the same masks.
         rng = np.random.default_rng([self.mask_seed, zlib.crc32(",".join(subset.videos).encode())])
         masks = np.ones(shape, dtype=bool)
@@ -75,4 +89,6 @@ class Protocol:
         A method asks once, in ``fit``, and hands the answer to its phases; a phase that
         must train on something else (complete data for a teacher) simply does not ask.
         """
+        if self.kind == "frames":  # the method's own frame distribution, else frames:same
+            return default if isinstance(default, FrameDrop) else FrameDrop(self.rate)
         return RandomRate(self.rate) if self.kind == "random" else default

@@ -226,6 +226,21 @@ def check_missing_modality_is_not_read(c: MethodChecker) -> None:
                 require(torch.equal(before.feature, after.feature), f"{c.label}/{variant}: the feature reads missing modality {missing!r}")
 
 
+def check_frame_masks_are_not_read(c: MethodChecker) -> None:
+    """Under frame-level missing, changing ``frame_present`` alone (the inputs as they are)
+    changes no prediction: the masks are for training losses only."""
+    if "frames" not in c.cls.protocols:
+        return
+    method, dataset = c.fitted("sequence"), c.datasets["sequence"]
+    batch = _batches(method, dataset.split(0)["test"])[0]
+    generator = torch.Generator().manual_seed(0)
+    dropped = batch.with_frames({m: torch.rand(p.shape, generator=generator) > 0.5 for m, p in batch.padding.items()})
+    before = method.predict(dropped)
+    flipped = dataclasses.replace(dropped, frame_present={m: ~k for m, k in dropped.frame_present.items()})
+    after = method.predict(flipped)
+    require(torch.equal(before.prediction, after.prediction), f"{c.label}: the prediction reads the frame masks")
+
+
 def check_state_dict_round_trip(c: MethodChecker) -> None:
     """A saved state loads without unpickling code (weights_only, and as a safetensors model file) into identical predictions."""
     for variant in VARIANTS:
@@ -330,6 +345,7 @@ CHECKS: dict[str, Callable[[MethodChecker], None]] = {
         check_predictions,
         check_gradients,
         check_missing_modality_is_not_read,
+        check_frame_masks_are_not_read,
         check_state_dict_round_trip,
         check_seed_repeats,
         check_evaluate,

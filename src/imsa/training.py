@@ -425,7 +425,8 @@ def predict_settings(
         ``predict(batch) -> Tensor`` of shape ``(B, [S,] [C])``, reading ``batch.present``.
     subset : Subset
     settings : dict of str to ndarray
-        Name -> ``(N_dataset, M)`` bool present mask per dataset utterance.
+        Name -> ``(N_dataset, M)`` bool present mask per dataset utterance, or a
+        :class:`~imsa.frames.FrameSetting` that adds frame masks.
     level : {"utterance", "video"}
     batch_size : int
         Utterances (or videos) per batch before the repetition over settings.
@@ -437,14 +438,27 @@ def predict_settings(
     dict of str to ndarray
         Name -> predictions aligned with ``subset.indices``: ``(N,)`` or ``(N, C)``.
     """
+    from .frames import FrameSetting
+
     names = list(settings)
     device = torch.device(device)
-    stacked = torch.from_numpy(np.stack([settings[k] for k in names])).to(device)  # (K, N_dataset, M)
+    present_of = {k: v.present if isinstance(v, FrameSetting) else v for k, v in settings.items()}
+    stacked = torch.from_numpy(np.stack([present_of[k] for k in names])).to(device)  # (K, N_dataset, M)
+    framed = [k for k in names if isinstance(settings[k], FrameSetting)]
+    frames = {}  # modality -> (K, N_dataset, T) kept steps, every step kept under plain settings
+    if framed:
+        for m in settings[framed[0]].frames:
+            width = settings[framed[0]].frames[m].shape[1]
+            frames[m] = torch.from_numpy(np.stack([settings[k].frames[m] if k in framed else np.ones((len(subset.dataset), width), bool) for k in names])).to(device)
     out: dict[str, list] = {k: [] for k in names}
     for batch in iterate_batches(subset, batch_size, level=level, device=device):
-        present = stacked[:, batch.index.clamp(min=0)].reshape((-1,) + batch.present.shape[1:])
+        rows = batch.index.clamp(min=0)
+        present = stacked[:, rows].reshape((-1,) + batch.present.shape[1:])
+        stacked_batch = batch.repeat(len(names)).with_present(present)
+        if frames:
+            stacked_batch = stacked_batch.with_frames({m: keep[:, rows].reshape((-1,) + batch.padding[m].shape[1:]) for m, keep in frames.items()})
         with autocast(device, precision):
-            prediction = predict(batch.repeat(len(names)).with_present(present)).float()
+            prediction = predict(stacked_batch).float()
         prediction = prediction.reshape((len(names), *batch.labels.shape) + prediction.shape[batch.labels.dim() :])
         keep = batch.index >= 0
         for k, name in enumerate(names):

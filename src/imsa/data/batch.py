@@ -67,6 +67,7 @@ class Batch:
     utterance_mask: torch.Tensor | None = None
     texts: tuple | None = None
     speakers: torch.Tensor | None = None
+    frame_present: dict | None = None
 
     @property
     def level(self) -> str:
@@ -91,6 +92,15 @@ class Batch:
             texts = tuple(_blank(t, k) for t, k in zip(texts, keep))
         return replace(self, inputs=inputs, present=present, texts=texts)
 
+    def with_frames(self, frames: dict[str, torch.Tensor]) -> "Batch":
+        """A batch whose steps where ``frames[m]`` is False are zeroed (frame-level missing);
+        padding masks and ``present`` are unchanged."""
+        inputs = dict(self.inputs)
+        for m, keep in frames.items():
+            keep = torch.as_tensor(keep, dtype=torch.bool, device=self.labels.device)
+            inputs[m] = inputs[m] * keep.unsqueeze(-1).to(inputs[m].dtype)
+        return replace(self, inputs=inputs, frame_present={m: torch.as_tensor(k, dtype=torch.bool, device=self.labels.device) for m, k in frames.items()})
+
     def map(self, fn) -> "Batch":
         """A batch with ``fn`` applied to every tensor (all share the batch axis first).
 
@@ -109,6 +119,7 @@ class Batch:
             utterance_mask=None if self.utterance_mask is None else fn(self.utterance_mask),
             texts=texts,
             speakers=None if self.speakers is None else fn(self.speakers),
+            frame_present=None if self.frame_present is None else {m: fn(x) for m, x in self.frame_present.items()},
         )
 
     def repeat(self, times: int) -> "Batch":
@@ -242,4 +253,22 @@ def iterate_batches(
         elif present is not None:
             modalities = subset.dataset.modalities
             mask = present.sample(index.size, modalities, rng).reshape(index.shape + (len(modalities),))
-        yield cache.gather(index, mask)
+        batch = cache.gather(index, mask)
+        if hasattr(present, "sample_frames"):  # frame-level missing, redrawn every batch
+            batch = batch.with_frames(draw_frames(present, batch, subset.dataset, rng))
+        yield batch
+
+
+def draw_frames(sampler, batch: Batch, dataset: Dataset, rng) -> dict[str, torch.Tensor]:
+    """Training frame masks of ``batch`` from ``sampler.sample_frames`` over its droppable steps."""
+    from ..frames import droppable, protected
+
+    index = batch.index.cpu().numpy()
+    rows = np.clip(index, 0, None).reshape(-1)
+    can_drop = {}
+    for m, pad in batch.padding.items():
+        width = pad.shape[-1]
+        can = droppable(dataset.lengths[m][rows], width, protected(dataset, m, rows)) & (index.reshape(-1, 1) >= 0)
+        can_drop[m] = can
+    drawn = sampler.sample_frames(can_drop, rng)
+    return {m: torch.from_numpy(keep.reshape(index.shape + (keep.shape[-1],))).to(batch.labels.device) for m, keep in drawn.items()}

@@ -9,7 +9,9 @@ Published by thuiar/MMSA (Yu et al., ACL 2020 / AAAI 2021). A pickled dict
 
 The ``text_bert`` rows are kept as the annotation ``text_bert`` ((N, 3, T) int64), for
 methods that fine-tune a BERT-family encoder on the tokens the other modalities are
-aligned to (re-tokenising the transcripts would break that alignment).
+aligned to (re-tokenising the transcripts would break that alignment). The text
+sequence's first and last real steps are the [CLS] and [SEP] states, which frame-level
+missing never drops (annotation ``protected_ends``; see :mod:`imsa.frames`).
 
 Loaded as sequences: text length from the ``text_bert`` attention mask (else the full
 length), audio and vision lengths from ``*_lengths`` (aligned files: the text length,
@@ -26,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, invalid_parameter
+from ..frames import PROTECTED_ENDS
 from .dataset import Dataset
 from .formats import as_array, file_checksum, published_split, register_format, require_keys, require_samples, split_utterance_id, text, zero_padding
 
@@ -151,5 +154,5 @@ def _assemble(path, content, columns, features, lengths, annotations, task, name
         class_names=class_names,
         checksums=file_checksum(path),
         description=f"MMSA pickle {path.name}",
-        annotations={key: np.concatenate(v)[order] for key, v in annotations.items()},
+        annotations={**{key: np.concatenate(v)[order] for key, v in annotations.items()}, PROTECTED_ENDS: [("l",)] * len(order)},
     )

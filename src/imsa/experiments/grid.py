@@ -41,7 +41,7 @@ from ..data.registry import COMMON_OPTIONS, dataset_entry, dataset_family, load_
 from ..errors import ConfigError, ImsaError
 from ..files import atomic_write_text
 from ..methods import method_class
-from ..protocols import PROTOCOLS, Protocol
+from ..protocols import FRAME_RATES, PROTOCOLS, Protocol
 from ..training import RunContext, notify
 from .backends import make_backend
 from .runner import Experiment, RunSpec, finish_experiment, plan_experiment
@@ -107,11 +107,11 @@ class Grid:
     def to_dict(self) -> dict:
         """The grid as YAML-ready data (the form :func:`grid_from_dict` reads)."""
         fixed = [p for p in self.protocols if p.kind == "fixed"]
-        rates = [p.rate for p in self.protocols if p.kind == "random"]
+        rates = {kind: [p.rate for p in self.protocols if p.kind == kind] for kind in ("random", "frames")}
         data = {
             "methods": list(self.methods),
             "datasets": list(self.datasets),
-            "protocols": (["fixed"] if fixed else []) + ([{"random": rates}] if rates else []),
+            "protocols": (["fixed"] if fixed else []) + [{kind: values} for kind, values in rates.items() if values],
             "seeds": list(self.seeds),
             "mask_seed": self.protocols[0].mask_seed,
         }
@@ -284,35 +284,38 @@ def _int_list(values, key, fail) -> tuple[int, ...]:
 
 
 def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
-    """``["fixed", {"random": [0.0, 0.3]}]`` -> Protocols; also ``"random"`` alone means rate 0.0..0.7 in steps of 0.1."""
+    """``["fixed", {"random": [0.0, 0.3]}, {"frames": [0.0, 0.5]}]`` -> Protocols; ``"random"`` alone
+    means rates 0.0..0.7 and ``"frames"`` alone 0.0..0.9, in steps of 0.1."""
     if isinstance(entries, (str, dict)):
         entries = [entries]
     if not isinstance(entries, list) or not entries:
         fail("protocols", f"expected a non-empty list such as [fixed, {{random: [0.0, 0.3]}}], got {entries!r}.")
     out: list[Protocol] = []
+    defaults = {"random": [round(0.1 * k, 1) for k in range(8)], "frames": list(FRAME_RATES)}
     for i, entry in enumerate(entries):
         where = f"protocols[{i}]"
-        if entry == "random":
-            entry = {"random": [round(0.1 * k, 1) for k in range(8)]}
+        if isinstance(entry, str) and entry in defaults:
+            entry = {entry: defaults[entry]}
         if entry == "fixed":
             out.append(Protocol("fixed", mask_seed=mask_seed))
             continue
         if not isinstance(entry, dict) or len(entry) != 1:
-            fail(where, f"expected 'fixed', 'random' or {{random: [rates]}}, got {entry!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
+            fail(where, f"expected 'fixed', 'random', 'frames' or {{random: [rates]}}, got {entry!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
         (kind, rates), = entry.items()
-        if kind != "random":
-            fail(where, f"unknown protocol {kind!r} with values; only random takes a list of rates. Valid protocols: {', '.join(PROTOCOLS)}.")
+        if kind not in defaults:
+            fail(where, f"unknown protocol {kind!r} with values; random and frames take a list of rates. Valid protocols: {', '.join(PROTOCOLS)}.")
+        bound = "[0, 0.7]" if kind == "random" else "[0, 1]"
         if isinstance(rates, (int, float)) and not isinstance(rates, bool):
             rates = [rates]
         if not isinstance(rates, list) or not rates:
-            fail(f"{where}.random", f"expected a non-empty list of rates in [0, 0.7], got {rates!r}.")
+            fail(f"{where}.{kind}", f"expected a non-empty list of rates in {bound}, got {rates!r}.")
         for j, rate in enumerate(rates):
             if not isinstance(rate, (int, float)) or isinstance(rate, bool):
-                fail(f"{where}.random[{j}]", f"expected a number in [0, 0.7], got {rate!r}.")
+                fail(f"{where}.{kind}[{j}]", f"expected a number in {bound}, got {rate!r}.")
             try:
-                out.append(Protocol("random", rate=float(rate), mask_seed=mask_seed))
+                out.append(Protocol(kind, rate=float(rate), mask_seed=mask_seed))
             except ConfigError as e:
-                fail(f"{where}.random[{j}]", str(e))
+                fail(f"{where}.{kind}[{j}]", str(e))
     names = [p.name for p in out]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -31,6 +31,7 @@ from ..data.dataset import Dataset
 from ..data.registry import dataset_family, load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
+from ..frames import sequence_modalities
 from .logs import open_loggers
 from ..protocols import Protocol
 from ..files import atomic_write_text
@@ -145,6 +146,11 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
         if not 0 <= fold < len(dataset.folds):
             raise ConfigError(f"Dataset {dataset.name} has {len(dataset.folds)} fold(s); fold {fold} does not exist.")
         check_fold(dataset, fold)
+    cls = method_class(experiment.method)
+    if experiment.protocol.kind not in cls.protocols:
+        raise ConfigError(f"{experiment.method} does not run under the {experiment.protocol.kind} protocol (it supports {', '.join(cls.protocols)}).")
+    if experiment.protocol.kind == "frames":
+        sequence_modalities(dataset)  # refuses utterance vectors now, not after other runs trained
     out = Path(out)
     resolved = {
         "method": experiment.method,

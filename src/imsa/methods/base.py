@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, build_config, check_domains
-from ..data.batch import Batch, iterate_batches, tensor_cache
+from ..data.batch import Batch, draw_frames, iterate_batches, tensor_cache
 from ..data.dataset import Dataset, Subset
 from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
 from ..metrics import METRICS
@@ -204,6 +204,8 @@ class Method:
     tasks: ClassVar[tuple[str, ...]] = ("regression", "classification")
     # "sequence": the method needs time sequences in every modality; "any": vectors too.
     inputs: ClassVar[str] = "any"
+    # The protocols the method can train under (see imsa.protocols.PROTOCOLS).
+    protocols: ClassVar[tuple[str, ...]] = ("fixed", "random", "frames")
 
     def __init__(self, config=None, **overrides):
         if isinstance(config, self.Config):
@@ -448,6 +450,8 @@ class Method:
         are Adam's. The config's ``lr_schedule`` (or the phase's own ``lr_schedule``)
         runs over this phase's epochs.
         """
+        if protocol.kind not in self.protocols:
+            raise ConfigError(f"{self.name} does not run under the {protocol.kind} protocol (it supports {', '.join(self.protocols)}).")
         cfg = self.config
         predict = predict or (lambda b: model(b).prediction)
         metric = self.select_metric
@@ -540,8 +544,8 @@ class TrainingMasks:
     prediction time a model gets only what ``present`` leaves.
     """
 
-    def __init__(self, sampler, modalities: tuple[str, ...], seed: int, stream: int):
-        self.sampler, self.modalities, self.seed, self.stream = sampler, tuple(modalities), seed, stream
+    def __init__(self, sampler, modalities: tuple[str, ...], seed: int, stream: int, dataset: Dataset | None = None):
+        self.sampler, self.modalities, self.seed, self.stream, self.dataset = sampler, tuple(modalities), seed, stream, dataset
         self._epoch, self._rng = None, None
 
     def draw(self, batch: Batch, epoch: int) -> MaskedBatch:
@@ -550,6 +554,10 @@ class TrainingMasks:
         shape = batch.present.shape
         drawn = self.sampler.sample(int(np.prod(shape[:-1])), self.modalities, self._rng).reshape(shape)
         masked = batch.with_present(torch.from_numpy(drawn).to(batch.present.device))
+        if hasattr(self.sampler, "sample_frames"):
+            if self.dataset is None:
+                raise ConfigError("frame-level training masks need the dataset: TrainingMasks(..., dataset=train.dataset).")
+            masked = masked.with_frames(draw_frames(self.sampler, batch, self.dataset, self._rng))
         return MaskedBatch(masked, batch, masked.present)
 
     def __repr__(self) -> str:

@@ -554,7 +554,7 @@ class CMAD(Method):
         reweighting = ModalityReweighting(
             2 ** len(modalities) - 1, begin_epoch=cfg.begin_epoch, update=cfg.mar_update, scale=cfg.mar_scale, device=context.torch_device
         )
-        masks = TrainingMasks(sampler, modalities, seed, stream=7)
+        masks = TrainingMasks(sampler, modalities, seed, stream=7, dataset=train.dataset)
 
         def student_loss(model, batch, epoch):
             reweighting.start_epoch(epoch)

@@ -212,6 +212,7 @@ class DiCMoR(Method):
 
     name = "dicmor"
     Config = DiCMoRConfig
+    protocols = ("fixed", "random")  # it recovers whole modalities; dropped frames give it no target (its spec)
     inputs = "sequence"
     default_threads = 2
     tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "flow_steps": 2, "flow_hidden": 8, "rec_blocks": 1, "rec_reduction": 4, "pretrain_epochs": 2}

@@ -231,6 +231,7 @@ class IMDer(Method):
 
     name = "imder"
     Config = IMDerConfig
+    protocols = ("fixed", "random")  # it recovers whole modalities; dropped frames give it no target (its spec)
     inputs = "sequence"
     default_threads = 2
     tiny_config: ClassVar[dict] = {

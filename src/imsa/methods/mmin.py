@@ -288,6 +288,7 @@ class MMIN(Method):
 
     name = "mmin"
     Config = MMINConfig
+    protocols = ("fixed", "random")  # it recovers whole modalities; dropped frames give it no target (its spec)
     default_threads = 1
     tiny_config: ClassVar[dict] = {"pretrain_epochs": 2, "embed_dim": 8, "encoder_layers": (16,), "classifier_layers": (16,), "ae_layers": (16, 8), "ae_blocks": 2}
     learning_config: ClassVar[dict] = {"pretrain_epochs": 10, "pretrain_lr": 3e-3, "lr_schedule": "constant", "pretrain_lr_schedule": "constant"}

@@ -216,7 +216,7 @@ class DiCMoR(Method):
     inputs = "sequence"
     default_threads = 2
     tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "flow_steps": 2, "flow_hidden": 8, "rec_blocks": 1, "rec_reduction": 4, "pretrain_epochs": 2}
-    learning_config: ClassVar[dict] = {"epochs": 8, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None}
+    learning_config: ClassVar[dict] = {"batch_size": 64, "epochs": 8, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None}
     # trained by the likelihood alone: the transfers into the backbone are detached
     no_task_gradient: ClassVar[tuple[str, ...]] = ("flows", "priors")
 

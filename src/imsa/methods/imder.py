@@ -238,7 +238,7 @@ class IMDer(Method):
         "dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "sampling_steps": 2, "unet_channels": (8, 8, 8, 8), "unet_embed_dim": 8,
         "unet_layers": 1, "unet_groups": (2, 2), "rec_blocks": 1, "rec_reduction": 4, "pretrain_epochs": 2,
     }
-    learning_config: ClassVar[dict] = {"epochs": 5, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None}
+    learning_config: ClassVar[dict] = {"batch_size": 64, "epochs": 5, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None}
     # trained by score matching only: the sampler runs without gradient
     no_task_gradient: ClassVar[tuple[str, ...]] = ("scores", "conditions")
 

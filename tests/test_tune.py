@@ -80,3 +80,20 @@ def test_bad_search_spaces_are_refused(tmp_path):
 
     for method in list_methods():  # every method ships a valid default space
         assert tune.load_space(method)
+
+
+def test_a_grid_runs_a_tuned_config_and_the_report_states_every_budget(tmp_path):
+    from imsa.experiments.grid import grid_from_dict, run_grid
+    from imsa.experiments.report import write_report
+
+    study = tmp_path / "study"
+    result = tune.run_tune("late_fusion", "synthetic", study, trials=2, **OPTIONS)
+    grid = grid_from_dict({"methods": ["late_fusion", "early_fusion"], "datasets": ["synthetic"], "protocols": ["fixed"], "seeds": [1],
+                           "config": {"epochs": 2}, "dataset_options": {"synthetic": {"num_videos": 15}}, "tuned": {"late_fusion": str(study)}})
+    run_grid(grid, tmp_path / "store")
+    record = yaml.safe_load((tmp_path / "store" / "synthetic" / "late_fusion" / "fixed" / "runs" / "seed1-fold0.json").read_text())
+    assert record["search"]["trials"] == 2 and record["config"]["lr"] == pytest.approx(result["best_config"]["lr"])
+    md = write_report(tmp_path / "store")["markdown"].read_text()
+    assert "| late_fusion (tuned, 2 trials) |" in md and "| early_fusion (not tuned) |" in md
+    with pytest.raises(ConfigError, match="searched late_fusion on synthetic"):
+        grid_from_dict({"methods": ["early_fusion"], "datasets": ["synthetic"], "protocols": ["fixed"], "seeds": [1], "tuned": {"early_fusion": str(study)}})

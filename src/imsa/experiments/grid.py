@@ -12,6 +12,7 @@ A grid file is YAML::
     mask_seed: 0                           # optional; seed of the random-protocol test masks
     config: {epochs: 50}                   # optional; method config for every method
     overrides: {momke: {epochs: 100}}      # optional; per-method config, wins over ``config``
+    tuned: {late_fusion: runs/tune-lf}     # optional; the best config of an ``imsa tune`` study
     dataset_options: {synthetic: {num_videos: 40}}   # optional; per-dataset loader options
 
 Every (method, dataset, protocol) is one experiment with its own run directory in the
@@ -28,6 +29,7 @@ store. Errors name the place in the file, e.g.
 
 from __future__ import annotations
 
+import csv
 import logging
 import os
 from contextlib import ExitStack
@@ -49,7 +51,7 @@ from .store import load_record, locked
 
 logger = logging.getLogger(__name__)
 
-GRID_KEYS = ("methods", "datasets", "protocols", "seeds", "folds", "mask_seed", "config", "overrides", "dataset_options")
+GRID_KEYS = ("methods", "datasets", "protocols", "seeds", "folds", "mask_seed", "config", "overrides", "dataset_options", "tuned")
 REQUIRED_KEYS = ("methods", "datasets", "protocols", "seeds")
 
 
@@ -72,6 +74,10 @@ class Grid:
         Per-method config; wins over ``config``.
     dataset_options : dict of str to dict
         Per-dataset loader options.
+    tuned : dict of str to str
+        Per method, the directory of an ``imsa tune`` study on this grid's dataset: the
+        method runs with the study's best config (``overrides`` still win), and its runs
+        and report rows carry the study's budget.
     source : str
         Where the grid came from, for error messages.
     """
@@ -84,6 +90,7 @@ class Grid:
     config: dict = field(default_factory=dict)
     overrides: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
+    tuned: dict = field(default_factory=dict)
     source: str = "grid"
 
     def experiments(self) -> list[tuple[str, Experiment]]:
@@ -92,14 +99,19 @@ class Grid:
         for dataset in self.datasets:
             for method in self.methods:
                 for protocol in self.protocols:
+                    config, search = {**self.config, **self.overrides.get(method, {})}, None
+                    if method in self.tuned:
+                        best, search = read_study(self.tuned[method])
+                        config = {**best, **self.overrides.get(method, {})}
                     experiment = Experiment(
                         method=method,
                         dataset=dataset,
                         protocol=protocol,
                         seeds=self.seeds,
                         folds=self.folds,
-                        config={**self.config, **self.overrides.get(method, {})},
+                        config=config,
                         dataset_options=dict(self.dataset_options.get(dataset, {})),
+                        search=search,
                     )
                     out.append((f"{dataset}/{method}/{protocol.name}", experiment))
         return out
@@ -117,7 +129,7 @@ class Grid:
         }
         if self.folds is not None:
             data["folds"] = list(self.folds)
-        for key in ("config", "overrides", "dataset_options"):
+        for key in ("config", "overrides", "dataset_options", "tuned"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
         return data
@@ -245,6 +257,19 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
             except ConfigError as e:
                 fail(f"overrides.{method}", str(e))
 
+    tuned = data.get("tuned") or {}
+    if not isinstance(tuned, dict):
+        fail("tuned", f"expected a mapping from method name to an `imsa tune` directory, got {tuned!r}.")
+    for method, folder in tuned.items():
+        if method not in methods:
+            fail(f"tuned.{method}", f"method {method!r} is not in this grid's methods ({', '.join(methods)}).")
+        try:
+            _, search = read_study(folder)
+        except ConfigError as e:
+            fail(f"tuned.{method}", str(e))
+        if search["method"] != method or list(datasets) != [search["dataset"]]:
+            fail(f"tuned.{method}", f"{folder} searched {search['method']} on {search['dataset']}; this grid runs {method} on {', '.join(datasets)}.")
+
     dataset_options = data.get("dataset_options") or {}
     if not isinstance(dataset_options, dict):
         fail("dataset_options", f"expected a mapping from dataset name to loader options, got {dataset_options!r}.")
@@ -266,8 +291,23 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
         config=dict(config),
         overrides={k: dict(v) for k, v in overrides.items()},
         dataset_options={k: dict(v) for k, v in dataset_options.items()},
+        tuned={k: str(v) for k, v in tuned.items()},
         source=source,
     )
+
+
+def read_study(folder) -> tuple[dict, dict]:
+    """``(best config, search record)`` of an ``imsa tune`` directory (its ``best.yaml`` and
+    ``tune.yaml``); the record holds the method, dataset, metric, finished trials and folder."""
+    folder = Path(folder)
+    best_file, identity_file, trials_file = folder / "best.yaml", folder / "tune.yaml", folder / "trials.csv"
+    if not best_file.is_file() or not identity_file.is_file():
+        raise ConfigError(f"{folder}: not a finished `imsa tune` directory (no best.yaml and tune.yaml); run imsa tune --out {folder} first.")
+    best, identity = yaml.safe_load(best_file.read_text()), yaml.safe_load(identity_file.read_text())
+    with open(trials_file, newline="") as f:
+        finished = sum(row["state"] in ("COMPLETE", "PRUNED") for row in csv.DictReader(f))
+    search = {"method": identity["method"], "dataset": identity["dataset"], "metric": best["metric"], "trials": finished, "study": str(folder)}
+    return best["config"], search
 
 
 def _int_list(values, key, fail) -> tuple[int, ...]:

@@ -170,9 +170,14 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
         configs[(record.method, record.dataset)][record.config_id] = record.config
     labels = {key: _config_labels(group) for key, group in configs.items()}
 
+    searched = any(record.search for _, record in runs)  # then every row states its search budget
+
     def row_of(record) -> tuple[str, str]:
         label = labels[(record.method, record.dataset)].get(record.config_id)
-        return (f"{record.method} [{label}]" if label else record.method, record.dataset)
+        name = f"{record.method} [{label}]" if label else record.method
+        if searched:
+            name += f" (tuned, {record.search['trials']} trials)" if record.search else " (not tuned)"
+        return (name, record.dataset)
 
     tables = []
     for kind in ("fixed", "random", "frames"):
@@ -239,8 +244,8 @@ def _short(value) -> str:
 
 
 def _method_of(row_label: str) -> str:
-    """The method of a row label (``"momke [1a2b3c4d]"`` -> ``"momke"``)."""
-    return row_label.split(" [", 1)[0]
+    """The method of a row label (``"momke [1a2b3c4d]"``, ``"momke (tuned, 20 trials)"`` -> ``"momke"``)."""
+    return row_label.split(" [", 1)[0].split(" (", 1)[0]
 
 
 def _average_column(count: int, what: str = "conditions") -> str:

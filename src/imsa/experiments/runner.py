@@ -59,6 +59,7 @@ class Experiment:
     config: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
     packaged: str | None = None
+    search: dict | None = None  # a config from `imsa tune`: {"trials", "metric", "study"}
 
     def __post_init__(self):
         for name in ("seeds", "folds"):
@@ -164,6 +165,8 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
         "packaged_config": packaged.name,
         "data_checksum": dataset.checksum,
     }
+    if experiment.search:
+        resolved["search"] = experiment.search
     if packaged.name is None and packaged_names(experiment.method):
         logger.warning("%s; %s runs with its defaults (name one with --config %s/<name>).", packaged.reason, experiment.method, experiment.method)
     _claim_directory(out, resolved)
@@ -279,6 +282,7 @@ def _train_run(spec: RunSpec, dataset: Dataset, context: RunContext, config, cls
         execution={**describe_device(context.torch_device), "precision": context.precision, "deterministic": context.deterministic},
         versions=versions(),
         experiment=spec.identity,
+        search=dict(experiment.search or {}),
     )
     return RunOutput(
         record,

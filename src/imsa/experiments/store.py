@@ -111,6 +111,9 @@ class RunRecord:
         Where it computed: ``device``, ``device_name`` (GPU or CPU), ``torch``,
         ``cuda`` (None on a CPU build), ``precision``, ``deterministic``.
     versions : dict
+    search : dict
+        How the config was chosen: empty for defaults or a packaged file; for a config from
+        ``imsa tune``, ``{"trials": N, "metric": ..., "study": DIR}`` (the search budget).
     """
 
     method: str
@@ -132,6 +135,7 @@ class RunRecord:
     execution: dict = field(default_factory=dict)
     versions: dict = field(default_factory=dict)
     experiment: str = ""
+    search: dict = field(default_factory=dict)
 
     @property
     def key(self) -> str:

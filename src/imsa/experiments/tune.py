@@ -100,15 +100,16 @@ def suggest(trial, space: dict, defaults) -> dict:
 
 
 class _Pruning:
-    """Reports every epoch's validation score to the trial; stops it when the pruner says so."""
+    """Reports every epoch's validation score to the trial (the study's direction says which
+    way is better); stops the trial when the pruner says so."""
 
-    def __init__(self, trial, sign: float):
-        self.trial, self.sign, self.step = trial, sign, 0
+    def __init__(self, trial):
+        self.trial, self.step = trial, 0
 
     def on_epoch_end(self, phase, epoch, logs):
         import optuna
 
-        self.trial.report(self.sign * logs["score"], self.step)
+        self.trial.report(logs["score"], self.step)
         self.step += 1
         if self.trial.should_prune():
             raise optuna.TrialPruned()
@@ -121,6 +122,9 @@ def validation_score(method: str, config: dict, dataset, folds, seeds, protocol:
     never built.
     """
     cls = method_class(method)
+    callbacks = context.callbacks
+    if trial is not None:  # one report stream per trial: the folds' and seeds' epochs follow each other
+        callbacks = (*callbacks, _Pruning(trial))
     values = []
     for fold in folds:
         split = dataset.folds[fold]
@@ -128,10 +132,6 @@ def validation_score(method: str, config: dict, dataset, folds, seeds, protocol:
         for seed in seeds:
             seed_everything(seed)
             instance = cls(config)
-            callbacks = context.callbacks
-            if trial is not None:
-                higher = METRICS[instance.config.select_metric or DEFAULT_METRIC[dataset.task]].higher_is_better
-                callbacks = (*callbacks, _Pruning(trial, 1.0 if higher else -1.0))
             instance.fit(train, valid, protocol=protocol, seed=seed, context=dataclasses.replace(context, callbacks=callbacks))
             values.append(selection_score(instance.evaluate(valid, protocol.settings(valid)), instance.select_metric))
     return float(np.mean(values))

@@ -160,9 +160,12 @@ def _optimize(out: Path, identity: dict, trials: int, dataset, context: RunConte
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    # the sampler and the pruner are not stored with the study: every process makes its own
-    study = optuna.load_study(study_name=STUDY, storage=f"sqlite:///{out / 'study.db'}",
-                              sampler=optuna.samplers.TPESampler(seed=sampler_seed), pruner=optuna.pruners.MedianPruner(n_warmup_steps=5))
+    # The sampler and the pruner are not stored with the study: every process makes its own,
+    # seeded by the trials so far, so that a resumed search does not redraw the first ones.
+    storage = f"sqlite:///{out / 'study.db'}"
+    start = len(optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False))
+    study = optuna.load_study(study_name=STUDY, storage=storage, sampler=optuna.samplers.TPESampler(seed=sampler_seed + 1000 * start),
+                              pruner=optuna.pruners.MedianPruner(n_warmup_steps=5))
     protocol = Protocol(**identity["protocol"])
     defaults = method_class(identity["method"]).Config()
 
@@ -246,7 +249,7 @@ def run_tune(
             quiet = dataclasses.replace(context, callbacks=())
             verbose = logger.isEnabledFor(logging.INFO)
             with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                pool.map(_worker, [(str(out), identity, trials, threads, data_dir, quiet, sampler_seed + k, verbose) for k in range(workers)])
+                pool.map(_worker, [(str(out), identity, trials, threads, data_dir, quiet, sampler_seed + k, verbose) for k in range(workers)])  # one stream each
         study = optuna.load_study(study_name=STUDY, storage=storage)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not finished:

@@ -1,6 +1,6 @@
 """imsa: multimodal sentiment analysis and emotion recognition with missing modalities."""
 
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 
 def __getattr__(name: str):

@@ -72,7 +72,7 @@ def test_the_issue_example_grid_resolves(tmp_path):
         ({"overrides": {"momke": {"epochs": 3}}}, "grid.yaml: overrides.momke: method 'momke' is not in this grid's methods"),
         ({"config": {"lr": "fast"}}, "grid.yaml: config: The 'lr' parameter"),
         ({"protocols": ["fixed", {"random": [0.3, 0.9]}]}, "grid.yaml: protocols[1].random[1]: The 'rate' parameter of the random protocol must be in [0, 0.7]"),
-        ({"protocols": ["fixd"]}, "grid.yaml: protocols[0]: expected 'fixed', 'random' or {random: [rates]}"),
+        ({"protocols": ["fixd"]}, "grid.yaml: protocols[0]: expected 'fixed', 'random', 'frames' or {random: [rates]}"),
         ({"seeds": [1, "two"]}, "grid.yaml: seeds[1]: expected an integer"),
         ({"dataset_options": {"synthetic": {"videos": 3}}}, "grid.yaml: dataset_options.synthetic.videos: unknown option"),
         ({"folds": [0, 3]}, "grid.yaml: folds[1]: dataset synthetic has 1 fold(s); fold 3 does not exist"),
@@ -95,7 +95,7 @@ def test_grid_from_the_command_line_alone(tmp_path, capsys):
     assert sorted(run_files(out)) == ["synthetic/late_fusion/rate=0.5/runs/seed1-fold0.json", "synthetic/late_fusion/rate=0/runs/seed1-fold0.json"]
     assert yaml.safe_load((out / "grid.yaml").read_text())["protocols"] == [{"random": [0.0, 0.5]}]
     assert main([*args[:2], "--methods", "late_fusion", "--protocols", "random:0.1,x", "--out", str(out)]) == 2
-    assert "--protocols: expected fixed, random or random:R1,R2,..., got 'random:0.1,x'" in capsys.readouterr().err
+    assert "--protocols: expected fixed, random, random:R1,R2,..., frames or frames:R1,R2,..., got 'random:0.1,x'" in capsys.readouterr().err
 
 
 def test_grid_store_records_every_run_and_a_rerun_skips_them(tmp_path, capsys):

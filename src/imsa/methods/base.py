@@ -26,6 +26,7 @@ from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
 from ..metrics import METRICS
 from ..missing import fixed_conditions, make_sampler
 from ..nn.layers import masked_mean
+from ..nn.mult import MulTModel
 from ..protocols import Protocol
 from ..predictions import Predictions
 from ..training import RunContext, TrainResult, evaluate, lr_factor, metrics_of, predict_settings, selection_score
@@ -581,6 +582,28 @@ def check_aligned(dataset: Dataset, method: str, kernel: int) -> None:
         raise ConfigError(f"{dataset.name}: {method} pairs step t of one modality with step t of another, so every modality needs the same steps (word-aligned data such as MMSA aligned_50.pkl); here {what}.")
     if min(widths.values()) < kernel:
         raise ConfigError(f"{dataset.name}: {min(widths.values())} steps, fewer than conv_kernel={kernel}; lower conv_kernel.")
+
+
+class MulTBackbone(MulTModel):
+    """The MulT model (projections, trunk, head) of a config with MulT's keys, predicting a
+    :class:`Batch`: the ``mult`` baseline and the backbone of DiCMoR and IMDer.
+
+    ``dim``, ``heads``, ``layers``, ``conv_kernel``, ``attn_dropout(_a, _v)``,
+    ``embed_dropout``, ``output_dropout`` and ``text_dropout`` are required; a config
+    without ``relu_dropout``, ``res_dropout``, ``causal`` or ``padding_mask`` gets the
+    released values (0, 0, causal, no padding mask).
+    """
+
+    def __init__(self, spec: DataSpec, cfg):
+        super().__init__(
+            spec.modalities, spec.dims, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
+            attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v), relu_dropout=getattr(cfg, "relu_dropout", 0.0),
+            res_dropout=getattr(cfg, "res_dropout", 0.0), embed_dropout=cfg.embed_dropout, output_dropout=cfg.output_dropout,
+            text_dropout=cfg.text_dropout, causal=getattr(cfg, "causal", True), padding_mask=getattr(cfg, "padding_mask", False),
+        )
+
+    def forward(self, batch: Batch) -> Output:
+        return Output(*super().forward(batch.inputs, batch.padding, batch.present))
 
 
 def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:

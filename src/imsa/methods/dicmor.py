@@ -65,26 +65,12 @@ from ..data.batch import Batch
 from ..errors import ConfigError
 from ..missing import Complete, make_sampler
 from ..nn.flows import ClassPrior, Flow, bits_per_dim_nll
-from ..nn.mult import MulTModel, released_order
+from ..nn.mult import released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
+from .base import DataSpec, Method, MulTBackbone, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
 from .registry import register_method
-
-class Backbone(MulTModel):
-    """Projections, MulT and the head (phase 1 trains this alone)."""
-
-    def __init__(self, spec: DataSpec, cfg: "DiCMoRConfig"):
-        super().__init__(
-            spec.modalities, spec.dims, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
-            attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v), embed_dropout=cfg.embed_dropout,
-            output_dropout=cfg.output_dropout, text_dropout=cfg.text_dropout, padding_mask=cfg.padding_mask,
-        )
-
-    def forward(self, batch: Batch) -> Output:
-        return Output(*super().forward(batch.inputs, batch.padding, batch.present))
-
 
 class DiCMoRNet(nn.Module):
     """The backbone plus one flow and one refiner per modality, shared class priors, and a
@@ -93,7 +79,7 @@ class DiCMoRNet(nn.Module):
     def __init__(self, spec: DataSpec, cfg: "DiCMoRConfig", num_classes: int):
         super().__init__()
         self.modalities = spec.modalities
-        self.backbone = Backbone(spec, cfg)
+        self.backbone = MulTBackbone(spec, cfg)
         self.flows = nn.ModuleDict({m: Flow(cfg.dim, cfg.flow_steps, cfg.flow_hidden, cfg.flow_step) for m in spec.modalities})
         self.priors = ClassPrior(num_classes, cfg.dim)
         self.refiners = nn.ModuleDict({m: Refiner(cfg.dim, cfg.rec_blocks, cfg.rec_reduction) for m in spec.modalities})
@@ -246,7 +232,7 @@ class DiCMoR(Method):
 
         # -- phase 1: the backbone on complete data
         torch.manual_seed(seed)
-        backbone = Backbone(spec, c)
+        backbone = MulTBackbone(spec, c)
         self.phases_ = [self.train_phase(
             backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
             loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, regression_loss),

@@ -56,26 +56,12 @@ from ..data.batch import Batch
 from ..errors import ConfigError
 from ..missing import Complete, make_sampler
 from ..nn.diffusion import VESDE, ScoreUNet, euler_maruyama, pad_to_multiple, sampler_noise_shape, score_matching_loss
-from ..nn.mult import MulTModel, released_order
+from ..nn.mult import released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
+from .base import DataSpec, Method, MulTBackbone, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
 from .registry import register_method
-
-
-class Backbone(MulTModel):
-    """Projections, MulT and the head (phase 0 trains this alone)."""
-
-    def __init__(self, spec: DataSpec, cfg: "IMDerConfig"):
-        super().__init__(
-            spec.modalities, spec.dims, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
-            attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v), embed_dropout=cfg.embed_dropout,
-            output_dropout=cfg.output_dropout, text_dropout=cfg.text_dropout,
-        )
-
-    def forward(self, batch: Batch) -> Output:
-        return Output(*super().forward(batch.inputs, batch.padding, batch.present))
 
 
 class IMDerNet(nn.Module):
@@ -83,7 +69,7 @@ class IMDerNet(nn.Module):
         super().__init__()
         self.modalities, self.steps, self.sample_seed = spec.modalities, cfg.sampling_steps, cfg.sample_seed
         self.sde = VESDE(cfg.sigma)
-        self.backbone = Backbone(spec, cfg)
+        self.backbone = MulTBackbone(spec, cfg)
         self.scores = nn.ModuleDict({
             m: ScoreUNet(cfg.dim, self.sde, cfg.unet_channels, cfg.unet_embed_dim, cfg.heads, cfg.unet_layers, cfg.unet_groups) for m in spec.modalities
         })
@@ -261,7 +247,7 @@ class IMDer(Method):
 
         # -- phase 0: the backbone on complete data
         torch.manual_seed(seed)
-        backbone = Backbone(spec, c)
+        backbone = MulTBackbone(spec, c)
         self.phases_ = [self.train_phase(
             backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
             loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, "l1"),

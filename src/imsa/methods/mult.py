@@ -39,23 +39,9 @@ from typing import ClassVar
 from torch import nn
 
 from ..config import COUNT, PROBABILITY
-from ..data.batch import Batch
 from ..errors import ConfigError
-from ..nn.mult import MulTModel
-from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig
+from .base import DataSpec, MulTBackbone, SinglePhaseMethod, TrainConfig
 from .registry import register_method
-
-
-class MulTNet(MulTModel):
-    def __init__(self, spec: DataSpec, cfg: "MulTConfig"):
-        super().__init__(
-            spec.modalities, spec.dims, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
-            attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v), relu_dropout=cfg.relu_dropout, res_dropout=cfg.res_dropout,
-            embed_dropout=cfg.embed_dropout, output_dropout=cfg.output_dropout, text_dropout=cfg.text_dropout, causal=cfg.causal, padding_mask=cfg.padding_mask,
-        )
-
-    def forward(self, batch: Batch) -> Output:
-        return Output(*super().forward(batch.inputs, batch.padding, batch.present))
 
 
 @dataclass(frozen=True)
@@ -123,7 +109,7 @@ class MulTMethod(SinglePhaseMethod):
     tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1}
 
     def build(self, spec: DataSpec) -> nn.Module:
-        return MulTNet(spec, self.config)
+        return MulTBackbone(spec, self.config)
 
     def data_spec(self, dataset):
         spec = super().data_spec(dataset)

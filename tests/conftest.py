@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
+
+import numpy as np
 
 import pytest
 import torch
@@ -62,3 +65,26 @@ def synthetic_la(synthetic):
     from imsa.testing import text_and_audio
 
     return text_and_audio(synthetic)
+
+
+@pytest.fixture
+def gcnet_iemocap(tmp_path):
+    """A GCNet IEMOCAP-4 folder: the 6-item label pickle (two speakers, F and M) and
+    per-utterance text and audio vectors."""
+    classes = 4
+    root = tmp_path / "IEMOCAP"
+    root.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    dialogues = [f"Ses0{s}{g}_impro0{d}" for s in range(1, 6) for g in "FM" for d in range(1, 3)]
+    ids = {v: [f"{v}_F00{k}" for k in range(4)] for v in dialogues}
+    labels = {v: [int(x) for x in rng.integers(0, classes, 4)] for v in dialogues}
+    speakers = {v: ["F", "M", "F", "M"] for v in dialogues}
+    sentences = {v: ["words"] * 4 for v in dialogues}
+    table = [ids, labels, speakers, sentences, set(dialogues[:16]), set(dialogues[16:])]
+    (root / f"IEMOCAP_features_raw_{classes}way.pkl").write_bytes(pickle.dumps(table, protocol=4))
+    for folder, dim in (("deberta-large-4-UTT", 6), ("wav2vec-large-c-UTT", 5)):
+        (root / "features" / folder).mkdir(parents=True)
+        for v in dialogues:
+            for uid in ids[v]:
+                np.save(root / "features" / folder / f"{uid}.npy", rng.standard_normal(dim).astype(np.float32))
+    return root

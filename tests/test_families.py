@@ -101,25 +101,6 @@ def test_family_is_detected_from_ids_sizes_and_labels(videos, labels, classes, f
 # -- end to end: files a user brings ---------------------------------------------------------------
 
 
-def gcnet_iemocap_folder(root, classes: int = 4):
-    """A GCNet IEMOCAP folder: the 6-item label pickle and per-utterance text and audio vectors."""
-    root.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    dialogues = [f"Ses0{s}{g}_impro0{d}" for s in range(1, 6) for g in "FM" for d in range(1, 3)]
-    ids = {v: [f"{v}_F00{k}" for k in range(4)] for v in dialogues}
-    labels = {v: [int(x) for x in rng.integers(0, classes, 4)] for v in dialogues}
-    speakers = {v: ["F", "M", "F", "M"] for v in dialogues}
-    sentences = {v: ["words"] * 4 for v in dialogues}
-    table = [ids, labels, speakers, sentences, set(dialogues[:16]), set(dialogues[16:])]
-    (root / f"IEMOCAP_features_raw_{classes}way.pkl").write_bytes(pickle.dumps(table, protocol=4))
-    for folder, dim in (("deberta-large-4-UTT", 6), ("wav2vec-large-c-UTT", 5)):
-        (root / "features" / folder).mkdir(parents=True)
-        for v in dialogues:
-            for uid in ids[v]:
-                np.save(root / "features" / folder / f"{uid}.npy", rng.standard_normal(dim).astype(np.float32))
-    return root
-
-
 def mmsa_mosei_pickle(path, videos: int = 1000):
     """An MMSA pickle with CMU-MOSEI's shape: over a thousand videos, sentiment in [-3, 3]."""
     rng = np.random.default_rng(1)
@@ -141,8 +122,8 @@ def mmsa_mosei_pickle(path, videos: int = 1000):
 SHORT = ["--set", "epochs=2", "--set", "stage1_epochs=1", "--set", "dim=8", "--set", "depth=1", "--quiet"]
 
 
-def test_momke_on_a_gcnet_iemocap4_folder_gets_the_papers_iemocap4_settings(tmp_path, capsys):
-    folder = gcnet_iemocap_folder(tmp_path / "IEMOCAP")
+def test_momke_on_a_gcnet_iemocap4_folder_gets_the_papers_iemocap4_settings(tmp_path, gcnet_iemocap, capsys):
+    folder = gcnet_iemocap
     assert load_dataset(str(folder)).family == "iemocap4"
     out = tmp_path / "run"
     assert main(["run", "--method", "momke", "--dataset", str(folder), "--folds", "0", "--out", str(out), *SHORT]) == 0

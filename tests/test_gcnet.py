@@ -248,11 +248,10 @@ def test_gcnet_refuses_data_with_more_speakers_than_it_was_trained_with():
         method.check_data(data)
 
 
-def test_gcnet_on_a_gcnet_iemocap_folder_uses_its_speakers(tmp_path):
+def test_gcnet_on_a_gcnet_iemocap_folder_uses_its_speakers(gcnet_iemocap):
     from imsa.data.registry import load_dataset
-    from test_families import gcnet_iemocap_folder
 
-    data = load_dataset(str(gcnet_iemocap_folder(tmp_path / "IEMOCAP")))
+    data = load_dataset(str(gcnet_iemocap))
     split = data.split(0)
     method = GCNet(hidden=8, epochs=2, batch_size=4).fit(split["train"], split["valid"], seed=0)
     assert method.spec_.num_speakers == 2 and method.model_.speaker.rgcn.num_relations == 4

@@ -162,3 +162,22 @@ def make_frame_sampler(spec: str, rate: float) -> FrameDrop:
         except ValueError:
             pass
     raise ConfigError(f"Unknown frame sampler {spec!r}. Valid forms: {', '.join(FRAME_SAMPLERS)}.")
+
+
+@dataclass(frozen=True)
+class FramesInside:
+    """Whole-modality training masks from ``modalities`` (a mask sampler), then frame drops
+    from ``frames`` inside the modalities that stay present (whole-modality first, frames
+    second, as ``docs/lnln.md`` section 8.3 composes them)."""
+
+    modalities: object
+    frames: FrameDrop
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        return self.modalities.sample(n, modalities, rng)
+
+    def sample_frames(self, can_drop: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+        return self.frames.sample_frames(can_drop, rng)
+
+    def describe(self) -> str:
+        return f"{self.modalities.describe()} with {self.frames.describe()}"

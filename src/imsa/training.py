@@ -44,7 +44,7 @@ def seed_everything(seed: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-LR_SCHEDULES = ("constant", "cosine", "step:E1,E2,...", "linear:N")
+LR_SCHEDULES = ("constant", "cosine", "step:E1,E2,...", "linear:N", "warmup_cosine:W")
 
 
 def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
@@ -54,7 +54,10 @@ def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
     epoch. ``"step:E1,E2,..."``: 0.1 for every milestone ``Ek <= epoch``, e.g.
     ``"step:180,200"``. (CMAD's released code offers these two.) ``"linear:N"``: 1 for
     the first N epochs, then down by ``1 / (epochs - N + 1)`` per epoch, to
-    ``1 / (epochs - N + 1)`` at the last (MMIN's "linear" policy).
+    ``1 / (epochs - N + 1)`` at the last (MMIN's "linear" policy). ``"warmup_cosine:W"``:
+    ``epoch / W`` for the first W + 1 epochs (the first at 0, filling Adam's moments
+    only), then ``0.5 * (1 + cos(pi * (epoch - W - 1) / (epochs - W)))`` (LNLN's released
+    schedule: warm-up over a tenth of the epochs, then cosine to 0).
     """
     kind, _, argument = str(schedule).strip().partition(":")
     if kind == "constant" and not argument:
@@ -64,6 +67,9 @@ def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
     if kind == "linear" and argument.isdigit():
         constant = int(argument)
         return lambda epoch: 1.0 - max(0, epoch + 1 - constant) / (max(epochs - constant, 0) + 1)
+    if kind == "warmup_cosine" and argument.isdigit() and int(argument) > 0:
+        warmup = int(argument)
+        return lambda epoch: epoch / warmup if epoch <= warmup else 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup - 1) / max(epochs - warmup, 1)))
     if kind == "step" and argument:
         try:
             milestones = [int(m) for m in argument.split(",")]
@@ -71,7 +77,7 @@ def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
             milestones = None
         if milestones and all(m >= 0 for m in milestones):
             return lambda epoch: 0.1 ** sum(epoch >= m for m in milestones)
-    raise ConfigError(f"Unknown learning-rate schedule {schedule!r}. Valid forms: {', '.join(LR_SCHEDULES)} (e.g. step:180,200 or linear:20).")
+    raise ConfigError(f"Unknown learning-rate schedule {schedule!r}. Valid forms: {', '.join(LR_SCHEDULES)} (e.g. step:180,200, linear:20 or warmup_cosine:20).")
 
 
 class Callback(TypingProtocol):

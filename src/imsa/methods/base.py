@@ -55,6 +55,7 @@ class DataSpec:
     output_dim: int
     class_names: tuple[str, ...] | None = None
     num_speakers: int = 1
+    steps: dict[str, int] = dataclasses.field(default_factory=dict)  # time steps of each sequence modality (the file's width)
 
     def __post_init__(self):  # tuples again after a trip through JSON
         object.__setattr__(self, "modalities", tuple(self.modalities))
@@ -71,6 +72,7 @@ class DataSpec:
             output_dim=dataset.output_dim,
             class_names=dataset.class_names,
             num_speakers=dataset.speakers[1],
+            steps={m: int(dataset.features[m].shape[1]) for m in dataset.modalities if dataset.is_sequence(m)},
         )
 
 

@@ -83,3 +83,19 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+class _ReverseGradient(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, alpha):
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return -ctx.alpha * grad, None
+
+
+def reverse_gradient(x: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    """Identity forward; the gradient multiplied by ``-alpha`` backward (adversarial training)."""
+    return _ReverseGradient.apply(x, alpha)

@@ -63,17 +63,18 @@ class EncoderLayer(nn.Module):
 
 class TokenTransformer(nn.Module):
     """``prefix`` learned tokens (zeros) prepended to an input of at most ``length`` steps,
-    a learned positional table (N(0, 1)), then ``depth`` encoder layers.
+    a learned positional table (N(0, ``position_std``^2), released: 1), then ``depth``
+    encoder layers.
 
     ``forward`` returns every position, prefix first, or with ``hidden=True`` the list of
     the input after the positional table and after each layer. ``key_mask`` ``(B, n)``
     marks the input's real steps; the prefix tokens are always attended, so no row is empty.
     """
 
-    def __init__(self, length: int, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, prefix: int = 0):
+    def __init__(self, length: int, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, prefix: int = 0, position_std: float = 1.0):
         super().__init__()
         self.prefix = nn.Parameter(torch.zeros(1, prefix, dim)) if prefix else None
-        self.position = nn.Parameter(torch.randn(1, length + prefix, dim))
+        self.position = nn.Parameter(position_std * torch.randn(1, length + prefix, dim))
         self.layers = nn.ModuleList(EncoderLayer(dim, heads, dim_head, mlp_dim) for _ in range(depth))
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, hidden: bool = False):
@@ -91,14 +92,14 @@ class TokenTransformer(nn.Module):
 
 class CrossTransformer(nn.Module):
     """One learned token (zeros), shared by both, prepended to a source and a target, each with
-    its own positional table; ``depth`` cross layers update the target from the fixed source.
+    its own positional table (N(0, ``position_std``^2)); ``depth`` cross layers update the target from the fixed source.
     Returns the target, its token first."""
 
-    def __init__(self, source_length: int, target_length: int, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int):
+    def __init__(self, source_length: int, target_length: int, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, position_std: float = 1.0):
         super().__init__()
         self.token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.source_position = nn.Parameter(torch.randn(1, source_length + 1, dim))
-        self.target_position = nn.Parameter(torch.randn(1, target_length + 1, dim))
+        self.source_position = nn.Parameter(position_std * torch.randn(1, source_length + 1, dim))
+        self.target_position = nn.Parameter(position_std * torch.randn(1, target_length + 1, dim))
         self.layers = nn.ModuleList(EncoderLayer(dim, heads, dim_head, mlp_dim) for _ in range(depth))
 
     def forward(self, source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -137,3 +137,60 @@ def test_grids_and_the_run_command_take_frame_rates(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "protocol frames at 0, 0.5" in printed and "frames=0.5" in printed
     assert (tmp_path / "frames=0" / "summary.json").is_file() and (tmp_path / "frames=0.5" / "summary.json").is_file()
+
+
+def test_fixed_and_random_compose_with_frame_drops():
+    data = sequences()
+    test = data.split(0)["test"]
+    keyed = Protocol("frames", rate=0.3).settings(test)["frames=0.3"].frames
+    fixed = Protocol("fixed", frames=0.3)
+    assert fixed.name == "fixed,frames=0.3" and fixed.drops_frames
+    settings = fixed.settings(test)
+    assert list(settings) == list(Protocol().settings(test))
+    for name, setting in settings.items():
+        assert np.array_equal(setting.present, Protocol().settings(test)[name])  # the condition, with frames dropped inside
+        assert all(np.array_equal(setting.frames[m], keyed[m]) for m in data.modalities)  # the frames protocol's keyed draws
+    random = Protocol("random", rate=0.3, frames=0.2)
+    assert random.name == "rate=0.3,frames=0.2"
+    (composed,) = random.settings(test).values()
+    assert np.array_equal(composed.present, Protocol("random", rate=0.3).settings(test)["rate=0.3"])
+    assert np.array_equal(composed.frames["a"], Protocol("frames", rate=0.2).settings(test)["frames=0.2"].frames["a"])
+    # training: the protocol's whole-modality masks first, frames:same inside
+    from imsa.frames import FramesInside
+    from imsa.missing import RandomRate
+
+    assert fixed.training_sampler(make_sampler("uniform")) == FramesInside(make_sampler("uniform"), FrameDrop(0.3))
+    assert random.training_sampler(make_sampler("uniform")) == FramesInside(RandomRate(0.3), FrameDrop(0.2))
+    # stored identities of plain protocols do not change; compositions record their rate
+    assert Protocol("random", rate=0.3).to_dict() == {"kind": "random", "rate": 0.3, "mask_seed": 0}
+    assert Protocol(**random.to_dict()) == random
+    with pytest.raises(ConfigError, match="has its drop rate in rate"):
+        Protocol("frames", rate=0.3, frames=0.2)
+    with pytest.raises(ConfigError, match=r"in \[0, 1\]"):
+        Protocol("fixed", frames=1.5)
+    with pytest.raises(ConfigError, match="one vector per utterance"):
+        fixed.settings(load_dataset("synthetic", num_videos=10).split(0)["test"])
+    split = data.split(0)
+    with pytest.raises(ConfigError, match="gcnet does not run with frame-level missing"):
+        method_class("gcnet")(epochs=1).fit(split["train"], split["valid"], protocol=fixed)
+
+
+def test_compositions_in_runs_grids_and_reports(tmp_path, capsys):
+    from imsa.experiments.grid import run_grid
+    from imsa.experiments.report import write_report
+
+    assert main(["run", "--method", "late_fusion", "--dataset", "synthetic", "--protocol", "random", "--rate", "0.3", "--frames", "0.2",
+                 "--set", "epochs=2", "--set", "data.sequence_length=6", "--set", "data.num_videos=20", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert "protocol rate=0.3,frames=0.2" in capsys.readouterr().out
+    entries = ["fixed", {"fixed": None, "frames": [0.3]}, {"random": [0.3], "frames": 0.2}]
+    grid = grid_from_dict({"methods": ["late_fusion"], "datasets": ["synthetic"], "protocols": entries, "seeds": [1], "config": {"epochs": 2},
+                           "dataset_options": {"synthetic": {"sequence_length": 6, "num_videos": 20}}})
+    assert [p.name for p in grid.protocols] == ["fixed", "fixed,frames=0.3", "rate=0.3,frames=0.2"]
+    assert grid_from_dict(grid.to_dict()).protocols == grid.protocols
+    run_grid(grid, tmp_path / "store")
+    md = write_report(tmp_path / "store")["markdown"].read_text()
+    assert "| late_fusion |" in md and "| late_fusion (frames=0.3) |" in md and "| late_fusion (frames=0.2) |" in md
+    for bad, match in (({"frames": [0.3], "frames2": 1}, "composes with fixed or random"), ({"fixed": [0.3], "frames": 0.3}, "fixed takes no rates"),
+                       ({"random": [0.3], "frames": 1.5}, r"in \[0, 1\]")):
+        with pytest.raises(ConfigError, match=match):
+            grid_from_dict({"methods": ["late_fusion"], "datasets": ["synthetic"], "protocols": [bad], "seeds": [1]})

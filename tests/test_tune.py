@@ -97,3 +97,23 @@ def test_a_grid_runs_a_tuned_config_and_the_report_states_every_budget(tmp_path)
     assert "| late_fusion (tuned, 2 trials) |" in md and "| early_fusion (not tuned) |" in md
     with pytest.raises(ConfigError, match="searched late_fusion on synthetic"):
         grid_from_dict({"methods": ["early_fusion"], "datasets": ["synthetic"], "protocols": ["fixed"], "seeds": [1], "tuned": {"early_fusion": str(study)}})
+
+
+def test_a_grid_searches_every_method_with_the_same_budget_before_its_runs(tmp_path):
+    from imsa.experiments.grid import grid_from_dict, run_grid
+    from imsa.experiments.report import write_report
+
+    data = {"methods": ["late_fusion", "early_fusion"], "datasets": ["synthetic"], "protocols": ["fixed"], "seeds": [1], "folds": [0],
+            "config": {"epochs": 2}, "dataset_options": {"synthetic": {"num_videos": 15}}, "tune": {"trials": 2}}
+    grid = grid_from_dict(data)
+    assert grid.tune_methods == ("late_fusion", "early_fusion") and grid_from_dict(grid.to_dict()).tune == {"trials": 2}
+    run_grid(grid, tmp_path / "store")
+    for method in grid.methods:
+        best = yaml.safe_load((tmp_path / "store" / "tune" / "synthetic" / method / "best.yaml").read_text())
+        record = yaml.safe_load((tmp_path / "store" / "synthetic" / method / "fixed" / "runs" / "seed1-fold0.json").read_text())
+        assert record["search"]["trials"] == 2 and record["config"]["lr"] == pytest.approx(best["config"]["lr"])
+    md = write_report(tmp_path / "store")["markdown"].read_text()
+    assert "| late_fusion (tuned, 2 trials) |" in md and "| early_fusion (tuned, 2 trials) |" in md
+    for bad, match in (({"trials": 0}, "trials: N"), ({"trials": 2, "methods": ["momke"]}, "not in this grid"), ({"trials": 2, "sampler": "tpe"}, "trials: N")):
+        with pytest.raises(ConfigError, match=match):
+            grid_from_dict({**data, "tune": bad})

@@ -155,7 +155,9 @@ def cmd_run(args) -> int:
     if args.rates and args.protocol != "frames":
         raise ImsaError("--rates applies to --protocol frames (one experiment per rate); give --protocol random one --rate.")
     rates = args.rates or ([args.rate] if args.rate is not None else list(FRAME_RATES) if args.protocol == "frames" else [0.0])
-    protocols = [Protocol(args.protocol, rate=rate, mask_seed=args.mask_seed) for rate in rates]
+    if args.frames and args.protocol == "frames":
+        raise ImsaError("--frames composes --protocol fixed or random with frame-level missing; --protocol frames takes --rate or --rates.")
+    protocols = [Protocol(args.protocol, rate=rate, mask_seed=args.mask_seed, frames=args.frames) for rate in rates]
     dataset_label = Path(args.dataset).stem if ("/" in args.dataset or "\\" in args.dataset or args.format) else args.dataset
     name = protocols[0].name if len(protocols) == 1 else "frames"
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -481,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(e.name for e in list_datasets())}, or the path of a file in a published format (default: synthetic)")
     run.add_argument("--protocol", choices=PROTOCOLS, default="fixed", help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences)")
     run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random; frame drop rate in [0, 1] for --protocol frames")
+    run.add_argument("--frames", type=float, default=0.0, help="frame drop rate inside the present modalities of --protocol fixed or random (composition; default 0)")
     run.add_argument("--rates", type=float, nargs="+", help="frame drop rates of --protocol frames, one experiment each in OUT/frames=R (default 0.0 0.1 ... 0.9)")
     run.add_argument("--mask-seed", type=_count(0), default=0, help="seed of the random-protocol evaluation masks (default 0)")
     run.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds (default: 1)")

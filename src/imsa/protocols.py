@@ -10,6 +10,12 @@
   words, audio frames, video frames become zeros (see :mod:`imsa.frames`). Evaluation
   masks are keyed draws from ``mask_seed``; training drops steps at r in every batch
   (``frames:same``) unless the method asks for another frame distribution.
+
+``fixed`` and ``random`` compose with frame-level missing (``frames=R``, named
+``fixed,frames=0.3`` and ``rate=0.3,frames=0.2``): whole-modality masks first, then
+frames dropped at R inside the modalities that stay present, with the frames
+protocol's keyed evaluation draws and ``frames:same`` training drops inside the
+protocol's own training masks.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import numpy as np
 
 from .data.dataset import Subset
 from .errors import ConfigError, invalid_parameter
-from .frames import FrameDrop, FrameSetting, keyed_frame_masks
+from .frames import FrameDrop, FrameSetting, FramesInside, keyed_frame_masks
 from .missing import MaskSampler, RandomRate, fixed_conditions, random_missing_mask
 
 PROTOCOLS = ("fixed", "random", "frames")
@@ -41,11 +47,15 @@ class Protocol:
         ignored for ``fixed``.
     mask_seed : int
         Seed of the evaluation masks of ``random`` and ``frames``.
+    frames : float
+        Frame drop rate in [0, 1] inside the present modalities of ``fixed`` and
+        ``random`` (0: none); the ``frames`` protocol has its rate in ``rate``.
     """
 
     kind: str = "fixed"
     rate: float = 0.0
     mask_seed: int = 0
+    frames: float = 0.0
 
     def __post_init__(self):
         if self.kind not in PROTOCOLS:
@@ -56,12 +66,30 @@ class Protocol:
             raise invalid_parameter("rate", "the frames protocol", "in [0, 1]", self.rate)
         if isinstance(self.mask_seed, bool) or not isinstance(self.mask_seed, int) or self.mask_seed < 0:
             raise invalid_parameter("mask_seed", "the protocol", "an integer of at least 0", self.mask_seed)
+        if not 0.0 <= self.frames <= 1.0:
+            raise invalid_parameter("frames", "the protocol", "a frame drop rate in [0, 1]", self.frames)
+        if self.frames and self.kind == "frames":
+            raise ConfigError("The frames protocol has its drop rate in rate; frames=R composes fixed or random with frame-level missing.")
+
+    @property
+    def drops_frames(self) -> bool:
+        """Whether frames are dropped (the frames protocol, or a composition with it)."""
+        return self.kind == "frames" or self.frames > 0
+
+    def to_dict(self) -> dict:
+        """The protocol as stored in run files and identities (``frames`` only where set, so
+        that protocols without it keep the identities they always had)."""
+        data = {"kind": self.kind, "rate": self.rate, "mask_seed": self.mask_seed}
+        if self.frames:
+            data["frames"] = self.frames
+        return data
 
     @property
     def name(self) -> str:
-        if self.kind == "fixed":
-            return "fixed"
-        return f"frames={self.rate:g}" if self.kind == "frames" else f"rate={self.rate:g}"
+        if self.kind == "frames":
+            return f"frames={self.rate:g}"
+        base = "fixed" if self.kind == "fixed" else f"rate={self.rate:g}"
+        return f"{base},frames={self.frames:g}" if self.frames else base
 
     def settings(self, subset: Subset) -> dict[str, np.ndarray]:
         """Setting name -> ``(N_dataset, M)`` bool present mask for the utterances of ``subset``
@@ -73,7 +101,10 @@ class Protocol:
         dataset = subset.dataset
         modalities = dataset.modalities
         shape = (len(dataset), len(modalities))
+        frames = keyed_frame_masks(dataset, subset.indices, self.frames, self.mask_seed) if self.frames else None
         if self.kind == "fixed":
+            if frames is not None:
+                return {c.name: FrameSetting(np.broadcast_to(c.mask(modalities), shape).copy(), frames) for c in fixed_conditions(modalities)}
             return {c.name: np.broadcast_to(c.mask(modalities), shape) for c in fixed_conditions(modalities)}
         if self.kind == "frames":
             return {self.name: FrameSetting(np.ones(shape, dtype=bool), keyed_frame_masks(dataset, subset.indices, self.rate, self.mask_seed))}
@@ -81,7 +112,7 @@ class Protocol:
         rng = np.random.default_rng([self.mask_seed, zlib.crc32(",".join(subset.videos).encode())])
         masks = np.ones(shape, dtype=bool)
         masks[subset.indices] = random_missing_mask(len(subset), len(modalities), self.rate, rng)
-        return {self.name: masks}
+        return {self.name: masks if frames is None else FrameSetting(masks, frames)}
 
     def training_sampler(self, default: MaskSampler) -> MaskSampler:
         """The training masks a method should use: the random protocol's rate, else the method's ``default``.
@@ -91,4 +122,5 @@ class Protocol:
         """
         if self.kind == "frames":  # the method's own frame distribution, else frames:same
             return default if isinstance(default, FrameDrop) else FrameDrop(self.rate)
-        return RandomRate(self.rate) if self.kind == "random" else default
+        sampler = RandomRate(self.rate) if self.kind == "random" else default
+        return FramesInside(sampler, FrameDrop(self.frames)) if self.frames else sampler

@@ -13,6 +13,7 @@ A grid file is YAML::
     config: {epochs: 50}                   # optional; method config for every method
     overrides: {momke: {epochs: 100}}      # optional; per-method config, wins over ``config``
     tuned: {late_fusion: runs/tune-lf}     # optional; the best config of an ``imsa tune`` study
+    tune: {trials: 20, methods: [momke]}   # optional; search these methods first (default: every untuned one)
     dataset_options: {synthetic: {num_videos: 40}}   # optional; per-dataset loader options
 
 Every (method, dataset, protocol) is one experiment with its own run directory in the
@@ -30,6 +31,7 @@ store. Errors name the place in the file, e.g.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import logging
 import os
 from contextlib import ExitStack
@@ -51,7 +53,7 @@ from .store import load_record, locked
 
 logger = logging.getLogger(__name__)
 
-GRID_KEYS = ("methods", "datasets", "protocols", "seeds", "folds", "mask_seed", "config", "overrides", "dataset_options", "tuned")
+GRID_KEYS = ("methods", "datasets", "protocols", "seeds", "folds", "mask_seed", "config", "overrides", "dataset_options", "tuned", "tune")
 REQUIRED_KEYS = ("methods", "datasets", "protocols", "seeds")
 
 
@@ -78,6 +80,14 @@ class Grid:
         Per method, the directory of an ``imsa tune`` study on this grid's dataset: the
         method runs with the study's best config (``overrides`` still win), and its runs
         and report rows carry the study's budget.
+    tune : dict
+        ``{"trials": N, "methods": [...]}``: before any run, each listed method (default:
+        every method not in ``tuned``) is searched with ``imsa tune`` on each dataset, N
+        trials, into ``OUT/tune/<dataset>/<method>`` (resumed like any study), under the
+        grid's first protocol, its folds and its first seed, from the grid's config for
+        that method; its runs then use the study's best config, as ``tuned`` ones do.
+    studies : dict
+        ``(dataset, method)`` -> study directory, filled once the ``tune`` searches ran.
     source : str
         Where the grid came from, for error messages.
     """
@@ -91,6 +101,8 @@ class Grid:
     overrides: dict = field(default_factory=dict)
     dataset_options: dict = field(default_factory=dict)
     tuned: dict = field(default_factory=dict)
+    tune: dict = field(default_factory=dict)
+    studies: dict = field(default_factory=dict)
     source: str = "grid"
 
     def experiments(self) -> list[tuple[str, Experiment]]:
@@ -100,8 +112,11 @@ class Grid:
             for method in self.methods:
                 for protocol in self.protocols:
                     config, search = {**self.config, **self.overrides.get(method, {})}, None
-                    if method in self.tuned:
-                        best, search = read_study(self.tuned[method])
+                    study = self.studies.get((dataset, method)) or self.tuned.get(method)
+                    if method in self.tune_methods and not study:
+                        raise ConfigError(f"{self.source}: {method} on {dataset} has not been searched yet (the grid's tune step runs first).")
+                    if study:
+                        best, search = read_study(study)
                         config = {**best, **self.overrides.get(method, {})}
                     experiment = Experiment(
                         method=method,
@@ -116,20 +131,32 @@ class Grid:
                     out.append((f"{dataset}/{method}/{protocol.name}", experiment))
         return out
 
+    @property
+    def tune_methods(self) -> tuple[str, ...]:
+        """The methods the ``tune`` step searches."""
+        if not self.tune:
+            return ()
+        return tuple(m for m in (self.tune.get("methods") or self.methods) if m in self.methods and m not in self.tuned)
+
     def to_dict(self) -> dict:
         """The grid as YAML-ready data (the form :func:`grid_from_dict` reads)."""
-        fixed = [p for p in self.protocols if p.kind == "fixed"]
-        rates = {kind: [p.rate for p in self.protocols if p.kind == kind] for kind in ("random", "frames")}
+        fixed = [p for p in self.protocols if p.kind == "fixed" and not p.frames]
+        rates = {kind: [p.rate for p in self.protocols if p.kind == kind and not p.frames] for kind in ("random", "frames")}
+        composed: dict = {}  # (kind, frame rate) -> rates
+        for p in self.protocols:
+            if p.frames:
+                composed.setdefault((p.kind, p.frames), []).append(p.rate)
         data = {
             "methods": list(self.methods),
             "datasets": list(self.datasets),
-            "protocols": (["fixed"] if fixed else []) + [{kind: values} for kind, values in rates.items() if values],
+            "protocols": (["fixed"] if fixed else []) + [{kind: values} for kind, values in rates.items() if values]
+            + [{kind: None if kind == "fixed" else values, "frames": frames} for (kind, frames), values in composed.items()],
             "seeds": list(self.seeds),
             "mask_seed": self.protocols[0].mask_seed,
         }
         if self.folds is not None:
             data["folds"] = list(self.folds)
-        for key in ("config", "overrides", "dataset_options", "tuned"):
+        for key in ("config", "overrides", "dataset_options", "tuned", "tune"):
             if getattr(self, key):
                 data[key] = getattr(self, key)
         return data
@@ -270,6 +297,24 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
         if search["method"] != method or list(datasets) != [search["dataset"]]:
             fail(f"tuned.{method}", f"{folder} searched {search['method']} on {search['dataset']}; this grid runs {method} on {', '.join(datasets)}.")
 
+    tune = data.get("tune") or {}
+    trials = tune.get("trials") if isinstance(tune, dict) else None
+    if not isinstance(tune, dict) or (tune and (set(tune) - {"trials", "methods"} or not isinstance(trials, int) or isinstance(trials, bool) or trials < 1)):
+        fail("tune", f"expected {{trials: N}} (N >= 1), optionally with methods: [names], got {tune!r}.")
+    for method in tune.get("methods") or []:
+        if method not in methods:
+            fail("tune.methods", f"method {method!r} is not in this grid's methods ({', '.join(methods)}).")
+        if method in tuned:
+            fail("tune.methods", f"method {method!r} is already given a study under tuned.")
+    if tune:
+        from .tune import load_space
+
+        for method in tune.get("methods") or [m for m in methods if m not in tuned]:
+            try:
+                load_space(method)
+            except ConfigError as e:
+                fail("tune", str(e))
+
     dataset_options = data.get("dataset_options") or {}
     if not isinstance(dataset_options, dict):
         fail("dataset_options", f"expected a mapping from dataset name to loader options, got {dataset_options!r}.")
@@ -292,6 +337,7 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
         overrides={k: dict(v) for k, v in overrides.items()},
         dataset_options={k: dict(v) for k, v in dataset_options.items()},
         tuned={k: str(v) for k, v in tuned.items()},
+        tune={"trials": tune["trials"], **({"methods": list(tune["methods"])} if tune.get("methods") else {})} if tune else {},
         source=source,
     )
 
@@ -334,6 +380,9 @@ def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
     defaults = {"random": [round(0.1 * k, 1) for k in range(8)], "frames": list(FRAME_RATES)}
     for i, entry in enumerate(entries):
         where = f"protocols[{i}]"
+        if isinstance(entry, dict) and "frames" in entry and len(entry) == 2:  # fixed or random composed with frame drops
+            out.extend(_composed(entry, where, mask_seed, defaults["random"], fail))
+            continue
         if isinstance(entry, str) and entry in defaults:
             entry = {entry: defaults[entry]}
         if entry == "fixed":
@@ -361,6 +410,28 @@ def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
     if duplicates:
         fail("protocols", f"{', '.join(duplicates)} appear(s) twice.")
     return tuple(out)
+
+
+def _composed(entry: dict, where: str, mask_seed: int, default_rates: list, fail) -> list[Protocol]:
+    """``{fixed: null, frames: [0.3]}`` or ``{random: [0.0, 0.3], frames: 0.2}`` -> one Protocol per
+    (rate, frame rate)."""
+    (kind, rates), = ((k, v) for k, v in entry.items() if k != "frames")
+    frame_rates = entry["frames"] if isinstance(entry["frames"], list) else [entry["frames"]]
+    if kind not in ("fixed", "random"):
+        fail(where, f"frames composes with fixed or random (e.g. {{random: [0.3], frames: 0.2}}), not with {kind!r}.")
+    if kind == "fixed" and rates is not None:
+        fail(f"{where}.fixed", f"fixed takes no rates; write {{fixed: null, frames: [...]}}, got {rates!r}.")
+    rates = [0.0] if kind == "fixed" else (default_rates if rates is None else rates if isinstance(rates, list) else [rates])
+    out = []
+    for rate in rates:
+        for frames in frame_rates:
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (rate, frames)):
+                fail(where, f"expected numbers for the rates, got {rate!r} and frames {frames!r}.")
+            try:
+                out.append(Protocol(kind, rate=float(rate), mask_seed=mask_seed, frames=float(frames)))
+            except ConfigError as e:
+                fail(where, str(e))
+    return out
 
 
 @dataclass(frozen=True)
@@ -447,6 +518,7 @@ def run_grid(
 
 def _run_grid(grid: Grid, out, *, data_dir, backend, context: RunContext, locks: ExitStack) -> dict[str, dict]:
     locks.enter_context(locked(out))
+    grid = tune_grid(grid, out, data_dir=data_dir, context=context)
     plan = plan_grid(grid, out, data_dir=data_dir, locks=locks)
     backend = make_backend(backend) if isinstance(backend, str) else backend
     runs = plan.runs
@@ -460,6 +532,25 @@ def _run_grid(grid: Grid, out, *, data_dir, backend, context: RunContext, locks:
         records = [load_record(spec.path) for spec in specs]
         summaries[str(directory.relative_to(plan.out))] = finish_experiment(directory, records)
     return summaries
+
+
+def tune_grid(grid: Grid, out, *, data_dir=None, context: RunContext = RunContext()) -> Grid:
+    """Run the grid's ``tune`` searches (each resumes its study) and return the grid with their directories."""
+    if not grid.tune:
+        return grid
+    from .tune import run_tune
+
+    studies = {}
+    protocol = grid.protocols[0]
+    for dataset in grid.datasets:
+        for method in grid.tune_methods:
+            folder = Path(out) / "tune" / dataset / method
+            logger.info("Searching %s on %s: %d trials under the %s protocol, into %s.", method, dataset, grid.tune["trials"], protocol.name, folder)
+            run_tune(method, dataset, folder, trials=grid.tune["trials"], protocol=protocol, folds=grid.folds, seeds=grid.seeds[:1],
+                     config={**grid.config, **grid.overrides.get(method, {})}, dataset_options=grid.dataset_options.get(dataset, {}),
+                     data_dir=data_dir, context=dataclasses.replace(context, callbacks=()))
+            studies[(dataset, method)] = str(folder)
+    return dataclasses.replace(grid, studies=studies)
 
 
 def run_name(out: Path, spec: RunSpec) -> str:

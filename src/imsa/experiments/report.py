@@ -175,6 +175,8 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
     def row_of(record) -> tuple[str, str]:
         label = labels[(record.method, record.dataset)].get(record.config_id)
         name = f"{record.method} [{label}]" if label else record.method
+        if record.protocol.frames:  # a composition: its own row beside the plain protocol's
+            name += f" (frames={record.protocol.frames:g})"
         if searched:
             name += f" (tuned, {record.search['trials']} trials)" if record.search else " (not tuned)"
         return (name, record.dataset)

@@ -32,6 +32,7 @@ from ..data.registry import dataset_family, load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
 from ..frames import sequence_modalities
+from ..methods.base import check_protocol
 from .logs import open_loggers
 from ..protocols import Protocol
 from ..files import atomic_write_text
@@ -148,16 +149,15 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
             raise ConfigError(f"Dataset {dataset.name} has {len(dataset.folds)} fold(s); fold {fold} does not exist.")
         check_fold(dataset, fold)
     cls = method_class(experiment.method)
-    if experiment.protocol.kind not in cls.protocols:
-        raise ConfigError(f"{experiment.method} does not run under the {experiment.protocol.kind} protocol (it supports {', '.join(cls.protocols)}).")
-    if experiment.protocol.kind == "frames":
+    check_protocol(experiment.method, cls.protocols, experiment.protocol)
+    if experiment.protocol.drops_frames:
         sequence_modalities(dataset)  # refuses utterance vectors now, not after other runs trained
     out = Path(out)
     resolved = {
         "method": experiment.method,
         "dataset": experiment.dataset,
         "dataset_options": dict(experiment.dataset_options),
-        "protocol": dataclasses.asdict(experiment.protocol),
+        "protocol": experiment.protocol.to_dict(),
         "seeds": list(experiment.seeds),
         "folds": list(folds),
         "config": dataclasses.asdict(config),
@@ -304,7 +304,7 @@ def save_run(spec: RunSpec, output: RunOutput) -> None:
         data_checksum=record.data_checksum,
         seed=record.seed,
         fold=record.fold,
-        protocol=dataclasses.asdict(record.protocol),
+        protocol=record.protocol.to_dict(),
     )
     write_predictions(spec.layout.predictions(spec.key), output.predictions, output.utterance_ids, output.labels)
     write_record(spec.path, record)

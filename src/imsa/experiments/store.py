@@ -148,7 +148,7 @@ class RunRecord:
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
-        data["protocol"] = dataclasses.asdict(self.protocol)
+        data["protocol"] = self.protocol.to_dict()
         return data
 
     @classmethod

@@ -138,7 +138,7 @@ def validation_score(method: str, config: dict, dataset, folds, seeds, protocol:
 
 
 def _identity(method, dataset_name, dataset_options, protocol, folds, seeds, space, base) -> dict:
-    return {"method": method, "dataset": dataset_name, "dataset_options": dataset_options, "protocol": dataclasses.asdict(protocol),
+    return {"method": method, "dataset": dataset_name, "dataset_options": dataset_options, "protocol": protocol.to_dict(),
             "folds": list(folds), "seeds": list(seeds), "space": space, "config": base}
 
 

@@ -453,8 +453,7 @@ class Method:
         are Adam's. The config's ``lr_schedule`` (or the phase's own ``lr_schedule``)
         runs over this phase's epochs.
         """
-        if protocol.kind not in self.protocols:
-            raise ConfigError(f"{self.name} does not run under the {protocol.kind} protocol (it supports {', '.join(self.protocols)}).")
+        check_protocol(self.name, self.protocols, protocol)
         cfg = self.config
         predict = predict or (lambda b: model(b).prediction)
         metric = self.select_metric
@@ -502,12 +501,20 @@ class Method:
                 "method": self.name,
                 "seed": seed,
                 "config": dataclasses.asdict(cfg),
-                "protocol": dataclasses.asdict(protocol),
+                "protocol": protocol.to_dict(),
                 "sampler": repr(sampler),
                 "settings": sorted(settings),
             },
             callbacks=context.callbacks,
         )
+
+
+def check_protocol(name: str, supported: tuple[str, ...], protocol: Protocol) -> None:
+    """Refuse a protocol (or a composition with frame-level missing) that the method does not run under."""
+    if protocol.kind not in supported:
+        raise ConfigError(f"{name} does not run under the {protocol.kind} protocol (it supports {', '.join(supported)}).")
+    if protocol.frames and "frames" not in supported:
+        raise ConfigError(f"{name} does not run with frame-level missing ({protocol.name}); it supports {', '.join(supported)} without frames.")
 
 
 def _methods_for(task: str) -> list[str]:

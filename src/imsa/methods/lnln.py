@@ -298,9 +298,11 @@ class LNLN(Method):
         torch.manual_seed(seed)
         model = self.build(spec)
         sampler = protocol.training_sampler(make_sampler(c.train_missing))
-        if c.train_noise != "none":
-            if isinstance(sampler, FrameDrop):  # the frames protocol's frames:same: LNLN's own noise replaces it
+        if c.train_noise != "none":  # LNLN's own noise replaces the protocol's frames:same
+            if isinstance(sampler, FrameDrop):
                 sampler = make_sampler(c.train_missing)
+            elif isinstance(sampler, FramesInside):
+                sampler = sampler.modalities
             sampler = FramesInside(sampler, FrameDrop(c.train_noise))
         masks = TrainingMasks(sampler, spec.modalities, seed, stream=7, dataset=train.dataset)
 

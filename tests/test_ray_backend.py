@@ -46,3 +46,16 @@ def test_grid_on_a_local_ray_instance_matches_the_sequential_backend(tmp_path, c
     before = {p: p.stat().st_mtime_ns for p in out.rglob("runs/*.json")}
     assert main(["grid", "run", str(grid_file), "--out", str(out), "--backend", "ray", "--quiet"]) == 0
     assert {p: p.stat().st_mtime_ns for p in out.rglob("runs/*.json")} == before
+
+
+def test_a_search_runs_its_trials_as_ray_tasks(tmp_path):
+    import optuna
+
+    from imsa.experiments.tune import run_tune
+
+    result = run_tune("late_fusion", "synthetic", tmp_path / "study", trials=3, workers=2, backend="ray", config={"epochs": 2},
+                      dataset_options={"num_videos": 15})
+    assert not ray.is_initialized()  # the instance the search started is stopped again
+    study = optuna.load_study(study_name="imsa", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    assert result["trials"] >= 3 and len(finished) >= 3 and (tmp_path / "study" / "best.yaml").is_file()

@@ -451,12 +451,13 @@ def cmd_tune(args) -> int:
     overrides, dataset_options = _split_overrides(args.set)
     if args.rate is not None and args.protocol == "fixed":
         raise ImsaError("--rate applies to --protocol random or frames.")
-    protocol = Protocol(args.protocol, rate=args.rate if args.rate is not None else 0.0, mask_seed=args.mask_seed)
+    protocol = Protocol(args.protocol, rate=args.rate if args.rate is not None else 0.0, mask_seed=args.mask_seed, frames=args.frames)
     callbacks = [] if args.quiet else [ProgressBars()]
     result = run_tune(
         args.method, args.dataset, args.out, trials=args.trials, space_file=args.space, protocol=protocol, folds=args.folds, seeds=args.seeds,
         config=overrides, dataset_options=dataset_options, data_dir=args.data_dir, workers=args.workers, sampler_seed=args.sampler_seed,
-        final_seeds=args.final_seeds, final_folds=args.final_folds, context=_run_context(args, callbacks),
+        final_seeds=args.final_seeds, final_folds=args.final_folds, backend=args.backend, address=args.address, gpus_per_worker=args.gpus_per_trial,
+        context=_run_context(args, callbacks),
     )
     print(f"{result['trials']} trials; best validation {result['metric']} {result['best_value']:.4f}; config in {Path(args.out) / 'best.yaml'}")
     if "final" in result:
@@ -512,7 +513,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds per trial (default: 1)")
     tune.add_argument("--final-seeds", type=_count(0), nargs="+", help="retrain the best config with these seeds and score test once, into OUT/final")
     tune.add_argument("--final-folds", type=_count(0), nargs="+", help="folds of the final retrain (default: all)")
-    tune.add_argument("--workers", type=_count(1), default=1, help="local worker processes sharing the study (default 1)")
+    tune.add_argument("--frames", type=float, default=0.0, help="frame drop rate inside the present modalities of --protocol fixed or random")
+    tune.add_argument("--workers", type=_count(1), default=1, help="worker processes (or Ray tasks) sharing the study (default 1)")
+    tune.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray tasks (a local instance, or --address)")
+    tune.add_argument("--address", help="Ray cluster address for --backend ray (its machines must see --out)")
+    tune.add_argument("--gpus-per-trial", type=float, default=0.25, help="share of a GPU each Ray task asks for on CUDA (default 0.25: four trials per GPU)")
     tune.add_argument("--sampler-seed", type=_count(0), default=0, help="seed of the TPE sampler (default 0)")
     tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fixed config values (data.KEY for dataset options)")
     tune.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")

@@ -7,8 +7,8 @@ metric the method selects epochs on, averaged over the protocol's settings and o
 the folds and seeds: the test split is never built, loaded or scored. The study lives
 in ``DIR/study.db`` (SQLite), so killing the command and running it again continues it
 (a trial the kill interrupted is marked failed and run again); trials run in one
-process or in ``workers`` local processes sharing that file (each stops once the study
-has ``trials`` finished trials, so a worker mid-trial may add one more). After
+process or in ``workers`` local processes or Ray tasks sharing that file (each stops once
+the study has ``trials`` finished trials, so a worker mid-trial may add one more). After
 the search, ``DIR/best.yaml`` holds the best config, ``DIR/trials.csv`` every trial,
 ``DIR/history.png`` the validation score per trial with the best so far, and
 ``DIR/importances.json`` Optuna's parameter importances; ``final`` retrains the best
@@ -155,6 +155,26 @@ def _worker(arguments) -> None:
     _optimize(Path(out), identity, trials, dataset, context, sampler_seed)
 
 
+def _ray_workers(jobs: list, threads: int, address: str | None, gpus_per_worker: float) -> None:
+    """Run the ``jobs`` of :func:`_worker` as Ray tasks (on a local instance unless ``address`` is given)."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError('The ray backend needs Ray: pip install "imsa[ray]" (or pip install ray).') from None
+    started_here = not ray.is_initialized()
+    if started_here:
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            ray.init(num_cpus=len(jobs) * threads, include_dashboard=False, logging_level=logging.WARNING)
+    try:
+        task = ray.remote(num_cpus=threads, num_gpus=gpus_per_worker, max_retries=0)(_worker)
+        ray.get([task.remote(job) for job in jobs])
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
 def _optimize(out: Path, identity: dict, trials: int, dataset, context: RunContext, sampler_seed: int) -> None:
     import optuna
     from optuna.study import MaxTrialsCallback
@@ -196,9 +216,17 @@ def run_tune(
     sampler_seed: int = 0,
     final_seeds=None,
     final_folds=None,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_worker: float = 0.25,
     context: RunContext = RunContext(),
 ) -> dict:
     """Search ``method``'s config on ``dataset_name`` by validation score; see the module docstring.
+
+    ``workers`` processes share the study: local ones (``backend="local"``), or Ray tasks
+    (``backend="ray"``: a local Ray instance, or the cluster at ``address``, whose
+    machines must see ``out``; on a GPU each task asks for ``gpus_per_worker`` of one, so
+    several trials share a GPU).
 
     Returns
     -------
@@ -242,14 +270,22 @@ def run_tune(
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a killed run: redo them
             study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
             study.enqueue_trial(stale.params)
-        if workers == 1:
+        if backend not in ("local", "ray"):
+            raise ConfigError(f"Unknown tune backend {backend!r}. Valid backends: local, ray.")
+        if not 0 < gpus_per_worker <= 1:
+            raise ConfigError(f"--gpus-per-trial must be in (0, 1]. Got {gpus_per_worker!r}.")
+        if workers == 1 and backend == "local":
             _optimize(out, identity, trials, dataset, context, sampler_seed)
         else:  # each worker stops once the study has `trials` finished ones (a worker mid-trial then may add one)
             threads = max(1, (os.cpu_count() or 1) // workers)
             quiet = dataclasses.replace(context, callbacks=())
             verbose = logger.isEnabledFor(logging.INFO)
-            with multiprocessing.get_context("spawn").Pool(workers) as pool:
-                pool.map(_worker, [(str(out), identity, trials, threads, data_dir, quiet, sampler_seed + k, verbose) for k in range(workers)])  # one stream each
+            jobs = [(str(out.resolve()), identity, trials, threads, data_dir, quiet, sampler_seed + k, verbose) for k in range(workers)]  # one stream each
+            if backend == "ray":
+                _ray_workers(jobs, threads, address, gpus_per_worker=gpus_per_worker if context.torch_device.type == "cuda" else 0)
+            else:
+                with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                    pool.map(_worker, jobs)
         study = optuna.load_study(study_name=STUDY, storage=storage)
         finished = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not finished:

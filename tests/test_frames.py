@@ -3,6 +3,8 @@ padding, realised fractions, protected ends, training distributions, evaluation,
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -194,3 +196,38 @@ def test_compositions_in_runs_grids_and_reports(tmp_path, capsys):
                        ({"random": [0.3], "frames": 1.5}, r"in \[0, 1\]")):
         with pytest.raises(ConfigError, match=match):
             grid_from_dict({"methods": ["late_fusion"], "datasets": ["synthetic"], "protocols": [bad], "seeds": [1]})
+
+
+def test_one_model_serves_every_rate_when_training_brings_its_own_frame_noise(tmp_path):
+    from imsa.experiments.grid import run_grid
+    from imsa.experiments.report import write_report
+    from imsa.methods.base import Method
+
+    shared = Protocol("frames", rates=(0.0, 0.5))
+    assert shared.name == "frames=0,0.5" and Protocol(**shared.to_dict()) == shared
+    data = sequences()
+    test = data.split(0)["test"]
+    settings = shared.settings(test)
+    assert list(settings) == ["frames=0", "frames=0.5"]
+    assert np.array_equal(settings["frames=0.5"].frames["a"], Protocol("frames", rate=0.5).settings(test)["frames=0.5"].frames["a"])
+    assert shared.training_sampler(make_sampler("frames:lnln")) == FrameDrop("lnln")
+    with pytest.raises(ConfigError, match="frame noise of its own"):
+        shared.training_sampler(make_sampler("uniform"))  # frames:same has no single rate here
+    late = method_class("late_fusion")
+    assert not late.own_frame_noise(late.Config()) and late.own_frame_noise(late.Config(train_missing="frames:uniform"))
+    assert issubclass(late, Method) and method_class("lnln").own_frame_noise(method_class("lnln").Config())
+    grid = grid_from_dict({"methods": ["late_fusion", "lnln"], "datasets": ["synthetic"], "protocols": [{"frames": [0.0, 0.5]}], "seeds": [1],
+                           "config": {"epochs": 2}, "overrides": {"lnln": {"dim": 16, "tokens": 2, "heads": 2, "dim_head": 8, "mlp_dim": 16, "depth": 1,
+                                                                           "hyper_depth": 2, "fusion_depth": 1, "lr_schedule": "constant"}},
+                           "dataset_options": {"synthetic": {"sequence_length": 6, "aligned": True, "num_videos": 20}}})
+    assert [name for name, _ in grid.experiments()] == ["synthetic/late_fusion/frames=0", "synthetic/late_fusion/frames=0.5", "synthetic/lnln/frames=0,0.5"]
+    run_grid(grid, tmp_path / "store")
+    md = write_report(tmp_path / "store")["markdown"].read_text()
+    assert "| method | 0.0 | 0.5 | avg (2 rates) |" in md
+    for method in ("late_fusion", "lnln"):  # one row each, a value under every rate and their average
+        row = next(line for line in md.splitlines() if line.startswith(f"| {method} |"))
+        assert len([c for c in row.split("|")[2:-1] if re.search(r"\d\.\d{3}", c)]) == 3, row
+    with pytest.raises(ConfigError, match="one model cannot serve"):
+        from imsa.experiments.runner import Experiment, run_experiment
+
+        run_experiment(Experiment("late_fusion", "synthetic", protocol=shared, config={"epochs": 1}), tmp_path / "refused", dataset=data)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -215,5 +216,6 @@ def test_runs_under_the_frames_protocol(tmp_path, capsys):
           "--protocol", "frames", "--rates", "0.0", "0.5", "--set", "epochs=2", "--set", "dim=16", "--set", "tokens=2", "--set", "heads=2", "--set", "dim_head=8",
           "--set", "mlp_dim=16", "--set", "depth=1", "--set", "hyper_depth=2", "--set", "fusion_depth=1", "--out", str(out), "--quiet"])
     printed = capsys.readouterr().out
-    assert "frames=0" in printed and "frames=0.5" in printed
-    assert (out / "frames=0.5" / "summary.json").exists()
+    assert "frames=0" in printed and "frames=0.5" in printed and "one model (the method's own frame noise)" in printed
+    summary = json.loads((out / "summary.json").read_text())  # one experiment: LNLN's noise does not depend on the test rate
+    assert summary["experiment"]["protocol"]["rates"] == [0.0, 0.5] and set(summary["test"]) == {"frames=0", "frames=0.5", "mean"}

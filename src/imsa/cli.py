@@ -158,6 +158,8 @@ def cmd_run(args) -> int:
     if args.frames and args.protocol == "frames":
         raise ImsaError("--frames composes --protocol fixed or random with frame-level missing; --protocol frames takes --rate or --rates.")
     protocols = [Protocol(args.protocol, rate=rate, mask_seed=args.mask_seed, frames=args.frames) for rate in rates]
+    if len(rates) > 1 and _own_frame_noise(args.method, args.dataset, config, packaged):  # one model scored at every rate
+        protocols = [Protocol("frames", rates=tuple(rates), mask_seed=args.mask_seed)]
     dataset_label = Path(args.dataset).stem if ("/" in args.dataset or "\\" in args.dataset or args.format) else args.dataset
     name = protocols[0].name if len(protocols) == 1 else "frames"
     out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -173,6 +175,8 @@ def cmd_run(args) -> int:
         summaries.append(run_experiment(experiment, where, data_dir=args.data_dir, context=_run_context(args, callbacks)))
     if len(summaries) == 1:
         summary, protocol_label = summaries[0], protocols[0].name
+        if protocols[0].rates:
+            protocol_label = f"frames at {', '.join(f'{r:g}' for r in rates)}, one model (the method's own frame noise)"
     else:  # one table: a row per rate
         summary = {"experiment": summaries[0]["experiment"], "runs": summaries[0]["runs"]}
         for split in ("test", "valid"):
@@ -188,6 +192,15 @@ def cmd_run(args) -> int:
     print(format_table(summary, "valid"))
     print(f"\nResults in {out} ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def _own_frame_noise(method: str, dataset: str, config: dict, packaged: str | None) -> bool:
+    """Whether ``method`` with this config trains under frame noise of its own (then one model serves every rate)."""
+    from .experiments.runner import Experiment
+    from .methods import method_class
+
+    resolved = Experiment(method=method, dataset=dataset, config=config, packaged=packaged).resolved_config()
+    return method_class(method).own_frame_noise(resolved)
 
 
 def _config_option(value: str | None, method: str) -> tuple[dict, str | None]:

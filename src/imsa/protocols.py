@@ -9,7 +9,8 @@
 * ``frames``: frame-level missing at rate r inside every (present) sequence modality:
   words, audio frames, video frames become zeros (see :mod:`imsa.frames`). Evaluation
   masks are keyed draws from ``mask_seed``; training drops steps at r in every batch
-  (``frames:same``) unless the method asks for another frame distribution.
+  (``frames:same``) unless the method asks for another frame distribution; with one of
+  its own, ``rates`` lets one model be scored at several rates.
 
 ``fixed`` and ``random`` compose with frame-level missing (``frames=R``, named
 ``fixed,frames=0.3`` and ``rate=0.3,frames=0.2``): whole-modality masks first, then
@@ -50,12 +51,17 @@ class Protocol:
     frames : float
         Frame drop rate in [0, 1] inside the present modalities of ``fixed`` and
         ``random`` (0: none); the ``frames`` protocol has its rate in ``rate``.
+    rates : tuple of float
+        ``frames`` only: several drop rates scored by one model (``rate`` is then
+        unused), for a method that trains under its own frame noise whatever the test
+        rate (LNLN); it selects its epoch on the average over the rates.
     """
 
     kind: str = "fixed"
     rate: float = 0.0
     mask_seed: int = 0
     frames: float = 0.0
+    rates: tuple = ()
 
     def __post_init__(self):
         if self.kind not in PROTOCOLS:
@@ -70,6 +76,14 @@ class Protocol:
             raise invalid_parameter("frames", "the protocol", "a frame drop rate in [0, 1]", self.frames)
         if self.frames and self.kind == "frames":
             raise ConfigError("The frames protocol has its drop rate in rate; frames=R composes fixed or random with frame-level missing.")
+        object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))  # a list after a trip through JSON
+        if self.rates and self.kind != "frames":
+            raise ConfigError("Several rates scored by one model (rates) belong to the frames protocol.")
+        for r in self.rates:
+            if not 0.0 <= r <= 1.0:
+                raise invalid_parameter("rates", "the frames protocol", "drop rates in [0, 1]", list(self.rates))
+        if len(set(self.rates)) != len(self.rates):
+            raise ConfigError(f"The frames protocol's rates repeat: {list(self.rates)}.")
 
     @property
     def drops_frames(self) -> bool:
@@ -82,12 +96,14 @@ class Protocol:
         data = {"kind": self.kind, "rate": self.rate, "mask_seed": self.mask_seed}
         if self.frames:
             data["frames"] = self.frames
+        if self.rates:
+            data["rates"] = list(self.rates)
         return data
 
     @property
     def name(self) -> str:
         if self.kind == "frames":
-            return f"frames={self.rate:g}"
+            return "frames=" + ",".join(f"{r:g}" for r in self.rates) if self.rates else f"frames={self.rate:g}"
         base = "fixed" if self.kind == "fixed" else f"rate={self.rate:g}"
         return f"{base},frames={self.frames:g}" if self.frames else base
 
@@ -107,7 +123,7 @@ class Protocol:
                 return {c.name: FrameSetting(np.broadcast_to(c.mask(modalities), shape).copy(), frames) for c in fixed_conditions(modalities)}
             return {c.name: np.broadcast_to(c.mask(modalities), shape) for c in fixed_conditions(modalities)}
         if self.kind == "frames":
-            return {self.name: FrameSetting(np.ones(shape, dtype=bool), keyed_frame_masks(dataset, subset.indices, self.rate, self.mask_seed))}
+            return {f"frames={r:g}": FrameSetting(np.ones(shape, dtype=bool), keyed_frame_masks(dataset, subset.indices, r, self.mask_seed)) for r in (self.rates or (self.rate,))}
         # Seeded by the split's videos, so every method and every run sees the same masks.
         rng = np.random.default_rng([self.mask_seed, zlib.crc32(",".join(subset.videos).encode())])
         masks = np.ones(shape, dtype=bool)
@@ -121,6 +137,11 @@ class Protocol:
         must train on something else (complete data for a teacher) simply does not ask.
         """
         if self.kind == "frames":  # the method's own frame distribution, else frames:same
+            if self.rates and not (isinstance(default, FrameDrop) and isinstance(default.rate, str)):
+                raise ConfigError(
+                    f"One model for the frame rates {list(self.rates)} needs training under a frame noise of its own (e.g. train_missing=frames:lnln, "
+                    "or a method that brings one, as LNLN); otherwise run one experiment per rate."
+                )
             return default if isinstance(default, FrameDrop) else FrameDrop(self.rate)
         sampler = RandomRate(self.rate) if self.kind == "random" else default
         return FramesInside(sampler, FrameDrop(self.frames)) if self.frames else sampler

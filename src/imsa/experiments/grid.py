@@ -110,7 +110,7 @@ class Grid:
         out = []
         for dataset in self.datasets:
             for method in self.methods:
-                for protocol in self.protocols:
+                for protocol in self._protocols_of(method, dataset):
                     config, search = {**self.config, **self.overrides.get(method, {})}, None
                     study = self.studies.get((dataset, method)) or self.tuned.get(method)
                     if method in self.tune_methods and not study:
@@ -130,6 +130,17 @@ class Grid:
                     )
                     out.append((f"{dataset}/{method}/{protocol.name}", experiment))
         return out
+
+    def _protocols_of(self, method: str, dataset: str) -> list[Protocol]:
+        """The grid's protocols for ``method``, its frame rates merged into one experiment
+        (one model scored at every rate) where it trains under frame noise of its own."""
+        rates = [p.rate for p in self.protocols if p.kind == "frames"]
+        cls = method_class(method)
+        config = {**self.config, **self.overrides.get(method, {})}
+        if len(rates) < 2 or not cls.own_frame_noise(build_config(cls.Config, packaged_config(method, dataset, family=dataset_family(dataset) or "").values, config)):
+            return list(self.protocols)
+        others = [p for p in self.protocols if p.kind != "frames"]
+        return others + [Protocol("frames", rates=tuple(rates), mask_seed=self.protocols[0].mask_seed)]
 
     @property
     def tune_methods(self) -> tuple[str, ...]:

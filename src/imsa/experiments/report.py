@@ -200,17 +200,17 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
                             if column not in columns:
                                 columns.append(column)
             else:
-                rates = sorted({r.protocol.rate for _, r in selected})
+                rates = sorted({rate for _, r in selected for rate, _ in _rated_settings(r, split)})
                 columns = [f"{rate:.1f}" for rate in rates]
                 by_run = defaultdict(dict)  # (row, seed, fold) -> rate -> (value, path)
                 for path, record in selected:
-                    setting = next(s for s in record.metrics[split] if s != "mean")
-                    value = record.metrics[split][setting].get(metric)
-                    if value is None:
-                        continue
-                    row = row_of(record)
-                    _add(cells[row][f"{record.protocol.rate:.1f}"], value, path, (record.seed, record.fold), [(path, setting)])
-                    by_run[(row, record.seed, record.fold)][record.protocol.rate] = (value, path, setting)
+                    for rate, setting in _rated_settings(record, split):
+                        value = record.metrics[split][setting].get(metric)
+                        if value is None:
+                            continue
+                        row = row_of(record)
+                        _add(cells[row][f"{rate:.1f}"], value, path, (record.seed, record.fold), [(path, setting)])
+                        by_run[(row, record.seed, record.fold)][rate] = (value, path, setting)
                 average = _average_column(len(rates), "rates")
                 for (row, seed, fold), per_rate in sorted(by_run.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2])):
                     if len(per_rate) == len(rates):  # the average needs every rate of that seed and fold
@@ -224,6 +224,14 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
                 ordered = {row: dict(cells[row]) for row in sorted(cells, key=row_key)}
                 tables.append(Table(kind, metric, split, columns, ordered))
     return tables
+
+
+def _rated_settings(record, split: str) -> list[tuple[float, str]]:
+    """``(rate, setting)`` of a run of the random or frames protocol: its one setting, or
+    one per rate where one model was scored at several frame rates."""
+    if record.protocol.rates:
+        return [(rate, f"frames={rate:g}") for rate in record.protocol.rates]
+    return [(record.protocol.rate, next(s for s in record.metrics[split] if s != "mean"))]
 
 
 def _config_labels(configs: dict[str, dict]) -> dict[str, str]:

@@ -23,6 +23,7 @@ from ..config import COUNT, NON_NEGATIVE, POSITIVE, build_config, check_domains
 from ..data.batch import Batch, draw_frames, iterate_batches, tensor_cache
 from ..data.dataset import Dataset, Subset
 from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
+from ..frames import FrameDrop
 from ..metrics import METRICS
 from ..missing import fixed_conditions, make_sampler
 from ..nn.layers import masked_mean
@@ -217,6 +218,13 @@ class Method:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.config})"
+
+    @classmethod
+    def own_frame_noise(cls, config) -> bool:
+        """Whether training under the frames protocol drops frames by a distribution of its
+        own (not at the test rate), so that one model serves every rate."""
+        sampler = make_sampler(config.train_missing)
+        return isinstance(sampler, FrameDrop) and isinstance(sampler.rate, str)
 
     # -- to implement ------------------------------------------------------------------------
     def build(self, spec: DataSpec) -> torch.nn.Module:

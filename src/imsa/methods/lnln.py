@@ -16,9 +16,9 @@ Decisions where the released code is silent or wrong (spec section 7):
 
 * **Selection on validation only** (released: one checkpoint per metric, picked on the
   test split at rate 0.5), by the toolkit's ``select_metric`` averaged over the
-  protocol's validation settings. Under the ``frames`` protocol each rate is its own
-  experiment, so each trains its own model (same seed and training noise) and selects
-  at its own rate.
+  protocol's validation settings. Under the ``frames`` protocol one model is trained
+  (its noise does not depend on the test rate), scored at every rate, and selected on
+  the average over the rates (the spec's recommendation; the release selects at 0.5).
 * **Training noise redrawn every batch** (released: at most once per epoch, and in
   practice almost never: spec 5.3), rate and frame pattern both, from the run's seeded
   generator, through :class:`~imsa.methods.base.TrainingMasks` (stream 7); whole-modality
@@ -272,6 +272,10 @@ class LNLN(Method):
     # trained by the adversarial and reconstruction losses only
     no_task_gradient: ClassVar[tuple[str, ...]] = ("discriminator", "reconstructors")
 
+    @classmethod
+    def own_frame_noise(cls, config) -> bool:
+        return config.train_noise != "none" or super().own_frame_noise(config)
+
     def build(self, spec: DataSpec) -> nn.Module:
         return LNLNNet(spec, self.config)
 
@@ -297,13 +301,11 @@ class LNLN(Method):
         self.spec_ = spec = self.data_spec(train.dataset)
         torch.manual_seed(seed)
         model = self.build(spec)
-        sampler = protocol.training_sampler(make_sampler(c.train_missing))
-        if c.train_noise != "none":  # LNLN's own noise replaces the protocol's frames:same
-            if isinstance(sampler, FrameDrop):
-                sampler = make_sampler(c.train_missing)
-            elif isinstance(sampler, FramesInside):
-                sampler = sampler.modalities
-            sampler = FramesInside(sampler, FrameDrop(c.train_noise))
+        if c.train_noise == "none":
+            sampler = protocol.training_sampler(make_sampler(c.train_missing))
+        else:  # LNLN's own noise replaces the protocol's frames:same
+            whole = make_sampler(c.train_missing) if protocol.kind == "frames" else protocol.training_sampler(make_sampler(c.train_missing))
+            sampler = FramesInside(whole.modalities if isinstance(whole, FramesInside) else whole, FrameDrop(c.train_noise))
         masks = TrainingMasks(sampler, spec.modalities, seed, stream=7, dataset=train.dataset)
 
         def loss(model, batch, epoch):

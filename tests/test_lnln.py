@@ -219,3 +219,4 @@ def test_runs_under_the_frames_protocol(tmp_path, capsys):
     assert "frames=0" in printed and "frames=0.5" in printed and "one model (the method's own frame noise)" in printed
     summary = json.loads((out / "summary.json").read_text())  # one experiment: LNLN's noise does not depend on the test rate
     assert summary["experiment"]["protocol"]["rates"] == [0.0, 0.5] and set(summary["test"]) == {"frames=0", "frames=0.5", "mean"}
+    assert summary["experiment"]["dropped_text"] == "zeroed precomputed features"  # not [UNK] tokens: the run says which

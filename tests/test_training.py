@@ -386,3 +386,44 @@ def test_a_single_setting_has_no_mean_row(synthetic):
     assert selection_score(results, "mae") == results["l,a,v"]["mae"]
     with pytest.raises(ConfigError, match="no_such_metric"):
         selection_score(results, "no_such_metric")
+
+
+def test_gradient_accumulation_sums_groups_and_drops_the_tail():
+    """accumulate=2 over 5 batches: two SGD steps on summed gradients, the fifth batch dropped."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1, bias=False)
+    start = model.weight.detach().clone()
+    xs = [torch.randn(4, 3) for _ in range(5)]
+    seen = []
+
+    def loss(batch, epoch):
+        seen.append(batch[0])
+        return model(xs[batch[0]]).sum()
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    train(model, optimizer, epochs=1, batches=lambda epoch: [[k] for k in range(5)], loss=loss, score=lambda e: 0.0, maximize=False, accumulate=2)
+    grad = lambda k: xs[k].sum(0, keepdim=True)  # noqa: E731  d/dW of sum(x W^T)
+    expected = start - 0.1 * (grad(0) + grad(1)) - 0.1 * (grad(2) + grad(3))
+    assert seen == [0, 1, 2, 3, 4]
+    torch.testing.assert_close(model.weight.detach(), expected)
+
+
+def test_plateau_halves_the_learning_rate_as_pytorchs_scheduler():
+    scores = [1.0, 0.9, 0.9, 0.95, 0.91, 0.9, 0.89995, 0.8, 0.8, 0.8, 0.8, 0.8]
+    model = nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+    seen = []
+
+    class LearningRate:
+        def on_epoch_end(self, phase, epoch, logs):
+            seen.append(logs["lr"])
+
+    train(model, optimizer, epochs=len(scores), batches=lambda epoch: [], loss=lambda b, e: None, score=lambda e: scores[e], maximize=False,
+          plateau=(0.5, 2), callbacks=[LearningRate()])
+    reference = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=1.0)
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(reference, mode="min", factor=0.5, patience=2)
+    expected = []
+    for score in scores:
+        expected.append(reference.param_groups[0]["lr"])
+        scheduler.step(score)
+    assert seen == expected and min(seen) < 1.0

@@ -207,6 +207,8 @@ def train(
     select_from: int = 0,
     keep_optimizer_state: bool = False,
     lr_schedule: Callable[[int], float] | None = None,
+    accumulate: int = 1,
+    plateau: tuple[float, int] | None = None,
     device: torch.device | str = "cpu",
     precision: str = "fp32",
 ) -> TrainResult:
@@ -261,6 +263,14 @@ def train(
     lr_schedule : callable, optional
         ``factor(epoch)`` (see :func:`lr_factor`): each parameter group's learning rate
         in that epoch is its initial one times the factor.
+    accumulate : int
+        Optimiser steps every ``accumulate`` batches, on their summed gradients (losses
+        not divided; clipping after every backward, on the running sum; an incomplete
+        last group of an epoch is dropped), as DiCMoR's released loop.
+    plateau : (factor, patience), optional
+        Multiply every learning rate by ``factor`` once the selection score has not
+        improved (by 1e-4 relative) for more than ``patience`` epochs, as PyTorch's
+        ``ReduceLROnPlateau``; on top of ``lr_schedule``.
     device, precision
         Where the batches are (the model must be there too) and the autocast precision
         of the loss's forward pass; fp16 scales the gradients.
@@ -279,9 +289,14 @@ def train(
         "history": [],
         "finished": False,
         "stopped_early": False,
+        "plateau_best": float("-inf") if maximize else float("inf"),
+        "plateau_bad": 0,
+        "plateau_scale": 1.0,
     }
     if checkpoint is not None and checkpoint.exists():
-        state = _resume(checkpoint, model, optimizer, extra_state, phase, fingerprint)
+        state = {**state, **_resume(checkpoint, model, optimizer, extra_state, phase, fingerprint)}
+    if accumulate < 1:
+        raise ConfigError(f"accumulate must be at least 1, got {accumulate!r}.")
 
     initial_lrs = [group.setdefault("initial_lr", group["lr"]) for group in optimizer.param_groups]
     device = torch.device(device)
@@ -304,29 +319,33 @@ def train(
     while not state["finished"] and epoch < epochs:
         # -- one pass over the training data
         started = time.perf_counter()
-        if lr_schedule is not None:
+        if lr_schedule is not None or plateau is not None:
             for group, initial in zip(optimizer.param_groups, initial_lrs):
-                group["lr"] = initial * lr_schedule(epoch)
+                group["lr"] = initial * (lr_schedule(epoch) if lr_schedule is not None else 1.0) * state["plateau_scale"]
         model.train()
         total, count = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
-        for batch in batches(epoch):
-            optimizer.zero_grad(set_to_none=True)
+        for step, batch in enumerate(batches(epoch)):
+            if step % accumulate == 0:
+                optimizer.zero_grad(set_to_none=True)
             with autocast(device, precision):
                 value = loss(batch, epoch)
             if device.type == "cpu" and not torch.isfinite(value):  # on a GPU: checked once, after the epoch
                 raise FloatingPointError(f"{phase}: loss became {value.item()} at epoch {epoch}; lower the learning rate.")
+            last_of_group = (step + 1) % accumulate == 0
             if scaler is not None:
                 scaler.scale(value).backward()
-                if grad_clip:
+                if grad_clip and last_of_group:  # fp16: the scaled sum is unscaled once, before its step
                     scaler.unscale_(optimizer)
                     clip()
-                scaler.step(optimizer)
-                scaler.update()
+                if last_of_group:
+                    scaler.step(optimizer)
+                    scaler.update()
             else:
                 value.backward()
                 if grad_clip:
                     clip()
-                optimizer.step()
+                if last_of_group:
+                    optimizer.step()
             total += value.detach().double() * len(batch)
             count += len(batch)
         total = total.item()
@@ -341,6 +360,15 @@ def train(
             state.update(best_score=current, best_epoch=epoch, best_state=copy.deepcopy(model.state_dict()), bad_epochs=0)
         elif epoch >= select_from:
             state["bad_epochs"] += 1
+        if plateau is not None:
+            factor, plateau_patience = plateau
+            best = state["plateau_best"]
+            if (current > best * (1 + 1e-4)) if maximize else (current < best * (1 - 1e-4)):  # ReduceLROnPlateau's "rel" test
+                state.update(plateau_best=current, plateau_bad=0)
+            else:
+                state["plateau_bad"] += 1
+                if state["plateau_bad"] > plateau_patience:
+                    state.update(plateau_scale=state["plateau_scale"] * factor, plateau_bad=0)
         logs = {"epoch": epoch, "loss": total / max(count, 1), "score": current, "best": improved, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
         state["history"].append(logs)
         notify(callbacks, "on_epoch_end", phase, epoch, logs)

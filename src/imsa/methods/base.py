@@ -442,6 +442,8 @@ class Method:
         clip_mode: str = "norm",
         betas: tuple[float, float] = (0.9, 0.999),
         lr_schedule: str | None = None,
+        accumulate: int = 1,
+        plateau: tuple[float, int] | None = None,
     ) -> TrainResult:
         """Run one training phase of ``model`` with the shared loop, on what it is given.
 
@@ -459,7 +461,9 @@ class Method:
         ``clip_groups`` (lists of parameters, e.g. one per module) clips each group's
         norm separately; ``clip_mode="value"`` clips entries instead of norms. ``betas``
         are Adam's. The config's ``lr_schedule`` (or the phase's own ``lr_schedule``)
-        runs over this phase's epochs.
+        runs over this phase's epochs. ``accumulate`` and ``plateau`` are passed to
+        :func:`imsa.training.train` (gradient accumulation; learning rate cut on a
+        plateau of the selection score).
         """
         check_protocol(self.name, self.protocols, protocol)
         cfg = self.config
@@ -496,6 +500,8 @@ class Method:
             clip_groups=clip_groups,
             clip_mode=clip_mode,
             lr_schedule=lr_factor(lr_schedule or cfg.lr_schedule, epochs or cfg.epochs),
+            accumulate=accumulate,
+            plateau=plateau,
             phase=phase,
             checkpoint=context.checkpoint(phase),
             checkpoint_interval=context.checkpoint_interval,

@@ -42,10 +42,12 @@ Decisions where the released code is silent or departs from the paper (spec sect
   (default ``uniform``) and scores every condition (the spec's one model per condition
   is not offered yet: 7 phase-2 fits); the random protocol trains at its rate, and at
   rate 0 the model is phase 1's. Selection on validation only (toolkit default metric).
-* **Recipe**: Adam lr 1e-4, no weight decay, batches of 32 utterances (the released 4 x 8
-  gradient accumulation has the same effective batch; no accumulation here), gradients
-  clipped by value at 0.6, early stopping after 10 epochs. The released plateau
-  scheduler is not applied (the loop has none).
+* **Recipe as released**, in both phases: Adam lr 1e-4, no weight decay, micro-batches
+  of 4 utterances with gradients summed over 8 of them (``accumulate=8``: losses not
+  divided, value clipping at 0.6 after every backward, an incomplete last group
+  dropped), the learning rate halved when the selection score has not improved for
+  more than 5 epochs (``plateau_factor``, ``plateau_patience``; the release steps it
+  on the validation L1 loss, the same quantity), early stopping after 10 epochs.
 * **Text**: the dataset's precomputed text sequence (no BERT; a documented deviation).
 * **Data**: sequences of one length in every modality (word-aligned), two or three
   modalities; anything else is refused.
@@ -142,6 +144,10 @@ class DiCMoRConfig(TrainConfig):
         Weights of the summed flow NLLs and of the reconstruction MSE.
     pretrain_epochs, pretrain_lr : int, float
         Phase 1 (complete data).
+    batch_size, accumulate : int
+        Utterances per micro-batch, and micro-batches per optimiser step (released 4 x 8).
+    plateau_factor, plateau_patience : float, int or None
+        Learning-rate cut on a plateau of the selection score (None: off).
     grad_clip_mode : {"value", "norm"}
         How ``grad_clip`` clips (by value, as released).
     """
@@ -169,7 +175,10 @@ class DiCMoRConfig(TrainConfig):
     pretrain_lr: float = 1e-4
     epochs: int = 100
     lr: float = 1e-4
-    batch_size: int = 32
+    batch_size: int = 4
+    accumulate: int = 8
+    plateau_factor: float = 0.5
+    plateau_patience: int | None = 5
     weight_decay: float = 0.0
     patience: int | None = 10
     grad_clip: float | None = 0.6
@@ -178,7 +187,9 @@ class DiCMoRConfig(TrainConfig):
 
     DOMAINS: ClassVar[dict] = {
         **TrainConfig.DOMAINS,
-        **{k: COUNT for k in ("dim", "heads", "layers", "conv_kernel", "flow_steps", "flow_hidden", "rec_blocks", "rec_reduction", "pretrain_epochs")},
+        **{k: COUNT for k in ("dim", "heads", "layers", "conv_kernel", "flow_steps", "flow_hidden", "rec_blocks", "rec_reduction", "pretrain_epochs", "accumulate")},
+        "plateau_factor": PROBABILITY,
+        "plateau_patience": NON_NEGATIVE,
         **{k: PROBABILITY for k in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "embed_dropout", "output_dropout", "text_dropout")},
         "nll_weight": NON_NEGATIVE,
         "rec_weight": NON_NEGATIVE,
@@ -201,8 +212,9 @@ class DiCMoR(Method):
     protocols = ("fixed", "random")  # it recovers whole modalities; dropped frames give it no target (its spec)
     inputs = "sequence"
     default_threads = 2
-    tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "flow_steps": 2, "flow_hidden": 8, "rec_blocks": 1, "rec_reduction": 4, "pretrain_epochs": 2}
-    learning_config: ClassVar[dict] = {"batch_size": 64, "epochs": 8, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None}
+    tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "flow_steps": 2, "flow_hidden": 8, "rec_blocks": 1, "rec_reduction": 4,
+                                   "pretrain_epochs": 2, "accumulate": 1}
+    learning_config: ClassVar[dict] = {"batch_size": 64, "epochs": 8, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None, "plateau_patience": None}
     # trained by the likelihood alone: the transfers into the backbone are detached
     no_task_gradient: ClassVar[tuple[str, ...]] = ("flows", "priors")
 
@@ -228,7 +240,8 @@ class DiCMoR(Method):
         self.spec_ = spec = self.data_spec(train.dataset)
         modalities, task = spec.modalities, spec.task
         regression_loss = "l1"
-        clip = dict(grad_clip=c.grad_clip, clip_mode=c.grad_clip_mode)
+        clip = dict(grad_clip=c.grad_clip, clip_mode=c.grad_clip_mode, accumulate=c.accumulate,
+                    plateau=None if c.plateau_patience is None else (c.plateau_factor, c.plateau_patience))
 
         # -- phase 1: the backbone on complete data
         torch.manual_seed(seed)

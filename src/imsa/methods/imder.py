@@ -31,8 +31,9 @@ Decisions where the released code is silent or wrong (spec section 7):
   condition perturbed with the target's noise in training and fresh noise in sampling
   (``condition_noise``), score networks trained only on rows missing their modality,
   MulT without padding masks (last step read out), Adam with lr 2e-3 in phase 1, value
-  clipping at 1.0, early stopping after 20 epochs. The plateau scheduler is not
-  applied (the loop has none). Padding is not masked inside the score network either;
+  clipping at 1.0, the learning rate halved when the selection score has not improved
+  for more than 24 epochs (MOSI; ``plateau_patience``, 5 on MOSEI), early stopping
+  after 20 epochs (so on MOSI the plateau never fires, as released). Padding is not masked inside the score network either;
   projected sequences are zero-padded to a length divisible by 8 for the U-Net and
   cropped back (48 steps at MOSI's shapes need none).
 * **Text**: the dataset's precomputed text sequence (no BERT fine-tuning).
@@ -149,6 +150,8 @@ class IMDerConfig(TrainConfig):
         Phase 1 trains score networks, condition convolutions and refiners only.
     pretrain_epochs, pretrain_lr
         Phase 0 (complete data).
+    plateau_factor, plateau_patience : float, int or None
+        Learning-rate cut on a plateau of the selection score (None: off).
     grad_clip_mode : {"value", "norm"}
     """
 
@@ -182,6 +185,8 @@ class IMDerConfig(TrainConfig):
     batch_size: int = 32
     weight_decay: float = 0.0
     patience: int | None = 20
+    plateau_factor: float = 0.5
+    plateau_patience: int | None = 24
     grad_clip: float | None = 1.0
     grad_clip_mode: str = "value"
     train_missing: str = "uniform"
@@ -195,6 +200,8 @@ class IMDerConfig(TrainConfig):
         "score_weight": NON_NEGATIVE,
         "rec_weight": NON_NEGATIVE,
         "pretrain_lr": POSITIVE,
+        "plateau_factor": PROBABILITY,
+        "plateau_patience": NON_NEGATIVE,
     }
     CHOICES: ClassVar[dict] = {"condition_noise": ("shared", "independent", "none"), "grad_clip_mode": ("value", "norm")}
 
@@ -243,7 +250,7 @@ class IMDer(Method):
         protocol, context = protocol or Protocol(), context or RunContext()
         self.spec_ = spec = self.data_spec(train.dataset)
         modalities, task = spec.modalities, spec.task
-        clip = dict(grad_clip=c.grad_clip, clip_mode=c.grad_clip_mode)
+        clip = dict(grad_clip=c.grad_clip, clip_mode=c.grad_clip_mode, plateau=None if c.plateau_patience is None else (c.plateau_factor, c.plateau_patience))
 
         # -- phase 0: the backbone on complete data
         torch.manual_seed(seed)

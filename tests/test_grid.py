@@ -216,3 +216,21 @@ def test_local_workers_map_the_datasets_features_instead_of_copying_them(tmp_pat
     for m, x in dataset.features.items():
         assert isinstance(opened.features[m], np.memmap) and np.array_equal(opened.features[m], x)
     assert opened.split(0)["train"].labels.tolist() == dataset.split(0)["train"].labels.tolist()
+
+
+def test_local_workers_report_a_run_as_started_when_a_worker_takes_it(tmp_path):
+    from imsa.training import RunContext
+
+    events = []
+
+    class Events:
+        def on_run_start(self, key, index, total):
+            events.append(("start", key.rsplit("/", 1)[-1]))
+
+        def on_run_end(self, key, record):
+            events.append(("end", key.rsplit("/", 1)[-1]))
+
+    grid = read_grid(write_grid(tmp_path / "grid.yaml", methods=["late_fusion"], protocols=["fixed"], seeds=[1, 2, 3], config={"epochs": 1}))
+    run_grid(grid, tmp_path / "store", backend=LocalBackend(workers=1), context=RunContext(callbacks=[Events()]))
+    keys = [f"seed{s}-fold0" for s in (1, 2, 3)]
+    assert events == [e for k in keys for e in (("start", k), ("end", k))]  # one worker: never two runs "running"

@@ -158,17 +158,33 @@ class LocalBackend:
         folder = tempfile.TemporaryDirectory(prefix="imsa-shared-")
         pool = processes.Pool(workers, initializer=_init_worker, initargs=(share_datasets(datasets, folder.name), self.threads, os.getpid(), counter, self.gpus))
         worker_context = dataclasses.replace(context, callbacks=())
+        starts = _StartNotices(specs, workers, context.callbacks, name)
         try:
-            for index, spec in enumerate(specs):
-                notify(context.callbacks, "on_run_start", name(spec), index, len(specs))
-            for spec, record in pool.imap_unordered(_local_job, [(s, worker_context) for s in specs]):
+            for spec, record in pool.imap_unordered(_local_job, [(s, worker_context) for s in specs]):  # handed out in order, one per free worker
                 notify(context.callbacks, "on_run_end", name(spec), record)
+                starts.next()
                 yield spec, record
             pool.close()
         finally:
             pool.terminate()  # on an error or Ctrl-C: unfinished runs keep their checkpoints
             pool.join()
             folder.cleanup()
+
+
+class _StartNotices:
+    """``on_run_start`` as workers take runs: the first ``workers`` at once, then one as each
+    run ends (the pools hand runs out in order), so progress shows what is running."""
+
+    def __init__(self, specs, workers: int, callbacks, name):
+        self.specs, self.callbacks, self.name, self.started = specs, callbacks, name, 0
+        for _ in range(min(workers, len(specs))):
+            self.next()
+
+    def next(self) -> None:
+        if self.started < len(self.specs):
+            spec = self.specs[self.started]
+            notify(self.callbacks, "on_run_start", self.name(spec), self.started, len(self.specs))
+            self.started += 1
 
 
 # ---- Ray ----------------------------------------------------------------------------------
@@ -227,16 +243,17 @@ class RayBackend:
         try:
             refs = {key: ray.put(dataset) for key, dataset in datasets.items()}
             worker_context = dataclasses.replace(context, callbacks=())
-            for index, spec in enumerate(specs):
-                notify(context.callbacks, "on_run_start", name(spec), index, len(specs))
+            for spec in specs:
                 ref = task.remote(spec, refs[spec.experiment.dataset], self.threads, worker_context)
                 pending[ref] = spec
+            starts = _StartNotices(specs, max(1, int(ray.cluster_resources().get("CPU", self.workers) // self.threads)), context.callbacks, name)
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
                 spec = pending.pop(done[0])
                 output = ray.get(done[0])
                 save_run(spec, output)
                 notify(context.callbacks, "on_run_end", name(spec), output.record)
+                starts.next()
                 yield spec, output.record
         finally:
             for ref in pending:

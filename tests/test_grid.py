@@ -234,3 +234,9 @@ def test_local_workers_report_a_run_as_started_when_a_worker_takes_it(tmp_path):
     run_grid(grid, tmp_path / "store", backend=LocalBackend(workers=1), context=RunContext(callbacks=[Events()]))
     keys = [f"seed{s}-fold0" for s in (1, 2, 3)]
     assert events == [e for k in keys for e in (("start", k), ("end", k))]  # one worker: never two runs "running"
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].joinpath("grids").glob("*.yaml")), ids=lambda p: p.name)
+def test_the_shipped_grids_resolve(path):
+    grid = read_grid(path)
+    assert grid.methods and grid.experiments()

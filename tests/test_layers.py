@@ -40,3 +40,16 @@ def test_dropout_is_seeded_fresh_per_call_identity_in_eval_and_differentiable():
     assert "scales" not in dropout.state_dict()  # a constant table, not model state
     with pytest.raises(ValueError, match="dropout probability"):
         Dropout(1.0)
+
+
+def test_standardize_leaves_features_that_are_constant_up_to_rounding_alone():
+    from imsa.nn.layers import Standardize
+
+    generator = torch.Generator().manual_seed(0)
+    real = 3.0 + 2.0 * torch.randn(200, 1, generator=generator)
+    rounding = 5e-6 * torch.randn(200, 1, generator=generator)  # e.g. the time mean of a per-utterance z-scored sequence
+    norm = Standardize(2).fit(torch.cat([real, rounding], dim=1))
+    out = norm(torch.cat([real, rounding], dim=1))
+    assert abs(out[:, 0].std().item() - 1) < 1e-2 and abs(out[:, 0].mean().item()) < 1e-5
+    assert norm.std[1] == 1.0  # not divided by the rounding noise: a later change of 0.1 stays 0.1, not 2e4
+    assert torch.allclose(norm(torch.tensor([[3.0, 0.1]]))[0, 1], torch.tensor(0.1), atol=1e-4)

@@ -21,11 +21,14 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
 class Standardize(nn.Module):
     """Per-feature standardisation with statistics fitted on training data.
 
-    Statistics live in buffers, so they travel with ``state_dict``. Features with no
-    spread keep scale 1.
+    Statistics live in buffers, so they travel with ``state_dict``. Features whose
+    spread is at most ``eps`` keep scale 1: they are constant up to float rounding (e.g.
+    the time average of a sequence z-normalised within each utterance, as MISA's
+    CMU-MOSI audio and video, about 1e-7), and dividing by that rounding noise would
+    turn any later change of the feature (a dropped frame) into values of 1e5.
     """
 
-    def __init__(self, dim: int, *, eps: float = 1e-6):
+    def __init__(self, dim: int, *, eps: float = 1e-4):
         super().__init__()
         self.eps = eps
         self.register_buffer("mean", torch.zeros(dim))

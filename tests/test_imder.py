@@ -119,3 +119,14 @@ def test_imder_refuses_unaligned_sequences():
     split = data.split(0)
     with pytest.raises(ConfigError, match="same steps"):
         IMDer(**TINY).fit(split["train"], split["valid"])
+
+
+def test_the_sampler_draws_the_data_distribution_given_its_exact_score():
+    """Gaussian data N(2, 0.5^2): the perturbed score is -(x - 2) / (0.25 + std(t)^2); with it,
+    100 Euler-Maruyama steps from std(1) = 9.85 land on the data's mean and variance."""
+    from imsa.nn.diffusion import VESDE, euler_maruyama, sampler_noise_shape
+
+    sde = VESDE(25.0)
+    noise = torch.randn(500, sampler_noise_shape(100), 4, 8, generator=torch.Generator().manual_seed(0))
+    out = euler_maruyama(lambda x, t, c: -(x - 2.0) / (0.25 + sde.std(t)[:, None, None] ** 2), torch.zeros(500, 4, 8), sde, noise, steps=100)
+    assert abs(out.mean().item() - 2.0) < 0.03 and abs(out.var().item() - 0.25) < 0.03

@@ -190,7 +190,8 @@ def test_refuses_data_without_a_proxy_to_build():
 
 def test_completeness_tracks_the_surviving_language():
     """Spec 9.10 (a), small: after training with LNLN's noise, the mean ``w`` falls as the
-    text frame rate rises, and follows the realised kept share. Positional tables start at
+    text frame rate rises, and follows the realised kept share; (c) with the text erased the
+    predictions still vary. Positional tables start at
     std 0.02: the released N(0, 1) swamps unit-scale features (see lnln.py's docstring)."""
     data = load_dataset("synthetic", num_videos=40, sequence_length=12, aligned=True, seed=2, weight_l=1.0, weight_a=0.3, weight_v=0.2)
     split = data.split(0)
@@ -208,6 +209,13 @@ def test_completeness_tracks_the_surviving_language():
         labels.append(completeness_labels(batch, data, "l").numpy())
     assert all(a > b for a, b in zip(means, means[1:])), means
     assert np.corrcoef(np.concatenate(ws), np.concatenate(labels))[0, 1] > 0.7
+    # (c) with every word dropped the predictions still vary: the proxy carries the audio and video
+    rows = split["valid"].indices
+    batch = tensor_cache(data).gather(rows)
+    erased = batch.with_frames({"l": torch.zeros_like(batch.padding["l"])})
+    with torch.no_grad():
+        spread = net(erased).prediction.std().item()
+    assert spread > 0.1 * float(np.std(data.labels[rows])), spread
 
 
 def test_runs_under_the_frames_protocol(tmp_path, capsys):

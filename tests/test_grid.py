@@ -240,3 +240,26 @@ def test_local_workers_report_a_run_as_started_when_a_worker_takes_it(tmp_path):
 def test_the_shipped_grids_resolve(path):
     grid = read_grid(path)
     assert grid.methods and grid.experiments()
+
+
+def test_complete_data_phases_train_once_for_every_protocol_of_a_grid(tmp_path):
+    """MMIN's pretraining (complete data) is trained by the first protocol's run and restored by
+    the others; every result equals a run that trained it itself."""
+    from imsa.methods import method_class
+    from imsa.training import RunContext
+
+    epochs = []
+
+    class Epochs:
+        def on_epoch_end(self, phase, epoch, logs):
+            epochs.append(phase)
+
+    tiny = {**method_class("mmin").tiny_config, "epochs": 2, "pretrain_epochs": 3}
+    grid = read_grid(write_grid(tmp_path / "grid.yaml", methods=["mmin"], protocols=["fixed", {"random": [0.3]}], seeds=[1], config=tiny))
+    run_grid(grid, tmp_path / "store", context=RunContext(callbacks=[Epochs()]))
+    assert epochs.count("pretrain") == 3 and epochs.count("mmin") == 2 * 2  # pretrained once, then each protocol's own phase
+    assert not (tmp_path / "store" / ".shared-phases").exists()  # removed once every run is written
+    run_experiment(Experiment("mmin", "synthetic", protocol=Protocol("random", rate=0.3), seeds=(1,), config=tiny, dataset_options=TINY_DATA), tmp_path / "alone")
+    shared = json.loads((tmp_path / "store" / "synthetic" / "mmin" / "rate=0.3" / "runs" / "seed1-fold0.json").read_text())
+    alone = json.loads((tmp_path / "alone" / "runs" / "seed1-fold0.json").read_text())
+    assert shared["metrics"] == alone["metrics"] and shared["selected_epochs"] == alone["selected_epochs"]

@@ -4,9 +4,11 @@ work is done by the Python API it calls."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -141,6 +143,7 @@ def _split_overrides(pairs):
 
 
 def cmd_run(args) -> int:
+    from .experiments.grid import SHARED_PHASES
     from .experiments.runner import Experiment, run_experiment
     from .experiments.store import format_table
     from .protocols import FRAME_RATES, Protocol
@@ -172,7 +175,11 @@ def cmd_run(args) -> int:
             folds=tuple(args.folds) if args.folds else None, config=config, dataset_options=dataset_options, packaged=packaged,
         )
         where = out if len(protocols) == 1 else out / protocol.name
-        summaries.append(run_experiment(experiment, where, data_dir=args.data_dir, context=_run_context(args, callbacks)))
+        context = _run_context(args, callbacks)
+        if len(protocols) > 1:  # the rates' runs restore each other's complete-data phases
+            context = dataclasses.replace(context, shared=out / SHARED_PHASES)
+        summaries.append(run_experiment(experiment, where, data_dir=args.data_dir, context=context))
+    shutil.rmtree(out / SHARED_PHASES, ignore_errors=True)
     if len(summaries) == 1:
         summary, protocol_label = summaries[0], protocols[0].name
         if protocols[0].rates:

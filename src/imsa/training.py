@@ -127,6 +127,11 @@ class RunContext:
     log : tuple of str
         Mirror each run's per-epoch log and final metrics to ``csv``, ``tensorboard`` and/or
         ``mlflow`` (see :mod:`imsa.experiments.logs`; the run JSON stays the record).
+    shared : path, optional
+        Where phases that train on complete data only (a teacher, a pretrained backbone)
+        keep their checkpoints under a key of the data, seed, config and device, so that
+        the other experiments of a grid (other protocols, other rates) restore them instead
+        of training them again; None: each run trains its own.
     """
 
     callbacks: tuple = ()
@@ -137,6 +142,7 @@ class RunContext:
     precision: str = "fp32"
     deterministic: bool = False
     log: tuple = ()
+    shared: Path | None = None
 
     def __post_init__(self):
         from .experiments.logs import check_loggers
@@ -145,8 +151,9 @@ class RunContext:
         object.__setattr__(self, "log", check_loggers(self.log))
         object.__setattr__(self, "device", str(resolve_device(self.device)))
         check_precision(self.precision, self.torch_device)
-        if self.workdir is not None:
-            object.__setattr__(self, "workdir", Path(self.workdir))
+        for name in ("workdir", "shared"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
         if not self.checkpoint_interval >= 0:  # also refuses NaN
             raise ConfigError(f"The 'checkpoint_interval' parameter of RunContext must be at least 0 seconds. Got {self.checkpoint_interval!r} instead.")
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1):

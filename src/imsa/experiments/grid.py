@@ -34,6 +34,7 @@ import csv
 import dataclasses
 import logging
 import os
+import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,6 +54,7 @@ from .store import load_record, locked
 
 logger = logging.getLogger(__name__)
 
+SHARED_PHASES = ".shared-phases"  # store folder of the checkpoints of phases that every protocol's run restores
 GRID_KEYS = ("methods", "datasets", "protocols", "seeds", "folds", "mask_seed", "config", "overrides", "dataset_options", "tuned", "tune")
 REQUIRED_KEYS = ("methods", "datasets", "protocols", "seeds")
 
@@ -536,8 +538,11 @@ def _run_grid(grid: Grid, out, *, data_dir, backend, context: RunContext, locks:
     todo = [spec for spec in runs if not spec.done]
     logger.info("Grid in %s: %d runs, %d finished earlier, %d to run on the %s backend.", plan.out, len(runs), len(runs) - len(todo), len(todo), backend.name)
     notify(context.callbacks, "on_grid_start", len(runs), len(runs) - len(todo))
-    for _ in backend.run(todo, plan.datasets, context=context, name=lambda s: run_name(plan.out, s)):
+    shared = context.shared or plan.out / SHARED_PHASES  # complete-data phases, trained once for every protocol
+    for _ in backend.run(todo, plan.datasets, context=dataclasses.replace(context, shared=shared), name=lambda s: run_name(plan.out, s)):
         pass
+    if context.shared is None:  # every run is written: nothing left to restore
+        shutil.rmtree(shared, ignore_errors=True)
     summaries = {}
     for directory, _, specs in plan.experiments:
         records = [load_record(spec.path) for spec in specs]

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import itertools
+import json
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -444,6 +446,7 @@ class Method:
         lr_schedule: str | None = None,
         accumulate: int = 1,
         plateau: tuple[float, int] | None = None,
+        shared: bool = False,
     ) -> TrainResult:
         """Run one training phase of ``model`` with the shared loop, on what it is given.
 
@@ -463,7 +466,11 @@ class Method:
         are Adam's. The config's ``lr_schedule`` (or the phase's own ``lr_schedule``)
         runs over this phase's epochs. ``accumulate`` and ``plateau`` are passed to
         :func:`imsa.training.train` (gradient accumulation; learning rate cut on a
-        plateau of the selection score).
+        plateau of the selection score). ``shared=True`` marks a phase that depends on
+        neither the protocol nor anything outside its arguments (complete data, complete
+        validation): with ``context.shared`` set, its checkpoint is kept there under a key
+        of the data, seed, config, device and precision, and another experiment of the
+        same run restores it instead of training it again.
         """
         check_protocol(self.name, self.protocols, protocol)
         cfg = self.config
@@ -487,6 +494,21 @@ class Method:
             opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr, betas=betas, fused=True)
         if optimizer_state is not None:
             opt.load_state_dict(copy.deepcopy(optimizer_state))  # several phases may continue one state
+        fingerprint = {
+            "method": self.name,
+            "seed": seed,
+            "config": dataclasses.asdict(cfg),
+            "protocol": protocol.to_dict(),
+            "sampler": repr(sampler),
+            "settings": sorted(settings),
+        }
+        checkpoint = context.checkpoint(phase)
+        if shared and context.shared is not None:
+            del fingerprint["protocol"]  # the phase does not read it: every protocol's run may restore it
+            key = {**fingerprint, "phase": phase, "data": train.dataset.checksum, "train": _digest(train.indices), "valid": _digest(valid.indices),
+                   "device": context.torch_device.type, "precision": precision, "epochs": epochs or cfg.epochs, "lr": lr or cfg.lr}
+            checkpoint = context.shared / f"{self.name}-{phase}-{_digest(json.dumps(key, sort_keys=True, default=str))}.pt"
+            fingerprint["key"] = checkpoint.stem
         return run_training(
             model,
             opt,
@@ -503,7 +525,7 @@ class Method:
             accumulate=accumulate,
             plateau=plateau,
             phase=phase,
-            checkpoint=context.checkpoint(phase),
+            checkpoint=checkpoint,
             checkpoint_interval=context.checkpoint_interval,
             extra_state=extra_state,
             keep_last=keep_last,
@@ -511,14 +533,7 @@ class Method:
             keep_optimizer_state=keep_optimizer_state,
             device=device,
             precision=precision,
-            fingerprint={
-                "method": self.name,
-                "seed": seed,
-                "config": dataclasses.asdict(cfg),
-                "protocol": protocol.to_dict(),
-                "sampler": repr(sampler),
-                "settings": sorted(settings),
-            },
+            fingerprint=fingerprint,
             callbacks=context.callbacks,
         )
 
@@ -535,6 +550,12 @@ def _methods_for(task: str) -> list[str]:
     from .registry import METHODS
 
     return [name for name in METHODS.names() if task in METHODS[name].tasks] or ["none yet"]
+
+
+def _digest(value) -> str:
+    """A short sha256 of an index array or a string."""
+    data = value.encode() if isinstance(value, str) else np.ascontiguousarray(np.asarray(value, dtype=np.int64)).tobytes()
+    return hashlib.sha256(data).hexdigest()[:24]
 
 
 def epoch_rng(seed: int, epoch: int, *stream: int) -> np.random.Generator:

@@ -534,7 +534,7 @@ class CMAD(Method):
             self.train_phase(
                 teacher, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete,
                 loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task),
-                phase="teacher", epochs=cfg.teacher_epochs, context=context,
+                phase="teacher", epochs=cfg.teacher_epochs, context=context, shared=True,
             )
         ]
         self.phases_ = phases

@@ -249,7 +249,7 @@ class DiCMoR(Method):
         self.phases_ = [self.train_phase(
             backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
             loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, regression_loss),
-            phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, **clip,
+            phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, shared=True, **clip,
         )]
         sampler = protocol.training_sampler(make_sampler(c.train_missing))
         if protocol.kind == "random" and protocol.rate == 0:  # nothing to recover: phase 1's model

@@ -258,7 +258,7 @@ class IMDer(Method):
         self.phases_ = [self.train_phase(
             backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
             loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, "l1"),
-            phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, **clip,
+            phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, shared=True, **clip,
         )]
         torch.manual_seed(seed + 1)
         net = self.build(spec)

@@ -348,7 +348,7 @@ class MMIN(Method):
                 fusion, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
                 loss=lambda model, batch, epoch: supervised(model(batch).prediction, batch),
                 phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", betas=c.pretrain_betas,
-                grad_clip=c.pretrain_grad_clip, clip_groups=_module_groups(fusion), lr_schedule=c.pretrain_lr_schedule, context=context,
+                grad_clip=c.pretrain_grad_clip, clip_groups=_module_groups(fusion), lr_schedule=c.pretrain_lr_schedule, context=context, shared=True,
             ))
             pretrained = fusion.encoders
 

@@ -505,7 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--protocol", choices=PROTOCOLS, default="fixed", help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences)")
     run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random; frame drop rate in [0, 1] for --protocol frames")
     run.add_argument("--frames", type=float, default=0.0, help="frame drop rate inside the present modalities of --protocol fixed or random (composition; default 0)")
-    run.add_argument("--rates", type=float, nargs="+", help="frame drop rates of --protocol frames, one experiment each in OUT/frames=R (default 0.0 0.1 ... 0.9)")
+    run.add_argument("--rates", type=float, nargs="+", help="frame drop rates of --protocol frames (default 0.0 0.1 ... 0.9): one experiment each in OUT/frames=R, or one model scored at all of them for a method with its own frame noise (LNLN)")
     run.add_argument("--mask-seed", type=_count(0), default=0, help="seed of the random-protocol evaluation masks (default 0)")
     run.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds (default: 1)")
     run.add_argument("--folds", type=_count(0), nargs="+", help="folds to run (default: all)")

@@ -139,6 +139,11 @@ def test_grids_and_the_run_command_take_frame_rates(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "protocol frames at 0, 0.5" in printed and "frames=0.5" in printed
     assert (tmp_path / "frames=0" / "summary.json").is_file() and (tmp_path / "frames=0.5" / "summary.json").is_file()
+    import json
+
+    record = json.loads((tmp_path / "frames=0.5" / "runs" / "seed1-fold0.json").read_text())
+    assert set(record["frames_dropped"]) == {"valid", "test"} and abs(record["frames_dropped"]["test"]["frames=0.5"] - 0.5) < 0.1  # the realised share
+    assert json.loads((tmp_path / "frames=0" / "runs" / "seed1-fold0.json").read_text())["frames_dropped"]["test"]["frames=0"] == 0.0
 
 
 def test_fixed_and_random_compose_with_frame_drops():

@@ -31,7 +31,7 @@ from ..data.dataset import Dataset
 from ..data.registry import dataset_family, load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
-from ..frames import sequence_modalities
+from ..frames import FrameSetting, sequence_modalities
 from ..methods.base import check_protocol
 from .logs import open_loggers
 from ..protocols import Protocol
@@ -259,7 +259,12 @@ def _train_run(spec: RunSpec, dataset: Dataset, context: RunContext, config, cls
             seed=spec.seed,
             context=dataclasses.replace(context, workdir=spec.checkpoints, callbacks=(*context.callbacks, *loggers)),
         )
-        predictions = {split: method.predict_settings(splits[split], experiment.protocol.settings(splits[split])) for split in SPLITS}
+        settings = {split: experiment.protocol.settings(splits[split]) for split in SPLITS}
+        predictions = {split: method.predict_settings(splits[split], settings[split]) for split in SPLITS}
+        frames_dropped = {
+            split: {name: round(s.dropped_fraction(dataset, splits[split].indices), 6) for name, s in settings[split].items() if isinstance(s, FrameSetting)}
+            for split in SPLITS
+        } if experiment.protocol.drops_frames else {}
         metrics = {split: metrics_of(predictions[split], splits[split]) for split in SPLITS}
         for logger in loggers:
             logger.final(metrics)
@@ -288,6 +293,7 @@ def _train_run(spec: RunSpec, dataset: Dataset, context: RunContext, config, cls
         versions=versions(),
         experiment=spec.identity,
         search=dict(experiment.search or {}),
+        frames_dropped=frames_dropped,
     )
     return RunOutput(
         record,

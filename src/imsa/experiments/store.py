@@ -136,6 +136,7 @@ class RunRecord:
     versions: dict = field(default_factory=dict)
     experiment: str = ""
     search: dict = field(default_factory=dict)
+    frames_dropped: dict = field(default_factory=dict)  # frame-level missing: split -> setting -> realised share of droppable steps dropped
 
     @property
     def key(self) -> str:

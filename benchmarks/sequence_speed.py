@@ -66,7 +66,7 @@ def main() -> None:
 
     data = load_dataset("synthetic", num_videos=args.videos, like="mosi", seed=0)
     split = data.split(0)
-    cases = [("mult", {}), ("dicmor", {})] + [("imder", {"sampling_steps": s}) for s in args.steps]
+    cases = [("mult", {}), ("dicmor", {"per_condition": False})] + [("imder", {"sampling_steps": s}) for s in args.steps]
     results = []
     for name, options in cases:
         results.append(measure(name, options, split, args.device))

@@ -155,7 +155,7 @@ def test_gradients_reach_flows_only_through_the_likelihood_and_phase_2_leaves_pr
     data = load_dataset("synthetic", num_videos=20, sequence_length=6, aligned=True, seed=0)
     split = data.split(0)
     method = DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=2, flow_hidden=8, rec_blocks=1, rec_reduction=4,
-                    pretrain_epochs=2, epochs=2).fit(split["train"], split["valid"], seed=0)
+                    pretrain_epochs=2, epochs=2, per_condition=False).fit(split["train"], split["valid"], seed=0)
     net = method.model_
     assert not any(p.requires_grad for p in net.backbone.projections.parameters())
     # phase 2 never changed the projections phase 1 chose: refit phase 1 alone and compare
@@ -253,3 +253,31 @@ def test_dicmor_composition_sampler():
     assert abs(1 - make_sampler("dicmor:0.7").sample(30_000, ("l", "a", "v"), rng).mean() - 2 / 3) < 1e-9
     with pytest.raises(ConfigError, match="one of 0.1"):
         make_sampler("dicmor:0.05")
+
+
+def test_one_phase_2_model_per_condition_under_the_fixed_protocol(tmp_path):
+    """per_condition (the spec's reading of the released fixed setting): one phase-2 model per
+    condition from one phase 1; each utterance is predicted by its condition's model."""
+    from imsa.data.batch import iterate_batches
+    from imsa.data.registry import load_dataset
+    from imsa.methods.dicmor import DiCMoR
+    from imsa.missing import fixed_conditions
+
+    data = load_dataset("synthetic", num_videos=20, min_utterances=3, max_utterances=6, sequence_length=4, aligned=True, seed=0)
+    split = data.split(0)
+    tiny = {**DiCMoR.tiny_config, "epochs": 1, "batch_size": 16, "per_condition": True}
+    method = DiCMoR(**tiny).fit(split["train"], split["valid"], seed=0)
+    names = [c.name for c in fixed_conditions(data.modalities)]
+    assert [p.phase for p in method.phases_] == ["pretrain"] + [f"recovery-{n.replace(',', '')}" for n in names]
+    assert method.model_.names == names
+    batch = next(iterate_batches(split["test"], 16))
+    present = batch.present.clone()
+    present[: len(batch) // 2, 1:] = False  # half the batch "l" alone, half complete
+    mixed = method.predict(batch, present).prediction
+    method.model_.eval()
+    with torch.no_grad():
+        alone = method.model_.models["l"](batch.with_present(present).select(torch.arange(len(batch) // 2))).prediction
+        complete = method.model_.models["l,a,v"](batch.select(torch.arange(len(batch) // 2, len(batch)))).prediction
+    torch.testing.assert_close(mixed, torch.cat([alone, complete]))
+    restored = DiCMoR().load_state_dict(method.state_dict())
+    torch.testing.assert_close(restored.predict(batch, present).prediction, mixed)

@@ -27,7 +27,7 @@ from ..data.dataset import Dataset, Subset
 from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
 from ..frames import FrameDrop
 from ..metrics import METRICS
-from ..missing import fixed_conditions, make_sampler
+from ..missing import condition_index, fixed_conditions, make_sampler
 from ..nn.layers import masked_mean
 from ..nn.mult import MulTModel
 from ..protocols import Protocol
@@ -648,6 +648,34 @@ class MulTBackbone(MulTModel):
 
     def forward(self, batch: Batch) -> Output:
         return Output(*super().forward(batch.inputs, batch.padding, batch.present))
+
+
+class PerCondition(torch.nn.Module):
+    """One model per fixed condition (utterance level): each utterance goes to the model of
+    its own ``present`` pattern (DiCMoR's per-condition recipe)."""
+
+    def __init__(self, models: dict[str, torch.nn.Module], modalities: tuple[str, ...]):
+        super().__init__()
+        self.names = list(models)
+        self.models = torch.nn.ModuleDict(models)
+        self.conditions = [c.name for c in fixed_conditions(modalities)]
+        self.lookup = {i: name for i, name in enumerate(self.conditions) if name in models}  # condition index -> model
+
+    def forward(self, batch: Batch) -> Output:
+        conditions = condition_index(batch.present.cpu().numpy())
+        prediction = feature = None
+        for index in np.unique(conditions):
+            if int(index) not in self.lookup:
+                raise ConfigError(f"No model was trained for condition {self.conditions[int(index)]}; trained: {', '.join(self.names)}.")
+            rows = torch.from_numpy(np.flatnonzero(conditions == index)).to(batch.present.device)
+            out = self.models[self.lookup[int(index)]](batch.select(rows))
+            if prediction is None:
+                prediction = out.prediction.new_zeros((len(batch),) + out.prediction.shape[1:])
+                feature = None if out.feature is None else out.feature.new_zeros((len(batch),) + out.feature.shape[1:])
+            prediction[rows] = out.prediction
+            if feature is not None:
+                feature[rows] = out.feature
+        return Output(prediction, feature)
 
 
 def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:

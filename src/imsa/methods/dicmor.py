@@ -38,10 +38,12 @@ Decisions where the released code is silent or departs from the paper (spec sect
 * **Reconstruction loss**: per sample, the mean over its missing modalities of the MSE
   to the (detached) true projection, averaged over the batch (complete samples count
   0); on a batch of one pattern this is the released value.
-* **Protocols**: the fixed protocol trains one phase-2 model on ``train_missing``
-  (default ``uniform``) and scores every condition (the spec's one model per condition
-  is not offered yet: 7 phase-2 fits); the random protocol trains at its rate, and at
-  rate 0 the model is phase 1's. Selection on validation only (toolkit default metric).
+* **Protocols**: the fixed protocol trains one phase-2 model per condition, each
+  trained and validated on its condition, all from one phase 1 (``per_condition``; the
+  spec's reading of the released fixed setting); each utterance is predicted by its
+  condition's model. ``per_condition=false`` trains one model on ``train_missing``
+  (default ``uniform``) instead. The random protocol trains at its rate, and at rate 0
+  the model is phase 1's. Selection on validation only (toolkit default metric).
 * **Recipe as released**, in both phases: Adam lr 1e-4, no weight decay, micro-batches
   of 4 utterances with gradients summed over 8 of them (``accumulate=8``: losses not
   divided, value clipping at 0.6 after every backward, an incomplete last group
@@ -65,13 +67,13 @@ from torch import nn
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..data.batch import Batch
 from ..errors import ConfigError
-from ..missing import Complete, make_sampler
+from ..missing import Complete, FixedCondition, fixed_conditions, make_sampler
 from ..nn.flows import ClassPrior, Flow, bits_per_dim_nll
 from ..nn.mult import released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, MulTBackbone, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
+from .base import DataSpec, Method, MulTBackbone, Output, PerCondition, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
 from .registry import register_method
 
 class DiCMoRNet(nn.Module):
@@ -150,6 +152,9 @@ class DiCMoRConfig(TrainConfig):
         Learning-rate cut on a plateau of the selection score (None: off).
     grad_clip_mode : {"value", "norm"}
         How ``grad_clip`` clips (by value, as released).
+    per_condition : bool
+        Under the fixed protocol, one phase-2 model per condition (trained and validated
+        on it, all from one phase 1); false: one model trained with ``train_missing``.
     """
 
     dim: int = 32
@@ -184,6 +189,7 @@ class DiCMoRConfig(TrainConfig):
     grad_clip: float | None = 0.6
     grad_clip_mode: str = "value"
     train_missing: str = "uniform"
+    per_condition: bool = True
 
     DOMAINS: ClassVar[dict] = {
         **TrainConfig.DOMAINS,
@@ -213,7 +219,7 @@ class DiCMoR(Method):
     inputs = "sequence"
     default_threads = 2
     tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "flow_steps": 2, "flow_hidden": 8, "rec_blocks": 1, "rec_reduction": 4,
-                                   "pretrain_epochs": 2, "accumulate": 1}
+                                   "pretrain_epochs": 2, "accumulate": 1, "per_condition": False}
     learning_config: ClassVar[dict] = {"batch_size": 64, "epochs": 8, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None, "plateau_patience": None}
     # trained by the likelihood alone: the transfers into the backbone are detached
     no_task_gradient: ClassVar[tuple[str, ...]] = ("flows", "priors")
@@ -252,6 +258,7 @@ class DiCMoR(Method):
             phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, shared=True, **clip,
         )]
         sampler = protocol.training_sampler(make_sampler(c.train_missing))
+        self.conditions_ = None
         if protocol.kind == "random" and protocol.rate == 0:  # nothing to recover: phase 1's model
             torch.manual_seed(seed + 1)
             self.model_ = self.build(spec)
@@ -259,8 +266,25 @@ class DiCMoR(Method):
             return self
 
         # -- phase 2: frozen projections; flows, priors, refiners fresh; backbone and head go on training
-        torch.manual_seed(seed + 1)
-        net = self.build(spec)
+        if protocol.kind == "fixed" and c.per_condition:  # one phase-2 model per condition, all from phase 1
+            every = protocol.settings(valid)
+            models = {
+                cond.name: self._recovery(backbone, train, valid, protocol, seed, k + 1, FixedCondition(cond), {cond.name: every[cond.name]},
+                                          f"recovery-{cond.name.replace(',', '')}", context, clip)
+                for k, cond in enumerate(fixed_conditions(modalities))
+            }
+            self.model_ = PerCondition(models, modalities)
+        else:
+            self.model_ = self._recovery(backbone, train, valid, protocol, seed, 1, sampler, protocol.settings(valid), "recovery", context, clip)
+        self.conditions_ = getattr(self.model_, "names", None)
+        return self
+
+    def _recovery(self, backbone, train, valid, protocol, seed, k, sampler, settings, phase, context, clip) -> nn.Module:
+        """Phase 2 from phase 1's ``backbone``: the ``k``-th model of the recipe, trained on ``sampler``'s masks."""
+        c, modalities, task = self.config, self.spec_.modalities, self.spec_.task
+        regression_loss = "l1"
+        torch.manual_seed(seed + k)
+        net = self.build(self.spec_)
         net.backbone.load_state_dict(copy.deepcopy(backbone.state_dict()))
         net.backbone.projections.requires_grad_(False)
         masks = TrainingMasks(sampler, modalities, seed, stream=7)
@@ -283,8 +307,21 @@ class DiCMoR(Method):
             return task_loss(prediction, drawn.batch, task, regression_loss) + c.nll_weight * nll + c.rec_weight * reconstruction
 
         self.phases_.append(self.train_phase(
-            net, train, valid, protocol=protocol, seed=seed, loss=loss, sampler=Complete(), settings=protocol.settings(valid),
-            phase="recovery", optimizer="adam", context=context, **clip,
+            net, train, valid, protocol=protocol, seed=seed, loss=loss, sampler=Complete(), settings=settings,
+            phase=phase, optimizer="adam", context=context, **clip,
         ))
-        self.model_ = net
-        return self
+        return net
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["conditions"] = self.conditions_
+        return state
+
+    def load_state_dict(self, state: dict) -> "DiCMoR":
+        self.conditions_ = state.get("conditions")
+        return super().load_state_dict(state)
+
+    def build_fitted(self, spec: DataSpec) -> nn.Module:
+        if not self.conditions_:
+            return self.build(spec)
+        return PerCondition({name: self.build(spec) for name in self.conditions_}, spec.modalities)

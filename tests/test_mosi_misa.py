@@ -76,3 +76,11 @@ def test_sequence_methods_and_the_frames_protocol_run_on_it(misa_root, tmp_path,
                  "--set", "dim=8", "--set", "layers=1", "--set", "heads=2", "--out", str(tmp_path / "mult"), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "frames=0.5" in printed and "l,a,v" in printed
+
+
+def test_imsa_features_text_fills_the_cache_the_loader_reads(misa_root, tmp_path):
+    cache = tmp_path / "cache"
+    assert main(["features", "text", "--dataset", "mosi-misa", "--data-dir", str(misa_root), "--cache-dir", str(cache)]) == 0
+    written = sorted(cache.glob("*.npz"))
+    load_dataset("mosi-misa", misa_root, cache_dir=str(cache))
+    assert len(written) == 1 and sorted(cache.glob("*.npz")) == written  # nothing encoded again

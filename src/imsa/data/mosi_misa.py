@@ -97,7 +97,7 @@ def load_mosi_misa(root: Path, *, text_model: str = "", cache_dir: str = "") -> 
     """
     items = read_items(require_files(NAME, root)[PICKLE])
     words = vocabulary(items)
-    text, entry = text_features(NAME, words, words, model_path=text_model or None, cache_dir=cache_dir or None, max_length=16)
+    text, entry = text_features(NAME, words, words, model_path=text_model or None, cache_dir=cache_dir or None)  # the key `imsa features text` computes
     row = {w: k for k, w in enumerate(words)}
     lengths = np.array([len(w) for _, w, *_ in items], dtype=np.int64)
     width, n = int(lengths.max()), len(items)

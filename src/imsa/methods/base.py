@@ -212,6 +212,10 @@ class Method:
     inputs: ClassVar[str] = "any"
     # The protocols the method can train under (see imsa.protocols.PROTOCOLS).
     protocols: ClassVar[tuple[str, ...]] = ("fixed", "random", "frames")
+    # For a method that can train one model per fixed condition: the module that holds them
+    # (``module({condition: model}, modalities)``, with the conditions in ``names``), so that
+    # state dicts record the conditions and load rebuilds it.
+    per_condition_module: ClassVar[type | None] = None
 
     def __init__(self, config=None, **overrides):
         if isinstance(config, self.Config):
@@ -351,22 +355,31 @@ class Method:
 
         return save_model(self.state_dict(), path, **provenance)
 
+    @property
+    def conditions_(self) -> list[str] | None:
+        """The conditions of a fitted per-condition model, in order; None for a single model."""
+        self._check_fitted()
+        return getattr(self.model_, "names", None)
+
     def state_dict(self) -> dict:
         self._check_fitted()
-        return {"method": self.name, "config": dataclasses.asdict(self.config), "spec": dataclasses.asdict(self.spec_), "model": self.model_.state_dict()}
+        state = {"method": self.name, "config": dataclasses.asdict(self.config), "spec": dataclasses.asdict(self.spec_), "model": self.model_.state_dict()}
+        if self.per_condition_module is not None:
+            state["conditions"] = self.conditions_
+        return state
 
     def load_state_dict(self, state: dict) -> "Method":
         """Rebuild the fitted model from :meth:`state_dict` (the config must match)."""
         self.config = build_config(self.Config, state["config"])
         self.spec_ = DataSpec(**state["spec"])
-        self.model_ = self.build_fitted(self.spec_)
+        conditions = state.get("conditions")
+        if conditions:
+            self.model_ = self.per_condition_module({name: self.build(self.spec_) for name in conditions}, self.spec_.modalities)
+        else:
+            self.model_ = self.build(self.spec_)
         self.model_.load_state_dict(state["model"])
         self.model_.eval()
         return self
-
-    def build_fitted(self, spec: DataSpec) -> torch.nn.Module:
-        """The untrained shape of a fitted model, for :meth:`load_state_dict` (default: :meth:`build`)."""
-        return self.build(spec)
 
     def encodes_itself(self, modality: str) -> bool:
         """Whether the method computes ``modality``'s features itself (from raw transcripts), not reading the dataset's."""

@@ -217,6 +217,7 @@ class DiCMoR(Method):
     Config = DiCMoRConfig
     protocols = ("fixed", "random")  # it recovers whole modalities; dropped frames give it no target (its spec)
     inputs = "sequence"
+    per_condition_module = PerCondition
     default_threads = 2
     tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "flow_steps": 2, "flow_hidden": 8, "rec_blocks": 1, "rec_reduction": 4,
                                    "pretrain_epochs": 2, "accumulate": 1, "per_condition": False}
@@ -258,7 +259,6 @@ class DiCMoR(Method):
             phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, shared=True, **clip,
         )]
         sampler = protocol.training_sampler(make_sampler(c.train_missing))
-        self.conditions_ = None
         if protocol.kind == "random" and protocol.rate == 0:  # nothing to recover: phase 1's model
             torch.manual_seed(seed + 1)
             self.model_ = self.build(spec)
@@ -276,7 +276,6 @@ class DiCMoR(Method):
             self.model_ = PerCondition(models, modalities)
         else:
             self.model_ = self._recovery(backbone, train, valid, protocol, seed, 1, sampler, protocol.settings(valid), "recovery", context, clip)
-        self.conditions_ = getattr(self.model_, "names", None)
         return self
 
     def _recovery(self, backbone, train, valid, protocol, seed, k, sampler, settings, phase, context, clip) -> nn.Module:
@@ -311,17 +310,3 @@ class DiCMoR(Method):
             phase=phase, optimizer="adam", context=context, **clip,
         ))
         return net
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["conditions"] = self.conditions_
-        return state
-
-    def load_state_dict(self, state: dict) -> "DiCMoR":
-        self.conditions_ = state.get("conditions")
-        return super().load_state_dict(state)
-
-    def build_fitted(self, spec: DataSpec) -> nn.Module:
-        if not self.conditions_:
-            return self.build(spec)
-        return PerCondition({name: self.build(spec) for name in self.conditions_}, spec.modalities)

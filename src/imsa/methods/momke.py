@@ -437,6 +437,7 @@ class MoMKE(Method):
     name = "momke"
     Config = MoMKEConfig
     level = "video"
+    per_condition_module = PerConditionMoMKE
     default_threads = 2  # benchmarks/threads.py: 1.5x faster than 1 thread idle; on a busy machine pass --threads 1 (1.8x faster there)
     tiny_config = {"stage1_epochs": 1, "dim": 16, "depth": 1, "heads": 2, "lr": 1e-3, "dropout": 0.1}
     learning_config = {"stage1_epochs": 5}
@@ -532,7 +533,6 @@ class MoMKE(Method):
             self.model_ = PerConditionMoMKE({name: stage2(name) for name in names}, self.spec_.modalities)
         else:
             self.model_ = stage2()
-        self.conditions_ = getattr(self.model_, "names", None)
         self.phases_ = phases
         self.model_.eval()
         return self
@@ -540,17 +540,3 @@ class MoMKE(Method):
     def _predict_with(self, model, batch):
         with self._autocast():
             return model(batch).prediction.float()
-
-    def state_dict(self) -> dict:
-        state = super().state_dict()
-        state["conditions"] = self.conditions_
-        return state
-
-    def load_state_dict(self, state: dict) -> "MoMKE":
-        self.conditions_ = state.get("conditions")
-        return super().load_state_dict(state)
-
-    def build_fitted(self, spec: DataSpec) -> nn.Module:
-        if not self.conditions_:
-            return self.build(spec)
-        return PerConditionMoMKE({name: self.build(spec) for name in self.conditions_}, spec.modalities)

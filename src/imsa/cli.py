@@ -161,7 +161,7 @@ def cmd_run(args) -> int:
     if args.frames and args.protocol == "frames":
         raise ImsaError("--frames composes --protocol fixed or random with frame-level missing; --protocol frames takes --rate or --rates.")
     protocols = [Protocol(args.protocol, rate=rate, mask_seed=args.mask_seed, frames=args.frames) for rate in rates]
-    if len(rates) > 1 and _own_frame_noise(args.method, args.dataset, config, packaged):  # one model scored at every rate
+    if len(rates) > 1 and Experiment(method=args.method, dataset=args.dataset, config=config, packaged=packaged).own_frame_noise():  # one model scored at every rate
         protocols = [Protocol("frames", rates=tuple(rates), mask_seed=args.mask_seed)]
     dataset_label = Path(args.dataset).stem if ("/" in args.dataset or "\\" in args.dataset or args.format) else args.dataset
     name = protocols[0].name if len(protocols) == 1 else "frames"
@@ -199,15 +199,6 @@ def cmd_run(args) -> int:
     print(format_table(summary, "valid"))
     print(f"\nResults in {out} ({time.perf_counter() - started:.1f} s)")
     return 0
-
-
-def _own_frame_noise(method: str, dataset: str, config: dict, packaged: str | None) -> bool:
-    """Whether ``method`` with this config trains under frame noise of its own (then one model serves every rate)."""
-    from .experiments.runner import Experiment
-    from .methods import method_class
-
-    resolved = Experiment(method=method, dataset=dataset, config=config, packaged=packaged).resolved_config()
-    return method_class(method).own_frame_noise(resolved)
 
 
 def _config_option(value: str | None, method: str) -> tuple[dict, str | None]:

@@ -137,9 +137,8 @@ class Grid:
         """The grid's protocols for ``method``, its frame rates merged into one experiment
         (one model scored at every rate) where it trains under frame noise of its own."""
         rates = [p.rate for p in self.protocols if p.kind == "frames"]
-        cls = method_class(method)
-        config = {**self.config, **self.overrides.get(method, {})}
-        if len(rates) < 2 or not cls.own_frame_noise(build_config(cls.Config, packaged_config(method, dataset, family=dataset_family(dataset) or "").values, config)):
+        experiment = Experiment(method, dataset, config={**self.config, **self.overrides.get(method, {})}, dataset_options=dict(self.dataset_options.get(dataset, {})))
+        if len(rates) < 2 or not experiment.own_frame_noise():
             return list(self.protocols)
         others = [p for p in self.protocols if p.kind != "frames"]
         return others + [Protocol("frames", rates=tuple(rates), mask_seed=self.protocols[0].mask_seed)]

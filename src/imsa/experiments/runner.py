@@ -82,6 +82,10 @@ class Experiment:
             family = self.dataset_options.get("family") or dataset_family(self.dataset) or ""
         return packaged_config(self.method, self.dataset, family=family, name=self.packaged)
 
+    def own_frame_noise(self, family: str | None = None) -> bool:
+        """Whether the method, with this config, trains under frame noise of its own (then one model serves every frame rate)."""
+        return method_class(self.method).own_frame_noise(self.resolved_config(family))
+
     def resolved_config(self, family: str | None = None):
         """The method's config: defaults, then the packaged file (:meth:`packaged_config`), then ``config``."""
         cls = method_class(self.method)

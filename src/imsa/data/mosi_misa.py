@@ -109,8 +109,7 @@ def load_mosi_misa(root: Path, *, text_model: str = "", cache_dir: str = "") -> 
     segments = [segment for segment, *_ in items]
     videos = [segment.split("[", 1)[0] for segment in segments]
     sizes = {v: videos.count(v) for v in dict.fromkeys(videos)}
-    checksums = {rel: sha for rel, sha in pinned_sha256(NAME).items()}
-    checksums["text-features"] = entry.key
+    checksums = {**pinned_sha256(NAME), "text-features": entry.key}
     return Dataset(
         name=NAME,
         modalities=("l", "a", "v"),

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from imsa.cli import main
-from imsa.data.batch import iterate_batches
+from imsa.data.batch import UNKNOWN_TOKEN, iterate_batches
 from imsa.data.registry import load_dataset
-from imsa.errors import ConfigError
+from imsa.errors import ConfigError, DataError
 from imsa.experiments.grid import grid_from_dict
 from imsa.frames import PROTECTED_ENDS, FrameDrop, droppable, keyed_uniforms
 from imsa.methods.registry import method_class
@@ -92,6 +92,27 @@ def test_evaluation_zeroes_dropped_steps_and_keeps_present():
     blank = batch.with_frames({m: torch.zeros_like(p) for m, p in batch.padding.items()})
     assert all(torch.equal(blank.inputs[m], zeros[m][batch.index]) for m in data.modalities) and blank.present.all()
     np.testing.assert_allclose(with_all_dropped, method.predict(blank).prediction.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_token_ids_travel_with_the_batch_and_become_unknown_where_dropped_or_missing():
+    import dataclasses
+
+    data = sequences()
+    steps = data.features["l"].shape[1]
+    ids = np.random.default_rng(0).integers(5, 50, size=(len(data.labels), steps))
+    data = dataclasses.replace(data, annotations={**data.annotations, "text_bert": np.stack([ids, np.ones_like(ids), np.zeros_like(ids)], axis=1)})
+    split = data.split(0)
+    batch = next(iterate_batches(split["test"], 4))
+    assert torch.equal(batch.tokens, torch.as_tensor(ids[batch.index]))
+    keep = torch.rand(batch.padding["l"].shape, generator=torch.Generator().manual_seed(0)) < 0.5
+    dropped = batch.with_frames({"l": keep})
+    assert torch.equal(dropped.tokens, torch.where(keep, batch.tokens, torch.full_like(batch.tokens, UNKNOWN_TOKEN)))
+    no_text = dropped.with_present(torch.tensor([[False, True, True]] * len(batch)))
+    assert (no_text.tokens == UNKNOWN_TOKEN).all() and torch.equal(no_text.select(torch.tensor([1])).tokens, no_text.tokens[1:2])
+    videos = next(iterate_batches(split["test"], 2, level="video"))
+    assert ((videos.tokens == UNKNOWN_TOKEN).all(-1) == ~videos.utterance_mask).all()  # padded utterances have none
+    with pytest.raises(DataError, match="text_bert"):
+        dataclasses.replace(data, annotations={"text_bert": ids})
 
 
 def test_training_distributions():

@@ -24,6 +24,8 @@ from .dataset import Dataset, Subset
 
 LEVELS = ("utterance", "video")
 TEXT = "l"  # the modality that raw transcripts belong to
+TEXT_TOKENS = "text_bert"  # Dataset annotation: (N, 3, T) int64 token ids, attention mask, segment ids of the text steps (MMSA)
+UNKNOWN_TOKEN = -1  # a token id no model reads: a dropped word, or every token of a missing text; the model puts its tokenizer's unknown token there
 
 
 def _blank(text, keep):
@@ -56,6 +58,11 @@ class Batch:
         The raw transcripts where the dataset has them, for models that encode text
         themselves: one str per utterance (utterance level) or one tuple of S str per
         video (video level). ``""`` where the text modality ``l`` is missing or padded.
+    tokens : Tensor or None
+        long ``(B, [S,] T)``: the token ids of the text steps where the dataset has them
+        (annotation ``text_bert``), for models that fine-tune an encoder on them; the text's
+        padding mask is their attention mask. :data:`UNKNOWN_TOKEN` at dropped words and at
+        every step of a missing text.
     """
 
     inputs: dict[str, torch.Tensor]
@@ -68,6 +75,7 @@ class Batch:
     texts: tuple | None = None
     speakers: torch.Tensor | None = None
     frame_present: dict | None = None
+    tokens: torch.Tensor | None = None
 
     @property
     def level(self) -> str:
@@ -86,20 +94,26 @@ class Batch:
             keep = present[..., k]
             x = self.inputs[m]
             inputs[m] = x * keep.reshape(keep.shape + (1,) * (x.dim() - keep.dim())).to(x.dtype)
-        texts = self.texts
-        if texts is not None and TEXT in self.modalities:
-            keep = present[..., self.modalities.index(TEXT)].tolist()
-            texts = tuple(_blank(t, k) for t, k in zip(texts, keep))
-        return replace(self, inputs=inputs, present=present, texts=texts)
+        texts, tokens = self.texts, self.tokens
+        if TEXT in self.modalities:
+            keep = present[..., self.modalities.index(TEXT)]
+            if texts is not None:
+                texts = tuple(_blank(t, k) for t, k in zip(texts, keep.tolist()))
+            if tokens is not None:
+                tokens = torch.where(keep.unsqueeze(-1), tokens, torch.full_like(tokens, UNKNOWN_TOKEN))
+        return replace(self, inputs=inputs, present=present, texts=texts, tokens=tokens)
 
     def with_frames(self, frames: dict[str, torch.Tensor]) -> "Batch":
-        """A batch whose steps where ``frames[m]`` is False are zeroed (frame-level missing);
-        padding masks and ``present`` are unchanged."""
-        inputs = dict(self.inputs)
+        """A batch whose steps where ``frames[m]`` is False are zeroed (frame-level missing),
+        and whose text tokens there are :data:`UNKNOWN_TOKEN`; padding masks and ``present``
+        are unchanged."""
+        inputs, tokens = dict(self.inputs), self.tokens
         for m, keep in frames.items():
             keep = torch.as_tensor(keep, dtype=torch.bool, device=self.labels.device)
             inputs[m] = inputs[m] * keep.unsqueeze(-1).to(inputs[m].dtype)
-        return replace(self, inputs=inputs, frame_present={m: torch.as_tensor(k, dtype=torch.bool, device=self.labels.device) for m, k in frames.items()})
+            if m == TEXT and tokens is not None:
+                tokens = torch.where(keep, tokens, torch.full_like(tokens, UNKNOWN_TOKEN))
+        return replace(self, inputs=inputs, tokens=tokens, frame_present={m: torch.as_tensor(k, dtype=torch.bool, device=self.labels.device) for m, k in frames.items()})
 
     def map(self, fn) -> "Batch":
         """A batch with ``fn`` applied to every tensor (all share the batch axis first).
@@ -120,6 +134,7 @@ class Batch:
             texts=texts,
             speakers=None if self.speakers is None else fn(self.speakers),
             frame_present=None if self.frame_present is None else {m: fn(x) for m, x in self.frame_present.items()},
+            tokens=None if self.tokens is None else fn(self.tokens),
         )
 
     def repeat(self, times: int) -> "Batch":
@@ -153,6 +168,8 @@ class TensorCache:
         dtype = torch.float32 if dataset.task == "regression" else torch.long  # class indices, or 0/1 per class
         self.labels = torch.as_tensor(dataset.labels, dtype=dtype).to(self.device)
         self.speakers = torch.from_numpy(dataset.speakers[0]).to(self.device)
+        tokens = dataset.annotations.get(TEXT_TOKENS) if TEXT in dataset.modalities else None
+        self.tokens = None if tokens is None else torch.as_tensor(np.asarray(tokens)[:, 0], dtype=torch.long).to(self.device)
 
     def _texts(self, index: torch.Tensor) -> tuple | None:
         transcripts = self.dataset.transcripts
@@ -188,6 +205,7 @@ class TensorCache:
             utterance_mask=real if index.dim() == 2 else None,
             texts=self._texts(index),
             speakers=torch.where(real, self.speakers[safe], torch.zeros((), dtype=torch.long, device=self.device)),
+            tokens=None if self.tokens is None else torch.where(real.unsqueeze(-1), self.tokens[safe], torch.full((), UNKNOWN_TOKEN, device=self.device)),
         )
         if present is None:
             return batch.with_present(full)

@@ -113,6 +113,13 @@ class Dataset:
         for key, values in self.annotations.items():
             if len(values) != n:
                 raise DataError(f"{self.name}: annotation {key!r} has {len(values)} entries for {n} utterances.")
+        tokens = self.annotations.get("text_bert")
+        if tokens is not None:  # what batches carry as the text's token ids (imsa.data.batch.TEXT_TOKENS)
+            text = self.features.get("l")
+            shape = np.shape(tokens)
+            if text is None or text.ndim != 3 or len(shape) != 3 or shape[1] != 3 or shape[2] != text.shape[1] or not np.issubdtype(np.asarray(tokens).dtype, np.integer):
+                raise DataError(f"{self.name}: annotation 'text_bert' has shape {shape}; token ids must be integers of shape ({n}, 3, T) "
+                                f"(ids, attention mask, segment ids) with T the text sequence's steps ({None if text is None else text.shape[1:2]}).")
         if self.task == "multilabel":
             k = len(self.class_names or ())
             if self.labels.shape != (n, k) or not np.isin(self.labels, (0, 1)).all():

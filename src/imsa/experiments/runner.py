@@ -174,8 +174,8 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     }
     if experiment.search:
         resolved["search"] = experiment.search
-    if experiment.protocol.drops_frames:  # what a dropped word became: no method reads token ids yet, so always zeroed features
-        resolved["dropped_text"] = "zeroed precomputed features" if "l" in dataset.modalities else "no text"
+    if experiment.protocol.drops_frames:  # what a dropped word became
+        resolved["dropped_text"] = "no text" if "l" not in dataset.modalities else "[UNK] tokens" if cls.reads_text_tokens(config) else "zeroed precomputed features"
     if packaged.name is None and packaged_names(experiment.method):
         logger.warning("%s; %s runs with its defaults (name one with --config %s/<name>).", packaged.reason, experiment.method, experiment.method)
     _claim_directory(out, resolved)

@@ -232,6 +232,12 @@ class Method:
         sampler = make_sampler(config.train_missing)
         return isinstance(sampler, FrameDrop) and isinstance(sampler.rate, str)
 
+    @classmethod
+    def reads_text_tokens(cls, config) -> bool:
+        """Whether the text modality is read as token ids (``Batch.tokens``) by an encoder of
+        the method's own, so that a dropped word becomes the tokenizer's unknown token."""
+        return False
+
     # -- to implement ------------------------------------------------------------------------
     def build(self, spec: DataSpec) -> torch.nn.Module:
         """The untrained model for data of shape ``spec``."""

@@ -38,9 +38,15 @@ Decisions where the released code is silent or wrong (spec section 7):
 * **Padding masked** in the modality encoders (released: padded frames are attended);
   ``mask_padding=false`` reproduces the release. Dropped frames are never masked: being
   blind to them is the point of the method.
-* **Text**: the dataset's precomputed text features (zero vectors for dropped words).
-  The paper fine-tunes BERT on token ids; that setting is not implemented here, so
-  results on precomputed features are a different, cheaper protocol (spec 5c).
+* **Text**: by default the dataset's precomputed text features (zero vectors for
+  dropped words), a different, cheaper protocol than the paper's (spec 5c).
+  ``text_encoder=PATH`` (a local Hugging Face folder, ``minilm`` for all-MiniLM-L6-v2)
+  is the paper's setting: the encoder is fine-tuned on the file's token ids
+  (``Batch.tokens``, MMSA's ``text_bert``, which must come from the same tokenizer), a
+  dropped word is the tokenizer's ``unk_token_id`` (never the literal 100), ``[CLS]``
+  and ``[SEP]`` are never dropped, and a missing text is the empty transcript
+  ``[CLS] [SEP]`` (spec 5a, b, d; ``missing_text="unk"`` is not offered). Its token
+  states replace the 768-d features before the text's first Linear.
 * **Missing modalities**: the toolkit's zeros, read as a sequence of zero frames of
   the real length; a missing modality's features are zeroed by ``present`` inside the
   model (the toolkit's guarantee that they are never read). With two modalities the
@@ -74,12 +80,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE
-from ..data.batch import Batch
+from ..data.batch import TEXT, TEXT_TOKENS, UNKNOWN_TOKEN, Batch
 from ..errors import ConfigError, DataError
 from ..frames import FrameDrop, FramesInside, droppable, protected
 from ..missing import Complete, make_sampler
@@ -128,6 +135,9 @@ class LNLNConfig(TrainConfig):
         dominant feature is the language alone: the paper's "w/o DMC" ablation).
     dominant : str
         The dominant modality (``l``).
+    text_encoder : str
+        ``""`` reads the precomputed text features; a local Hugging Face model folder, or
+        ``minilm``, fine-tunes that encoder on the dataset's token ids (``text_bert``).
     """
 
     dim: int = 128
@@ -152,6 +162,7 @@ class LNLNConfig(TrainConfig):
     position_std: float = 1.0
     dominant_correction: bool = True
     dominant: str = "l"
+    text_encoder: str = ""
     epochs: int = 200
     batch_size: int = 64
     lr: float = 1e-4
@@ -175,14 +186,15 @@ class LNLNConfig(TrainConfig):
 class LNLNNet(nn.Module):
     """The LNLN network for data of shape ``spec`` (``docs/lnln.md`` section 3)."""
 
-    def __init__(self, spec: DataSpec, cfg: LNLNConfig):
+    def __init__(self, spec: DataSpec, cfg: LNLNConfig, text_encoder: nn.Module | None = None):
         super().__init__()
         d, k = cfg.dim, cfg.tokens
         self.modalities, self.dominant, self.task = spec.modalities, cfg.dominant, spec.task
         self.auxiliaries = tuple(m for m in spec.modalities if m != cfg.dominant)
         self.cfg = cfg
         block = dict(dim=d, heads=cfg.heads, dim_head=cfg.dim_head, mlp_dim=cfg.mlp_dim, position_std=cfg.position_std)
-        self.embed = nn.ModuleDict({m: nn.Linear(spec.dims[m], d) for m in spec.modalities})
+        self.text_encoder = text_encoder
+        self.embed = nn.ModuleDict({m: nn.Linear(text_encoder.dim if m == TEXT and text_encoder is not None else spec.dims[m], d) for m in spec.modalities})
         self.encoders = nn.ModuleDict({m: TokenTransformer(spec.steps.get(m, 1), depth=cfg.depth, prefix=k, **block) for m in spec.modalities})
         self.completeness = TokenTransformer(k, depth=cfg.depth, prefix=1, **block)
         self.completeness_head = nn.Sequential(nn.Linear(d, d // 2), nn.LeakyReLU(0.1), nn.Linear(d // 2, 1), nn.Sigmoid())
@@ -202,12 +214,31 @@ class LNLNNet(nn.Module):
         out = {}
         for j, m in enumerate(self.modalities):
             present = batch.present[:, j]
+            if m == TEXT and self.text_encoder is not None:
+                x, mask = self.text_states(batch, present)
+                out[m] = self.encoders[m](self.embed[m](x), mask if self.cfg.mask_padding else None)[:, : self.cfg.tokens]
+                continue
             x = batch.inputs[m] * present.reshape(-1, *([1] * (batch.inputs[m].dim() - 1))).to(batch.inputs[m].dtype)
             mask = batch.padding.get(m) if self.cfg.mask_padding else None
             if x.dim() == 2:  # one vector per utterance: a one-step sequence
                 x, mask = x[:, None], None
             out[m] = self.encoders[m](self.embed[m](x), mask)[:, : self.cfg.tokens]
         return out
+
+    def text_states(self, batch: Batch, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text encoder's token states ``(B, T, H)`` and their attention mask: dropped
+        words are the unknown token; a missing text is the empty transcript ``[CLS] [SEP]``."""
+        if batch.tokens is None:
+            raise DataError("this lnln model fine-tunes a text encoder on token ids, and the batch has none (the dataset lacks the annotation 'text_bert').")
+        special = self.text_encoder.tokenizer
+        ids = torch.where(batch.tokens == UNKNOWN_TOKEN, torch.full_like(batch.tokens, special.unk_token_id), batch.tokens)
+        attention = batch.padding[TEXT]
+        empty = torch.full_like(ids, special.pad_token_id)
+        empty[:, :2] = torch.tensor([special.cls_token_id, special.sep_token_id], device=ids.device)
+        absent = ~present[:, None]
+        ids = torch.where(absent, empty, ids)
+        attention = torch.where(absent, torch.arange(ids.shape[1], device=ids.device)[None, :] < 2, attention)
+        return self.text_encoder(ids, attention.long()), attention
 
     def run(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every intermediate that the prediction and the training losses need."""
@@ -286,8 +317,24 @@ class LNLN(Method):
     def own_frame_noise(cls, config) -> bool:
         return config.train_noise != "none" or super().own_frame_noise(config)
 
+    @classmethod
+    def reads_text_tokens(cls, config) -> bool:
+        return bool(config.text_encoder)
+
+    def encodes_itself(self, modality: str) -> bool:
+        return modality == TEXT and bool(self.config.text_encoder)
+
     def build(self, spec: DataSpec) -> nn.Module:
-        return LNLNNet(spec, self.config)
+        encoder = None
+        if self.config.text_encoder:
+            from ..nn.text_encoder import TextEncoder
+
+            encoder = TextEncoder(None if self.config.text_encoder == "minilm" else self.config.text_encoder)
+            special = encoder.tokenizer
+            lacking = [name for name in ("unk", "cls", "sep", "pad") if getattr(special, f"{name}_token_id") is None]
+            if lacking:
+                raise ConfigError(f"{encoder.model_path}: its tokenizer has no {', '.join(lacking)} token, which LNLN's token input needs (a BERT-style tokenizer).")
+        return LNLNNet(spec, self.config, encoder)
 
     def data_spec(self, dataset):
         spec = super().data_spec(dataset)
@@ -299,8 +346,24 @@ class LNLN(Method):
             )
         return spec
 
+    def check_tokens(self, dataset, model: LNLNNet) -> None:
+        """Refuse data without token ids, or with ids outside the encoder's vocabulary."""
+        if model.text_encoder is None or TEXT not in dataset.modalities:
+            return
+        tokens = dataset.annotations.get(TEXT_TOKENS)
+        if tokens is None:
+            raise ConfigError(
+                f"{dataset.name}: text_encoder={self.config.text_encoder!r} reads the text's token ids, and this dataset has none; use an MMSA file "
+                "(its text_bert ids) or precomputed text (text_encoder='')."
+            )
+        vocabulary, largest = model.text_encoder.model.config.vocab_size, int(np.asarray(tokens)[:, 0].max())
+        if largest >= vocabulary:
+            raise DataError(f"{dataset.name}: token id {largest} is outside the vocabulary of {model.text_encoder.model_path} ({vocabulary} tokens): "
+                            "the file's ids come from another tokenizer; give the encoder they were made with.")
+
     def check_data(self, dataset):
         super().check_data(dataset)
+        self.check_tokens(dataset, self.model_)
         longer = {m: t for m, t in DataSpec.of(dataset).steps.items() if t > self.spec_.steps.get(m, t)}
         if longer:
             raise DataError(f"{dataset.name}: sequences of {longer} steps, longer than the {self.spec_.steps} this lnln model's positional tables hold.")
@@ -311,6 +374,7 @@ class LNLN(Method):
         self.spec_ = spec = self.data_spec(train.dataset)
         torch.manual_seed(seed)
         model = self.build(spec)
+        self.check_tokens(train.dataset, model)
         if c.train_noise == "none":
             sampler = protocol.training_sampler(make_sampler(c.train_missing))
         else:  # LNLN's own noise replaces the protocol's frames:same

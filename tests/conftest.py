@@ -88,3 +88,55 @@ def gcnet_iemocap(tmp_path):
             for uid in ids[v]:
                 np.save(root / "features" / folder / f"{uid}.npy", rng.standard_normal(dim).astype(np.float32))
     return root
+
+
+# -- token-level text: a tiny BERT-style encoder and an MMSA file with its token ids ----------------
+
+VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(27)]  # [UNK] is 1 here, not BERT's 100
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A 16-wide, one-layer BERT with its own 32-token vocabulary, saved as a local model folder."""
+    import transformers
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
+    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    with torch.random.fork_rng():  # the tests' own seeds stay untouched
+        torch.manual_seed(0)
+        transformers.BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def _token_mmsa(path, steps=8, largest=len(VOCAB)):
+    """An aligned MMSA pickle whose text_bert ids are [CLS] words [SEP] in the tiny vocabulary."""
+    rng = np.random.default_rng(0)
+    content = {}
+    for split, videos in {"train": range(0, 6), "valid": range(6, 8), "test": range(8, 10)}.items():
+        ids = [f"v{v}$_${c}" for v in videos for c in range(4)]
+        n = len(ids)
+        words = rng.integers(3, steps + 1, size=n)
+        mask = (np.arange(steps)[None, :] < words[:, None]).astype(np.float32)
+        tokens = rng.integers(5, largest, size=(n, steps)) * mask
+        tokens[:, 0] = 2
+        tokens[np.arange(n), words - 1] = 3
+        content[split] = {
+            "id": ids,
+            "text": (rng.standard_normal((n, steps, 6)) * mask[..., None]).astype(np.float32),
+            "text_bert": np.stack([tokens, mask, np.zeros_like(mask)], axis=1).astype(np.float32),
+            "audio": rng.standard_normal((n, steps, 3)).astype(np.float32),
+            "vision": rng.standard_normal((n, steps, 4)).astype(np.float32),
+            "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
+            "classification_labels": np.zeros(n, np.float32),
+        }
+    path.write_bytes(pickle.dumps(content, protocol=4))
+    return path
+
+
+@pytest.fixture
+def token_mmsa():
+    """Writes an aligned MMSA pickle with text_bert ids of :func:`tiny_bert`'s vocabulary: ``token_mmsa(path, steps=8, largest=32)``."""
+    return _token_mmsa
+

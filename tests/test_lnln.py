@@ -238,55 +238,11 @@ def test_runs_under_the_frames_protocol(tmp_path, capsys):
 
 # -- the paper's text input: a fine-tuned encoder on the file's token ids (spec 5a, b, d) -------------
 
-VOCAB = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + [f"w{i}" for i in range(27)]  # [UNK] is 1 here, not BERT's 100
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    """A 16-wide, one-layer BERT with its own 32-token vocabulary, saved as a local model folder."""
-    import transformers
-
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
-    transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    torch.manual_seed(0)
-    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
-    transformers.BertModel(config).save_pretrained(folder)
-    return folder
-
-
-def mmsa_with_tokens(path, steps=8, largest=len(VOCAB)):
-    """An aligned MMSA pickle whose text_bert ids are [CLS] words [SEP] in the tiny vocabulary."""
-    import pickle
-
-    rng = np.random.default_rng(0)
-    content = {}
-    for split, videos in {"train": range(0, 6), "valid": range(6, 8), "test": range(8, 10)}.items():
-        ids = [f"v{v}$_${c}" for v in videos for c in range(4)]
-        n = len(ids)
-        words = rng.integers(3, steps + 1, size=n)
-        mask = (np.arange(steps)[None, :] < words[:, None]).astype(np.float32)
-        tokens = rng.integers(5, largest, size=(n, steps)) * mask
-        tokens[:, 0] = 2
-        tokens[np.arange(n), words - 1] = 3
-        content[split] = {
-            "id": ids,
-            "text": (rng.standard_normal((n, steps, 6)) * mask[..., None]).astype(np.float32),
-            "text_bert": np.stack([tokens, mask, np.zeros_like(mask)], axis=1).astype(np.float32),
-            "audio": rng.standard_normal((n, steps, 3)).astype(np.float32),
-            "vision": rng.standard_normal((n, steps, 4)).astype(np.float32),
-            "regression_labels": rng.uniform(-3, 3, size=n).astype(np.float32),
-            "classification_labels": np.zeros(n, np.float32),
-        }
-    path.write_bytes(pickle.dumps(content, protocol=4))
-    return path
-
-
 TOKEN_RUN = {**TINY, "epochs": 1, "batch_size": 8}
 
 
-def test_dropped_words_are_the_tokenizers_unknown_token_and_a_missing_text_is_empty(tmp_path, tiny_bert):
-    data = load_dataset(str(mmsa_with_tokens(tmp_path / "aligned_50.pkl")))
+def test_dropped_words_are_the_tokenizers_unknown_token_and_a_missing_text_is_empty(tmp_path, tiny_bert, token_mmsa):
+    data = load_dataset(str(token_mmsa(tmp_path / "aligned_50.pkl")))
     split = data.split(0)
     method = LNLN(**TOKEN_RUN, text_encoder=str(tiny_bert)).fit(split["train"], split["valid"], seed=0)
     net = method.model_.eval()
@@ -320,17 +276,17 @@ def test_dropped_words_are_the_tokenizers_unknown_token_and_a_missing_text_is_em
         assert torch.equal(again.model_(dropped).prediction, net(dropped).prediction)
 
 
-def test_token_input_refusals(tmp_path, tiny_bert):
+def test_token_input_refusals(tmp_path, tiny_bert, token_mmsa):
     synthetic = load_dataset("synthetic", num_videos=6, sequence_length=6, aligned=True)
     with pytest.raises(ConfigError, match="text_bert"):
         LNLN(**TOKEN_RUN, text_encoder=str(tiny_bert)).fit(synthetic.split(0)["train"], synthetic.split(0)["valid"])
-    foreign = load_dataset(str(mmsa_with_tokens(tmp_path / "aligned_50.pkl", largest=30000)))
+    foreign = load_dataset(str(token_mmsa(tmp_path / "aligned_50.pkl", largest=30000)))
     with pytest.raises(DataError, match="outside the vocabulary"):
         LNLN(**TOKEN_RUN, text_encoder=str(tiny_bert)).fit(foreign.split(0)["train"], foreign.split(0)["valid"])
 
 
-def test_a_frames_run_records_unknown_tokens(tmp_path, tiny_bert, capsys):
-    path = mmsa_with_tokens(tmp_path / "aligned_50.pkl")
+def test_a_frames_run_records_unknown_tokens(tmp_path, tiny_bert, token_mmsa, capsys):
+    path = token_mmsa(tmp_path / "aligned_50.pkl")
     out = tmp_path / "run"
     main(["run", "--method", "lnln", "--dataset", str(path), "--protocol", "frames", "--rates", "0.0", "0.5", "--set", f"text_encoder={tiny_bert}",
           *[f"--set={k}={v}" for k, v in TOKEN_RUN.items()], "--out", str(out), "--quiet"])

@@ -125,3 +125,34 @@ def test_mult_learns_on_aligned_sequences():
     mae = float(np.mean(np.abs(predictions - test.labels)))
     baseline = float(np.mean(np.abs(test.labels - split["train"].labels.mean())))
     assert mae < 0.8 * baseline, (mae, baseline)
+
+
+TINY_MULT = {**method_class("mult").tiny_config, "batch_size": 8}
+
+
+def test_a_fine_tuned_text_encoder_reads_the_token_ids(tmp_path, tiny_bert, token_mmsa):
+    """``text_encoder``: the text is the encoder's states of the file's ids (the encoder
+    trains); a dropped word reaches it as the tokenizer's unknown token (1 here, not 100)."""
+    from imsa.data.batch import tensor_cache
+    from imsa.protocols import Protocol
+
+    data = load_dataset(str(token_mmsa(tmp_path / "aligned_50.pkl")))
+    split = data.split(0)
+    before = {k: v.clone() for k, v in method_class("mult")(**TINY_MULT, text_encoder=str(tiny_bert)).build(DataSpec.of(data)).text_encoder.state_dict().items()}
+    method = method_class("mult")(**TINY_MULT, text_encoder=str(tiny_bert), epochs=2, lr=1e-2).fit(split["train"], split["valid"], seed=0)
+    net = method.model_.eval()
+    assert net.projections.convs["l"].in_channels == 16  # the encoder's width, not the 6-d features
+    assert any(not torch.equal(before[k], v) for k, v in net.text_encoder.state_dict().items())  # fine-tuned
+    seen = []
+    forward = net.text_encoder.forward
+    net.text_encoder.forward = lambda ids, attention: seen.append(ids.clone()) or forward(ids, attention)
+    rows = split["test"].indices
+    half = Protocol("frames", rate=0.5).settings(split["test"])["frames=0.5"]
+    batch = tensor_cache(data).gather(rows).with_frames({m: torch.from_numpy(half.frames[m][rows]) for m in data.modalities})
+    with torch.no_grad():
+        net(batch)
+    raw, keep = torch.as_tensor(data.annotations["text_bert"][rows, 0]), torch.from_numpy(half.frames["l"][rows])
+    assert (~keep & batch.padding["l"]).any() and torch.equal(seen[-1], torch.where(keep, raw, torch.ones_like(raw)))
+    no_ids = load_dataset("synthetic", num_videos=6, sequence_length=6, aligned=True).split(0)
+    with pytest.raises(ConfigError, match="text_bert"):
+        method_class("mult")(**TINY_MULT, text_encoder=str(tiny_bert)).fit(no_ids["train"], no_ids["valid"])

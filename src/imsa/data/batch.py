@@ -20,11 +20,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .dataset import Dataset, Subset
+from .dataset import TEXT_TOKENS, Dataset, Subset
 
 LEVELS = ("utterance", "video")
 TEXT = "l"  # the modality that raw transcripts belong to
-TEXT_TOKENS = "text_bert"  # Dataset annotation: (N, 3, T) int64 token ids, attention mask, segment ids of the text steps (MMSA)
 UNKNOWN_TOKEN = -1  # a token id no model reads: a dropped word, or every token of a missing text; the model puts its tokenizer's unknown token there
 
 

@@ -21,6 +21,7 @@ from ..errors import ConfigError, DataError
 logger = logging.getLogger(__name__)
 
 TASKS = ("regression", "classification", "multilabel")
+TEXT_TOKENS = "text_bert"  # annotation: (N, 3, T) int64 token ids, attention mask, segment ids of the text steps (MMSA)
 SPLITS = ("train", "valid", "test")
 
 
@@ -113,8 +114,8 @@ class Dataset:
         for key, values in self.annotations.items():
             if len(values) != n:
                 raise DataError(f"{self.name}: annotation {key!r} has {len(values)} entries for {n} utterances.")
-        tokens = self.annotations.get("text_bert")
-        if tokens is not None:  # what batches carry as the text's token ids (imsa.data.batch.TEXT_TOKENS)
+        tokens = self.annotations.get(TEXT_TOKENS)
+        if tokens is not None:  # what batches carry as the text's token ids
             text = self.features.get("l")
             shape = np.shape(tokens)
             if text is None or text.ndim != 3 or len(shape) != 3 or shape[1] != 3 or shape[2] != text.shape[1] or not np.issubdtype(np.asarray(tokens).dtype, np.integer):

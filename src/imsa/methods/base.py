@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, build_config, check_domains
-from ..data.batch import Batch, draw_frames, iterate_batches, tensor_cache
+from ..data.batch import TEXT, Batch, draw_frames, iterate_batches, tensor_cache
 from ..data.dataset import Dataset, Subset
 from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
 from ..frames import FrameDrop
@@ -30,6 +30,7 @@ from ..metrics import METRICS
 from ..missing import condition_index, fixed_conditions, make_sampler
 from ..nn.layers import masked_mean
 from ..nn.mult import MulTModel
+from ..nn.text_encoder import TextEncoder
 from ..protocols import Protocol
 from ..predictions import Predictions
 from ..training import RunContext, TrainResult, evaluate, lr_factor, metrics_of, predict_settings, selection_score
@@ -654,19 +655,33 @@ class MulTBackbone(MulTModel):
     ``dim``, ``heads``, ``layers``, ``conv_kernel``, ``attn_dropout(_a, _v)``,
     ``embed_dropout``, ``output_dropout`` and ``text_dropout`` are required; a config
     without ``relu_dropout``, ``res_dropout``, ``causal`` or ``padding_mask`` gets the
-    released values (0, 0, causal, no padding mask).
+    released values (0, 0, causal, no padding mask). A config with a ``text_encoder``
+    reads the text as that encoder's states of the batch's token ids.
     """
 
     def __init__(self, spec: DataSpec, cfg):
+        encoder = TextEncoder(cfg.text_encoder) if getattr(cfg, "text_encoder", "") else None
+        if encoder is not None:
+            encoder.check_token_input()
         super().__init__(
-            spec.modalities, spec.dims, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
+            spec.modalities, {**spec.dims, **({TEXT: encoder.dim} if encoder is not None else {})}, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
             attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v), relu_dropout=getattr(cfg, "relu_dropout", 0.0),
             res_dropout=getattr(cfg, "res_dropout", 0.0), embed_dropout=cfg.embed_dropout, output_dropout=cfg.output_dropout,
             text_dropout=cfg.text_dropout, causal=getattr(cfg, "causal", True), padding_mask=getattr(cfg, "padding_mask", False),
         )
+        self.text_encoder = encoder
+
+    def inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The sequences the projections read: the batch's features, the text encoded from its token ids where there is an encoder."""
+        if self.text_encoder is None:
+            return batch.inputs
+        if batch.tokens is None:
+            raise DataError("this model reads the text's token ids through its text encoder, and the batch has none (the dataset lacks the annotation 'text_bert').")
+        states, _ = self.text_encoder.token_states(batch.tokens, batch.padding[TEXT], batch.present[:, batch.modalities.index(TEXT)])
+        return {**batch.inputs, TEXT: states}
 
     def forward(self, batch: Batch) -> Output:
-        return Output(*super().forward(batch.inputs, batch.padding, batch.present))
+        return Output(*super().forward(self.inputs(batch), batch.padding, batch.present))
 
 
 class PerCondition(torch.nn.Module):

@@ -80,18 +80,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE
-from ..data.batch import TEXT, TEXT_TOKENS, UNKNOWN_TOKEN, Batch
+from ..data.batch import TEXT, Batch
 from ..errors import ConfigError, DataError
 from ..frames import FrameDrop, FramesInside, droppable, protected
 from ..missing import Complete, make_sampler
 from ..nn.almt import CrossTransformer, HyperModalityLayer, TokenTransformer
 from ..nn.layers import reverse_gradient
+from ..nn.text_encoder import TextEncoder, check_token_ids
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, task_loss
@@ -215,7 +215,9 @@ class LNLNNet(nn.Module):
         for j, m in enumerate(self.modalities):
             present = batch.present[:, j]
             if m == TEXT and self.text_encoder is not None:
-                x, mask = self.text_states(batch, present)
+                if batch.tokens is None:
+                    raise DataError("this lnln model fine-tunes a text encoder on token ids, and the batch has none (the dataset lacks the annotation 'text_bert').")
+                x, mask = self.text_encoder.token_states(batch.tokens, batch.padding[TEXT], present)
                 out[m] = self.encoders[m](self.embed[m](x), mask if self.cfg.mask_padding else None)[:, : self.cfg.tokens]
                 continue
             x = batch.inputs[m] * present.reshape(-1, *([1] * (batch.inputs[m].dim() - 1))).to(batch.inputs[m].dtype)
@@ -224,21 +226,6 @@ class LNLNNet(nn.Module):
                 x, mask = x[:, None], None
             out[m] = self.encoders[m](self.embed[m](x), mask)[:, : self.cfg.tokens]
         return out
-
-    def text_states(self, batch: Batch, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The text encoder's token states ``(B, T, H)`` and their attention mask: dropped
-        words are the unknown token; a missing text is the empty transcript ``[CLS] [SEP]``."""
-        if batch.tokens is None:
-            raise DataError("this lnln model fine-tunes a text encoder on token ids, and the batch has none (the dataset lacks the annotation 'text_bert').")
-        special = self.text_encoder.tokenizer
-        ids = torch.where(batch.tokens == UNKNOWN_TOKEN, torch.full_like(batch.tokens, special.unk_token_id), batch.tokens)
-        attention = batch.padding[TEXT]
-        empty = torch.full_like(ids, special.pad_token_id)
-        empty[:, :2] = torch.tensor([special.cls_token_id, special.sep_token_id], device=ids.device)
-        absent = ~present[:, None]
-        ids = torch.where(absent, empty, ids)
-        attention = torch.where(absent, torch.arange(ids.shape[1], device=ids.device)[None, :] < 2, attention)
-        return self.text_encoder(ids, attention.long()), attention
 
     def run(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Every intermediate that the prediction and the training losses need."""
@@ -327,17 +314,14 @@ class LNLN(Method):
     def build(self, spec: DataSpec) -> nn.Module:
         encoder = None
         if self.config.text_encoder:
-            from ..nn.text_encoder import TextEncoder
-
-            encoder = TextEncoder(None if self.config.text_encoder == "minilm" else self.config.text_encoder)
-            special = encoder.tokenizer
-            lacking = [name for name in ("unk", "cls", "sep", "pad") if getattr(special, f"{name}_token_id") is None]
-            if lacking:
-                raise ConfigError(f"{encoder.model_path}: its tokenizer has no {', '.join(lacking)} token, which LNLN's token input needs (a BERT-style tokenizer).")
+            encoder = TextEncoder(self.config.text_encoder)
+            encoder.check_token_input()
         return LNLNNet(spec, self.config, encoder)
 
     def data_spec(self, dataset):
         spec = super().data_spec(dataset)
+        if self.config.text_encoder:
+            check_token_ids(dataset, self.config.text_encoder)
         dominant = self.config.dominant
         if dominant not in spec.modalities or len(spec.modalities) < 2:
             raise ConfigError(
@@ -346,24 +330,10 @@ class LNLN(Method):
             )
         return spec
 
-    def check_tokens(self, dataset, model: LNLNNet) -> None:
-        """Refuse data without token ids, or with ids outside the encoder's vocabulary."""
-        if model.text_encoder is None or TEXT not in dataset.modalities:
-            return
-        tokens = dataset.annotations.get(TEXT_TOKENS)
-        if tokens is None:
-            raise ConfigError(
-                f"{dataset.name}: text_encoder={self.config.text_encoder!r} reads the text's token ids, and this dataset has none; use an MMSA file "
-                "(its text_bert ids) or precomputed text (text_encoder='')."
-            )
-        vocabulary, largest = model.text_encoder.model.config.vocab_size, int(np.asarray(tokens)[:, 0].max())
-        if largest >= vocabulary:
-            raise DataError(f"{dataset.name}: token id {largest} is outside the vocabulary of {model.text_encoder.model_path} ({vocabulary} tokens): "
-                            "the file's ids come from another tokenizer; give the encoder they were made with.")
-
     def check_data(self, dataset):
         super().check_data(dataset)
-        self.check_tokens(dataset, self.model_)
+        if self.config.text_encoder:
+            check_token_ids(dataset, self.config.text_encoder)
         longer = {m: t for m, t in DataSpec.of(dataset).steps.items() if t > self.spec_.steps.get(m, t)}
         if longer:
             raise DataError(f"{dataset.name}: sequences of {longer} steps, longer than the {self.spec_.steps} this lnln model's positional tables hold.")
@@ -374,7 +344,6 @@ class LNLN(Method):
         self.spec_ = spec = self.data_spec(train.dataset)
         torch.manual_seed(seed)
         model = self.build(spec)
-        self.check_tokens(train.dataset, model)
         if c.train_noise == "none":
             sampler = protocol.training_sampler(make_sampler(c.train_missing))
         else:  # LNLN's own noise replaces the protocol's frames:same

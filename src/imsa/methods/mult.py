@@ -12,8 +12,12 @@ Decisions (the released backbones are trained only inside other recipes):
 
 * **Defaults: IMDer's MOSI backbone** (width 32, 8 heads, 4 crossmodal and 4 memory
   layers, kernel 3, embedding and audio-attention dropout 0.2, causal attention) on the
-  dataset's precomputed text features; a fine-tuned BERT is not part of this method
-  (the MMSA loader keeps ``text_bert`` token ids for methods that add one).
+  dataset's precomputed text features. ``text_encoder=PATH`` (a local Hugging Face
+  folder with the tokenizer the ids came from; ``minilm``) fine-tunes that encoder on
+  the file's token ids (MMSA's ``text_bert``) instead, as the released backbones do with
+  BERT: its token states replace the text features before the text's projection; a
+  dropped word (frames protocol) is the tokenizer's unknown token; a missing text is a
+  zero sequence like any missing modality.
 * **Training distribution**: complete data by default (``train_missing=complete``),
   the baseline's definition; any sampler (``uniform``, ``incomplete``, the random
   protocol's rate) trains a missing-modality MulT. A missing modality is a zero
@@ -39,7 +43,9 @@ from typing import ClassVar
 from torch import nn
 
 from ..config import COUNT, PROBABILITY
+from ..data.batch import TEXT
 from ..errors import ConfigError
+from ..nn.text_encoder import check_token_ids
 from .base import DataSpec, MulTBackbone, SinglePhaseMethod, TrainConfig
 from .registry import register_method
 
@@ -63,6 +69,9 @@ class MulTConfig(TrainConfig):
         The causal attention mask of the released code.
     padding_mask : bool
         Hide padded keys and read the last real step (off, as released).
+    text_encoder : str
+        ``""`` reads the precomputed text features; a local Hugging Face model folder, or
+        ``minilm``, fine-tunes that encoder on the dataset's token ids (``text_bert``).
     """
 
     dim: int = 32
@@ -79,6 +88,7 @@ class MulTConfig(TrainConfig):
     text_dropout: float = 0.0
     causal: bool = True
     padding_mask: bool = False
+    text_encoder: str = ""
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 32
@@ -108,11 +118,25 @@ class MulTMethod(SinglePhaseMethod):
     default_threads = 1
     tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1}
 
+    @classmethod
+    def reads_text_tokens(cls, config) -> bool:
+        return bool(config.text_encoder)
+
+    def encodes_itself(self, modality: str) -> bool:
+        return modality == TEXT and bool(self.config.text_encoder)
+
     def build(self, spec: DataSpec) -> nn.Module:
         return MulTBackbone(spec, self.config)
 
+    def check_data(self, dataset):
+        super().check_data(dataset)
+        if self.config.text_encoder:
+            check_token_ids(dataset, self.config.text_encoder)
+
     def data_spec(self, dataset):
         spec = super().data_spec(dataset)
+        if self.config.text_encoder:
+            check_token_ids(dataset, self.config.text_encoder)
         if len(spec.modalities) < 2:
             raise ConfigError(f"MulT needs at least two modalities to attend across; {dataset.name} has only {spec.modalities[0]!r}.")
         short = [m for m in spec.modalities if dataset.features[m].shape[1] < self.config.conv_kernel]

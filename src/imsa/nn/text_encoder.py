@@ -17,9 +17,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import nn
 
+from ..data.batch import UNKNOWN_TOKEN
+from ..data.dataset import TEXT_TOKENS
 from ..errors import ConfigError, DataError
 from ..files import load_tensors_only
 from .layers import masked_mean
@@ -50,8 +53,8 @@ def default_text_model_path() -> Path:
 
 
 def resolve_model_path(model_path: str | os.PathLike | None) -> Path:
-    """``model_path`` as an existing local model folder (None: the default model)."""
-    if model_path is None or str(model_path) == "":
+    """``model_path`` as an existing local model folder (None, ``""`` or ``"minilm"``: the default model)."""
+    if model_path is None or str(model_path) in ("", "minilm"):
         return default_text_model_path()
     path = Path(model_path).expanduser()
     if not (path / "config.json").is_file():
@@ -96,6 +99,26 @@ def check_pickled_weights(folder: Path) -> None:
         except Exception as e:  # noqa: BLE001 - any failure means: not plain tensors
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise DataError(f"{path}: refused: the text model's weights are not plain tensors, so they were not loaded (nothing in them ran). Use safetensors weights ({first[:120]}).") from None
+
+
+def check_token_ids(dataset, model_path: str | os.PathLike | None) -> None:
+    """Refuse a dataset without the text's token ids (annotation ``text_bert``), or with ids
+    outside the vocabulary of the model at ``model_path`` (read from its config alone)."""
+    tokens = dataset.annotations.get(TEXT_TOKENS)
+    if tokens is None:
+        raise ConfigError(
+            f"{dataset.name}: text_encoder reads the text's token ids, and this dataset has none; use an MMSA file "
+            "(its text_bert ids) or precomputed text features (text_encoder='')."
+        )
+    path = resolve_model_path(model_path)
+    try:
+        vocabulary = _transformers().AutoConfig.from_pretrained(str(path), local_files_only=True).vocab_size
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: cannot read the text model's config offline ({e}).") from None
+    largest = int(np.asarray(tokens)[:, 0].max())
+    if largest >= vocabulary:
+        raise DataError(f"{dataset.name}: token id {largest} is outside the vocabulary of {path} ({vocabulary} tokens): "
+                        "the file's ids come from another tokenizer; give the encoder they were made with.")
 
 
 class TextEncoder(nn.Module):
@@ -150,6 +173,29 @@ class TextEncoder(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Token states (B, T, dim) of ``input_ids`` (B, T) with ``attention_mask`` (B, T)."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    def token_states(self, tokens: torch.Tensor, attention: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states ``(B, T, dim)`` of a batch's token ids (``Batch.tokens``) and the
+        attention mask they were read with.
+
+        :data:`~imsa.data.batch.UNKNOWN_TOKEN` (a dropped word) becomes the tokenizer's
+        unknown token; a row whose text is missing (``present`` False) is read as the empty
+        transcript ``[CLS] [SEP]``, whatever its ids. ``attention`` is the text's padding mask.
+        """
+        special = self.tokenizer
+        ids = torch.where(tokens == UNKNOWN_TOKEN, torch.full_like(tokens, special.unk_token_id), tokens)
+        empty = torch.full_like(ids, special.pad_token_id)
+        empty[:, :2] = torch.tensor([special.cls_token_id, special.sep_token_id], device=ids.device)
+        absent = ~present.reshape(-1, 1)
+        ids = torch.where(absent, empty, ids)
+        attention = torch.where(absent, torch.arange(ids.shape[1], device=ids.device)[None, :] < 2, attention)
+        return self(ids, attention.long()), attention
+
+    def check_token_input(self) -> None:
+        """Refuse a tokenizer without the special tokens that :meth:`token_states` writes."""
+        lacking = [name for name in ("unk", "cls", "sep", "pad") if getattr(self.tokenizer, f"{name}_token_id") is None]
+        if lacking:
+            raise ConfigError(f"{self.model_path}: its tokenizer has no {', '.join(lacking)} token, which reading token ids needs (a BERT-style tokenizer).")
 
     @staticmethod
     def pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -115,12 +115,12 @@ class Dataset:
             if len(values) != n:
                 raise DataError(f"{self.name}: annotation {key!r} has {len(values)} entries for {n} utterances.")
         tokens = self.annotations.get(TEXT_TOKENS)
-        if tokens is not None:  # what batches carry as the text's token ids
-            text = self.features.get("l")
+        text = self.features.get("l")
+        if tokens is not None and text is not None:  # what batches carry as the text's token ids
             shape = np.shape(tokens)
-            if text is None or text.ndim != 3 or len(shape) != 3 or shape[1] != 3 or shape[2] != text.shape[1] or not np.issubdtype(np.asarray(tokens).dtype, np.integer):
+            if text.ndim != 3 or len(shape) != 3 or shape[1] != 3 or shape[2] != text.shape[1] or not np.issubdtype(np.asarray(tokens).dtype, np.integer):
                 raise DataError(f"{self.name}: annotation 'text_bert' has shape {shape}; token ids must be integers of shape ({n}, 3, T) "
-                                f"(ids, attention mask, segment ids) with T the text sequence's steps ({None if text is None else text.shape[1:2]}).")
+                                f"(ids, attention mask, segment ids) with T the text sequence's steps ({text.shape[1:2]}).")
         if self.task == "multilabel":
             k = len(self.class_names or ())
             if self.labels.shape != (n, k) or not np.isin(self.labels, (0, 1)).all():

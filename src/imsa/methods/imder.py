@@ -36,6 +36,18 @@ Decisions where the released code is silent or wrong (spec section 7):
   after 20 epochs (so on MOSI the plateau never fires, as released). Padding is not masked inside the score network either;
   projected sequences are zero-padded to a length divisible by 8 for the U-Net and
   cropped back (48 steps at MOSI's shapes need none).
+* **Measured: the released condition noise teaches a shortcut the sampler cannot use.**
+  With the target's own noise realisation on the condition, ``x_t - c_t = x0 - c``: the
+  noise cancels, and a network trained so reads it off the pair. In
+  ``benchmarks/imder_score.py`` (the score network alone, 2,000 steps, a toy target
+  ``x0 = B c + noise``) such a network's held-out loss is 5.1-68 per time band with
+  shared noise but 40-104 with fresh condition noise (what sampling gives it); trained
+  with fresh noise it reaches 11-81 either way. None of the three modes samples usefully
+  at that budget: 100-step sample MSE 14.5 (shared), 7.8 (independent), 11.8 (none),
+  against 0.27 for the zero sequence, and the same with shuffled conditions. So
+  ``condition_noise=independent`` is the consistent choice; the default stays the
+  release's. In the full method at small budgets (tests/test_imder.py's scale) the
+  prediction gains come from the backbone, not from the sampled recovery.
 * **Text**: the dataset's precomputed text sequence (no BERT fine-tuning).
 * **Data**: word-aligned sequences (one length per utterance in every modality), two or
   three modalities; the fixed protocol trains one model on ``train_missing=uniform`` and

@@ -46,8 +46,7 @@ Decisions where the released code is silent or wrong (spec section 7):
   at that budget: 100-step sample MSE 14.5 (shared), 7.8 (independent), 11.8 (none),
   against 0.27 for the zero sequence, and the same with shuffled conditions. So
   ``condition_noise=independent`` is the consistent choice; the default stays the
-  release's. In the full method at small budgets (tests/test_imder.py's scale) the
-  prediction gains come from the backbone, not from the sampled recovery.
+  release's.
 * **Text**: the dataset's precomputed text sequence (no BERT fine-tuning).
 * **Data**: word-aligned sequences (one length per utterance in every modality), two or
   three modalities; the fixed protocol trains one model on ``train_missing=uniform`` and

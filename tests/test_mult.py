@@ -156,3 +156,21 @@ def test_a_fine_tuned_text_encoder_reads_the_token_ids(tmp_path, tiny_bert, toke
     no_ids = load_dataset("synthetic", num_videos=6, sequence_length=6, aligned=True).split(0)
     with pytest.raises(ConfigError, match="text_bert"):
         method_class("mult")(**TINY_MULT, text_encoder=str(tiny_bert)).fit(no_ids["train"], no_ids["valid"])
+
+
+@pytest.mark.parametrize("name", ["dicmor", "imder"])
+def test_recovery_methods_encode_token_ids_and_freeze_the_encoder_for_recovery(tmp_path, tiny_bert, token_mmsa, name):
+    """DiCMoR and IMDer with ``text_encoder``: the backbone reads the encoder's states of the ids
+    (fine-tuned with it on complete data), and the recovery phase leaves the encoder as it was."""
+    from imsa.protocols import Protocol
+
+    data = load_dataset(str(token_mmsa(tmp_path / "aligned_50.pkl")))
+    split = data.split(0)
+    cls = method_class(name)
+    method = cls(**{**cls.tiny_config, "batch_size": 8, "epochs": 2}, text_encoder=str(tiny_bert)).fit(split["train"], split["valid"], protocol=Protocol("random", rate=0.5), seed=0)
+    net = method.model_
+    models = list(net.models.values()) if hasattr(net, "models") else [net]
+    assert all(m.backbone.text_encoder is not None and not any(p.requires_grad for p in m.backbone.text_encoder.parameters()) for m in models)
+    predictions = next(iter(method.predict_settings(split["test"], Protocol("random", rate=0.5).settings(split["test"])).values()))
+    assert np.isfinite(predictions).all()
+    assert cls.reads_text_tokens(method.config)

@@ -30,7 +30,7 @@ from ..metrics import METRICS
 from ..missing import condition_index, fixed_conditions, make_sampler
 from ..nn.layers import masked_mean
 from ..nn.mult import MulTModel
-from ..nn.text_encoder import TextEncoder
+from ..nn.text_encoder import TextEncoder, check_token_ids
 from ..protocols import Protocol
 from ..predictions import Predictions
 from ..training import RunContext, TrainResult, evaluate, lr_factor, metrics_of, predict_settings, selection_score
@@ -217,6 +217,8 @@ class Method:
     # (``module({condition: model}, modalities)``, with the conditions in ``names``), so that
     # state dicts record the conditions and load rebuilds it.
     per_condition_module: ClassVar[type | None] = None
+    # Whether a ``text_encoder`` in the config reads the text's token ids (``Batch.tokens``).
+    token_text: ClassVar[bool] = False
 
     def __init__(self, config=None, **overrides):
         if isinstance(config, self.Config):
@@ -236,8 +238,9 @@ class Method:
     @classmethod
     def reads_text_tokens(cls, config) -> bool:
         """Whether the text modality is read as token ids (``Batch.tokens``) by an encoder of
-        the method's own, so that a dropped word becomes the tokenizer's unknown token."""
-        return False
+        the method's own, so that a dropped word becomes the tokenizer's unknown token: for
+        a method with ``token_text``, where its config names a ``text_encoder``."""
+        return cls.token_text and bool(getattr(config, "text_encoder", ""))
 
     # -- to implement ------------------------------------------------------------------------
     def build(self, spec: DataSpec) -> torch.nn.Module:
@@ -348,13 +351,6 @@ class Method:
             class_names=self.spec_.class_names or dataset.class_names,
         )
 
-    def check_data(self, dataset: Dataset) -> None:
-        """Refuse data of another shape than the model's (modalities, dimensions, task), naming what differs."""
-        self._check_fitted()
-        spec, other = self.spec_, DataSpec.of(dataset)
-        for what in ("modalities", "dims", "sequence", "task", "output_dim"):
-            if getattr(spec, what) != getattr(other, what):
-                raise DataError(f"{dataset.name}: {what} {getattr(other, what)}, but this {self.name} model was trained on {what} {getattr(spec, what)}.")
 
     def save(self, path, **provenance):
         """Write the fitted method as ``<path>.safetensors`` + ``<path>.json`` (see :mod:`imsa.model_files`)."""
@@ -389,8 +385,19 @@ class Method:
         return self
 
     def encodes_itself(self, modality: str) -> bool:
-        """Whether the method computes ``modality``'s features itself (from raw transcripts), not reading the dataset's."""
-        return False
+        """Whether the method computes ``modality``'s features itself (from raw transcripts or token ids), not reading the dataset's."""
+        return modality == TEXT and self.reads_text_tokens(self.config)
+
+    def check_data(self, dataset: Dataset) -> None:
+        """Refuse data of another shape than the model's (modalities, dimensions, task), naming what
+        differs, and data without the token ids (of the encoder's vocabulary) the model reads."""
+        self._check_fitted()
+        spec, other = self.spec_, DataSpec.of(dataset)
+        for what in ("modalities", "dims", "sequence", "task", "output_dim"):
+            if getattr(spec, what) != getattr(other, what):
+                raise DataError(f"{dataset.name}: {what} {getattr(other, what)}, but this {self.name} model was trained on {what} {getattr(spec, what)}.")
+        if self.reads_text_tokens(self.config):
+            check_token_ids(dataset, self.config.text_encoder)
 
     def data_spec(self, dataset: Dataset) -> DataSpec:
         """The spec of the training data, refusing a modality whose features are all zero
@@ -412,6 +419,8 @@ class Method:
                     f"{dataset.name}: the features of modality {m!r} are all zero, a placeholder rather than data; "
                     f"{self.name} would train on it as if it were real{hint}. Drop the modality or use a method that encodes it."
                 )
+        if self.reads_text_tokens(self.config):
+            check_token_ids(dataset, self.config.text_encoder)
         return DataSpec.of(dataset)
 
     @property

@@ -50,7 +50,10 @@ Decisions where the released code is silent or departs from the paper (spec sect
   dropped), the learning rate halved when the selection score has not improved for
   more than 5 epochs (``plateau_factor``, ``plateau_patience``; the release steps it
   on the validation L1 loss, the same quantity), early stopping after 10 epochs.
-* **Text**: the dataset's precomputed text sequence (no BERT; a documented deviation).
+* **Text**: the dataset's precomputed text sequence by default (a documented deviation:
+  the release encodes the token ids with BERT, frozen under ``no_grad`` in its
+  training); ``text_encoder=PATH`` encodes them with a local encoder of the ids'
+  tokenizer, fine-tuned in phase 1 and frozen in phase 2.
 * **Data**: sequences of one length in every modality (word-aligned), two or three
   modalities; anything else is refused.
 """
@@ -114,7 +117,7 @@ class DiCMoRNet(nn.Module):
         return out
 
     def forward(self, batch: Batch) -> Output:
-        x, mask = self.backbone.projections(batch.inputs, batch.padding, batch.present)
+        x, mask = self.backbone.projections(self.backbone.inputs(batch), batch.padding, batch.present)
         return Output(*self.backbone.head(self.recover(x, batch.present), mask))
 
 
@@ -132,6 +135,10 @@ class DiCMoRConfig(TrainConfig):
     dim, heads, layers, conv_kernel : int
         MulT width, heads, layers and projection kernel (MOSI 32 / 8 / 4 / 5).
     attn_dropout, attn_dropout_a, attn_dropout_v, embed_dropout, output_dropout, text_dropout : float
+    text_encoder : str
+        ``""`` reads the precomputed text features; a local Hugging Face model folder, or
+        ``minilm``, encodes the dataset's token ids (``text_bert``) with that encoder,
+        fine-tuned in phase 1 with the backbone and frozen in phase 2, as released.
     padding_mask : bool
         Key-padding masks in MulT (off, as released).
     flow_steps, flow_hidden : int
@@ -167,6 +174,7 @@ class DiCMoRConfig(TrainConfig):
     embed_dropout: float = 0.2
     output_dropout: float = 0.5
     text_dropout: float = 0.5
+    text_encoder: str = ""
     padding_mask: bool = False
     flow_steps: int = 32
     flow_hidden: int = 64
@@ -219,6 +227,7 @@ class DiCMoR(Method):
     inputs = "sequence"
     per_condition_module = PerCondition
     default_threads = 2
+    token_text = True
     tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "flow_steps": 2, "flow_hidden": 8, "rec_blocks": 1, "rec_reduction": 4,
                                    "pretrain_epochs": 2, "accumulate": 1, "per_condition": False}
     learning_config: ClassVar[dict] = {"batch_size": 64, "epochs": 8, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None, "plateau_patience": None}
@@ -286,11 +295,13 @@ class DiCMoR(Method):
         net = self.build(self.spec_)
         net.backbone.load_state_dict(copy.deepcopy(backbone.state_dict()))
         net.backbone.projections.requires_grad_(False)
+        if net.backbone.text_encoder is not None:
+            net.backbone.text_encoder.requires_grad_(False)
         masks = TrainingMasks(sampler, modalities, seed, stream=7)
 
         def loss(model, batch, epoch):
             drawn = masks.draw(batch, epoch)
-            x, mask = model.backbone.projections(batch.inputs, batch.padding, torch.ones_like(drawn.present))
+            x, mask = model.backbone.projections(model.backbone.inputs(batch), batch.padding, torch.ones_like(drawn.present))
             present = drawn.present
             classes = sentiment_classes(batch.labels) if task == "regression" else batch.labels
             nll = 0.0

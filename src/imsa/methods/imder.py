@@ -47,7 +47,9 @@ Decisions where the released code is silent or wrong (spec section 7):
   against 0.27 for the zero sequence, and the same with shuffled conditions. So
   ``condition_noise=independent`` is the consistent choice; the default stays the
   release's.
-* **Text**: the dataset's precomputed text sequence (no BERT fine-tuning).
+* **Text**: the dataset's precomputed text sequence by default (the release encodes the
+  token ids with BERT, fine-tuned in the unreleased pretraining and frozen in the IMDer
+  stage); ``text_encoder=PATH`` does that with a local encoder of the ids' tokenizer.
 * **Data**: word-aligned sequences (one length per utterance in every modality), two or
   three modalities; the fixed protocol trains one model on ``train_missing=uniform`` and
   scores every condition.
@@ -131,7 +133,7 @@ class IMDerNet(nn.Module):
         return out
 
     def forward(self, batch: Batch) -> Output:
-        x, mask = self.backbone.projections(batch.inputs, batch.padding, batch.present)
+        x, mask = self.backbone.projections(self.backbone.inputs(batch), batch.padding, batch.present)
         return Output(*self.backbone.head(self.recover(x, batch.present, batch.index), mask))
 
 
@@ -144,6 +146,10 @@ class IMDerConfig(TrainConfig):
     dim, heads, layers, conv_kernel : int
         MulT width, heads, layers and projection kernel (32 / 8 / 4 / 3).
     attn_dropout, attn_dropout_a, attn_dropout_v, embed_dropout, output_dropout, text_dropout : float
+    text_encoder : str
+        ``""`` reads the precomputed text features; a local Hugging Face model folder, or
+        ``minilm``, encodes the dataset's token ids (``text_bert``) with that encoder,
+        fine-tuned in phase 0 with the backbone and frozen in phase 1, as released.
     sigma : float
         The VE SDE's sigma.
     sampling_steps : int
@@ -176,6 +182,7 @@ class IMDerConfig(TrainConfig):
     embed_dropout: float = 0.2
     output_dropout: float = 0.0
     text_dropout: float = 0.0
+    text_encoder: str = ""
     sigma: float = 25.0
     sampling_steps: int = 100
     sample_seed: int = 0
@@ -238,6 +245,7 @@ class IMDer(Method):
     protocols = ("fixed", "random")  # it recovers whole modalities; dropped frames give it no target (its spec)
     inputs = "sequence"
     default_threads = 2
+    token_text = True
     tiny_config: ClassVar[dict] = {
         "dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "sampling_steps": 2, "unet_channels": (8, 8, 8, 8), "unet_embed_dim": 8,
         "unet_layers": 1, "unet_groups": (2, 2), "rec_blocks": 1, "rec_reduction": 4, "pretrain_epochs": 2,
@@ -275,6 +283,8 @@ class IMDer(Method):
         net = self.build(spec)
         net.backbone.load_state_dict(copy.deepcopy(backbone.state_dict()))
         (net.backbone if c.freeze_backbone else net.backbone.projections).requires_grad_(False)
+        if net.backbone.text_encoder is not None:  # frozen in the released recovery stage
+            net.backbone.text_encoder.requires_grad_(False)
         self.model_ = net
         if protocol.kind == "random" and protocol.rate == 0:  # nothing to recover: phase 0's model
             return self
@@ -284,7 +294,7 @@ class IMDer(Method):
 
         def loss(model, batch, epoch):
             drawn = masks.draw(batch, epoch)
-            x, mask = model.backbone.projections(batch.inputs, batch.padding, torch.ones_like(drawn.present))
+            x, mask = model.backbone.projections(model.backbone.inputs(batch), batch.padding, torch.ones_like(drawn.present))
             present, size = drawn.present, len(batch)
             visible = {m: v * present[:, k].to(v.dtype)[:, None, None] for k, (m, v) in enumerate(x.items())}
             scores, squared = 0.0, 0.0

@@ -91,7 +91,7 @@ from ..frames import FrameDrop, FramesInside, droppable, protected
 from ..missing import Complete, make_sampler
 from ..nn.almt import CrossTransformer, HyperModalityLayer, TokenTransformer
 from ..nn.layers import reverse_gradient
-from ..nn.text_encoder import TextEncoder, check_token_ids
+from ..nn.text_encoder import TextEncoder
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, task_loss
@@ -294,6 +294,7 @@ class LNLN(Method):
     name = "lnln"
     Config = LNLNConfig
     default_threads = 2
+    token_text = True
     tiny_config: ClassVar[dict] = {"dim": 16, "tokens": 2, "heads": 2, "dim_head": 8, "mlp_dim": 16, "hyper_dim_head": 4, "depth": 1, "hyper_depth": 2,
                                    "fusion_depth": 1, "disc_hidden": 8, "lr_schedule": "constant"}
     learning_config: ClassVar[dict] = {"train_noise": "none"}
@@ -304,13 +305,6 @@ class LNLN(Method):
     def own_frame_noise(cls, config) -> bool:
         return config.train_noise != "none" or super().own_frame_noise(config)
 
-    @classmethod
-    def reads_text_tokens(cls, config) -> bool:
-        return bool(config.text_encoder)
-
-    def encodes_itself(self, modality: str) -> bool:
-        return modality == TEXT and bool(self.config.text_encoder)
-
     def build(self, spec: DataSpec) -> nn.Module:
         encoder = None
         if self.config.text_encoder:
@@ -320,8 +314,6 @@ class LNLN(Method):
 
     def data_spec(self, dataset):
         spec = super().data_spec(dataset)
-        if self.config.text_encoder:
-            check_token_ids(dataset, self.config.text_encoder)
         dominant = self.config.dominant
         if dominant not in spec.modalities or len(spec.modalities) < 2:
             raise ConfigError(
@@ -332,8 +324,6 @@ class LNLN(Method):
 
     def check_data(self, dataset):
         super().check_data(dataset)
-        if self.config.text_encoder:
-            check_token_ids(dataset, self.config.text_encoder)
         longer = {m: t for m, t in DataSpec.of(dataset).steps.items() if t > self.spec_.steps.get(m, t)}
         if longer:
             raise DataError(f"{dataset.name}: sequences of {longer} steps, longer than the {self.spec_.steps} this lnln model's positional tables hold.")

@@ -43,9 +43,7 @@ from typing import ClassVar
 from torch import nn
 
 from ..config import COUNT, PROBABILITY
-from ..data.batch import TEXT
 from ..errors import ConfigError
-from ..nn.text_encoder import check_token_ids
 from .base import DataSpec, MulTBackbone, SinglePhaseMethod, TrainConfig
 from .registry import register_method
 
@@ -116,27 +114,14 @@ class MulTMethod(SinglePhaseMethod):
     Config = MulTConfig
     inputs = "sequence"
     default_threads = 1
+    token_text = True
     tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1}
-
-    @classmethod
-    def reads_text_tokens(cls, config) -> bool:
-        return bool(config.text_encoder)
-
-    def encodes_itself(self, modality: str) -> bool:
-        return modality == TEXT and bool(self.config.text_encoder)
 
     def build(self, spec: DataSpec) -> nn.Module:
         return MulTBackbone(spec, self.config)
 
-    def check_data(self, dataset):
-        super().check_data(dataset)
-        if self.config.text_encoder:
-            check_token_ids(dataset, self.config.text_encoder)
-
     def data_spec(self, dataset):
         spec = super().data_spec(dataset)
-        if self.config.text_encoder:
-            check_token_ids(dataset, self.config.text_encoder)
         if len(spec.modalities) < 2:
             raise ConfigError(f"MulT needs at least two modalities to attend across; {dataset.name} has only {spec.modalities[0]!r}.")
         short = [m for m in spec.modalities if dataset.features[m].shape[1] < self.config.conv_kernel]

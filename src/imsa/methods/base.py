@@ -351,6 +351,16 @@ class Method:
             class_names=self.spec_.class_names or dataset.class_names,
         )
 
+    def check_data(self, dataset: Dataset) -> None:
+        """Refuse data of another shape than the model's (modalities, dimensions, task), naming what
+        differs, and data without the token ids (of the encoder's vocabulary) the model reads."""
+        self._check_fitted()
+        spec, other = self.spec_, DataSpec.of(dataset)
+        for what in ("modalities", "dims", "sequence", "task", "output_dim"):
+            if getattr(spec, what) != getattr(other, what):
+                raise DataError(f"{dataset.name}: {what} {getattr(other, what)}, but this {self.name} model was trained on {what} {getattr(spec, what)}.")
+        if self.reads_text_tokens(self.config):
+            check_token_ids(dataset, self.config.text_encoder)
 
     def save(self, path, **provenance):
         """Write the fitted method as ``<path>.safetensors`` + ``<path>.json`` (see :mod:`imsa.model_files`)."""
@@ -387,17 +397,6 @@ class Method:
     def encodes_itself(self, modality: str) -> bool:
         """Whether the method computes ``modality``'s features itself (from raw transcripts or token ids), not reading the dataset's."""
         return modality == TEXT and self.reads_text_tokens(self.config)
-
-    def check_data(self, dataset: Dataset) -> None:
-        """Refuse data of another shape than the model's (modalities, dimensions, task), naming what
-        differs, and data without the token ids (of the encoder's vocabulary) the model reads."""
-        self._check_fitted()
-        spec, other = self.spec_, DataSpec.of(dataset)
-        for what in ("modalities", "dims", "sequence", "task", "output_dim"):
-            if getattr(spec, what) != getattr(other, what):
-                raise DataError(f"{dataset.name}: {what} {getattr(other, what)}, but this {self.name} model was trained on {what} {getattr(spec, what)}.")
-        if self.reads_text_tokens(self.config):
-            check_token_ids(dataset, self.config.text_encoder)
 
     def data_spec(self, dataset: Dataset) -> DataSpec:
         """The spec of the training data, refusing a modality whose features are all zero
@@ -669,9 +668,7 @@ class MulTBackbone(MulTModel):
     """
 
     def __init__(self, spec: DataSpec, cfg):
-        encoder = TextEncoder(cfg.text_encoder) if getattr(cfg, "text_encoder", "") else None
-        if encoder is not None:
-            encoder.check_token_input()
+        encoder = TextEncoder.for_token_ids(cfg.text_encoder) if getattr(cfg, "text_encoder", "") else None
         super().__init__(
             spec.modalities, {**spec.dims, **({TEXT: encoder.dim} if encoder is not None else {})}, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
             attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v), relu_dropout=getattr(cfg, "relu_dropout", 0.0),
@@ -684,10 +681,7 @@ class MulTBackbone(MulTModel):
         """The sequences the projections read: the batch's features, the text encoded from its token ids where there is an encoder."""
         if self.text_encoder is None:
             return batch.inputs
-        if batch.tokens is None:
-            raise DataError("this model reads the text's token ids through its text encoder, and the batch has none (the dataset lacks the annotation 'text_bert').")
-        states, _ = self.text_encoder.token_states(batch.tokens, batch.padding[TEXT], batch.present[:, batch.modalities.index(TEXT)])
-        return {**batch.inputs, TEXT: states}
+        return {**batch.inputs, TEXT: self.text_encoder.token_states(batch)[0]}
 
     def forward(self, batch: Batch) -> Output:
         return Output(*super().forward(self.inputs(batch), batch.padding, batch.present))

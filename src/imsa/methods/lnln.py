@@ -213,18 +213,15 @@ class LNLNNet(nn.Module):
         A missing modality's features are zeroed here, so that they are never read."""
         out = {}
         for j, m in enumerate(self.modalities):
-            present = batch.present[:, j]
             if m == TEXT and self.text_encoder is not None:
-                if batch.tokens is None:
-                    raise DataError("this lnln model fine-tunes a text encoder on token ids, and the batch has none (the dataset lacks the annotation 'text_bert').")
-                x, mask = self.text_encoder.token_states(batch.tokens, batch.padding[TEXT], present)
-                out[m] = self.encoders[m](self.embed[m](x), mask if self.cfg.mask_padding else None)[:, : self.cfg.tokens]
-                continue
-            x = batch.inputs[m] * present.reshape(-1, *([1] * (batch.inputs[m].dim() - 1))).to(batch.inputs[m].dtype)
-            mask = batch.padding.get(m) if self.cfg.mask_padding else None
-            if x.dim() == 2:  # one vector per utterance: a one-step sequence
-                x, mask = x[:, None], None
-            out[m] = self.encoders[m](self.embed[m](x), mask)[:, : self.cfg.tokens]
+                x, mask = self.text_encoder.token_states(batch)
+            else:
+                present = batch.present[:, j]
+                x = batch.inputs[m] * present.reshape(-1, *([1] * (batch.inputs[m].dim() - 1))).to(batch.inputs[m].dtype)
+                mask = batch.padding.get(m)
+                if x.dim() == 2:  # one vector per utterance: a one-step sequence
+                    x, mask = x[:, None], None
+            out[m] = self.encoders[m](self.embed[m](x), mask if self.cfg.mask_padding else None)[:, : self.cfg.tokens]
         return out
 
     def run(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -306,11 +303,7 @@ class LNLN(Method):
         return config.train_noise != "none" or super().own_frame_noise(config)
 
     def build(self, spec: DataSpec) -> nn.Module:
-        encoder = None
-        if self.config.text_encoder:
-            encoder = TextEncoder(self.config.text_encoder)
-            encoder.check_token_input()
-        return LNLNNet(spec, self.config, encoder)
+        return LNLNNet(spec, self.config, TextEncoder.for_token_ids(self.config.text_encoder) if self.config.text_encoder else None)
 
     def data_spec(self, dataset):
         spec = super().data_spec(dataset)

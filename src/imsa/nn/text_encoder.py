@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.batch import UNKNOWN_TOKEN
+from ..data.batch import TEXT, UNKNOWN_TOKEN
 from ..data.dataset import TEXT_TOKENS
 from ..errors import ConfigError, DataError
 from ..files import load_tensors_only
@@ -174,14 +174,26 @@ class TextEncoder(nn.Module):
         """Token states (B, T, dim) of ``input_ids`` (B, T) with ``attention_mask`` (B, T)."""
         return self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
-    def token_states(self, tokens: torch.Tensor, attention: torch.Tensor, present: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Token states ``(B, T, dim)`` of a batch's token ids (``Batch.tokens``) and the
-        attention mask they were read with.
+    @classmethod
+    def for_token_ids(cls, model_path: str | os.PathLike | None) -> "TextEncoder":
+        """An encoder for :meth:`token_states`, refusing a tokenizer without the special tokens it writes."""
+        encoder = cls(model_path)
+        lacking = [name for name in ("unk", "cls", "sep", "pad") if getattr(encoder.tokenizer, f"{name}_token_id") is None]
+        if lacking:
+            raise ConfigError(f"{encoder.model_path}: its tokenizer has no {', '.join(lacking)} token, which reading token ids needs (a BERT-style tokenizer).")
+        return encoder
+
+    def token_states(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Token states ``(B, T, dim)`` of an utterance-level batch's token ids
+        (``Batch.tokens``) and the attention mask they were read with.
 
         :data:`~imsa.data.batch.UNKNOWN_TOKEN` (a dropped word) becomes the tokenizer's
-        unknown token; a row whose text is missing (``present`` False) is read as the empty
-        transcript ``[CLS] [SEP]``, whatever its ids. ``attention`` is the text's padding mask.
+        unknown token; a row whose text is missing is read as the empty transcript
+        ``[CLS] [SEP]``, whatever its ids. The attention mask is the text's padding mask.
         """
+        if batch.tokens is None:
+            raise DataError("this model reads the text's token ids through its text encoder, and the batch has none (the dataset lacks the annotation 'text_bert').")
+        tokens, attention, present = batch.tokens, batch.padding[TEXT], batch.present[:, batch.modalities.index(TEXT)]
         special = self.tokenizer
         ids = torch.where(tokens == UNKNOWN_TOKEN, torch.full_like(tokens, special.unk_token_id), tokens)
         empty = torch.full_like(ids, special.pad_token_id)
@@ -190,12 +202,6 @@ class TextEncoder(nn.Module):
         ids = torch.where(absent, empty, ids)
         attention = torch.where(absent, torch.arange(ids.shape[1], device=ids.device)[None, :] < 2, attention)
         return self(ids, attention.long()), attention
-
-    def check_token_input(self) -> None:
-        """Refuse a tokenizer without the special tokens that :meth:`token_states` writes."""
-        lacking = [name for name in ("unk", "cls", "sep", "pad") if getattr(self.tokenizer, f"{name}_token_id") is None]
-        if lacking:
-            raise ConfigError(f"{self.model_path}: its tokenizer has no {', '.join(lacking)} token, which reading token ids needs (a BERT-style tokenizer).")
 
     @staticmethod
     def pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

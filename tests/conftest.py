@@ -140,3 +140,21 @@ def token_mmsa():
     """Writes an aligned MMSA pickle with text_bert ids of :func:`tiny_bert`'s vocabulary: ``token_mmsa(path, steps=8, largest=32)``."""
     return _token_mmsa
 
+
+
+def _padded_sequences(lengths, dims={"l": 6, "a": 3, "v": 4}, width=None, seed=0):
+    from imsa.data.batch import Batch
+
+    generator = torch.Generator().manual_seed(seed)
+    width = width or max(lengths)
+    mask = torch.arange(width)[None] < torch.tensor(lengths)[:, None]
+    inputs = {m: torch.randn(len(lengths), width, d, generator=generator) * mask[..., None] for m, d in dims.items()}
+    return Batch(inputs=inputs, padding={m: mask for m in dims}, present=torch.ones(len(lengths), len(dims), dtype=torch.bool),
+                 labels=torch.linspace(-3, 3, len(lengths)), index=torch.arange(len(lengths)), modalities=tuple(dims))
+
+
+@pytest.fixture
+def padded_sequences():
+    """Builds a batch of aligned sequences of the given lengths, zero-padded at the end to
+    ``width``: ``padded_sequences(lengths, dims=..., width=None, seed=0)``."""
+    return _padded_sequences

@@ -4,6 +4,8 @@ class-transfer behaviour of coupling-only versus Glow flows (docs/dicmor.md sect
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 
 import numpy as np
@@ -17,6 +19,7 @@ from imsa.methods.base import DataSpec
 from imsa.methods.dicmor import sentiment_classes
 from imsa.methods.registry import method_class
 from imsa.missing import fixed_conditions
+from imsa.protocols import Protocol
 from imsa.nn.flows import ClassPrior, Flow, bits_per_dim_nll
 
 DiCMoR = method_class("dicmor")
@@ -151,6 +154,27 @@ def test_recovery_per_sample_equals_the_released_per_batch_path():
                 torch.testing.assert_close(got[m][i], per_condition[c.name][1][m][i])
 
 
+def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding(padded_sequences):
+    dims = {"l": 6, "a": 3, "v": 4}
+    lengths = [11, 7, 4]
+    present = torch.tensor([[True, False, False], [False, True, True], [False, True, False]])
+    batch = padded_sequences(lengths, dims).with_present(present)
+    for padding_mask in (True, False):
+        net = randomised(DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=3, flow_hidden=8, rec_blocks=2, rec_reduction=4,
+                                padding_mask=padding_mask).build(spec(dims)))
+        with torch.no_grad():
+            together = net(batch).prediction
+            one_by_one = torch.cat([
+                net(dataclasses.replace(batch.select(torch.tensor([i])), inputs={m: v[i:i + 1, :n] for m, v in batch.inputs.items()},
+                                        padding={m: v[i:i + 1, :n] for m, v in batch.padding.items()})).prediction
+                for i, n in enumerate(lengths)
+            ])
+        if padding_mask:
+            torch.testing.assert_close(one_by_one, together, atol=1e-5, rtol=1e-5)
+        else:  # as released, the short utterances read their batch's padding
+            assert not torch.isclose(one_by_one[1:], together[1:], atol=1e-4).any()
+
+
 def test_gradients_reach_flows_only_through_the_likelihood_and_phase_2_leaves_projections_alone():
     data = load_dataset("synthetic", num_videos=20, sequence_length=6, aligned=True, seed=0)
     split = data.split(0)
@@ -281,3 +305,17 @@ def test_one_phase_2_model_per_condition_under_the_fixed_protocol(tmp_path):
     torch.testing.assert_close(mixed, torch.cat([alone, complete]))
     restored = DiCMoR().load_state_dict(method.state_dict())
     torch.testing.assert_close(restored.predict(batch, present).prediction, mixed)
+
+
+def test_a_model_trained_with_padding_mask_predicts_the_same_in_any_batch():
+    data = load_dataset("synthetic", num_videos=12, sequence_length=9, aligned=True, seed=0)
+    split = data.split(0)
+    method = DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=3, flow_hidden=8, rec_blocks=2, rec_reduction=4, pretrain_epochs=1, epochs=1,
+                    accumulate=1, per_condition=False, padding_mask=True).fit(split["train"], split["valid"], seed=0)
+    settings = Protocol("random", rate=0.5).settings(split["test"])
+    together = method.predict_settings(split["test"], settings)
+    method.config = dataclasses.replace(method.config, eval_batch_size=1)
+    one_by_one = method.predict_settings(split["test"], settings)
+    for name, values in together.items():
+        assert np.isfinite(values).all()
+        np.testing.assert_allclose(one_by_one[name], values, atol=1e-5, rtol=1e-5)

@@ -4,6 +4,7 @@ U-Net shapes, reproducible and batch-independent sampling, freezing and gradient
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,64 @@ def test_the_sampler_draws_the_data_distribution_given_its_exact_score():
     noise = torch.randn(500, sampler_noise_shape(100), 4, 8, generator=torch.Generator().manual_seed(0))
     out = euler_maruyama(lambda x, t, c: -(x - 2.0) / (0.25 + sde.std(t)[:, None, None] ** 2), torch.zeros(500, 4, 8), sde, noise, steps=100)
     assert abs(out.mean().item() - 2.0) < 0.03 and abs(out.var().item() - 0.25) < 0.03
+
+
+def alone(batch, i, length):
+    """Utterance ``i`` of ``batch`` as a batch of its own, cut to its own length."""
+    return Batch(inputs={m: v[i:i + 1, :length] for m, v in batch.inputs.items()}, padding={m: v[i:i + 1, :length] for m, v in batch.padding.items()},
+                 present=batch.present[i:i + 1], labels=batch.labels[i:i + 1], index=batch.index[i:i + 1], modalities=batch.modalities)
+
+
+def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding(padded_sequences):
+    dims = {"l": 6, "a": 3, "v": 4}
+    lengths = [11, 7, 4]
+    batch = padded_sequences(lengths, dims)
+    present = torch.tensor([[True, False, False], [False, True, True], [False, True, False]])
+    for padding_mask in (True, False):
+        torch.manual_seed(0)
+        net = IMDer(**TINY, padding_mask=padding_mask).build(spec(dims)).eval()
+        with torch.no_grad():
+            masked = batch.with_present(present)
+            together = net(masked).prediction
+            one_by_one = torch.cat([net(alone(masked, i, n)).prediction for i, n in enumerate(lengths)])
+        if padding_mask:
+            torch.testing.assert_close(one_by_one, together, atol=1e-5, rtol=1e-5)
+        else:  # as released, the short utterances read their batch's padding
+            assert torch.isclose(one_by_one[0], together[0], atol=1e-5) and not torch.isclose(one_by_one[1:], together[1:], atol=1e-4).any()
+
+
+def test_masked_blocks_score_real_steps_as_the_unpadded_sequence():
+    from imsa.nn.rcan import Refiner
+
+    torch.manual_seed(0)
+    real = torch.arange(24)[None] < torch.tensor([24, 9])[:, None]
+    x = torch.randn(2, 8, 24) * real[:, None]
+    condition = torch.randn(2, 8, 24)  # noise at padded steps too: it must not leak in
+    refiner = Refiner(8, blocks=2, reduction=4)
+    torch.testing.assert_close(refiner(x, real)[1:, :, :9], refiner(x[1:, :, :9]), atol=1e-5, rtol=1e-5)
+    unet = ScoreUNet(8, VESDE(), (8, 8, 8, 8), 8, 2, 1, (2, 2))
+    t = torch.tensor([0.3, 0.3])
+    out = unet(x, t, condition, real)
+    pad = torch.nn.functional.pad
+    alone = unet(pad(x[1:, :, :9], (0, 7)), t[1:], pad(condition[1:, :, :9], (0, 7)), real[1:, :16])  # its own length, rounded up to 8
+    torch.testing.assert_close(out[1:, :, :16], alone, atol=1e-5, rtol=1e-5)
+    assert out[1:, :, 9:].abs().max() == 0
+    # the loss of a zero network: channels times real steps per sample
+    values = score_matching_loss(lambda x, t, c, mask: torch.zeros_like(x), torch.randn(4000, 4, 16), torch.randn(4000, 4, 16), VESDE(),
+                                 mask=(torch.arange(16)[None] < 5).expand(4000, 16))
+    assert abs(values.mean().item() - 20) < 0.5
+
+
+def test_a_model_trained_with_padding_mask_predicts_the_same_in_any_batch():
+    import dataclasses
+
+    data = load_dataset("synthetic", num_videos=12, sequence_length=9, aligned=True, seed=0)
+    split = data.split(0)
+    method = IMDer(**TINY, pretrain_epochs=1, epochs=1, padding_mask=True).fit(split["train"], split["valid"], seed=0)
+    settings = Protocol("random", rate=0.5).settings(split["test"])
+    together = method.predict_settings(split["test"], settings)
+    method.config = dataclasses.replace(method.config, eval_batch_size=1)
+    one_by_one = method.predict_settings(split["test"], settings)
+    for name, values in together.items():
+        assert np.isfinite(values).all()
+        np.testing.assert_allclose(one_by_one[name], values, atol=1e-5, rtol=1e-5)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from imsa.data.batch import Batch, iterate_batches
+from imsa.data.batch import iterate_batches
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError
 from imsa.methods.base import DataSpec
@@ -72,22 +72,13 @@ def test_causal_mask_and_the_channel_0_padding_rule():
         torch.testing.assert_close(embedded[0, 2], math.sqrt(8) * zero_first[0, 2])
 
 
-def sequences(lengths, dims={"l": 6, "a": 3, "v": 4}, width=None, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    width = width or max(lengths)
-    mask = torch.arange(width)[None] < torch.tensor(lengths)[:, None]
-    inputs = {m: torch.randn(len(lengths), width, d, generator=generator) * mask[..., None] for m, d in dims.items()}
-    return Batch(inputs=inputs, padding={m: mask for m in dims}, present=torch.ones(len(lengths), len(dims), dtype=torch.bool),
-                 labels=torch.zeros(len(lengths)), index=torch.arange(len(lengths)), modalities=tuple(dims))
-
-
-def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding():
+def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding(padded_sequences):
     dims = {"l": 6, "a": 3, "v": 4}
     spec = DataSpec(modalities=tuple(dims), dims=dims, sequence={m: True for m in dims}, task="regression", output_dim=1)
     torch.manual_seed(0)
     masked = MulT(dim=8, heads=2, layers=2, padding_mask=True).build(spec).eval()
     released = MulT(dim=8, heads=2, layers=2).build(spec).eval()
-    alone = sequences([5], width=5)
+    alone = padded_sequences([5], width=5)
     pad = torch.nn.functional.pad
     padded = dataclasses.replace(alone, inputs={m: pad(x, (0, 0, 0, 4)) for m, x in alone.inputs.items()},
                                  padding={m: pad(p, (0, 4)) for m, p in alone.padding.items()})  # the same utterance, 4 padded steps more

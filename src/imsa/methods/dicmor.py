@@ -38,6 +38,12 @@ Decisions where the released code is silent or departs from the paper (spec sect
 * **Reconstruction loss**: per sample, the mean over its missing modalities of the MSE
   to the (detached) true projection, averaged over the batch (complete samples count
   0); on a batch of one pattern this is the released value.
+* **Padding**: as released by default, nothing masks padded steps. ``padding_mask=true``
+  hides them in MulT (key masks, last real step read out), keeps them at zero and out
+  of the channel attention's mean in the refiners, and out of the reconstruction error,
+  so an utterance's prediction does not depend on its batch (tested). The flows act on
+  each step alone, so padded steps never reach a real step's transfer; their
+  likelihood still counts padded steps (zero inputs), as released.
 * **Protocols**: the fixed protocol trains one phase-2 model per condition, each
   trained and validated on its condition, all from one phase 1 (``per_condition``; the
   spec's reading of the released fixed setting); each utterance is predicted by its
@@ -73,7 +79,7 @@ from ..errors import ConfigError
 from ..missing import Complete, FixedCondition, fixed_conditions, make_sampler
 from ..nn.flows import ClassPrior, Flow, bits_per_dim_nll
 from ..nn.mult import released_order
-from ..nn.rcan import Refiner
+from ..nn.rcan import Refiner, keep_real
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import DataSpec, Method, MulTBackbone, Output, PerCondition, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
@@ -85,15 +91,16 @@ class DiCMoRNet(nn.Module):
 
     def __init__(self, spec: DataSpec, cfg: "DiCMoRConfig", num_classes: int):
         super().__init__()
-        self.modalities = spec.modalities
+        self.modalities, self.padding_mask = spec.modalities, cfg.padding_mask
         self.backbone = MulTBackbone(spec, cfg)
         self.flows = nn.ModuleDict({m: Flow(cfg.dim, cfg.flow_steps, cfg.flow_hidden, cfg.flow_step) for m in spec.modalities})
         self.priors = ClassPrior(num_classes, cfg.dim)
         self.refiners = nn.ModuleDict({m: Refiner(cfg.dim, cfg.rec_blocks, cfg.rec_reduction) for m in spec.modalities})
         self.merges = nn.ModuleDict({m: nn.Conv1d((len(spec.modalities) - 1) * cfg.dim, cfg.dim, 1) for m in spec.modalities}) if len(spec.modalities) > 2 else None
 
-    def recover(self, x: dict, present: torch.Tensor) -> dict:
-        """Each sample's missing modalities recovered from its available ones; present ones kept."""
+    def recover(self, x: dict, present: torch.Tensor, mask: dict | None = None) -> dict:
+        """Each sample's missing modalities recovered from its available ones; present ones
+        kept. ``mask`` (real steps per modality) keeps padding out of the refiners."""
         latents = {s: self.flows[s](x[s])[0] for s in self.modalities}
         out = {}
         for k, m in enumerate(self.modalities):
@@ -112,13 +119,22 @@ class DiCMoRNet(nn.Module):
             if self.merges is not None:
                 merged = self.merges[m](torch.cat([transfers[s] for s in sources], dim=-1).transpose(1, 2)).transpose(1, 2)
                 source = torch.where(available.all(1)[:, None, None], merged, single)
-            refined = self.refiners[m](source.transpose(1, 2)).transpose(1, 2)
+            real = None if mask is None else mask[m]
+            refined = self.refiners[m](keep_real(source.transpose(1, 2), real), real).transpose(1, 2)
             out[m] = torch.where(missing[:, None, None], refined, x[m])
         return out
 
     def forward(self, batch: Batch) -> Output:
         x, mask = self.backbone.projections(self.backbone.inputs(batch), batch.padding, batch.present)
-        return Output(*self.backbone.head(self.recover(x, batch.present), mask))
+        return Output(*self.backbone.head(self.recover(x, batch.present, mask if self.padding_mask else None), mask))
+
+
+def squared_error(recovered: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Per sample, the mean squared error of ``(B, T, C)`` sequences over all steps, or over the real ones of ``mask``."""
+    if mask is None:
+        return (recovered - target).pow(2).mean((1, 2))
+    real = mask[..., None].to(target.dtype)
+    return ((recovered - target).pow(2) * real).sum((1, 2)) / (real.sum((1, 2)) * target.shape[-1])
 
 
 def sentiment_classes(labels: torch.Tensor) -> torch.Tensor:
@@ -140,7 +156,9 @@ class DiCMoRConfig(TrainConfig):
         ``minilm``, encodes the dataset's token ids (``text_bert``) with that encoder,
         fine-tuned in phase 1 with the backbone and frozen in phase 2, as released.
     padding_mask : bool
-        Key-padding masks in MulT (off, as released).
+        Keep padded steps out (off, as released): MulT's key-padding masks and
+        last-real-step readout, the refiners (zero padding, real-step channel means) and
+        the reconstruction error (each sequence's mean over its real steps).
     flow_steps, flow_hidden : int
         Steps per flow and the couplings' hidden width.
     flow_step : {"coupling", "glow"}
@@ -309,8 +327,9 @@ class DiCMoR(Method):
                 z, logdet = model.flows[m](x[m])
                 nll = nll + bits_per_dim_nll(logdet, model.priors.log_prob(z, classes), x[m][0].numel(), clamp=c.clamp_nll)
             visible = {m: x[m] * present[:, k].to(x[m].dtype)[:, None, None] for k, m in enumerate(modalities)}
-            recovered = model.recover(visible, present)
-            errors = torch.stack([(recovered[m] - x[m].detach()).pow(2).mean((1, 2)) for m in modalities], dim=1)  # (B, M)
+            real = mask if c.padding_mask else None
+            recovered = model.recover(visible, present, real)
+            errors = torch.stack([squared_error(recovered[m], x[m].detach(), None if real is None else real[m]) for m in modalities], dim=1)  # (B, M)
             missing = (~present).to(errors.dtype)
             reconstruction = ((errors * missing).sum(1) / missing.sum(1).clamp(min=1)).mean()
             prediction = model.backbone.head(recovered, mask)[0]

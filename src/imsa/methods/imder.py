@@ -33,9 +33,19 @@ Decisions where the released code is silent or wrong (spec section 7):
   MulT without padding masks (last step read out), Adam with lr 2e-3 in phase 1, value
   clipping at 1.0, the learning rate halved when the selection score has not improved
   for more than 24 epochs (MOSI; ``plateau_patience``, 5 on MOSEI), early stopping
-  after 20 epochs (so on MOSI the plateau never fires, as released). Padding is not masked inside the score network either;
-  projected sequences are zero-padded to a length divisible by 8 for the U-Net and
-  cropped back (48 steps at MOSI's shapes need none).
+  after 20 epochs (so on MOSI the plateau never fires, as released). Projected
+  sequences are zero-padded to a length divisible by 8 for the U-Net and cropped back
+  (48 steps at MOSI's shapes need none).
+* **Padding** (spec 7.12): as released by default, nothing masks padded steps, so on
+  data with utterances of different lengths a prediction reads padding and depends on
+  its batch's width. ``padding_mask=true`` follows the spec's recommendation and goes
+  further: MulT hides padded keys and reads the last real step; the score networks keep
+  padded steps at zero, hide them from attention and from GroupNorm's statistics; the
+  refiners keep them at zero and out of the channel attention's mean; the sampler's
+  noise is drawn per utterance at its own length (rounded up to 8); the score loss sums
+  over real steps and the reconstruction error is each row's mean over its real steps.
+  An utterance's prediction then does not depend on its batch (tested). Positions stay
+  as released (padding is at the end, so real steps keep theirs).
 * **Measured: the released condition noise teaches a shortcut the sampler cannot use.**
   With the target's own noise realisation on the condition, ``x_t - c_t = x0 - c``: the
   noise cancels, and a network trained so reads it off the pair. In
@@ -59,10 +69,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
@@ -71,7 +83,7 @@ from ..errors import ConfigError
 from ..missing import Complete, make_sampler
 from ..nn.diffusion import VESDE, ScoreUNet, euler_maruyama, pad_to_multiple, sampler_noise_shape, score_matching_loss
 from ..nn.mult import released_order
-from ..nn.rcan import Refiner
+from ..nn.rcan import Refiner, keep_real
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import DataSpec, Method, MulTBackbone, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
@@ -81,7 +93,7 @@ from .registry import register_method
 class IMDerNet(nn.Module):
     def __init__(self, spec: DataSpec, cfg: "IMDerConfig"):
         super().__init__()
-        self.modalities, self.steps, self.sample_seed = spec.modalities, cfg.sampling_steps, cfg.sample_seed
+        self.modalities, self.steps, self.sample_seed, self.padding_mask = spec.modalities, cfg.sampling_steps, cfg.sample_seed, cfg.padding_mask
         self.sde = VESDE(cfg.sigma)
         self.backbone = MulTBackbone(spec, cfg)
         self.scores = nn.ModuleDict({
@@ -103,38 +115,48 @@ class IMDerNet(nn.Module):
             out = torch.where(available.all(1)[:, None, None], merged, out)
         return out
 
-    def sample(self, m: str, condition: torch.Tensor, index: torch.Tensor | None) -> torch.Tensor:
-        """Samples of ``m`` given ``condition`` ``(B, dim, T)``; noise per utterance where ``index`` is given."""
+    def sample(self, m: str, condition: torch.Tensor, index: torch.Tensor | None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Samples of ``m`` given ``condition`` ``(B, dim, T)``; noise per utterance where
+        ``index`` is given. With ``mask`` (``(B, T)`` real steps) padded steps stay zero and
+        an utterance's noise is drawn at its own padded length, whatever its batch's width."""
         steps, length = self.steps, condition.shape[-1]
         padded = pad_to_multiple(condition)
+        real = None if mask is None else pad_to_multiple(mask[:, None].to(padded.dtype))[:, 0] > 0
         shape = (sampler_noise_shape(steps),) + padded.shape[1:]
         if index is None:
             noise = torch.randn((padded.shape[0],) + shape, device=padded.device, dtype=padded.dtype)
         else:
             k = self.modalities.index(m)
+            widths = [shape[-1]] * len(index) if real is None else [-(-int(n) // 8) * 8 for n in real.sum(1).tolist()]
             noise = torch.stack([
-                torch.randn(shape, generator=torch.Generator().manual_seed(int(np.random.SeedSequence([self.sample_seed, int(i), k]).generate_state(1)[0])))
-                for i in index.tolist()
+                F.pad(torch.randn(shape[:-1] + (width,), generator=torch.Generator().manual_seed(int(np.random.SeedSequence([self.sample_seed, int(i), k]).generate_state(1)[0]))),
+                      (0, shape[-1] - width))
+                for i, width in zip(index.tolist(), widths)
             ]).to(padded.device, padded.dtype)
-        return euler_maruyama(self.scores[m], padded, self.sde, noise, steps=steps)[..., :length]
+        if real is not None:
+            noise = noise * real[:, None, None, :].to(noise.dtype)
+        score = self.scores[m] if real is None else partial(self.scores[m], mask=real)
+        return euler_maruyama(score, padded, self.sde, noise, steps=steps)[..., :length]
 
-    def recover(self, x: dict, present: torch.Tensor, index: torch.Tensor | None) -> dict:
+    def recover(self, x: dict, present: torch.Tensor, index: torch.Tensor | None, mask: dict | None = None) -> dict:
         """Each row's missing modalities sampled and refined; present ones kept. Rows are
-        sampled only where their modality is missing."""
+        sampled only where their modality is missing; ``mask`` (real steps per modality)
+        keeps padding out of the diffusion and the refiners."""
         out = dict(x)
         for k, m in enumerate(self.modalities):
             rows = torch.nonzero(~present[:, k]).squeeze(1)
             if not len(rows):
                 continue
-            condition = self.condition({s: v[rows] for s, v in x.items()}, present[rows], m)
-            sampled = self.sample(m, condition, None if index is None else index[rows])
-            refined = self.refiners[m](sampled).transpose(1, 2)
+            real = None if mask is None else mask[m][rows]
+            condition = keep_real(self.condition({s: v[rows] for s, v in x.items()}, present[rows], m), real)
+            sampled = self.sample(m, condition, None if index is None else index[rows], real)
+            refined = self.refiners[m](sampled, real).transpose(1, 2)
             out[m] = x[m].index_put((rows,), refined)
         return out
 
     def forward(self, batch: Batch) -> Output:
         x, mask = self.backbone.projections(self.backbone.inputs(batch), batch.padding, batch.present)
-        return Output(*self.backbone.head(self.recover(x, batch.present, batch.index), mask))
+        return Output(*self.backbone.head(self.recover(x, batch.present, batch.index, mask if self.padding_mask else None), mask))
 
 
 @dataclass(frozen=True)
@@ -165,6 +187,10 @@ class IMDerConfig(TrainConfig):
     score_weight, rec_weight : float
     freeze_backbone : bool
         Phase 1 trains score networks, condition convolutions and refiners only.
+    padding_mask : bool
+        Keep padded steps out of everything (off, as released): MulT's key-padding masks
+        and last-real-step readout, and in the score networks, the sampler, the refiners
+        and both recovery losses.
     pretrain_epochs, pretrain_lr
         Phase 0 (complete data).
     plateau_factor, plateau_patience : float, int or None
@@ -196,6 +222,7 @@ class IMDerConfig(TrainConfig):
     score_weight: float = 0.1
     rec_weight: float = 0.1
     freeze_backbone: bool = False
+    padding_mask: bool = False
     pretrain_epochs: int = 100
     pretrain_lr: float = 1e-4
     epochs: int = 200
@@ -303,13 +330,19 @@ class IMDer(Method):
                 rows = torch.nonzero(~present[:, k]).squeeze(1)
                 if not len(rows):
                     continue
-                condition = model.condition({s: v[rows] for s, v in visible.items()}, present[rows], m)
-                target = x[m][rows].transpose(1, 2)
+                real = mask[m][rows] if c.padding_mask else None
+                condition = keep_real(model.condition({s: v[rows] for s, v in visible.items()}, present[rows], m), real)
+                target = keep_real(x[m][rows].transpose(1, 2), real)
+                padded_real = None if real is None else pad_to_multiple(real[:, None].to(target.dtype))[:, 0] > 0
                 scores = scores + score_matching_loss(
-                    model.scores[m], pad_to_multiple(target), pad_to_multiple(condition), model.sde, condition_noise=c.condition_noise
+                    model.scores[m], pad_to_multiple(target), pad_to_multiple(condition), model.sde, condition_noise=c.condition_noise, mask=padded_real
                 ).sum() / size
-                refined = model.refiners[m](model.sample(m, condition, None))
-                squared = squared + (refined - target.detach()).pow(2).sum() / (size * target[0].numel())
+                refined = model.refiners[m](model.sample(m, condition, None, real), real)
+                error = (refined - target.detach()).pow(2)
+                if real is None:
+                    squared = squared + error.sum() / (size * target[0].numel())
+                else:  # each row's mean over its real steps, as the release's over all for unpadded rows
+                    squared = squared + (keep_real(error, real).sum((1, 2)) / (real.sum(1) * target.shape[1])).sum() / size
                 recovered[m] = visible[m].index_put((rows,), refined.transpose(1, 2))
             prediction = model.backbone.head(recovered, mask)[0]
             return task_loss(prediction, drawn.batch, task, "l1") + c.score_weight * scores + c.rec_weight * squared

@@ -2,7 +2,11 @@
 the variance-exploding SDE, denoising score matching, an Euler-Maruyama sampler that
 takes its noise explicitly, and the conditional 1-D U-Net score network.
 
-Sequences are ``(B, C, T)`` here, as the released code's convolutions want them.
+Sequences are ``(B, C, T)`` here, as the released code's convolutions want them. The
+loss and the U-Net take an optional ``mask`` (bool ``(B, T)``, True at real steps, which
+come first): padded steps then stay zero inside the U-Net, are hidden from its attention,
+left out of its GroupNorm statistics and out of the loss, so that real steps are scored
+as for the unpadded sequence. Without it every step counts, as released.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mult import TransformerEncoder
+from .rcan import keep_real
 
 
 class VESDE:
@@ -31,15 +36,17 @@ class VESDE:
         return self.sigma**t
 
 
-def score_matching_loss(score: Callable, x0: torch.Tensor, condition: torch.Tensor, sde: VESDE, *, condition_noise: str = "shared", eps: float = 1e-5) -> torch.Tensor:
+def score_matching_loss(score: Callable, x0: torch.Tensor, condition: torch.Tensor, sde: VESDE, *, condition_noise: str = "shared", eps: float = 1e-5,
+                        mask: torch.Tensor | None = None) -> torch.Tensor:
     """Per-sample denoising score-matching loss ``sum over (C, T) of (std(t) s(x_t, t, c_t) + z)^2``.
 
     ``t ~ U(eps, 1)`` per sample, ``x_t = x0 + std(t) z``; the condition is perturbed with the
     same ``z`` (``"shared"``, as released), fresh noise (``"independent"``) or not at all
-    (``"none"``). Noise from torch's generator (seeded by the run).
+    (``"none"``). Noise from torch's generator (seeded by the run). With ``mask`` the noise
+    and the sum cover real steps only and ``score`` is called with ``mask=mask``.
     """
     t = torch.rand(x0.shape[0], device=x0.device, dtype=x0.dtype) * (1.0 - eps) + eps
-    z = torch.randn_like(x0)
+    z = keep_real(torch.randn_like(x0), mask)
     std = sde.std(t)[:, None, None]
     if condition_noise == "shared":
         condition = condition + z * std
@@ -47,7 +54,10 @@ def score_matching_loss(score: Callable, x0: torch.Tensor, condition: torch.Tens
         condition = condition + torch.randn_like(condition) * std
     elif condition_noise != "none":
         raise ValueError(f"condition_noise must be shared, independent or none, got {condition_noise!r}")
-    return ((score(x0 + z * std, t, condition) * std + z) ** 2).sum((1, 2))
+    if condition_noise == "independent":
+        condition = keep_real(condition, mask)
+    predicted = score(x0 + z * std, t, condition) if mask is None else score(x0 + z * std, t, condition, mask=mask)
+    return keep_real((predicted * std + z) ** 2, mask).sum((1, 2))
 
 
 def sampler_noise_shape(steps: int) -> int:
@@ -135,29 +145,48 @@ class ScoreUNet(nn.Module):
         self.tnorm = nn.ModuleList([nn.GroupNorm(groups[1], c) for c in (c2, c1, c0)])
 
     @staticmethod
-    def _attend(block, h, condition):
-        return h + block(h.transpose(1, 2), condition.transpose(1, 2)).transpose(1, 2)
+    def _attend(block, h, condition, mask):
+        return h + block(h.transpose(1, 2), condition.transpose(1, 2), mask).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, condition: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The score of ``x`` ``(B, dim, T)`` at times ``t`` given ``condition``; ``mask``: real steps."""
+        # a stride-2 level's step i is centred on step 2i of the level above
+        masks = [None] * 4 if mask is None else [mask[:, :: 2**level] for level in range(4)]
         embed = _swish(self.time(t))
         skips = []
-        h = x
+        h, condition = keep_real(x, mask), keep_real(condition, mask)
         for level in range(4):
-            h = self.conv[level](h)
+            real = masks[level]
+            h = keep_real(self.conv[level](h), real)
             if level:
-                condition = self.conv_cond[level - 1](condition)
-            h = self._attend(self.attention[level], h, condition) + self.dense[level](embed)[..., None]
-            h = _swish(self.norm[level](h))
+                condition = keep_real(self.conv_cond[level - 1](condition), real)
+            h = self._attend(self.attention[level], h, condition, real) + self.dense[level](embed)[..., None]
+            h = keep_real(_swish(group_norm(self.norm[level], h, real)), real)
             skips.append(h)
-        for level in range(4):
+        for level, real in enumerate((masks[2], masks[1], masks[0], masks[0])):
             if level:
                 h = torch.cat([h, skips[3 - level]], dim=1)
-            h = self.tconv[level](h)
-            condition = self.tconv_cond[level](condition)
-            h = self._attend(self.tattention[level], h, condition)
+            h = keep_real(self.tconv[level](h), real)
+            condition = keep_real(self.tconv_cond[level](condition), real)
+            h = self._attend(self.tattention[level], h, condition, real)
             if level < 3:
-                h = _swish(self.tnorm[level](h + self.tdense[level](embed)[..., None]))
+                h = _swish(group_norm(self.tnorm[level], h + self.tdense[level](embed)[..., None], real))
+            h = keep_real(h, real)
         return h / self.sde.std(t)[:, None, None]
+
+
+def group_norm(norm: nn.GroupNorm, h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``norm(h)``, its statistics over the real steps of ``mask`` only where one is given."""
+    if mask is None:
+        return norm(h)
+    b, c, t = h.shape
+    grouped = h.reshape(b, norm.num_groups, c // norm.num_groups, t)
+    real = mask[:, None, None, :].to(h.dtype)
+    count = real.sum((2, 3), keepdim=True) * grouped.shape[2]
+    mean = (grouped * real).sum((2, 3), keepdim=True) / count
+    var = ((grouped - mean) ** 2 * real).sum((2, 3), keepdim=True) / count
+    normed = ((grouped - mean) / torch.sqrt(var + norm.eps)).reshape(b, c, t)
+    return normed * norm.weight[:, None] + norm.bias[:, None]
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 8) -> torch.Tensor:

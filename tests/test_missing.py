@@ -190,7 +190,7 @@ def test_fixed_condition_and_complete_samplers():
     assert RandomRate(0.5).sample(100, ("l", "a", "v"), 0).any(axis=1).all()
 
 
-@pytest.mark.parametrize("spec", ["complete", "uniform", "cmad", "dropout:0.3", "rate:0.5", "condition:l,a"])
+@pytest.mark.parametrize("spec", ["complete", "uniform", "cmad", "dropout:0.3", "rate:0.5", "condition:l,a", "batch:dicmor:0.5"])
 def test_make_sampler_round_trips_through_describe(spec):
     sampler = make_sampler(spec)
     assert sampler.describe() == spec
@@ -198,6 +198,18 @@ def test_make_sampler_round_trips_through_describe(spec):
     hash(sampler)  # frozen: usable as a config key
     present = sampler.sample(50, ("l", "a", "v"), np.random.default_rng(0))
     assert present.shape == (50, 3) and present.any(axis=1).all()
+
+
+def test_per_batch_sampler_gives_a_batch_one_pattern_with_the_inner_shares():
+    sampler = make_sampler("batch:dicmor:0.4")
+    rng = np.random.default_rng(0)
+    batches = [sampler.sample(8, ("l", "a", "v"), rng) for _ in range(4000)]
+    assert all((b == b[0]).all() for b in batches)
+    kept = np.array([b[0].sum() for b in batches])
+    # dicmor:0.4: two missing with probability 0.5, one missing 0.2, complete 0.3
+    assert abs((kept == 1).mean() - 0.5) < 0.03 and abs((kept == 2).mean() - 0.2) < 0.03 and abs((kept == 3).mean() - 0.3) < 0.03
+    with pytest.raises(ConfigError, match="whole-modality sampler"):
+        make_sampler("batch:frames:0.3")
 
 
 # --------------------------------------------------------------------------- invalid parameters

@@ -29,7 +29,7 @@ from imsa.errors import ConfigError, invalid_parameter
 MODALITY_ORDER = ("l", "a", "v")
 MODALITY_NAMES = {"l": "language", "a": "audio", "v": "vision"}
 
-SAMPLER_FORMS = ("complete", "uniform", "incomplete", "cmad", "dropout:<p>", "rate:<r>", "dicmor:<r>", "condition:<codes>", "frames:uniform", "frames:lnln", "frames:<r>")
+SAMPLER_FORMS = ("complete", "uniform", "incomplete", "cmad", "dropout:<p>", "rate:<r>", "dicmor:<r>", "condition:<codes>", "batch:<form>", "frames:uniform", "frames:lnln", "frames:<r>")
 
 _CMAD_WEIGHTS = {"l": 2, "a": 3, "v": 3, "l,a": 1, "l,v": 1, "a,v": 3, "l,a,v": 1}
 
@@ -548,6 +548,31 @@ class DiCMoRRate:
         return f"dicmor:{self.rate:g}"
 
 
+@dataclass(frozen=True)
+class PerBatch:
+    """One pattern per batch, as the released DiCMoR and IMDer trainers draw them: one row
+    of ``inner``'s, given to every row of the batch (the loop draws once per batch).
+
+    The released trainers also order the patterns within each pass over the data (the
+    batches that keep one modality first, then those that keep two, then complete ones);
+    here every batch draws on its own, with the same expected shares.
+    """
+
+    inner: MaskSampler
+
+    def __post_init__(self):
+        if hasattr(self.inner, "sample_frames") or isinstance(self.inner, PerBatch):
+            raise ConfigError(f"'batch:' takes a whole-modality sampler, not {self.inner.describe()!r}.")
+
+    def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
+        """Draw one ``(1, M)`` row of ``inner`` and repeat it ``n`` times."""
+        n = _check_count(n, "PerBatch.sample")
+        return np.repeat(self.inner.sample(1, modalities, rng), n, axis=0)
+
+    def describe(self) -> str:
+        return f"batch:{self.inner.describe()}"
+
+
 def make_sampler(spec: str) -> MaskSampler:
     """Build a training mask sampler from a config string.
 
@@ -556,6 +581,7 @@ def make_sampler(spec: str) -> MaskSampler:
     spec : str
         One of ``"complete"``, ``"uniform"``, ``"incomplete"``, ``"cmad"``, ``"dropout:<p>"``,
         ``"rate:<r>"``, ``"dicmor:<r>"``, ``"condition:<codes>"`` (e.g. ``"condition:l,a"``),
+        ``"batch:<form>"`` (one pattern of ``<form>`` per batch, e.g. ``"batch:dicmor:0.5"``),
         or a frame-level distribution ``"frames:uniform"``, ``"frames:lnln"``, ``"frames:<r>"``
         (see :mod:`imsa.frames`).
         A sampler's :meth:`describe` gives back such a string.
@@ -574,6 +600,11 @@ def make_sampler(spec: str) -> MaskSampler:
         return simple[kind]()
     if kind == "condition" and argument:
         return FixedCondition(Condition.parse(argument))
+    if kind == "batch" and argument:
+        try:
+            return PerBatch(make_sampler(argument))
+        except ConfigError as e:
+            raise ConfigError(f"In {spec!r}: {e}") from None
     if kind == "frames" and argument and argument != "same":  # frames:same is the frames protocol's own rate
         from .frames import make_frame_sampler
 

@@ -57,6 +57,8 @@ def test_the_issue_example_grid_resolves(tmp_path):
     assert experiments["mosi-bclstm/momke/rate=0.3"].config == {"epochs": 200}
     assert experiments["mosi-bclstm/late_fusion/fixed"].config == {}
     assert experiments["mosi-bclstm/momke/fixed"].resolved_config().epochs == 200
+    only = read_grid(path, replace={"methods": ["late_fusion"]})  # --methods: the other methods' overrides are set aside
+    assert only.methods == ("late_fusion",) and only.overrides == {}
     path.write_text(path.read_text().replace("epochs: 200", "stage1_epochs: 0"))
     with pytest.raises(ConfigError, match=r"grid.yaml: overrides.momke: The 'stage1_epochs' parameter of MoMKEConfig"):
         read_grid(path)

@@ -216,6 +216,11 @@ def read_grid(
         if changed:
             source += f" (with {', '.join(changed)} from the command line)"
     data = {**data, **(replace or {})}
+    if "methods" in (replace or {}):  # a selection of methods keeps the file's per-method keys of those it selects
+        chosen = data["methods"] if isinstance(data["methods"], list) else [data["methods"]]
+        for key in ("overrides", "tuned"):
+            if isinstance(data.get(key), dict):
+                data[key] = {m: v for m, v in data[key].items() if m in chosen}
     if config:
         if not isinstance(data.get("config") or {}, dict):
             raise ConfigError(f"{source}: config: expected a mapping of method config keys, got {data['config']!r}.")

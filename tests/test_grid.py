@@ -265,3 +265,15 @@ def test_complete_data_phases_train_once_for_every_protocol_of_a_grid(tmp_path):
     shared = json.loads((tmp_path / "store" / "synthetic" / "mmin" / "rate=0.3" / "runs" / "seed1-fold0.json").read_text())
     alone = json.loads((tmp_path / "alone" / "runs" / "seed1-fold0.json").read_text())
     assert shared["metrics"] == alone["metrics"] and shared["selected_epochs"] == alone["selected_epochs"]
+
+
+def test_an_experiment_whose_config_holds_tuples_resumes(tmp_path):
+    """A resolved config with tuple values (IMDer's unet_channels) is written as YAML lists;
+    claiming the directory again is the same experiment, another tuple is not."""
+    from imsa.experiments.runner import _claim_directory
+
+    resolved = {"method": "imder", "config": {"unet_channels": (32, 64, 128, 256), "epochs": 8}}
+    _claim_directory(tmp_path / "run", resolved)
+    _claim_directory(tmp_path / "run", resolved)
+    with pytest.raises(ConfigError, match="differs in: config"):
+        _claim_directory(tmp_path / "run", {**resolved, "config": {**resolved["config"], "unet_channels": (32, 64, 128, 128)}})

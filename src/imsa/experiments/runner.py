@@ -389,6 +389,7 @@ def _claim_directory(out: Path, resolved: dict) -> None:
             previous = yaml.safe_load(config_path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as e:
             raise ConfigError(f"{config_path}: damaged ({type(e).__name__}); this directory cannot be resumed safely. Choose another --out, or delete the directory to start over.") from None
+        resolved = yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))  # as written: tuples become lists
         if previous != resolved:
             changed = sorted(k for k in set(previous or {}) | set(resolved) if (previous or {}).get(k) != resolved.get(k))
             raise ConfigError(

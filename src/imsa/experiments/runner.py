@@ -177,7 +177,8 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     if experiment.protocol.drops_frames:  # what a dropped word became
         resolved["dropped_text"] = "no text" if "l" not in dataset.modalities else "[UNK] tokens" if cls.reads_text_tokens(config) else "zeroed precomputed features"
     if packaged.name is None and packaged_names(experiment.method):
-        logger.warning("%s; %s runs with its defaults (name one with --config %s/<name>).", packaged.reason, experiment.method, experiment.method)
+        given = f" and the given {', '.join(sorted(experiment.config))}" if experiment.config else ""
+        logger.warning("%s; %s runs with its defaults%s (name one with --config %s/<name>).", packaged.reason, experiment.method, given, experiment.method)
     _claim_directory(out, resolved)
     identity = experiment_fingerprint(resolved)
     specs = [RunSpec(experiment, seed, fold, out, identity) for seed in experiment.seeds for fold in folds]

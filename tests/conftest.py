@@ -158,3 +158,29 @@ def padded_sequences():
     """Builds a batch of aligned sequences of the given lengths, zero-padded at the end to
     ``width``: ``padded_sequences(lengths, dims=..., width=None, seed=0)``."""
     return _padded_sequences
+
+
+def _check_batch_independence(method):
+    """Fit ``method`` on short aligned synthetic sequences of different lengths, then check
+    that its test predictions under random masks are the same in batches of 256 and of 1."""
+    import dataclasses
+
+    from imsa.data.registry import load_dataset
+    from imsa.protocols import Protocol
+
+    split = load_dataset("synthetic", num_videos=12, sequence_length=9, aligned=True, seed=0).split(0)
+    method.fit(split["train"], split["valid"], seed=0)
+    settings = Protocol("random", rate=0.5).settings(split["test"])
+    together = method.predict_settings(split["test"], settings)
+    method.config = dataclasses.replace(method.config, eval_batch_size=1)
+    one_by_one = method.predict_settings(split["test"], settings)
+    for name, values in together.items():
+        assert np.isfinite(values).all()
+        np.testing.assert_allclose(one_by_one[name], values, atol=1e-5, rtol=1e-5)
+
+
+@pytest.fixture
+def check_batch_independence():
+    """``check_batch_independence(method)``: fits it on padded sequences and checks that a
+    prediction does not depend on the other utterances of its batch."""
+    return _check_batch_independence

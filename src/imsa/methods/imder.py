@@ -121,7 +121,7 @@ class IMDerNet(nn.Module):
         an utterance's noise is drawn at its own padded length, whatever its batch's width."""
         steps, length = self.steps, condition.shape[-1]
         padded = pad_to_multiple(condition)
-        real = None if mask is None else pad_to_multiple(mask[:, None].to(padded.dtype))[:, 0] > 0
+        real = None if mask is None else pad_to_multiple(mask)
         shape = (sampler_noise_shape(steps),) + padded.shape[1:]
         if index is None:
             noise = torch.randn((padded.shape[0],) + shape, device=padded.device, dtype=padded.dtype)
@@ -333,7 +333,7 @@ class IMDer(Method):
                 real = mask[m][rows] if c.padding_mask else None
                 condition = keep_real(model.condition({s: v[rows] for s, v in visible.items()}, present[rows], m), real)
                 target = keep_real(x[m][rows].transpose(1, 2), real)
-                padded_real = None if real is None else pad_to_multiple(real[:, None].to(target.dtype))[:, 0] > 0
+                padded_real = None if real is None else pad_to_multiple(real)
                 scores = scores + score_matching_loss(
                     model.scores[m], pad_to_multiple(target), pad_to_multiple(condition), model.sde, condition_noise=c.condition_noise, mask=padded_real
                 ).sum() / size

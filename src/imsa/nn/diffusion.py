@@ -190,5 +190,8 @@ def group_norm(norm: nn.GroupNorm, h: torch.Tensor, mask: torch.Tensor | None) -
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int = 8) -> torch.Tensor:
-    """``(B, C, T)`` zero-padded at the end to a length divisible by ``multiple``."""
+    """``(..., T)`` padded at the end to a length divisible by ``multiple``: with zeros, or
+    with False for a bool mask."""
+    if x.dtype == torch.bool:
+        return F.pad(x.to(torch.uint8), (0, -x.shape[-1] % multiple)).bool()
     return F.pad(x, (0, -x.shape[-1] % multiple))

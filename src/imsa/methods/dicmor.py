@@ -79,7 +79,8 @@ from ..errors import ConfigError
 from ..missing import Complete, FixedCondition, fixed_conditions, make_sampler
 from ..nn.flows import ClassPrior, Flow, bits_per_dim_nll
 from ..nn.mult import released_order
-from ..nn.rcan import Refiner, keep_real
+from ..nn.layers import masked_mean
+from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import DataSpec, Method, MulTBackbone, Output, PerCondition, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
@@ -120,7 +121,7 @@ class DiCMoRNet(nn.Module):
                 merged = self.merges[m](torch.cat([transfers[s] for s in sources], dim=-1).transpose(1, 2)).transpose(1, 2)
                 source = torch.where(available.all(1)[:, None, None], merged, single)
             real = None if mask is None else mask[m]
-            refined = self.refiners[m](keep_real(source.transpose(1, 2), real), real).transpose(1, 2)
+            refined = self.refiners[m](source.transpose(1, 2), real).transpose(1, 2)
             out[m] = torch.where(missing[:, None, None], refined, x[m])
         return out
 
@@ -131,10 +132,8 @@ class DiCMoRNet(nn.Module):
 
 def squared_error(recovered: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Per sample, the mean squared error of ``(B, T, C)`` sequences over all steps, or over the real ones of ``mask``."""
-    if mask is None:
-        return (recovered - target).pow(2).mean((1, 2))
-    real = mask[..., None].to(target.dtype)
-    return ((recovered - target).pow(2) * real).sum((1, 2)) / (real.sum((1, 2)) * target.shape[-1])
+    error = (recovered - target).pow(2)
+    return error.mean((1, 2)) if mask is None else masked_mean(error, mask, 1).mean(-1)
 
 
 def sentiment_classes(labels: torch.Tensor) -> torch.Tensor:

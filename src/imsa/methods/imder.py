@@ -83,7 +83,8 @@ from ..errors import ConfigError
 from ..missing import Complete, make_sampler
 from ..nn.diffusion import VESDE, ScoreUNet, euler_maruyama, pad_to_multiple, sampler_noise_shape, score_matching_loss
 from ..nn.mult import released_order
-from ..nn.rcan import Refiner, keep_real
+from ..nn.layers import masked_mean
+from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import DataSpec, Method, MulTBackbone, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
@@ -148,7 +149,7 @@ class IMDerNet(nn.Module):
             if not len(rows):
                 continue
             real = None if mask is None else mask[m][rows]
-            condition = keep_real(self.condition({s: v[rows] for s, v in x.items()}, present[rows], m), real)
+            condition = self.condition({s: v[rows] for s, v in x.items()}, present[rows], m)
             sampled = self.sample(m, condition, None if index is None else index[rows], real)
             refined = self.refiners[m](sampled, real).transpose(1, 2)
             out[m] = x[m].index_put((rows,), refined)
@@ -331,8 +332,8 @@ class IMDer(Method):
                 if not len(rows):
                     continue
                 real = mask[m][rows] if c.padding_mask else None
-                condition = keep_real(model.condition({s: v[rows] for s, v in visible.items()}, present[rows], m), real)
-                target = keep_real(x[m][rows].transpose(1, 2), real)
+                condition = model.condition({s: v[rows] for s, v in visible.items()}, present[rows], m)
+                target = x[m][rows].transpose(1, 2)
                 padded_real = None if real is None else pad_to_multiple(real)
                 scores = scores + score_matching_loss(
                     model.scores[m], pad_to_multiple(target), pad_to_multiple(condition), model.sde, condition_noise=c.condition_noise, mask=padded_real
@@ -342,7 +343,7 @@ class IMDer(Method):
                 if real is None:
                     squared = squared + error.sum() / (size * target[0].numel())
                 else:  # each row's mean over its real steps, as the release's over all for unpadded rows
-                    squared = squared + (keep_real(error, real).sum((1, 2)) / (real.sum(1) * target.shape[1])).sum() / size
+                    squared = squared + masked_mean(error.transpose(1, 2), real, 1).mean(-1).sum() / size
                 recovered[m] = visible[m].index_put((rows,), refined.transpose(1, 2))
             prediction = model.backbone.head(recovered, mask)[0]
             return task_loss(prediction, drawn.batch, task, "l1") + c.score_weight * scores + c.rec_weight * squared

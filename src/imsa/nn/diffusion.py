@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .mult import TransformerEncoder
-from .rcan import keep_real
+from .layers import keep_real
 
 
 class VESDE:
@@ -54,8 +54,6 @@ def score_matching_loss(score: Callable, x0: torch.Tensor, condition: torch.Tens
         condition = condition + torch.randn_like(condition) * std
     elif condition_noise != "none":
         raise ValueError(f"condition_noise must be shared, independent or none, got {condition_noise!r}")
-    if condition_noise == "independent":
-        condition = keep_real(condition, mask)
     predicted = score(x0 + z * std, t, condition) if mask is None else score(x0 + z * std, t, condition, mask=mask)
     return keep_real((predicted * std + z) ** 2, mask).sum((1, 2))
 

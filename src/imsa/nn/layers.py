@@ -18,6 +18,12 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
     return total / count
 
 
+def keep_real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """``(B, C, T)`` with the steps ``mask`` (``(B, T)``, True at real steps) marks as
+    padding set to zero; ``x`` itself without a mask."""
+    return x if mask is None else x * mask[:, None, :].to(x.dtype)
+
+
 class Standardize(nn.Module):
     """Per-feature standardisation with statistics fitted on training data.
 

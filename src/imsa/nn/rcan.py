@@ -2,7 +2,8 @@
 ship them in ``rcan.py``: channel attention, residual channel-attention blocks, one group.
 
 Every ``forward`` takes an optional ``mask`` (bool ``(B, T)``, True at real steps; the
-input zero elsewhere): padded steps are then kept at zero after every layer and left out
+input of a block zero elsewhere, which the refiner's per-step head sees to itself):
+padded steps are then kept at zero after every layer and left out
 of the channel attention's time mean, so real steps come out as for the unpadded
 sequence. Without it every step counts, as released.
 """
@@ -12,10 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def keep_real(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-    """``(B, C, T)`` with the steps ``mask`` (``(B, T)``) marks as padding set to zero."""
-    return x if mask is None else x * mask[:, None, :].to(x.dtype)
+from .layers import keep_real, masked_mean
 
 
 class ChannelAttention(nn.Module):
@@ -28,8 +26,7 @@ class ChannelAttention(nn.Module):
     def forward(self, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         if mask is None:
             return y * self.squeeze(y.mean(-1, keepdim=True))
-        real = mask[:, None, :].to(y.dtype)
-        return y * self.squeeze((y * real).sum(-1, keepdim=True) / real.sum(-1, keepdim=True))
+        return y * self.squeeze(masked_mean(y.transpose(1, 2), mask, 1)[..., None])
 
 
 class RCAB(nn.Module):

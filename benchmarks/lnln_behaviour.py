@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from imsa import __version__
-from imsa.data.batch import tensor_cache
+from imsa.batch import tensor_cache
 from imsa.data.registry import load_dataset
 from imsa.methods.lnln import LNLN
 from imsa.protocols import Protocol

@@ -31,7 +31,7 @@ class EpochTimer:
 
 
 def measure(name: str, options: dict, split, device: str) -> dict:
-    from imsa.data.batch import iterate_batches
+    from imsa.batch import iterate_batches
     from imsa.methods import method_class
     from imsa.training import RunContext
 

@@ -31,9 +31,23 @@ def private_user_cache(tmp_path_factory):
         os.environ["XDG_CACHE_HOME"] = previous
 
 
+# Every skip for lack of real data starts with this, so the summary line can count them.
+NO_REAL_DATA = "real data not found"
+
+
+def real_data_candidate() -> Path:
+    """Where the real data is looked for: ``$IMSA_DATA``, else ``../shared/datasets`` beside the project."""
+    return Path(os.environ["IMSA_DATA"]).expanduser() if os.environ.get("IMSA_DATA") else SHARED_DATA
+
+
 def real_data_root() -> Path | None:
-    root = Path(os.environ["IMSA_DATA"]) if os.environ.get("IMSA_DATA") else SHARED_DATA
+    root = real_data_candidate()
     return root if (root / "cmu-mosi" / "bc-lstm").is_dir() else None
+
+
+def skip_without_real_data(what: str) -> None:
+    pytest.skip(f"{NO_REAL_DATA}: {what} is not under {real_data_candidate()}; set IMSA_DATA to a folder laid out like "
+                f"../shared/datasets (or put that folder beside the repository) to run this test")
 
 
 @pytest.fixture(scope="session")
@@ -41,8 +55,19 @@ def data_root() -> Path:
     """The real-data root; skips the test when the CMU-MOSI files are not there."""
     root = real_data_root()
     if root is None:
-        pytest.skip(f"real data not found: expected CMU-MOSI under {SHARED_DATA} or $IMSA_DATA")
+        skip_without_real_data("CMU-MOSI (cmu-mosi/bc-lstm)")
     return root
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line that says how many tests the absence of real data skipped, and how to provide it."""
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if NO_REAL_DATA in str(getattr(r, "longrepr", ""))]
+    if skipped:
+        terminalreporter.write_line(
+            f"{len(skipped)} test(s) skipped for lack of real data: set IMSA_DATA=/path/to/datasets (a folder laid out like "
+            f"../shared/datasets) or place that folder beside the repository at {SHARED_DATA}, then run the tests again.",
+            yellow=True,
+        )
 
 
 @pytest.fixture(scope="session")
@@ -143,7 +168,7 @@ def token_mmsa():
 
 
 def _padded_sequences(lengths, dims={"l": 6, "a": 3, "v": 4}, width=None, seed=0):
-    from imsa.data.batch import Batch
+    from imsa.batch import Batch
 
     generator = torch.Generator().manual_seed(seed)
     width = width or max(lengths)

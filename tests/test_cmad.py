@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from imsa.training import RunContext
-from imsa.data.batch import tensor_cache
+from imsa.batch import tensor_cache
 from imsa.errors import ConfigError
 from imsa.methods.base import DataSpec
 from imsa.methods.cmad import CMAD, CMADConfig, ModalityReweighting, cafd_loss, logit_distillation, mar_weights
@@ -257,7 +257,7 @@ def test_truncate_keeps_the_first_steps_and_the_last_as_a_tokenizer_does():
 
 
 def test_long_audio_and_vision_are_cut_to_max_length_in_the_model(synthetic):
-    from imsa.data.batch import Batch
+    from imsa.batch import Batch
 
     torch.manual_seed(0)
     spec = DataSpec(modalities=("a", "v"), dims={"a": 3, "v": 2}, sequence={"a": True, "v": True}, task="regression", output_dim=1)

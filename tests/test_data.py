@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from imsa.data.batch import iterate_batches
+from imsa.batch import iterate_batches
 from imsa.data.dataset import Dataset, Fold
 from imsa.data.registry import load_dataset
 from imsa.data.safe_pickle import load_pickle

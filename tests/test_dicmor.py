@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from imsa.data.batch import Batch
+from imsa.batch import Batch
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError
 from imsa.methods.base import DataSpec
@@ -281,7 +281,7 @@ def test_dicmor_composition_sampler():
 def test_one_phase_2_model_per_condition_under_the_fixed_protocol(tmp_path):
     """per_condition (the spec's reading of the released fixed setting): one phase-2 model per
     condition from one phase 1; each utterance is predicted by its condition's model."""
-    from imsa.data.batch import iterate_batches
+    from imsa.batch import iterate_batches
     from imsa.data.registry import load_dataset
     from imsa.methods.dicmor import DiCMoR
     from imsa.missing import fixed_conditions

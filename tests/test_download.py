@@ -22,17 +22,15 @@ from imsa.data.download import (
 from imsa.data.registry import list_datasets
 from imsa.errors import ConfigError, DataError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
 MOSI = remote_files("mosi-bclstm")
 IEMOCAP_LABELS = remote_files("iemocap4-text")
 AUDIO_TEST = "cmu-mosi/bc-lstm/audio/audio_test0.csv"
 
 
 @pytest.fixture(scope="module")
-def shared() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"../shared/datasets not found: expected the real data files at {SHARED}")
-    return SHARED
+def shared(data_root) -> Path:
+    """The real data ($IMSA_DATA or ../shared/datasets), served as the mirror."""
+    return data_root
 
 
 @pytest.fixture

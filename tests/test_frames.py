@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from imsa.cli import main
-from imsa.data.batch import UNKNOWN_TOKEN, iterate_batches
+from imsa.batch import UNKNOWN_TOKEN, iterate_batches
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError, DataError
 from imsa.experiments.grid import grid_from_dict

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from imsa.data.batch import Batch, iterate_batches
+from imsa.batch import Batch, iterate_batches
 from imsa.data.dataset import Dataset, Fold
 from imsa.methods.base import DataSpec, TrainingMasks
 from imsa.methods.registry import method_class

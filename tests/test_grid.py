@@ -67,9 +67,9 @@ def test_the_issue_example_grid_resolves(tmp_path):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"methods": ["late_fusion", "momk"]}, f"grid.yaml: methods[1]: Unknown method 'momk'. Valid methods: {', '.join(list_methods())}."),
+        ({"methods": ["late_fusion", "momk"]}, f"grid.yaml: methods[1]: Unknown method 'momk'. Did you mean 'momke'? Valid methods: {', '.join(list_methods())}."),
         ({"datasets": ["nope"]}, "grid.yaml: datasets[0]: Unknown dataset 'nope'. Valid datasets:"),
-        ({"seed": [1]}, "grid.yaml: unknown key 'seed'. Valid keys: methods, datasets, protocols, seeds"),
+        ({"seed": [1]}, "grid.yaml: unknown key 'seed'. Did you mean 'seeds'? Valid keys: methods, datasets, protocols, seeds"),
         ({"overrides": {"late_fusion": {"epoch": 3}}}, "grid.yaml: overrides.late_fusion: Unknown config key 'epoch'"),
         ({"overrides": {"momke": {"epochs": 3}}}, "grid.yaml: overrides.momke: method 'momke' is not in this grid's methods"),
         ({"config": {"lr": "fast"}}, "grid.yaml: config: The 'lr' parameter"),

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from imsa.data.batch import Batch
+from imsa.batch import Batch
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError
 from imsa.methods.base import DataSpec

@@ -14,7 +14,7 @@ import torch
 from scipy import stats
 
 from imsa.cli import main
-from imsa.data.batch import iterate_batches, tensor_cache
+from imsa.batch import iterate_batches, tensor_cache
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError, DataError
 from imsa.frames import FrameDrop, FramesInside, droppable

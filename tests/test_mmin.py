@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from imsa.data.batch import iterate_batches
+from imsa.batch import iterate_batches
 from imsa.data.dataset import Dataset, Fold
 from imsa.errors import ConfigError
 from imsa.methods.base import DataSpec

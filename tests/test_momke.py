@@ -19,7 +19,7 @@ import torch
 import imsa.methods.momke as momke_module
 from imsa.training import RunContext
 from imsa.config import build_config, packaged_config
-from imsa.data.batch import tensor_cache, video_index_matrix
+from imsa.batch import tensor_cache, video_index_matrix
 from imsa.errors import ConfigError
 from imsa.experiments.runner import Experiment
 from imsa.methods.base import DataSpec

@@ -16,11 +16,13 @@ from imsa.data.mosi_misa import PICKLE
 from imsa.data.registry import load_dataset
 from imsa.errors import DataError
 
+from conftest import skip_without_real_data
+
 
 @pytest.fixture(scope="module")
 def misa_root(data_root):
     if not (data_root / PICKLE).is_file():
-        pytest.skip(f"real data not found: {data_root / PICKLE}")
+        skip_without_real_data(str(PICKLE))
     return data_root
 
 

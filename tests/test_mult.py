@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from imsa.data.batch import iterate_batches
+from imsa.batch import iterate_batches
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError
 from imsa.methods.base import DataSpec
@@ -124,7 +124,7 @@ TINY_MULT = {**method_class("mult").tiny_config, "batch_size": 8}
 def test_a_fine_tuned_text_encoder_reads_the_token_ids(tmp_path, tiny_bert, token_mmsa):
     """``text_encoder``: the text is the encoder's states of the file's ids (the encoder
     trains); a dropped word reaches it as the tokenizer's unknown token (1 here, not 100)."""
-    from imsa.data.batch import tensor_cache
+    from imsa.batch import tensor_cache
     from imsa.protocols import Protocol
 
     data = load_dataset(str(token_mmsa(tmp_path / "aligned_50.pkl")))

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from imsa.training import RunContext
-from imsa.data.batch import Batch, iterate_batches, tensor_cache
+from imsa.batch import Batch, iterate_batches, tensor_cache
 from imsa.errors import ConfigError, DataError
 from imsa.methods import create_method
 from imsa.metrics import compute_metrics

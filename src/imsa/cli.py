@@ -95,8 +95,25 @@ def _count(minimum: int):
     return _option(int, Interval(minimum))
 
 
+# The names of imsa.experiments.backends.BACKENDS, which imports torch (a test keeps the two equal).
+BACKEND_NAMES = ("sequential", "local", "ray")
 _seconds = _option(float, NON_NEGATIVE)
 _probability = _option(float, Interval(0, 1, low_open=True, high_open=True))
+
+
+def _modality_list(text: str) -> tuple[str, ...]:
+    """``--modalities l,a``: modality letters joined by commas, each once."""
+    from .missing import MODALITY_ORDER
+
+    letters = [m.strip() for m in text.split(",")]
+    bad = [m for m in letters if m not in MODALITY_ORDER]
+    accepted = "modality letters l (language), a (audio), v (visual) joined by commas, e.g. l,a"
+    if bad:
+        hint = " (commas between letters)" if any(len(m) > 1 and set(m) <= set(MODALITY_ORDER) for m in bad) else ""
+        raise argparse.ArgumentTypeError(f"{', '.join(repr(m) for m in bad)} in {text!r} is not a modality{hint}: give {accepted}")
+    if len(set(letters)) != len(letters):
+        raise argparse.ArgumentTypeError(f"{text!r} repeats a modality: give {accepted}")
+    return tuple(letters)
 
 
 def _gpu_indices(text: str) -> tuple[int, ...]:
@@ -157,7 +174,7 @@ def cmd_run(args) -> int:
         raise ImsaError("--rate applies to --protocol random or frames.")
     if args.rates and args.protocol != "frames":
         raise ImsaError("--rates applies to --protocol frames (one experiment per rate); give --protocol random one --rate.")
-    rates = args.rates or ([args.rate] if args.rate is not None else list(FRAME_RATES) if args.protocol == "frames" else [0.0])
+    rates = args.rates or ([args.rate] if args.rate is not None else list(FRAME_RATES) if args.protocol == "frames" else [None])  # random: Protocol asks for the rate
     if args.frames and args.protocol == "frames":
         raise ImsaError("--frames composes --protocol fixed or random with frame-level missing; --protocol frames takes --rate or --rates.")
     protocols = [Protocol(args.protocol, rate=rate, mask_seed=args.mask_seed, frames=args.frames) for rate in rates]
@@ -197,8 +214,17 @@ def cmd_run(args) -> int:
     print(format_table(summary, "test"))
     print("\nvalid")
     print(format_table(summary, "valid"))
-    print(f"\nResults in {out} ({time.perf_counter() - started:.1f} s)")
+    print(f"\n{_resumed(sum(s['finished_before'] for s in summaries), len(summaries) * summary['runs'], out)}Results in {out} ({time.perf_counter() - started:.1f} s)")
     return 0
+
+
+def _resumed(finished_before: int, total: int, out) -> str:
+    """The line that says a second run of the same command found finished runs (else nothing)."""
+    if not finished_before:
+        return ""
+    if finished_before == total:
+        return f"{'All ' + str(total) + ' runs' if total > 1 else 'The run'} had finished earlier in {out}: skipped, nothing trained (a new --out starts afresh).\n"
+    return f"{finished_before} of {total} runs had finished earlier in {out} and were skipped; {total - finished_before} trained or resumed.\n"
 
 
 def _config_option(value: str | None, method: str) -> tuple[dict, str | None]:
@@ -248,7 +274,8 @@ def cmd_grid_run(args) -> int:
     callbacks = [] if args.quiet else [GridProgress()]
     summaries = run_grid(grid, out, data_dir=args.data_dir, backend=backend, context=_run_context(args, callbacks))
     runs = sum(s["runs"] for s in summaries.values())
-    print(f"\nGrid of {len(summaries)} experiments, {runs} runs, in {out} ({time.perf_counter() - started:.1f} s, backend {backend.name}).")
+    print(f"\n{_resumed(sum(s['finished_before'] for s in summaries.values()), runs, out)}", end="")
+    print(f"Grid of {len(summaries)} experiments, {runs} runs, in {out} ({time.perf_counter() - started:.1f} s, backend {backend.name}).")
     print(f"Tables and plots: imsa report {out}")
     return 0
 
@@ -389,7 +416,7 @@ def cmd_predict(args) -> int:
     from .files import atomic_write_text
     from .metrics import MULTILABEL_METRICS, compute_metrics
     from .model_files import load_method
-    from .predictions import average, predict_models, read_features, to_csv
+    from .predictions import average, predict_models, read_features, to_csv, training_data, unfamiliar_inputs
 
     _use_threads(args.threads)
     source = Path(args.source)
@@ -402,7 +429,7 @@ def cmd_predict(args) -> int:
         provenance = loaded.provenance_
         models = [(provenance.get("seed", ""), int(provenance.get("fold", 0)), loaded)]
     spec = models[0][2].spec_
-    modalities = tuple(m for m in args.modalities.split(",") if m) if args.modalities else None
+    modalities = args.modalities
     if args.features and args.dataset:
         raise ImsaError("Give --dataset or --features, not both.")
     if args.features:
@@ -411,7 +438,7 @@ def cmd_predict(args) -> int:
         for _, predictions in rows:
             predictions.labels = None  # new utterances: no labels
     else:
-        name = args.dataset or provenance.get("dataset")
+        name, data_dir = training_data(models[0][2].provenance_, dataset=args.dataset, data_dir=args.data_dir)
         if not name:
             raise ImsaError(f"{source}: the model does not record its dataset; name one with --dataset.")
         _, options = _split_overrides(args.set)
@@ -419,11 +446,17 @@ def cmd_predict(args) -> int:
             options = {**(provenance.get("dataset_options") or {}), **options}
         if args.format:
             options["format"] = args.format
-        dataset = load_dataset(name, args.data_dir, **options)
+        dataset = load_dataset(name, data_dir, **options)
         checksum = provenance.get("data_checksum")
         if args.split != "all" and not args.all_models and checksum and checksum != dataset.checksum:
             logger.warning("%s differs from the data the model was trained on (checksum); its folds may not be the ones the model held out.", dataset.name)
         rows = predict_models(models, dataset, split=args.split, modalities=modalities, all_models=args.all_models)
+    scored = {u for _, predictions in rows for u in predictions.utterance_ids}
+    affected, per_modality = unfamiliar_inputs(models[0][2], dataset, scored, present if args.features else None)
+    if affected:
+        counts = ", ".join(f"{m}: {n}" for m, n in per_modality.items())
+        logger.warning("%d of %d utterances have features far outside the training features' distribution (by modality: %s); their predictions are unreliable. "
+                       "Check that the features come from the same extractor and scale as the training data.", affected, len(scored), counts)
     if args.ensemble:
         rows = [average(rows)]
     elif len(rows) > 1 and args.all_models:
@@ -443,15 +476,12 @@ def cmd_predict(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    import dataclasses
+    from .catalogue import method_entries
 
-    from .methods import list_methods, method_class
-
-    for name in list_methods():
-        cls = method_class(name)
-        print(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0]}")
-        for f in dataclasses.fields(cls.Config):
-            print(f"    {f.name} = {f.default!r}")
+    for entry in method_entries():
+        print(f"{entry.name}: {entry.summary}")
+        for key, default in entry.defaults:
+            print(f"    {key} = {default}")
     return 0
 
 
@@ -462,7 +492,7 @@ def cmd_tune(args) -> int:
     overrides, dataset_options = _split_overrides(args.set)
     if args.rate is not None and args.protocol == "fixed":
         raise ImsaError("--rate applies to --protocol random or frames.")
-    protocol = Protocol(args.protocol, rate=args.rate if args.rate is not None else 0.0, mask_seed=args.mask_seed, frames=args.frames)
+    protocol = Protocol(args.protocol, rate=args.rate, mask_seed=args.mask_seed, frames=args.frames)
     callbacks = [] if args.quiet else [ProgressBars()]
     result = run_tune(
         args.method, args.dataset, args.out, trials=args.trials, space_file=args.space, protocol=protocol, folds=args.folds, seeds=args.seeds,
@@ -477,11 +507,12 @@ def cmd_tune(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Only what imports without torch (the catalogue reads the method files' source), so that
+    # help and argument errors answer at once (benchmarks/cli_startup.py measures it).
+    from .catalogue import method_names
     from .data.formats import FORMATS
     from .data.registry import list_datasets
     from .data.text_features import text_source_names
-    from .experiments.backends import BACKENDS
-    from .methods import list_methods
     from .protocols import PROTOCOLS
 
     formats = FORMATS.names()
@@ -491,7 +522,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="train and evaluate a method under missing modalities")
-    run.add_argument("--method", default="late_fusion", help=f"one of: {', '.join(list_methods())} (default: late_fusion)")
+    run.add_argument("--method", default="late_fusion", help=f"one of: {', '.join(method_names())} (default: late_fusion)")
     run.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(e.name for e in list_datasets())}, or the path of a file in a published format (default: synthetic)")
     run.add_argument("--protocol", choices=PROTOCOLS, default="fixed", help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences)")
     run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random; frame drop rate in [0, 1] for --protocol frames")
@@ -512,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     tune = sub.add_parser("tune", help="search a method's config by validation score (Optuna; resumable; test never touched)")
-    tune.add_argument("--method", required=True, help=f"one of: {', '.join(list_methods())}")
+    tune.add_argument("--method", required=True, help=f"one of: {', '.join(method_names())}")
     tune.add_argument("--dataset", required=True, help="a registered dataset or the path of a file in a published format")
     tune.add_argument("--trials", type=_count(1), required=True, help="finished trials to reach (a resumed search counts those it has)")
     tune.add_argument("--out", required=True, help="study directory (study.db, best.yaml, trials.csv, history.png, importances.json, final/)")
@@ -556,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
     grun.add_argument("--seeds", type=_count(0), nargs="+", help="replace the grid's seeds")
     grun.add_argument("--folds", type=_count(0), nargs="+", help="replace the grid's folds")
     grun.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method config for every method (data.KEY for every dataset's options); repeatable")
-    grun.add_argument("--backend", choices=list(BACKENDS), default="sequential", help="sequential (default), local worker processes, or ray")
+    grun.add_argument("--backend", choices=BACKEND_NAMES, default="sequential", help="sequential (default), local worker processes, or ray")
     grun.add_argument("--workers", type=_count(1), help="local: worker processes (default: the cores; torch threads = cores // workers); ray: CPUs of a local instance")
     grun.add_argument("--address", help="ray: address of an existing cluster (default: start a local instance)")
     grun.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
@@ -624,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--dataset", help="dataset name or file to score (default: the one the model was trained on)")
     predict.add_argument("--features", help="an NPZ of new utterances: utterance_ids, optional video_ids, one array per modality (a missing modality: absent or a row of NaN)")
     predict.add_argument("--split", choices=["test", "valid", "train", "all"], default="test", help="each model scores its own fold's split (default test); all: every utterance")
-    predict.add_argument("--modalities", help="modalities to use, e.g. l,a (default: all of the model's)")
+    predict.add_argument("--modalities", type=_modality_list, help="modalities to use, e.g. l,a (default: all of the model's)")
     predict.add_argument("--ensemble", choices=["mean"], help="average the models of a run directory per utterance")
     predict.add_argument("--all-models", action="store_true", help="with --ensemble: every model scores every utterance, not only those its fold held out")
     predict.add_argument("--out", required=True, help="CSV file to write")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
+from .errors import ConfigError, did_you_mean
 
 
 def parse_assignments(pairs: list[str]) -> dict:
@@ -115,7 +115,7 @@ def build_config(cls, *layers: dict | None):
     for layer in layers:
         for key, value in (layer or {}).items():
             if key not in fields:
-                raise ConfigError(f"Unknown config key {key!r} for {cls.__qualname__}. Valid keys: {', '.join(fields)}.")
+                raise ConfigError(f"Unknown config key {key!r} for {cls.__qualname__}.{did_you_mean(key, fields)} Valid keys: {', '.join(fields)}.")
             values[key] = _coerce(value, hints[key], key, cls.__qualname__)
     return cls(**values)
 

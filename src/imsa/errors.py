@@ -54,7 +54,21 @@ def invalid_parameter(name: str, owner: str, expected: str, got) -> ConfigError:
     return ConfigError(f"The {name!r} parameter of {owner} must be {expected}. Got {got!r} instead.")
 
 
+def did_you_mean(name, valid) -> str:
+    """`` Did you mean 'momke'?`` for the valid name closest to a misspelt ``name``, else ``""``.
+
+    >>> did_you_mean("momk", ["cmad", "momke"])
+    " Did you mean 'momke'?"
+    """
+    import difflib
+
+    valid = [str(v) for v in valid]
+    longer = [v for v in valid if v.startswith(str(name))]  # "acc2" means acc2_has0 or acc2_non0, not acc7
+    close = longer if 0 < len(longer) <= 3 else difflib.get_close_matches(str(name), valid, n=1, cutoff=0.6)
+    return f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
+
+
 def unknown_name(kind: str, name: str, valid) -> ConfigError:
-    """Error for an unknown registry name that lists the valid ones."""
+    """Error for an unknown registry name that lists the valid ones and suggests the closest."""
     valid = sorted(valid)
-    return ConfigError(f"Unknown {kind} {name!r}. Valid {kind}s: {', '.join(valid)}.")
+    return ConfigError(f"Unknown {kind} {name!r}.{did_you_mean(name, valid)} Valid {kind}s: {', '.join(valid)}.")

@@ -16,8 +16,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
-import torch
-
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -57,6 +55,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
     """``torch.save`` atomically."""
+    import torch  # here, not at the top: the CLI's help and listings must not wait for torch
+
     return atomic_write(path, lambda file: torch.save(obj, file))
 
 
@@ -66,6 +66,8 @@ def load_tensors_only(path: str | os.PathLike):
     Raises ``pickle.UnpicklingError`` for anything more; torch's warnings about the pickle
     protocol of such a file are silenced (the caller reports the refusal in one line).
     """
+    import torch
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .data.dataset import Dataset, Fold
+from .data.feature_stats import far_outside
 from .errors import DataError
 
 
@@ -199,6 +200,42 @@ def read_features(path: str | os.PathLike, spec, class_names=None) -> tuple[Data
         class_names=tuple(class_names) if class_names else (tuple(f"class{c}" for c in range(spec.output_dim)) if spec.task == "classification" else None),
     )
     return dataset, present
+
+
+def unfamiliar_inputs(method, dataset: Dataset, utterance_ids, present: np.ndarray | None = None) -> tuple[int, dict[str, int]]:
+    """How many of ``utterance_ids`` have features far outside ``method``'s training features:
+    in all, and per modality.
+
+    See :mod:`imsa.data.feature_stats`; ``(0, {})`` for a model file written before imsa
+    recorded those statistics.
+    """
+    stats = getattr(method, "feature_stats_", None) or {}
+    position = {u: i for i, u in enumerate(dataset.utterance_ids)}
+    rows = np.array(sorted({position[u] for u in utterance_ids if u in position}), dtype=np.int64)
+    if not stats or not len(rows):
+        return 0, {}
+    flags = far_outside(dataset, stats, rows, present)
+    if not flags:
+        return 0, {}
+    return int(np.any(list(flags.values()), axis=0).sum()), {m: int(far.sum()) for m, far in flags.items() if far.any()}
+
+
+def training_data(provenance: dict, *, dataset: str | None = None, data_dir=None) -> tuple[str | None, str | None]:
+    """The dataset and data root to score with: the ones given, else those the model file records.
+
+    A model written by ``imsa run`` or a grid records the data root it was trained from
+    (``data_dir``) and, for a dataset given by path, its absolute path
+    (``dataset_path``), so ``imsa predict RUN_DIR`` finds the data again from any
+    directory without ``--data-dir``; a given ``data_dir`` overrides, and a recorded
+    location that no longer exists falls back to ``$IMSA_DATA`` or the user cache.
+    """
+    name = dataset or provenance.get("dataset")
+    if dataset is None and provenance.get("dataset_path") and Path(provenance["dataset_path"]).exists():
+        name = provenance["dataset_path"]
+    recorded = provenance.get("data_dir")
+    if data_dir is None and recorded and Path(recorded).is_dir():
+        data_dir = recorded
+    return name, data_dir
 
 
 def predict_models(models: list, dataset: Dataset, *, split: str = "test", modalities=None, present=None, all_models: bool = False) -> list[tuple[dict, Predictions]]:

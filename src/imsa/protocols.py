@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .data.dataset import Subset
-from .errors import ConfigError, invalid_parameter
+from .errors import ConfigError, invalid_parameter, unknown_name
 from .frames import FrameDrop, FrameSetting, FramesInside, keyed_frame_masks
 from .missing import MaskSampler, RandomRate, fixed_conditions, random_missing_mask
 
@@ -45,7 +45,8 @@ class Protocol:
     kind : {"fixed", "random", "frames"}
     rate : float
         Missing rate in [0, 0.7] for ``random``, frame drop rate in [0, 1] for ``frames``;
-        ignored for ``fixed``.
+        ignored for ``fixed``. Required by ``random`` and by ``frames`` without ``rates``:
+        no default, because a default of 0 would mean nothing is missing.
     mask_seed : int
         Seed of the evaluation masks of ``random`` and ``frames``.
     frames : float
@@ -58,14 +59,22 @@ class Protocol:
     """
 
     kind: str = "fixed"
-    rate: float = 0.0
+    rate: float | None = None
     mask_seed: int = 0
     frames: float = 0.0
     rates: tuple = ()
 
     def __post_init__(self):
         if self.kind not in PROTOCOLS:
-            raise ConfigError(f"Unknown protocol {self.kind!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
+            raise unknown_name("protocol", self.kind, PROTOCOLS)
+        if self.rate is None:
+            if self.kind == "random":
+                raise ConfigError(f"The random protocol needs its missing rate: --rate R with R in [0, {MAX_RATE}], e.g. --rate 0.3 "
+                                  "(Protocol('random', rate=0.3) in Python; a grid's `random` alone runs 0.0 ... 0.7).")
+            if self.kind == "frames" and not self.rates:
+                raise ConfigError("The frames protocol needs its frame drop rate: --rate R with R in [0, 1], e.g. --rate 0.3 "
+                                  "(Protocol('frames', rate=0.3) in Python; `imsa run --protocol frames` without --rate runs 0.0 ... 0.9).")
+            object.__setattr__(self, "rate", 0.0)  # unused by fixed and by several frame rates; stored as before
         if self.kind == "random" and not 0.0 <= self.rate <= MAX_RATE:
             raise invalid_parameter("rate", "the random protocol", f"in [0, {MAX_RATE}]", self.rate)
         if self.kind == "frames" and not 0.0 <= self.rate <= 1.0:

@@ -54,6 +54,19 @@ def paired_permutation_p(differences: Sequence[float], *, seed: int = 0) -> floa
     return float(np.mean(means >= observed - tolerance))
 
 
+def smallest_permutation_p(pairs: int) -> float:
+    """The smallest p :func:`paired_permutation_p` can give with ``pairs`` differences.
+
+    Exact test: 2 / 2^n (the observed sign pattern and its mirror image are always as
+    extreme as themselves), e.g. 0.0625 for 5 runs, 0.0039 for 9 and 3.1e-5 for 16. The
+    Monte Carlo test beyond 16 pairs counts the observed pattern among its draws, so its
+    floor is 1 / draws. NaN for no pairs.
+    """
+    if pairs < 1:
+        return float("nan")
+    return 2.0 / 2**pairs if pairs <= EXACT_PAIRS else 1.0 / MONTE_CARLO_DRAWS
+
+
 def _weighted_f1(hits, true_counts, predicted_counts) -> np.ndarray:
     """Weighted F1 per resample from per-class counts of shape (B, C)."""
     denominator = true_counts + predicted_counts

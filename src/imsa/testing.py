@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .data.batch import iterate_batches
+from .batch import iterate_batches
 from .data.dataset import Dataset
 from .data.registry import load_dataset
 from .errors import ConfigError, NotFittedError

@@ -23,10 +23,10 @@ from typing import Callable, Iterable, Protocol as TypingProtocol
 import numpy as np
 import torch
 
-from .data.batch import Batch, iterate_batches
+from .batch import Batch, iterate_batches
 from .devices import autocast, check_precision, grad_scaler, resolve_device
 from .data.dataset import Subset
-from .errors import ConfigError, DataError
+from .errors import ConfigError, DataError, did_you_mean
 from .files import atomic_torch_save, load_tensors_only
 from .metrics import METRICS, compute_metrics
 
@@ -542,6 +542,6 @@ def metrics_of(predictions: dict[str, np.ndarray], subset: Subset) -> dict[str, 
 def selection_score(results: dict[str, dict[str, float]], metric: str) -> float:
     """The value that selects epochs: ``metric`` averaged over the evaluated settings."""
     if metric not in METRICS:
-        raise ConfigError(f"Unknown selection metric {metric!r}. Valid metrics: {', '.join(METRICS)}.")
+        raise ConfigError(f"Unknown selection metric {metric!r}.{did_you_mean(metric, METRICS)} Valid metrics: {', '.join(METRICS)}.")
     row = results.get("mean") or next(iter(results.values()))
     return row[metric]

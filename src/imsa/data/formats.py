@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, DataError, invalid_parameter
+from ..errors import ConfigError, DataError, did_you_mean, invalid_parameter
 from ..registry import Registry
 from .dataset import Dataset
 from .download import sha256_file
@@ -117,7 +117,7 @@ def check_options(owner: str, valid: dict, options: dict) -> None:
     """Refuse unknown options and options of the wrong type; the message lists the valid ones."""
     for key, value in options.items():
         if key not in valid:
-            raise ConfigError(f"Unknown option {key!r} for {owner}. Valid options: {', '.join(sorted(valid)) or 'none'}.")
+            raise ConfigError(f"Unknown option {key!r} for {owner}.{did_you_mean(key, valid)} Valid options: {', '.join(sorted(valid)) or 'none'}.")
         default = valid[key]
         if default is not None and not isinstance(value, type(default)) and not (isinstance(default, float) and isinstance(value, int)):
             raise invalid_parameter(key, owner, f"of type {type(default).__name__}", value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 from ..errors import DataError
@@ -89,6 +90,24 @@ def dataset_family(name: str) -> str | None:
 
 # Options every dataset takes, whatever its loader (see load_dataset).
 COMMON_OPTIONS = {"family": "", "label_range": [], "shared_videos": "refuse"}
+
+
+def data_location(name: str, data_dir=None) -> dict:
+    """Where ``load_dataset(name, data_dir)`` reads from, as model files record it for ``predict``.
+
+    ``data_dir``: the absolute data root; ``dataset_path``: the absolute path of a dataset
+    given by path (relative to the working directory or the data root), so that a model
+    finds its data again from any directory.
+    """
+    root = resolve_data_dir(data_dir).expanduser().resolve()
+    location = {"data_dir": str(root)}
+    if name not in DATASETS:
+        from .formats import resolve_path
+
+        path = resolve_path(name, root)
+        if path is not None:
+            location["dataset_path"] = str(Path(path).resolve())
+    return location
 
 
 def load_dataset(

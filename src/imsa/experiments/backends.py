@@ -32,7 +32,7 @@ import time
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ImsaError
+from ..errors import ConfigError, ImsaError, unknown_name
 from ..training import RunContext, notify
 from .runner import RunSpec, run_one, save_run, train_run
 
@@ -268,7 +268,7 @@ BACKENDS = {"sequential": SequentialBackend, "local": LocalBackend, "ray": RayBa
 def make_backend(name: str, *, workers: int | None = None, address: str | None = None, threads: int | None = None, gpus=(), gpus_per_run: float | None = None):
     """Build a backend by name: ``sequential``, ``local`` or ``ray``."""
     if name not in BACKENDS:
-        raise ConfigError(f"Unknown backend {name!r}. Valid backends: {', '.join(BACKENDS)}.")
+        raise unknown_name("backend", name, BACKENDS)
     if address and name != "ray":
         raise ConfigError(f"--address applies to the ray backend only (got --backend {name}).")
     if gpus and name != "local":

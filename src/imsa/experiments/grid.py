@@ -42,8 +42,8 @@ from pathlib import Path
 import yaml
 
 from ..config import build_config, packaged_config
-from ..data.registry import COMMON_OPTIONS, dataset_entry, dataset_family, load_dataset
-from ..errors import ConfigError, ImsaError
+from ..data.registry import COMMON_OPTIONS, data_location, dataset_entry, dataset_family, load_dataset
+from ..errors import ConfigError, ImsaError, did_you_mean
 from ..files import atomic_write_text
 from ..methods import method_class
 from ..protocols import FRAME_RATES, PROTOCOLS, Protocol
@@ -243,7 +243,7 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
 
     for key in data:
         if key not in GRID_KEYS:
-            raise ConfigError(f"{source}: unknown key {key!r}. Valid keys: {', '.join(GRID_KEYS)}.")
+            raise ConfigError(f"{source}: unknown key {key!r}.{did_you_mean(key, GRID_KEYS)} Valid keys: {', '.join(GRID_KEYS)}.")
     for key in REQUIRED_KEYS:
         if key not in data:
             raise ConfigError(f"{source}: missing key {key!r}; a grid needs {', '.join(REQUIRED_KEYS)}.")
@@ -343,7 +343,7 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
         valid = {**dataset_entry(dataset).options, **COMMON_OPTIONS}
         for key in options:
             if key not in valid:
-                fail(f"dataset_options.{dataset}.{key}", f"unknown option for dataset {dataset}. Valid options: {', '.join(sorted(valid)) or 'none'}.")
+                fail(f"dataset_options.{dataset}.{key}", f"unknown option for dataset {dataset}.{did_you_mean(key, valid)} Valid options: {', '.join(sorted(valid)) or 'none'}.")
     return Grid(
         methods=methods,
         datasets=datasets,
@@ -487,7 +487,7 @@ def plan_grid(grid: Grid, out: str | os.PathLike, *, data_dir=None, locks: ExitS
     for relative, experiment in grid.experiments():
         directory = out / relative
         locks.enter_context(locked(directory))  # held until the grid ends: no other process writes there
-        specs = plan_experiment(experiment, directory, datasets[experiment.dataset])  # refuses unreadable or foreign results now
+        specs = plan_experiment(experiment, directory, datasets[experiment.dataset], data_location=data_location(experiment.dataset, data_dir))  # refuses unreadable or foreign results now
         experiments.append((directory, experiment, specs))
     _write_grid_file(out, grid)
     return GridPlan(out, experiments, datasets)
@@ -527,7 +527,8 @@ def run_grid(
     Returns
     -------
     dict
-        Relative experiment directory -> its summary (also written to its ``summary.json``).
+        Relative experiment directory -> its summary (also written to its ``summary.json``),
+        with ``finished_before``: how many of its runs had finished earlier and were skipped.
     """
     with ExitStack() as locks:
         return _run_grid(grid, out, data_dir=data_dir, backend=backend, context=context, locks=locks)
@@ -540,6 +541,7 @@ def _run_grid(grid: Grid, out, *, data_dir, backend, context: RunContext, locks:
     backend = make_backend(backend) if isinstance(backend, str) else backend
     runs = plan.runs
     todo = [spec for spec in runs if not spec.done]
+    finished_before = {directory: sum(spec.done for spec in specs) for directory, _, specs in plan.experiments}
     logger.info("Grid in %s: %d runs, %d finished earlier, %d to run on the %s backend.", plan.out, len(runs), len(runs) - len(todo), len(todo), backend.name)
     notify(context.callbacks, "on_grid_start", len(runs), len(runs) - len(todo))
     shared = context.shared or plan.out / SHARED_PHASES  # complete-data phases, trained once for every protocol
@@ -550,7 +552,7 @@ def _run_grid(grid: Grid, out, *, data_dir, backend, context: RunContext, locks:
     summaries = {}
     for directory, _, specs in plan.experiments:
         records = [load_record(spec.path) for spec in specs]
-        summaries[str(directory.relative_to(plan.out))] = finish_experiment(directory, records)
+        summaries[str(directory.relative_to(plan.out))] = {**finish_experiment(directory, records), "finished_before": finished_before[directory]}
     return summaries
 
 

@@ -39,10 +39,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..files import atomic_write_text
 from ..metrics import METRICS
-from ..significance import better, paired_bootstrap_p, paired_permutation_p
+from ..significance import better, paired_bootstrap_p, paired_permutation_p, smallest_permutation_p
 from .store import SPLITS, RunRecord, Stats, format_cell, load_record, read_predictions
 
 logger = logging.getLogger(__name__)
@@ -67,6 +67,7 @@ class Cell:
     reference: bool = False
     p_runs: float = math.nan
     p_bootstrap: float = math.nan
+    pairs: int = 0  # matched seed x fold runs of the permutation test against the reference
 
     @property
     def stats(self) -> Stats:
@@ -148,7 +149,7 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
     if metrics:
         for name in metrics:
             if name not in METRICS:
-                raise ConfigError(f"Unknown metric {name!r}. Valid metrics: {', '.join(METRICS)}.")
+                raise ConfigError(f"Unknown metric {name!r}.{did_you_mean(name, METRICS)} Valid metrics: {', '.join(METRICS)}.")
     else:
         tasks = []
         for _, record in runs:
@@ -312,6 +313,7 @@ def add_significance(tables: list[Table], root: str | os.PathLike, *, baseline: 
                     mine = dict(zip(cell.keys, zip(cell.values, cell.sources)))
                     theirs = dict(zip(ref.keys, zip(ref.values, ref.sources)))
                     matched = sorted(set(mine) & set(theirs))
+                    cell.pairs = len(matched)
                     cell.p_runs = paired_permutation_p([mine[k][0] - theirs[k][0] for k in matched])
                     cell.p_bootstrap = paired_bootstrap_p(_strata(matched, mine, theirs, table.split, stored), table.metric, resamples=resamples)
 
@@ -353,6 +355,21 @@ def _row_label(row: tuple[str, str], datasets: set) -> str:
 ALPHA = 0.05
 
 
+def _permutation_floor(table: Table, alpha: float) -> str:
+    """What the run count allows the * test to say: its smallest reachable p, and whether that is below alpha."""
+    pairs = sorted({c.pairs for cells in table.cells.values() for c in cells.values() if c.pairs})
+    if not pairs:
+        return ""
+    fewest = pairs[0]
+    floor = smallest_permutation_p(fewest)
+    runs = f"{fewest} matched runs" if len(pairs) == 1 else f"{fewest} matched runs (the fewest of any cell)"
+    line = f"With {runs}, the smallest p the permutation test (*) can reach is {floor:.2g}"
+    if floor >= alpha:
+        needed = next(n for n in range(1, 64) if smallest_permutation_p(n) < alpha)
+        return f"{line}, not below {alpha:g}: no * can appear in this table. At least {needed} matched runs (seeds × folds) are needed."
+    return f"{line}."
+
+
 def markdown(tables: list[Table], digits: int = 3, alpha: float = ALPHA) -> str:
     """The tables as Markdown, best mean per column in bold, significance markers (see the module docstring)."""
     parts = []
@@ -378,6 +395,7 @@ def markdown(tables: list[Table], digits: int = 3, alpha: float = ALPHA) -> str:
                 f"\nAgainst each column's reference (the best row, or --baseline): * paired permutation test over matched "
                 f"seed × fold runs, † paired bootstrap over test utterances, p < {alpha:g}; p-values in cells.csv."
             )
+            lines.append(_permutation_floor(table, alpha))
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

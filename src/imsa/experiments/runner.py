@@ -28,7 +28,7 @@ from .. import __version__
 from ..config import PackagedConfig, build_config, packaged_config, packaged_names
 from ..data.checks import check_fold
 from ..data.dataset import Dataset
-from ..data.registry import dataset_family, load_dataset
+from ..data.registry import data_location, dataset_family, load_dataset
 from ..errors import ConfigError
 from ..methods import method_class
 from ..frames import FrameSetting, sequence_modalities
@@ -111,6 +111,7 @@ class RunSpec:
     fold: int
     out: Path
     identity: str = ""  # the experiment's fingerprint, carried by the run file
+    data_location: dict = field(default_factory=dict)  # where the data was read from, recorded in the model file for predict
 
     @property
     def key(self) -> str:
@@ -134,11 +135,12 @@ class RunSpec:
         return self.layout.checkpoints(self.key)
 
 
-def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dataset) -> list[RunSpec]:
+def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dataset, *, data_location: dict | None = None) -> list[RunSpec]:
     """Check ``experiment`` against ``dataset``, claim the run directory ``out`` and list its runs.
 
     Fails before any training on a bad config key or fold, and refuses a directory that
-    holds a different experiment (see :func:`run_experiment`).
+    holds a different experiment (see :func:`run_experiment`). ``data_location`` (see
+    :func:`imsa.data.registry.data_location`) goes into every model file the runs write.
 
     Returns
     -------
@@ -181,7 +183,7 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
         logger.warning("%s; %s runs with its defaults%s (name one with --config %s/<name>).", packaged.reason, experiment.method, given, experiment.method)
     _claim_directory(out, resolved)
     identity = experiment_fingerprint(resolved)
-    specs = [RunSpec(experiment, seed, fold, out, identity) for seed in experiment.seeds for fold in folds]
+    specs = [RunSpec(experiment, seed, fold, out, identity, dict(data_location or {})) for seed in experiment.seeds for fold in folds]
     for spec in specs:
         if spec.done:
             check_record(spec, load_record(spec.path))  # a foreign or unreadable result fails now, not after training
@@ -321,6 +323,7 @@ def save_run(spec: RunSpec, output: RunOutput) -> None:
         seed=record.seed,
         fold=record.fold,
         protocol=record.protocol.to_dict(),
+        **spec.data_location,
     )
     write_predictions(spec.layout.predictions(spec.key), output.predictions, output.utterance_ids, output.labels)
     write_record(spec.path, record)
@@ -363,20 +366,23 @@ def run_experiment(
     Returns
     -------
     dict
-        The summary (see :func:`summarize`), also written to ``out/summary.json``.
+        The summary (see :func:`summarize`), also written to ``out/summary.json``, and
+        ``finished_before``: how many of its runs had finished earlier and were skipped.
     """
     if experiment.packaged or dataset_family(experiment.dataset) is not None:
         experiment.resolved_config()  # the packaged file is known: fail on a bad key before loading data
+    location = {} if dataset is not None else data_location(experiment.dataset, data_dir)
     dataset = dataset or load_dataset(experiment.dataset, data_dir, **experiment.dataset_options)
     with locked(out):
-        specs = plan_experiment(experiment, out, dataset)
+        specs = plan_experiment(experiment, out, dataset, data_location=location)
+        finished_before = sum(spec.done for spec in specs)
         records = []
         for index, spec in enumerate(specs):
             notify(context.callbacks, "on_run_start", spec.key, index, len(specs))
             record = run_one(spec, dataset, context=context)
             notify(context.callbacks, "on_run_end", spec.key, record)
             records.append(record)
-        return finish_experiment(out, records)
+        return {**finish_experiment(out, records), "finished_before": finished_before}
 
 
 def _claim_directory(out: Path, resolved: dict) -> None:

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..files import atomic_write, atomic_write_text
 from ..protocols import Protocol
 
@@ -270,6 +270,10 @@ class RunModels:
 
         layout = RunLayout(root)
         if not layout.config.is_file():
+            inside = sorted(str(c.parent.relative_to(layout.root)) for c in layout.root.glob("**/config.yaml")) if layout.root.is_dir() else []
+            if inside:  # a grid store, or a folder of runs: name the run directories to choose from
+                shown = ", ".join(inside[:8]) + (f" and {len(inside) - 8} more" if len(inside) > 8 else "")
+                raise ConfigError(f"{layout.root}: a folder of run directories, not one run directory; give one of them, e.g. {layout.root / inside[0]} (here: {shown}).")
             raise ConfigError(f"{layout.root}: not an imsa run directory (no config.yaml).")
         try:
             experiment = yaml.safe_load(layout.config.read_text())
@@ -364,7 +368,7 @@ def format_table(summary: dict, split: str = "test", metrics=None, digits: int =
     for metric in metrics:
         if not any(metric in values for values in rows.values()):
             available = sorted({m for values in rows.values() for m in values})
-            raise ConfigError(f"No metric {metric!r} in this summary. Available: {', '.join(available)}.")
+            raise ConfigError(f"No metric {metric!r} in this summary.{did_you_mean(metric, available)} Available: {', '.join(available)}.")
     header = ["setting"] + list(metrics)
     body = [[setting] + [format_cell(rows[setting].get(m), digits) for m in metrics] for setting in rows]
     if markdown:

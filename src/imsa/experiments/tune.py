@@ -41,7 +41,7 @@ import yaml
 from ..config import build_config
 from ..data.dataset import Subset
 from ..data.registry import load_dataset
-from ..errors import ConfigError
+from ..errors import ConfigError, did_you_mean
 from ..files import atomic_write_text
 from ..methods import method_class
 from ..metrics import METRICS
@@ -76,7 +76,7 @@ def load_space(method: str, path: str | os.PathLike | None = None) -> dict:
         raise ConfigError(f"{where}: expected a mapping of config keys to ranges, e.g. 'lr: {{low: 1.0e-4, high: 1.0e-2, log: true}}'.")
     for key, entry in space.items():
         if key not in fields:
-            raise ConfigError(f"{where}: {key!r} is not a config key of {method}. Valid keys: {', '.join(fields)}.")
+            raise ConfigError(f"{where}: {key!r} is not a config key of {method}.{did_you_mean(key, fields)} Valid keys: {', '.join(fields)}.")
         ok = isinstance(entry, dict) and (
             (set(entry) == {"choices"} and isinstance(entry["choices"], list) and entry["choices"])
             or ({"low", "high"} <= set(entry) <= {"low", "high", "log"} and all(isinstance(entry[k], (int, float)) for k in ("low", "high")) and entry["low"] < entry["high"])

@@ -22,8 +22,9 @@ import torch
 import torch.nn.functional as F
 
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, build_config, check_domains
-from ..data.batch import TEXT, Batch, draw_frames, iterate_batches, tensor_cache
+from ..batch import TEXT, Batch, draw_frames, iterate_batches, tensor_cache
 from ..data.dataset import Dataset, Subset
+from ..data.feature_stats import feature_statistics
 from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
 from ..frames import FrameDrop
 from ..metrics import METRICS
@@ -327,7 +328,8 @@ class Method:
             modalities = tuple(modalities)
             unknown = [m for m in modalities if m not in names]
             if unknown or not modalities:
-                raise ConfigError(f"Modalities {','.join(modalities) or '(none)'}: this {self.name} model uses {','.join(names)}.")
+                what = f"{', '.join(repr(m) for m in unknown)} is not among" if unknown else "none of"
+                raise ConfigError(f"Modalities {','.join(modalities) or '(none)'}: {what} the modalities of this {self.name} model; give a comma-separated subset of {','.join(names)}.")
         mask = np.ones((len(dataset), len(names)), dtype=bool)
         if modalities is not None:
             mask[:, [m not in modalities for m in names]] = False
@@ -379,12 +381,15 @@ class Method:
         state = {"method": self.name, "config": dataclasses.asdict(self.config), "spec": dataclasses.asdict(self.spec_), "model": self.model_.state_dict()}
         if self.per_condition_module is not None:
             state["conditions"] = self.conditions_
+        if getattr(self, "feature_stats_", None):
+            state["feature_stats"] = self.feature_stats_
         return state
 
     def load_state_dict(self, state: dict) -> "Method":
         """Rebuild the fitted model from :meth:`state_dict` (the config must match)."""
         self.config = build_config(self.Config, state["config"])
         self.spec_ = DataSpec(**state["spec"])
+        self.feature_stats_ = state.get("feature_stats") or {}  # absent from model files before imsa 0.5
         conditions = state.get("conditions")
         if conditions:
             self.model_ = self.per_condition_module({name: self.build(self.spec_) for name in conditions}, self.spec_.modalities)
@@ -397,6 +402,15 @@ class Method:
     def encodes_itself(self, modality: str) -> bool:
         """Whether the method computes ``modality``'s features itself (from raw transcripts or token ids), not reading the dataset's."""
         return modality == TEXT and self.reads_text_tokens(self.config)
+
+    def training_spec(self, train: Subset) -> DataSpec:
+        """The spec of the training data (:meth:`data_spec`), recording as ``feature_stats_``
+        the statistics of the training features that ``predict`` compares new inputs with
+        (see :mod:`imsa.data.feature_stats`). Every ``fit`` starts here."""
+        spec = self.data_spec(train.dataset)
+        own = [m for m in train.dataset.modalities if not self.encodes_itself(m)]
+        self.feature_stats_ = feature_statistics(train.dataset, train.indices, own)
+        return spec
 
     def data_spec(self, dataset: Dataset) -> DataSpec:
         """The spec of the training data, refusing a modality whose features are all zero
@@ -733,7 +747,7 @@ class SinglePhaseMethod(Method):
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         protocol, context = protocol or Protocol(), context or RunContext()
         torch.manual_seed(seed)
-        self.spec_ = self.data_spec(train.dataset)
+        self.spec_ = self.training_spec(train)
         model = self.build(self.spec_)
         if hasattr(model, "norms"):
             fit_standardizers(model.norms, train)

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
-from ..data.batch import TEXT, Batch
+from ..batch import TEXT, Batch
 from ..errors import ConfigError, invalid_parameter
 from ..missing import Complete, CombinationDistribution, Condition, condition_index, fixed_conditions, make_sampler
 from ..nn.layers import Dropout
@@ -518,7 +518,7 @@ class CMAD(Method):
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         cfg = self.config
         protocol, context = protocol or Protocol(), context or RunContext()
-        self.spec_ = self.data_spec(train.dataset)
+        self.spec_ = self.training_spec(train)
         if cfg.text_encoder and train.dataset.transcripts is None:
             raise ConfigError(f"text_encoder={cfg.text_encoder!r} reads raw transcripts, which dataset {train.dataset.name} lacks; use precomputed text (text_encoder='') or a dataset with transcripts (mosi-transcripts).")
         task, modalities = self.spec_.task, self.spec_.modalities

@@ -74,7 +74,7 @@ import torch
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
-from ..data.batch import Batch
+from ..batch import Batch
 from ..errors import ConfigError
 from ..missing import Complete, FixedCondition, fixed_conditions, make_sampler
 from ..nn.flows import ClassPrior, Flow, bits_per_dim_nll
@@ -270,7 +270,7 @@ class DiCMoR(Method):
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         c = self.config
         protocol, context = protocol or Protocol(), context or RunContext()
-        self.spec_ = spec = self.data_spec(train.dataset)
+        self.spec_ = spec = self.training_spec(train)
         modalities, task = spec.modalities, spec.task
         regression_loss = "l1"
         clip = dict(grad_clip=c.grad_clip, clip_mode=c.grad_clip_mode, accumulate=c.accumulate,

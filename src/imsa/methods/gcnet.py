@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 from ..config import PROBABILITY, Interval
-from ..data.batch import Batch
+from ..batch import Batch
 from ..errors import DataError
 from ..missing import Complete, make_sampler
 from ..nn.autoencoders import missing_reconstruction_loss
@@ -214,7 +214,7 @@ class GCNet(Method):
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         cfg = self.config
         protocol, context = protocol or Protocol(), context or RunContext()
-        self.spec_ = self.data_spec(train.dataset)
+        self.spec_ = self.training_spec(train)
         torch.manual_seed(seed)
         model = self.build(self.spec_)
         if model.norms is not None:

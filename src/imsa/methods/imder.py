@@ -78,7 +78,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
-from ..data.batch import Batch
+from ..batch import Batch
 from ..errors import ConfigError
 from ..missing import Complete, make_sampler
 from ..nn.diffusion import VESDE, ScoreUNet, euler_maruyama, pad_to_multiple, sampler_noise_shape, score_matching_loss
@@ -295,7 +295,7 @@ class IMDer(Method):
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         c = self.config
         protocol, context = protocol or Protocol(), context or RunContext()
-        self.spec_ = spec = self.data_spec(train.dataset)
+        self.spec_ = spec = self.training_spec(train)
         modalities, task = spec.modalities, spec.task
         clip = dict(grad_clip=c.grad_clip, clip_mode=c.grad_clip_mode, plateau=None if c.plateau_patience is None else (c.plateau_factor, c.plateau_patience))
 

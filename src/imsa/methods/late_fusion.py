@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..config import COUNT, PROBABILITY
-from ..data.batch import Batch
+from ..batch import Batch
 from ..nn.layers import Standardize, masked_mean
 from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig, pooled
 from .registry import register_method

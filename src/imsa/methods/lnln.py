@@ -85,7 +85,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE
-from ..data.batch import TEXT, Batch
+from ..batch import TEXT, Batch
 from ..errors import ConfigError, DataError
 from ..frames import FrameDrop, FramesInside, droppable, protected
 from ..missing import Complete, make_sampler
@@ -324,7 +324,7 @@ class LNLN(Method):
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         c = self.config
         protocol, context = protocol or Protocol(), context or RunContext()
-        self.spec_ = spec = self.data_spec(train.dataset)
+        self.spec_ = spec = self.training_spec(train)
         torch.manual_seed(seed)
         model = self.build(spec)
         if c.train_noise == "none":

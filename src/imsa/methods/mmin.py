@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
-from ..data.batch import Batch
+from ..batch import Batch
 from ..errors import ConfigError
 from ..missing import Complete, fixed_conditions, make_sampler
 from ..nn.autoencoders import CascadeResidualAE, PlainAE, init_weights, missing_reconstruction_loss, mlp
@@ -324,7 +324,7 @@ class MMIN(Method):
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         c = self.config
         protocol, context = protocol or Protocol(), context or RunContext()
-        self.spec_ = spec = self.data_spec(train.dataset)
+        self.spec_ = spec = self.training_spec(train)
         modalities, task = spec.modalities, spec.task
         ae_layers, ae_blocks, mse_weight = c.resolved
         self.phases_ = []

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import COUNT, NON_NEGATIVE, PROBABILITY
-from ..data.batch import Batch
+from ..batch import Batch
 from ..errors import ConfigError, invalid_parameter
 from ..missing import Complete, FixedCondition, condition_index, fixed_conditions, make_sampler
 from ..protocols import Protocol
@@ -460,7 +460,7 @@ class MoMKE(Method):
         cfg = self.config
         protocol, context = protocol or Protocol(), context or RunContext()
         torch.manual_seed(seed)
-        self.spec_ = self.data_spec(train.dataset)
+        self.spec_ = self.training_spec(train)
         task, loss_kind = self.spec_.task, cfg.regression_loss
         stage1 = self.build(self.spec_)
         stage1.stage = 1

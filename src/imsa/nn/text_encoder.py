@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.batch import TEXT, UNKNOWN_TOKEN
+from ..batch import TEXT, UNKNOWN_TOKEN
 from ..data.dataset import TEXT_TOKENS
 from ..errors import ConfigError, DataError
 from ..files import load_tensors_only
@@ -187,7 +187,7 @@ class TextEncoder(nn.Module):
         """Token states ``(B, T, dim)`` of an utterance-level batch's token ids
         (``Batch.tokens``) and the attention mask they were read with.
 
-        :data:`~imsa.data.batch.UNKNOWN_TOKEN` (a dropped word) becomes the tokenizer's
+        :data:`~imsa.batch.UNKNOWN_TOKEN` (a dropped word) becomes the tokenizer's
         unknown token; a row whose text is missing is read as the empty transcript
         ``[CLS] [SEP]``, whatever its ids. The attention mask is the text's padding mask.
         """

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .dataset import TEXT_TOKENS, Dataset, Subset
+from .data.dataset import TEXT_TOKENS, Dataset, Subset
 
 LEVELS = ("utterance", "video")
 TEXT = "l"  # the modality that raw transcripts belong to
@@ -278,7 +278,7 @@ def iterate_batches(
 
 def draw_frames(sampler, batch: Batch, dataset: Dataset, rng) -> dict[str, torch.Tensor]:
     """Training frame masks of ``batch`` from ``sampler.sample_frames`` over its droppable steps."""
-    from ..frames import droppable, protected
+    from .frames import droppable, protected
 
     index = batch.index.cpu().numpy()
     rows = np.clip(index, 0, None).reshape(-1)

@@ -15,8 +15,9 @@ import torch
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = PROJECT_ROOT.parent / "shared" / "datasets"
 
-# Two threads everywhere: the CI machine has two cores, and fixed thread counts keep runs repeatable.
-torch.set_num_threads(2)
+# Fixed thread counts keep runs repeatable: two threads (the CI machine has two cores), or one
+# per pytest-xdist worker, so that the workers do not compete for the cores.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture(scope="session", autouse=True)

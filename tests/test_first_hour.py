@@ -261,7 +261,7 @@ def test_the_readme_shows_the_grid_file_it_names():
 def test_missing_real_data_is_summarised_in_one_line_and_imsa_data_is_honoured(tmp_path):
     env = {**os.environ, "IMSA_DATA": str(tmp_path)}  # an empty data root: every real-data test skips
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_download.py", "tests/test_mosi_misa.py", "-k", "download_verify or sizes or verify_reports"],
+        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "tests/test_download.py", "tests/test_mosi_misa.py", "-k", "download_verify or sizes or verify_reports"],
         capture_output=True, text=True, cwd=PROJECT_ROOT, env=env,
     )
     assert result.returncode == 0, result.stdout[-2000:]

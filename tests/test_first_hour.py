@@ -219,10 +219,21 @@ def test_help_listings_and_argument_errors_do_not_import_torch(argv, tmp_path):
     assert result.returncode == 0, result.stderr
 
 
-def test_the_method_listing_read_from_source_is_the_registry():
-    from imsa.catalogue import imported_method_entries, method_entries
+def test_the_method_listing_read_from_source_is_the_registry(monkeypatch):
+    from imsa import catalogue
 
-    assert method_entries() == imported_method_entries()
+    registry = catalogue.imported_method_entries()
+
+    def refuse():
+        raise AssertionError("a method's name or default could not be read from its source")
+
+    monkeypatch.setattr(catalogue, "imported_method_entries", refuse)
+    assert catalogue._read_entries() == registry
+    catalogue.method_entries.cache_clear()
+    assert catalogue.method_entries() == registry  # read, then kept in the user cache
+    catalogue.method_entries.cache_clear()
+    assert catalogue.method_entries() == registry  # from the cache
+    assert (catalogue.default_cache_dir() / "method-catalogue.json").is_file()
 
 
 def test_the_backend_choices_are_the_backends():

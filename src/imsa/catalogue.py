@@ -16,8 +16,12 @@ from __future__ import annotations
 import ast
 import dataclasses
 import functools
+import json
 from dataclasses import dataclass
 from pathlib import Path
+
+from . import __version__
+from .data.paths import default_cache_dir
 
 METHODS_DIR = Path(__file__).parent / "methods"
 
@@ -89,7 +93,31 @@ def _summary(doc: str) -> str:
 
 @functools.lru_cache(maxsize=1)
 def method_entries() -> tuple[MethodEntry, ...]:
-    """Every registered method, sorted by name; read from the source where it can be."""
+    """Every registered method, sorted by name; read from the source where it can be.
+
+    Parsing the method files takes about 50 ms, so the listing is kept in the user cache
+    under a key of the imsa version and every method file's size and modification time:
+    any change to a method file reads them again.
+    """
+    key = [__version__, *[[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(METHODS_DIR.glob("*.py"))]]
+    cache = default_cache_dir() / "method-catalogue.json"
+    try:
+        stored = json.loads(cache.read_text(encoding="utf-8"))
+        if stored["key"] == key:
+            return tuple(MethodEntry(e["name"], e["summary"], tuple(map(tuple, e["defaults"]))) for e in stored["methods"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # no cache yet, or an unreadable one: read the sources
+    entries = _read_entries()
+    try:
+        from .files import atomic_write_text
+
+        atomic_write_text(cache, json.dumps({"key": key, "methods": [dataclasses.asdict(e) for e in entries]}))
+    except OSError:
+        pass  # a read-only cache: list from the sources every time
+    return entries
+
+
+def _read_entries() -> tuple[MethodEntry, ...]:
     classes = _classes()
     entries, unread = [], []
     for cls in classes.values():

@@ -14,12 +14,9 @@ laid out like the data root, e.g. an internal web server or ``file:///srv/imsa``
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
-import urllib.error
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,6 +243,10 @@ def _check_mirror(mirror: str) -> None:
 
 def _stream(remote: RemoteFile, url: str, out, progress: ProgressCallback | None) -> str:
     """Copy ``url`` into the open file ``out``; return the sha256 of what was received."""
+    import http.client  # here: `imsa --help` and the listings should not load the HTTP stack
+    import urllib.error
+    import urllib.request
+
     digest = hashlib.sha256()
     request = urllib.request.Request(url, headers={"User-Agent": "imsa-downloader"})
     try:

@@ -52,7 +52,13 @@ def main() -> None:
                 times.append(time.perf_counter() - started)
             results.append({"command": "imsa " + " ".join(argv), "median_s": round(statistics.median(times), 4), "max_s": round(max(times), 4)})
             print(f"{results[-1]['command']:<55} median {results[-1]['median_s']:.3f} s  max {results[-1]['max_s']:.3f} s")
-    record = {"machine": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(), "repeats": args.repeats, "commands": results}
+    record = {
+        "machine": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "repeats": args.repeats,
+        "commands": results,
+    }
     with open(args.out, "w") as f:
         json.dump(record, f, indent=2)
     print(f"written to {args.out}")

@@ -23,15 +23,13 @@ import numpy as np
 import torch
 
 import imsa.methods.base as method_base
-from imsa.training import RunContext
+from common import Timer, benchmark_parser, peak_rss_mib
 from imsa import __version__
 from imsa.config import build_config, packaged_config, parse_assignments
 from imsa.data.registry import dataset_family, load_dataset
 from imsa.methods.cmad import CMAD
 from imsa.protocols import Protocol
-from imsa.training import seed_everything
-
-from common import Timer, benchmark_parser, peak_rss_mib
+from imsa.training import RunContext, seed_everything
 
 
 def run(dataset_name: str, data_dir: Path, fold: int, seed: int, overrides: dict) -> dict:
@@ -80,11 +78,15 @@ def run(dataset_name: str, data_dir: Path, fold: int, seed: int, overrides: dict
 
 
 def show(report: dict) -> None:
-    print(f"CMAD on {report['dataset']} fold {report['fold']}, seed {report['seed']}: fit {report['wall_s']['fit']:.1f} s, "
-          f"test evaluation {report['wall_s']['test_evaluation']:.2f} s, {report['parameters']['student']:,} parameters")
+    print(
+        f"CMAD on {report['dataset']} fold {report['fold']}, seed {report['seed']}: fit {report['wall_s']['fit']:.1f} s, "
+        f"test evaluation {report['wall_s']['test_evaluation']:.2f} s, {report['parameters']['student']:,} parameters"
+    )
     print(f"{'phase':<10}{'epochs':>7}{'best':>6}{'wall s':>9}{'s/epoch':>9}{'valid s/ep':>11}{'train utt/s':>12}")
     for name, p in report["phases"].items():
-        print(f"{name:<10}{p['epochs']:>7}{p['best_epoch']:>6}{p['wall_s']:>9.1f}{p['wall_per_epoch_s']:>9.2f}{p['validation_s_per_epoch']:>11.2f}{p['train_utterances_per_s']:>12.0f}")
+        print(
+            f"{name:<10}{p['epochs']:>7}{p['best_epoch']:>6}{p['wall_s']:>9.1f}{p['wall_per_epoch_s']:>9.2f}{p['validation_s_per_epoch']:>11.2f}{p['train_utterances_per_s']:>12.0f}"
+        )
     names = list(report["test_acc2_has0"])
     print("test acc2_has0 " + "  ".join(f"{n}={report['test_acc2_has0'][n]:.3f}" for n in names))
 

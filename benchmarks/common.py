@@ -19,7 +19,9 @@ def default_data_dir() -> Path:
 def benchmark_parser(doc: str, name: str, *, set_help: str = "config override (repeatable)") -> argparse.ArgumentParser:
     """The options every benchmark takes: data root, fold, seed, threads, overrides and the output file."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir(), help="data root (default: $IMSA_DATA, else ../shared/datasets beside the repository)")
+    parser.add_argument(
+        "--data-dir", type=Path, default=default_data_dir(), help="data root (default: $IMSA_DATA, else ../shared/datasets beside the repository)"
+    )
     parser.add_argument("--fold", type=int, default=0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own choice)")

@@ -69,8 +69,15 @@ def run_case(name: str, device: str, precision: str, data_dir: Path, fold: int, 
     epochs = sum(p.epochs_run for p in method.phases_)
     utterances = sum(p.epochs_run for p in method.phases_) * len(splits["train"])
     return {
-        "case": name, "method": method_name, "dataset": dataset_name, "device": context.device, "precision": precision,
-        "epochs": epochs, "fit_s": fit_s, "s_per_epoch": fit_s / epochs, "train_utterances_per_s": utterances / fit_s,
+        "case": name,
+        "method": method_name,
+        "dataset": dataset_name,
+        "device": context.device,
+        "precision": precision,
+        "epochs": epochs,
+        "fit_s": fit_s,
+        "s_per_epoch": fit_s / epochs,
+        "train_utterances_per_s": utterances / fit_s,
         "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if context.torch_device.type == "cuda" else None,
         "test_mean": {k: metrics["mean"][k] for k in ("acc2_has0", "mae")},
     }
@@ -78,8 +85,25 @@ def run_case(name: str, device: str, precision: str, data_dir: Path, fold: int, 
 
 def grid_throughput(workers: int, data_dir: Path) -> dict:
     out = REPO / "runs" / f"gpu-grid-{time.strftime('%Y%m%d-%H%M%S')}"
-    command = ["imsa", "grid", "run", str(REPO / "grids" / "mosi_methods.yaml"), "--out", str(out), "--backend", "local", "--workers", str(workers),
-               "--gpus", "0", "--device", "cuda", "--data-dir", str(data_dir), "--quiet"]
+    command = [
+        "imsa",
+        "grid",
+        "run",
+        str(REPO / "grids" / "mosi_methods.yaml"),
+        "--out",
+        str(out),
+        "--backend",
+        "local",
+        "--workers",
+        str(workers),
+        "--gpus",
+        "0",
+        "--device",
+        "cuda",
+        "--data-dir",
+        str(data_dir),
+        "--quiet",
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -109,19 +133,33 @@ def main(argv=None) -> int:
         for precision in args.precisions:
             row = run_case(name, device, precision, args.data_dir, args.fold, args.seed, args.epochs_scale)
             rows.append(row)
-            print(f"{name:<12} {precision:<5} {row['epochs']:>4} epochs {row['fit_s']:8.1f} s  {row['s_per_epoch']:.3f} s/epoch  "
-                  f"{row['train_utterances_per_s']:9.0f} utt/s  test acc2_has0 {row['test_mean']['acc2_has0']:.4f} mae {row['test_mean']['mae']:.4f}", flush=True)
+            print(
+                f"{name:<12} {precision:<5} {row['epochs']:>4} epochs {row['fit_s']:8.1f} s  {row['s_per_epoch']:.3f} s/epoch  "
+                f"{row['train_utterances_per_s']:9.0f} utt/s  test acc2_has0 {row['test_mean']['acc2_has0']:.4f} mae {row['test_mean']['mae']:.4f}",
+                flush=True,
+            )
         if args.compare_cpu and device != "cpu":
             cpu = run_case(name, "cpu", "fp32", args.data_dir, args.fold, args.seed, args.epochs_scale)
             gpu = next(r for r in rows if r["case"] == name and r["precision"] == "fp32")
             cpu["max_metric_difference_from_device"] = max(abs(cpu["test_mean"][k] - gpu["test_mean"][k]) for k in cpu["test_mean"])
             rows.append(cpu)
-            print(f"{name:<12} cpu fp32 {cpu['fit_s']:8.1f} s; test metrics differ from {device} by at most {cpu['max_metric_difference_from_device']:.4f}", flush=True)
-    report = {"benchmark": "gpu_speed", "execution": describe_device(torch.device(device)), "python": platform.python_version(),
-              "epochs_scale": args.epochs_scale, "rows": rows, "peak_rss_mib": peak_rss_mib()}
+            print(
+                f"{name:<12} cpu fp32 {cpu['fit_s']:8.1f} s; test metrics differ from {device} by at most {cpu['max_metric_difference_from_device']:.4f}",
+                flush=True,
+            )
+    report = {
+        "benchmark": "gpu_speed",
+        "execution": describe_device(torch.device(device)),
+        "python": platform.python_version(),
+        "epochs_scale": args.epochs_scale,
+        "rows": rows,
+        "peak_rss_mib": peak_rss_mib(),
+    }
     if args.grid_workers:
         report["grid"] = grid_throughput(args.grid_workers, args.data_dir)
-        print(f"grid: {report['grid']['runs']} runs in {report['grid']['wall_s']:.0f} s with {args.grid_workers} workers on GPU 0 ({report['grid']['runs_per_hour']:.0f} runs/h)")
+        print(
+            f"grid: {report['grid']['runs']} runs in {report['grid']['wall_s']:.0f} s with {args.grid_workers} workers on GPU 0 ({report['grid']['runs_per_hour']:.0f} runs/h)"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     print(f"written to {args.out}")

@@ -22,10 +22,9 @@ import time
 
 import torch
 
+from common import REPO, benchmark_parser
 from imsa import __version__
 from imsa.nn.diffusion import VESDE, ScoreUNet, euler_maruyama, sampler_noise_shape, score_matching_loss
-
-from common import REPO, benchmark_parser
 
 WIDTH, STEPS, TRAIN, TEST = 16, 8, 2048, 256
 BANDS = ((1e-3, 0.05), (0.05, 0.2), (0.2, 0.5), (0.5, 1.0))
@@ -83,22 +82,52 @@ def main() -> None:
             sample = euler_maruyama(net, test_condition, sde, noise, steps=100)
             blind = euler_maruyama(net, shuffled, sde, noise, steps=100)
         row = {
-            "mode": mode, "steps": args.steps, "train_s": round(time.perf_counter() - started, 1), "final_train_loss": loss.item(),
+            "mode": mode,
+            "steps": args.steps,
+            "train_s": round(time.perf_counter() - started, 1),
+            "final_train_loss": loss.item(),
             "bands": band_losses(net, sde, test_condition, test_target),
-            "sample_mse": (sample - test_target).pow(2).mean().item(), "shuffled_condition_mse": (blind - test_target).pow(2).mean().item(),
-            "zeros_mse": test_target.pow(2).mean().item(), "sample_var": sample.var().item(),
+            "sample_mse": (sample - test_target).pow(2).mean().item(),
+            "shuffled_condition_mse": (blind - test_target).pow(2).mean().item(),
+            "zeros_mse": test_target.pow(2).mean().item(),
+            "sample_var": sample.var().item(),
         }
         results.append(row)
-        print(f"{mode}: sample MSE {row['sample_mse']:.3f} (shuffled condition {row['shuffled_condition_mse']:.3f}, zeros {row['zeros_mse']:.3f}); "
-              + ", ".join(f"t {b['t'][0]:g}-{b['t'][1]:g}: {b['independent_noise']:.1f} / {b['shared_noise']:.1f}" for b in row["bands"]), flush=True)
+        print(
+            f"{mode}: sample MSE {row['sample_mse']:.3f} (shuffled condition {row['shuffled_condition_mse']:.3f}, zeros {row['zeros_mse']:.3f}); "
+            + ", ".join(f"t {b['t'][0]:g}-{b['t'][1]:g}: {b['independent_noise']:.1f} / {b['shared_noise']:.1f}" for b in row["bands"]),
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"results": results, "zero_network_loss": WIDTH * STEPS, "seed": args.seed, "threads": torch.get_num_threads(),
-                                    "imsa": __version__, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}, indent=1))
-    lines = ["# IMDer's score network on a toy conditional distribution", "", f"`python benchmarks/imder_score.py --steps {args.steps}`: held-out score-matching loss "
-             f"per time band (zero network: {WIDTH * STEPS}), condition noised independently / with the target's noise; 100-step sample MSE.", "",
-             "| trained with | " + " | ".join(f"t {low:g}-{high:g}" for low, high in BANDS) + " | sample MSE | shuffled condition | zeros |", "|---|" + "---|" * (len(BANDS) + 3)]
-    lines += [f"| {r['mode']} | " + " | ".join(f"{b['independent_noise']:.1f} / {b['shared_noise']:.1f}" for b in r["bands"])
-              + f" | {r['sample_mse']:.3f} | {r['shuffled_condition_mse']:.3f} | {r['zeros_mse']:.3f} |" for r in results]
+    args.out.write_text(
+        json.dumps(
+            {
+                "results": results,
+                "zero_network_loss": WIDTH * STEPS,
+                "seed": args.seed,
+                "threads": torch.get_num_threads(),
+                "imsa": __version__,
+                "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(),
+            },
+            indent=1,
+        )
+    )
+    lines = [
+        "# IMDer's score network on a toy conditional distribution",
+        "",
+        f"`python benchmarks/imder_score.py --steps {args.steps}`: held-out score-matching loss "
+        f"per time band (zero network: {WIDTH * STEPS}), condition noised independently / with the target's noise; 100-step sample MSE.",
+        "",
+        "| trained with | " + " | ".join(f"t {low:g}-{high:g}" for low, high in BANDS) + " | sample MSE | shuffled condition | zeros |",
+        "|---|" + "---|" * (len(BANDS) + 3),
+    ]
+    lines += [
+        f"| {r['mode']} | "
+        + " | ".join(f"{b['independent_noise']:.1f} / {b['shared_noise']:.1f}" for b in r["bands"])
+        + f" | {r['sample_mse']:.3f} | {r['shuffled_condition_mse']:.3f} | {r['zeros_mse']:.3f} |"
+        for r in results
+    ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(f"written: {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")
 

@@ -51,23 +51,40 @@ def main() -> None:
         scores = method.evaluate(test, settings)
         seconds = time.perf_counter() - started
         missing = [name for name in scores if set(name.split(",")) != set(method.spec_.modalities)]
-        rows.append({
-            "steps": steps, "seconds": seconds,
-            "acc2_has0": {name: scores[name]["acc2_has0"] for name in scores}, "mae": {name: scores[name]["mae"] for name in scores},
-            "acc2_has0_missing_avg": float(np.mean([scores[name]["acc2_has0"] for name in missing])),
-            "mae_missing_avg": float(np.mean([scores[name]["mae"] for name in missing])),
-        })
+        rows.append(
+            {
+                "steps": steps,
+                "seconds": seconds,
+                "acc2_has0": {name: scores[name]["acc2_has0"] for name in scores},
+                "mae": {name: scores[name]["mae"] for name in scores},
+                "acc2_has0_missing_avg": float(np.mean([scores[name]["acc2_has0"] for name in missing])),
+                "mae_missing_avg": float(np.mean([scores[name]["mae"] for name in missing])),
+            }
+        )
         print(f"{steps:>4} steps  acc2_has0 {rows[-1]['acc2_has0_missing_avg']:.3f}  MAE {rows[-1]['mae_missing_avg']:.3f}  {seconds:.1f} s", flush=True)
 
-    result = {"machine": platform.machine(), "torch": torch.__version__, "threads": torch.get_num_threads(), "dataset": args.dataset,
-              "fold": args.fold, "seed": args.seed, "config": config, "fit_seconds": fit_seconds, "test_utterances": len(test.indices), "rows": rows}
+    result = {
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "dataset": args.dataset,
+        "fold": args.fold,
+        "seed": args.seed,
+        "config": config,
+        "fit_seconds": fit_seconds,
+        "test_utterances": len(test.indices),
+        "rows": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     lines = [
-        f"# IMDer: test metrics against sampling steps ({args.dataset}, fold {args.fold}, seed {args.seed})", "",
+        f"# IMDer: test metrics against sampling steps ({args.dataset}, fold {args.fold}, seed {args.seed})",
+        "",
         f"`python benchmarks/imder_steps.py --threads {torch.get_num_threads()}`; trained with {json.dumps(config)} in {fit_seconds:.0f} s.",
-        f"Averages over the 6 fixed conditions with a missing modality, {len(test.indices)} test utterances; seconds to score all 7 conditions.", "",
-        "| steps | acc2_has0 | MAE | seconds |", "|---|---|---|---|",
+        f"Averages over the 6 fixed conditions with a missing modality, {len(test.indices)} test utterances; seconds to score all 7 conditions.",
+        "",
+        "| steps | acc2_has0 | MAE | seconds |",
+        "|---|---|---|---|",
         *(f"| {r['steps']} | {r['acc2_has0_missing_avg']:.3f} | {r['mae_missing_avg']:.3f} | {r['seconds']:.1f} |" for r in rows),
     ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")

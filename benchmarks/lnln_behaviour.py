@@ -20,13 +20,12 @@ import time
 import numpy as np
 import torch
 
+from common import REPO, benchmark_parser
 from imsa import __version__
 from imsa.batch import tensor_cache
 from imsa.data.registry import load_dataset
 from imsa.methods.lnln import LNLN
 from imsa.protocols import Protocol
-
-from common import REPO, benchmark_parser
 
 RATES = (0.0, 0.3, 0.6, 0.9)
 SMALL = {**LNLN.tiny_config, "dim": 32, "mlp_dim": 32, "epochs": 30, "lr": 3e-3, "batch_size": 32, "position_std": 0.02}
@@ -68,17 +67,45 @@ def main() -> None:
     rising = sum(all(a <= b for a, b in zip(full[d]["mae"], full[d]["mae"][1:])) for d in full)
     gap = [ablated[d]["mae"][-1] - full[d]["mae"][-1] for d in full]
     summary = {
-        "draws": len(full), "full_mae_rises_with_rate": rising, "full_better_at_0.9": wins,
-        "mae_gap_at_0.9_mean": float(np.mean(gap)), "mae_gap_at_0.9_std": float(np.std(gap, ddof=1)) if len(gap) > 1 else 0.0,
+        "draws": len(full),
+        "full_mae_rises_with_rate": rising,
+        "full_better_at_0.9": wins,
+        "mae_gap_at_0.9_mean": float(np.mean(gap)),
+        "mae_gap_at_0.9_std": float(np.std(gap, ddof=1)) if len(gap) > 1 else 0.0,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"config": SMALL, "ablation": ABLATION, "rates": RATES, "rows": rows, "summary": summary, "seed": args.seed, "fold": args.fold,
-                                    "threads": torch.get_num_threads(), "imsa": __version__, "torch": torch.__version__, "machine": platform.processor() or platform.machine()}, indent=1))
-    lines = ["# LNLN behaviour on synthetic sequences (docs/lnln.md 9.10 b, d)", "", "`python benchmarks/lnln_behaviour.py`: validation MAE by frame rate, small LNLN, 30 epochs.", "",
-             "| draw | variant | " + " | ".join(f"r={r:g}" for r in RATES) + " |", "|---|---|" + "---|" * len(RATES)]
+    args.out.write_text(
+        json.dumps(
+            {
+                "config": SMALL,
+                "ablation": ABLATION,
+                "rates": RATES,
+                "rows": rows,
+                "summary": summary,
+                "seed": args.seed,
+                "fold": args.fold,
+                "threads": torch.get_num_threads(),
+                "imsa": __version__,
+                "torch": torch.__version__,
+                "machine": platform.processor() or platform.machine(),
+            },
+            indent=1,
+        )
+    )
+    lines = [
+        "# LNLN behaviour on synthetic sequences (docs/lnln.md 9.10 b, d)",
+        "",
+        "`python benchmarks/lnln_behaviour.py`: validation MAE by frame rate, small LNLN, 30 epochs.",
+        "",
+        "| draw | variant | " + " | ".join(f"r={r:g}" for r in RATES) + " |",
+        "|---|---|" + "---|" * len(RATES),
+    ]
     lines += [f"| {r['draw']} | {r['variant']} | " + " | ".join(f"{x:.3f}" for x in r["mae"]) + " |" for r in rows]
-    lines += ["", f"The full model's MAE rises with the rate on {rising} of {len(full)} draws; it beats the ablation at r=0.9 on {wins} of {len(full)} "
-              f"(ablation minus full: {summary['mae_gap_at_0.9_mean']:+.3f} ± {summary['mae_gap_at_0.9_std']:.3f})."]
+    lines += [
+        "",
+        f"The full model's MAE rises with the rate on {rising} of {len(full)} draws; it beats the ablation at r=0.9 on {wins} of {len(full)} "
+        f"(ablation minus full: {summary['mae_gap_at_0.9_mean']:+.3f} ± {summary['mae_gap_at_0.9_std']:.3f}).",
+    ]
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print(lines[-1])
     print(f"written: {args.out.relative_to(REPO) if args.out.is_relative_to(REPO) else args.out}")

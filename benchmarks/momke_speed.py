@@ -28,16 +28,14 @@ import torch
 
 import imsa.methods.base as method_base
 import imsa.methods.momke as momke_module
-from imsa.training import RunContext
+from common import Timer, benchmark_parser, peak_rss_mib
 from imsa import __version__
 from imsa.config import build_config, packaged_config, parse_assignments
 from imsa.data.registry import dataset_family, load_dataset
 from imsa.methods.momke import MoMKE
 from imsa.missing import fixed_conditions
 from imsa.protocols import Protocol
-from imsa.training import seed_everything
-
-from common import Timer, benchmark_parser, peak_rss_mib
+from imsa.training import RunContext, seed_everything
 
 DATASET = "mosi-bclstm"
 

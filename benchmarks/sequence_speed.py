@@ -48,9 +48,14 @@ def measure(name: str, options: dict, split, device: str) -> dict:
     for batch in iterate_batches(test, 64, device=device):
         method.predict(batch, only_text.expand(len(batch), 3))
     predict_ms = 1000 * (time.perf_counter() - started) / len(test)
-    return {"method": name, "options": options, "epoch_seconds": {k: float(np.mean(v)) for k, v in timer.seconds.items()},
-            "fit_seconds": fit_seconds, "predict_ms_per_utterance_two_missing": predict_ms,
-            "parameters": sum(p.numel() for p in method.model_.parameters())}
+    return {
+        "method": name,
+        "options": options,
+        "epoch_seconds": {k: float(np.mean(v)) for k, v in timer.seconds.items()},
+        "fit_seconds": fit_seconds,
+        "predict_ms_per_utterance_two_missing": predict_ms,
+        "parameters": sum(p.numel() for p in method.model_.parameters()),
+    }
 
 
 def main() -> None:
@@ -71,8 +76,14 @@ def main() -> None:
     for name, options in cases:
         results.append(measure(name, options, split, args.device))
         print(json.dumps(results[-1]))
-    report = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__, "threads": args.threads, "device": args.device,
-              "data": f"synthetic like=mosi, {args.videos} videos: train {len(split['train'])}, test {len(split['test'])} utterances", "cases": results}
+    report = {
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "device": args.device,
+        "data": f"synthetic like=mosi, {args.videos} videos: train {len(split['train'])}, test {len(split['test'])} utterances",
+        "cases": results,
+    }
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"written to {args.out}")
 

@@ -30,7 +30,20 @@ CASES = {  # name -> imsa run arguments (short runs, so the whole table takes mi
     "late_fusion (synthetic default)": ["--method", "late_fusion"],
     "late_fusion": ["--method", "late_fusion", "--dataset", "mosi-bclstm", "--folds", "0"],
     "early_fusion": ["--method", "early_fusion", "--dataset", "mosi-bclstm", "--folds", "0"],
-    "momke": ["--method", "momke", "--dataset", "mosi-bclstm", "--folds", "0", "--set", "epochs=20", "--set", "stage1_epochs=20", "--set", "per_condition=false"],
+    "momke": [
+        "--method",
+        "momke",
+        "--dataset",
+        "mosi-bclstm",
+        "--folds",
+        "0",
+        "--set",
+        "epochs=20",
+        "--set",
+        "stage1_epochs=20",
+        "--set",
+        "per_condition=false",
+    ],
     "cmad": ["--method", "cmad", "--dataset", "mosi-bclstm", "--folds", "0", "--set", "teacher_epochs=8", "--set", "epochs=8"],
 }
 

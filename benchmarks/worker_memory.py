@@ -73,8 +73,15 @@ def measure(workers: int, runs: int) -> dict:
         wall = time.perf_counter() - started
         stop.set()
         watcher.join()
-    return {"workers": workers, "runs": runs, "utterances": len(dataset), "features_mib": data_mib, "wall_s": wall,
-            "peak_workers_pss_mib": peak["pss"], "peak_workers_rss_mib": peak["rss"]}
+    return {
+        "workers": workers,
+        "runs": runs,
+        "utterances": len(dataset),
+        "features_mib": data_mib,
+        "wall_s": wall,
+        "peak_workers_pss_mib": peak["pss"],
+        "peak_workers_rss_mib": peak["rss"],
+    }
 
 
 def main(argv=None) -> int:
@@ -87,8 +94,11 @@ def main(argv=None) -> int:
     for workers in args.workers:
         row = measure(workers, args.runs)
         rows.append(row)
-        print(f"{workers} worker(s): peak PSS {row['peak_workers_pss_mib']:.0f} MiB, RSS {row['peak_workers_rss_mib']:.0f} MiB "
-              f"(features {row['features_mib']:.0f} MiB, {row['utterances']} utterances), {row['wall_s']:.0f} s", flush=True)
+        print(
+            f"{workers} worker(s): peak PSS {row['peak_workers_pss_mib']:.0f} MiB, RSS {row['peak_workers_rss_mib']:.0f} MiB "
+            f"(features {row['features_mib']:.0f} MiB, {row['utterances']} utterances), {row['wall_s']:.0f} s",
+            flush=True,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"benchmark": "worker_memory", "rows": rows}, indent=1))
     print(f"written to {args.out}")

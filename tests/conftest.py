@@ -8,7 +8,6 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 import torch
 
@@ -47,8 +46,10 @@ def real_data_root() -> Path | None:
 
 
 def skip_without_real_data(what: str) -> None:
-    pytest.skip(f"{NO_REAL_DATA}: {what} is not under {real_data_candidate()}; set IMSA_DATA to a folder laid out like "
-                f"../shared/datasets (or put that folder beside the repository) to run this test")
+    pytest.skip(
+        f"{NO_REAL_DATA}: {what} is not under {real_data_candidate()}; set IMSA_DATA to a folder laid out like "
+        f"../shared/datasets (or put that folder beside the repository) to run this test"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -129,7 +130,9 @@ def tiny_bert(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-bert")
     (folder / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
     transformers.BertTokenizerFast(vocab_file=str(folder / "vocab.txt")).save_pretrained(folder)
-    config = transformers.BertConfig(vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16)
+    config = transformers.BertConfig(
+        vocab_size=len(VOCAB), hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, max_position_embeddings=16
+    )
     with torch.random.fork_rng():  # the tests' own seeds stay untouched
         torch.manual_seed(0)
         transformers.BertModel(config).save_pretrained(folder)
@@ -167,7 +170,6 @@ def token_mmsa():
     return _token_mmsa
 
 
-
 def _padded_sequences(lengths, dims={"l": 6, "a": 3, "v": 4}, width=None, seed=0):
     from imsa.batch import Batch
 
@@ -175,8 +177,14 @@ def _padded_sequences(lengths, dims={"l": 6, "a": 3, "v": 4}, width=None, seed=0
     width = width or max(lengths)
     mask = torch.arange(width)[None] < torch.tensor(lengths)[:, None]
     inputs = {m: torch.randn(len(lengths), width, d, generator=generator) * mask[..., None] for m, d in dims.items()}
-    return Batch(inputs=inputs, padding={m: mask for m in dims}, present=torch.ones(len(lengths), len(dims), dtype=torch.bool),
-                 labels=torch.linspace(-3, 3, len(lengths)), index=torch.arange(len(lengths)), modalities=tuple(dims))
+    return Batch(
+        inputs=inputs,
+        padding={m: mask for m in dims},
+        present=torch.ones(len(lengths), len(dims), dtype=torch.bool),
+        labels=torch.linspace(-3, 3, len(lengths)),
+        index=torch.arange(len(lengths)),
+        modalities=tuple(dims),
+    )
 
 
 @pytest.fixture

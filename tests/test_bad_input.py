@@ -70,7 +70,17 @@ def mmsa_file(path, labels=None, *, classes=False, videos=("vA", "vB", "vC", "vD
         (lambda t: t.write_text("x"), ["data", "export", "synthetic", "--out", "{p}"], ["{p}", "is a file"]),
         (lambda t: t.write_text("x"), ["features", "text", "--dataset", "synthetic", "--cache-dir", "{p}"], ["synthetic"]),
     ],
-    ids=["config-dir", "out-file", "report-file", "config-symlink-loop", "show-missing", "grid-not-yaml", "data-dir-file", "export-out-file", "features-of-no-text"],
+    ids=[
+        "config-dir",
+        "out-file",
+        "report-file",
+        "config-symlink-loop",
+        "show-missing",
+        "grid-not-yaml",
+        "data-dir-file",
+        "export-out-file",
+        "features-of-no-text",
+    ],
 )
 def test_paths_of_the_wrong_kind(tmp_path, make, args, needles):
     target = tmp_path / "target"
@@ -214,7 +224,21 @@ def test_report_gives_runs_of_different_configs_separate_rows(tmp_path):
 
 def test_a_second_process_on_the_same_run_directory_is_refused_and_the_first_finishes(tmp_path):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "imsa.cli", "run", "--out", str(out), "--set", "epochs=300", "--set", "patience=none", "--set", "data.num_videos=40", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "imsa.cli",
+        "run",
+        "--out",
+        str(out),
+        "--set",
+        "epochs=300",
+        "--set",
+        "patience=none",
+        "--set",
+        "data.num_videos=40",
+        "--quiet",
+    ]
     first = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60

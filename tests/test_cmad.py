@@ -13,17 +13,27 @@ import numpy as np
 import pytest
 import torch
 
-from imsa.training import RunContext
 from imsa.batch import tensor_cache
 from imsa.errors import ConfigError
 from imsa.methods.base import DataSpec
 from imsa.methods.cmad import CMAD, CMADConfig, ModalityReweighting, cafd_loss, logit_distillation, mar_weights
 from imsa.missing import condition_index, fixed_conditions
 from imsa.nn.perceiver import Perceiver
+from imsa.training import RunContext
 
 TINY = dict(
-    epochs=2, teacher_epochs=2, batch_size=16, dim=16, depth=1, num_latents=2, heads=2, dim_head=8,
-    fusion_heads=2, fusion_ffn=32, lr=1e-3, begin_epoch=1,
+    epochs=2,
+    teacher_epochs=2,
+    batch_size=16,
+    dim=16,
+    depth=1,
+    num_latents=2,
+    heads=2,
+    dim_head=8,
+    fusion_heads=2,
+    fusion_ffn=32,
+    lr=1e-3,
+    begin_epoch=1,
 )
 
 # -- CAFD and MAR by hand ------------------------------------------------------------------------
@@ -216,7 +226,9 @@ def test_invalid_configs_are_config_errors(synthetic):
 # -- as released: initialisation, clipping, lengths, selection ---------------------------------------
 
 
-PAPER_SPEC = DataSpec(modalities=("l", "a", "v"), dims={"l": 768, "a": 74, "v": 47}, sequence={"l": True, "a": True, "v": True}, task="regression", output_dim=1)
+PAPER_SPEC = DataSpec(
+    modalities=("l", "a", "v"), dims={"l": 768, "a": 74, "v": 47}, sequence={"l": True, "a": True, "v": True}, task="regression", output_dim=1
+)
 
 
 @pytest.mark.parametrize("init", ["released", "pytorch"])
@@ -225,7 +237,9 @@ def test_released_initialisation_of_linear_layers_only(init):
     method = CMAD(init=init)
     net = method.build(PAPER_SPEC)
     linears = [(name, m) for name, m in net.named_modules() if isinstance(m, torch.nn.Linear)]
-    assert len(linears) == 3 * 5 * 10 + 2 * 3 + 2  # per Perceiver layer: 2 attentions (q, kv, out) and 2 feed-forwards (2 each); per fusion layer out_proj and 2 FFN; project, head
+    assert (
+        len(linears) == 3 * 5 * 10 + 2 * 3 + 2
+    )  # per Perceiver layer: 2 attentions (q, kv, out) and 2 feed-forwards (2 each); per fusion layer out_proj and 2 FFN; project, head
     for name, layer in linears:
         if layer.weight.numel() >= 2000:  # enough entries for a tight estimate of the spread
             std = layer.weight.std().item()
@@ -266,9 +280,18 @@ def test_long_audio_and_vision_are_cut_to_max_length_in_the_model(synthetic):
     lengths = torch.tensor([12, 5])
     inputs = {m: torch.randn(2, 12, d) for m, d in spec.dims.items()}
     padding = {m: torch.arange(12) < lengths[:, None] for m in spec.modalities}
-    batch = Batch(inputs=inputs, padding=padding, labels=torch.zeros(2), present=torch.ones(2, 2, dtype=torch.bool), index=torch.arange(2), modalities=spec.modalities)
+    batch = Batch(
+        inputs=inputs, padding=padding, labels=torch.zeros(2), present=torch.ones(2, 2, dtype=torch.bool), index=torch.arange(2), modalities=spec.modalities
+    )
     keep = torch.tensor([0, 1, 2, 3, 4, 5, 6, 11])  # first 7 steps and the last real one
-    cut = Batch(inputs={m: x[:, keep] for m, x in inputs.items()}, padding={m: p[:, :8] for m, p in padding.items()}, labels=batch.labels, present=batch.present, index=batch.index, modalities=spec.modalities)
+    cut = Batch(
+        inputs={m: x[:, keep] for m, x in inputs.items()},
+        padding={m: p[:, :8] for m, p in padding.items()},
+        labels=batch.labels,
+        present=batch.present,
+        index=batch.index,
+        modalities=spec.modalities,
+    )
     cut.inputs["a"][1], cut.inputs["v"][1] = inputs["a"][1, :8], inputs["v"][1, :8]
     with torch.no_grad():
         torch.testing.assert_close(net(batch).prediction, net(cut).prediction)

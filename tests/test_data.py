@@ -331,9 +331,7 @@ def test_sequence_batches_have_padding_masks():
         assert v.padding[m].shape == (B, S, 5)
         assert not v.padding[m][~v.utterance_mask].any()
         real_ix = v.index[v.utterance_mask].numpy()
-        np.testing.assert_array_equal(
-            v.padding[m][v.utterance_mask].numpy(), np.arange(5)[None, :] < d.lengths[m][real_ix][:, None]
-        )
+        np.testing.assert_array_equal(v.padding[m][v.utterance_mask].numpy(), np.arange(5)[None, :] < d.lengths[m][real_ix][:, None])
 
 
 @pytest.mark.parametrize("level", ["utterance", "video"])

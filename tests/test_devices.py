@@ -10,9 +10,8 @@ import torch
 
 from imsa.devices import resolve_device
 from imsa.errors import ConfigError
-from imsa.methods import create_method, list_methods
+from imsa.methods import create_method, list_methods, method_class
 from imsa.testing import check_method
-from imsa.methods import method_class
 from imsa.training import RunContext
 
 CUDA = torch.cuda.is_available()
@@ -62,7 +61,7 @@ def test_conformance_suite_on_the_device(device):
 
 @pytest.mark.skipif(not CUDA, reason="no CUDA GPU on this machine")
 def test_a_model_trained_on_the_gpu_loads_and_predicts_on_the_cpu(synthetic, tmp_path):
-    from imsa.model_files import load_method
+    from imsa.experiments.models import load_method
 
     split = synthetic.split(0)
     method = create_method("late_fusion", **TINY).fit(split["train"], split["valid"], context=RunContext(device="cuda:0"))
@@ -73,7 +72,8 @@ def test_a_model_trained_on_the_gpu_loads_and_predicts_on_the_cpu(synthetic, tmp
     torch.testing.assert_close(
         torch.from_numpy(on_cpu.predict_settings(split["test"], settings)["all"]),
         torch.from_numpy(method.predict_settings(split["test"], settings)["all"]),
-        atol=1e-4, rtol=1e-4,
+        atol=1e-4,
+        rtol=1e-4,
     )
 
 

@@ -5,7 +5,6 @@ class-transfer behaviour of coupling-only versus Glow flows (docs/dicmor.md sect
 from __future__ import annotations
 
 import dataclasses
-
 import math
 
 import numpy as np
@@ -95,8 +94,14 @@ def batch_of(lengths_width=6, n=4, dims=None, seed=0):
     generator = torch.Generator().manual_seed(seed)
     inputs = {m: torch.randn(n, lengths_width, d, generator=generator) for m, d in dims.items()}
     full = torch.ones(n, lengths_width, dtype=torch.bool)
-    return Batch(inputs=inputs, padding={m: full for m in dims}, present=torch.ones(n, len(dims), dtype=torch.bool),
-                 labels=torch.linspace(-3, 3, n), index=torch.arange(n), modalities=tuple(dims))
+    return Batch(
+        inputs=inputs,
+        padding={m: full for m in dims},
+        present=torch.ones(n, len(dims), dtype=torch.bool),
+        labels=torch.linspace(-3, 3, n),
+        index=torch.arange(n),
+        modalities=tuple(dims),
+    )
 
 
 def tiny():
@@ -159,15 +164,25 @@ def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding(pa
     present = torch.tensor([[True, False, False], [False, True, True], [False, True, False]])
     batch = padded_sequences(lengths, dims).with_present(present)
     for padding_mask in (True, False):
-        net = randomised(DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=3, flow_hidden=8, rec_blocks=2, rec_reduction=4,
-                                padding_mask=padding_mask).build(spec(dims)))
+        net = randomised(
+            DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=3, flow_hidden=8, rec_blocks=2, rec_reduction=4, padding_mask=padding_mask).build(
+                spec(dims)
+            )
+        )
         with torch.no_grad():
             together = net(batch).prediction
-            one_by_one = torch.cat([
-                net(dataclasses.replace(batch.select(torch.tensor([i])), inputs={m: v[i:i + 1, :n] for m, v in batch.inputs.items()},
-                                        padding={m: v[i:i + 1, :n] for m, v in batch.padding.items()})).prediction
-                for i, n in enumerate(lengths)
-            ])
+            one_by_one = torch.cat(
+                [
+                    net(
+                        dataclasses.replace(
+                            batch.select(torch.tensor([i])),
+                            inputs={m: v[i : i + 1, :n] for m, v in batch.inputs.items()},
+                            padding={m: v[i : i + 1, :n] for m, v in batch.padding.items()},
+                        )
+                    ).prediction
+                    for i, n in enumerate(lengths)
+                ]
+            )
         if padding_mask:
             torch.testing.assert_close(one_by_one, together, atol=1e-5, rtol=1e-5)
         else:  # as released, the short utterances read their batch's padding
@@ -177,8 +192,9 @@ def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding(pa
 def test_gradients_reach_flows_only_through_the_likelihood_and_phase_2_leaves_projections_alone():
     data = load_dataset("synthetic", num_videos=20, sequence_length=6, aligned=True, seed=0)
     split = data.split(0)
-    method = DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=2, flow_hidden=8, rec_blocks=1, rec_reduction=4,
-                    pretrain_epochs=2, epochs=2, per_condition=False).fit(split["train"], split["valid"], seed=0)
+    method = DiCMoR(
+        dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=2, flow_hidden=8, rec_blocks=1, rec_reduction=4, pretrain_epochs=2, epochs=2, per_condition=False
+    ).fit(split["train"], split["valid"], seed=0)
     net = method.model_
     assert not any(p.requires_grad for p in net.backbone.projections.parameters())
     # phase 2 never changed the projections phase 1 chose: refit phase 1 alone and compare
@@ -307,5 +323,20 @@ def test_one_phase_2_model_per_condition_under_the_fixed_protocol(tmp_path):
 
 
 def test_a_model_trained_with_padding_mask_predicts_the_same_in_any_batch(check_batch_independence):
-    check_batch_independence(DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=3, flow_hidden=8, rec_blocks=2, rec_reduction=4, pretrain_epochs=1,
-                                    epochs=1, accumulate=1, per_condition=False, padding_mask=True))
+    check_batch_independence(
+        DiCMoR(
+            dim=8,
+            heads=2,
+            layers=1,
+            conv_kernel=3,
+            flow_steps=3,
+            flow_hidden=8,
+            rec_blocks=2,
+            rec_reduction=4,
+            pretrain_epochs=1,
+            epochs=1,
+            accumulate=1,
+            per_condition=False,
+            padding_mask=True,
+        )
+    )

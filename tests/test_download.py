@@ -49,9 +49,7 @@ def serve():
             def log_message(self, *args):  # keep pytest output clean
                 pass
 
-        server = http.server.ThreadingHTTPServer(
-            ("127.0.0.1", 0), functools.partial(Handler, directory=str(directory))
-        )
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(directory)))
         # A short poll interval keeps shutdown() from waiting the default half second.
         threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True).start()
         servers.append(server)

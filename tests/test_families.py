@@ -154,7 +154,10 @@ def test_a_file_of_no_known_family_says_so_in_one_line(tmp_path, capsys):
     assert json.loads((out / "summary.json").read_text())["experiment"]["packaged_config"] is None
     # the family can be declared where detection cannot tell
     out2 = tmp_path / "declared"
-    assert main(["run", "--method", "momke", "--dataset", str(path), "--out", str(out2), "--set", "data.family=mosei", "--set", "per_condition=false", *SHORT]) == 0
+    assert (
+        main(["run", "--method", "momke", "--dataset", str(path), "--out", str(out2), "--set", "data.family=mosei", "--set", "per_condition=false", *SHORT])
+        == 0
+    )
     assert yaml.safe_load((out2 / "config.yaml").read_text())["packaged_config"] == "momke/mosei"
 
 

@@ -18,11 +18,10 @@ import pytest
 import yaml
 
 import imsa
+from conftest import PROJECT_ROOT, SHARED_DATA
 from imsa.cli import BACKEND_NAMES, main
 from imsa.errors import ConfigError
 from imsa.protocols import Protocol
-
-from conftest import PROJECT_ROOT, SHARED_DATA
 
 
 def mmsa_file(path: Path) -> Path:
@@ -151,10 +150,54 @@ def test_the_report_states_the_smallest_p_its_runs_allow(tmp_path, capsys):
 
     assert smallest_permutation_p(5) == paired_permutation_p([1.0, 2.0, 1.5, 0.5, 1.0]) == 2 / 32
     store = tmp_path / "store"
-    assert main(["grid", "run", "--methods", "late_fusion", "early_fusion", "--datasets", "synthetic", "--protocols", "fixed",
-                 "--seeds", "1", "2", "--set", "epochs=1", "--out", str(store), "--quiet"]) == 0
-    assert main(["grid", "run", "--methods", "late_fusion", "early_fusion", "--datasets", "synthetic", "--protocols", "fixed",
-                 "--seeds", "1", "2", "--set", "epochs=1", "--out", str(store), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "grid",
+                "run",
+                "--methods",
+                "late_fusion",
+                "early_fusion",
+                "--datasets",
+                "synthetic",
+                "--protocols",
+                "fixed",
+                "--seeds",
+                "1",
+                "2",
+                "--set",
+                "epochs=1",
+                "--out",
+                str(store),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "grid",
+                "run",
+                "--methods",
+                "late_fusion",
+                "early_fusion",
+                "--datasets",
+                "synthetic",
+                "--protocols",
+                "fixed",
+                "--seeds",
+                "1",
+                "2",
+                "--set",
+                "epochs=1",
+                "--out",
+                str(store),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "All 4 runs had finished earlier" in capsys.readouterr().out
     assert main(["report", str(store), "--metrics", "mae"]) == 0
     report = (store / "report" / "report.md").read_text()
@@ -167,9 +210,11 @@ def test_the_report_states_the_smallest_p_its_runs_allow(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "value, needles",
-    [("l,x", ["'x' in 'l,x' is not a modality", "l (language), a (audio), v (visual)", "e.g. l,a"]),
-     ("la", ["'la'", "commas between letters"]),
-     ("l,l", ["repeats a modality"])],
+    [
+        ("l,x", ["'x' in 'l,x' is not a modality", "l (language), a (audio), v (visual)", "e.g. l,a"]),
+        ("la", ["'la'", "commas between letters"]),
+        ("l,l", ["repeats a modality"]),
+    ],
 )
 def test_a_bad_modality_list_names_the_letter_and_the_format(capsys, value, needles):
     with pytest.raises(SystemExit) as exit:
@@ -181,8 +226,29 @@ def test_a_bad_modality_list_names_the_letter_and_the_format(capsys, value, need
 
 def test_predict_on_a_grid_store_names_its_run_directories(tmp_path, capsys):
     store = tmp_path / "store"
-    assert main(["grid", "run", "--methods", "late_fusion", "--datasets", "synthetic", "--protocols", "fixed", "random:0.3", "--seeds", "1",
-                 "--set", "epochs=1", "--out", str(store), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "grid",
+                "run",
+                "--methods",
+                "late_fusion",
+                "--datasets",
+                "synthetic",
+                "--protocols",
+                "fixed",
+                "random:0.3",
+                "--seeds",
+                "1",
+                "--set",
+                "epochs=1",
+                "--out",
+                str(store),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["predict", str(store), "--out", str(tmp_path / "p.csv")]) == 2
     err = capsys.readouterr().err
@@ -191,11 +257,13 @@ def test_predict_on_a_grid_store_names_its_run_directories(tmp_path, capsys):
 
 @pytest.mark.parametrize(
     "args, suggestion",
-    [(["run", "--method", "momk"], "Did you mean 'momke'?"),
-     (["run", "--dataset", "mosi-bclstn"], "Did you mean 'mosi-bclstm'?"),
-     (["run", "--set", "dimm=3"], "Did you mean 'dim'?"),
-     (["run", "--set", "data.num_video=3"], "Did you mean 'num_videos'?"),
-     (["show", "nowhere", "--metrics", "acc2_has"], None)],
+    [
+        (["run", "--method", "momk"], "Did you mean 'momke'?"),
+        (["run", "--dataset", "mosi-bclstn"], "Did you mean 'mosi-bclstm'?"),
+        (["run", "--set", "dimm=3"], "Did you mean 'dim'?"),
+        (["run", "--set", "data.num_video=3"], "Did you mean 'num_videos'?"),
+        (["show", "nowhere", "--metrics", "acc2_has"], None),
+    ],
 )
 def test_unknown_names_suggest_the_closest_valid_one(tmp_path, capsys, args, suggestion):
     if suggestion is None:  # a metric name: checked once a run directory exists
@@ -215,7 +283,9 @@ def test_help_listings_and_argument_errors_do_not_import_torch(argv, tmp_path):
         "import sys\nfrom imsa.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)})
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "XDG_CACHE_HOME": str(tmp_path)}
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -272,8 +342,24 @@ def test_the_readme_shows_the_grid_file_it_names():
 def test_missing_real_data_is_summarised_in_one_line_and_imsa_data_is_honoured(tmp_path):
     env = {**os.environ, "IMSA_DATA": str(tmp_path)}  # an empty data root: every real-data test skips
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "tests/test_download.py", "tests/test_mosi_misa.py", "-k", "download_verify or sizes or verify_reports"],
-        capture_output=True, text=True, cwd=PROJECT_ROOT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-n",
+            "0",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_download.py",
+            "tests/test_mosi_misa.py",
+            "-k",
+            "download_verify or sizes or verify_reports",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=PROJECT_ROOT,
+        env=env,
     )
     assert result.returncode == 0, result.stdout[-2000:]
     assert "passed" not in result.stdout.splitlines()[-1], result.stdout[-2000:]  # test_download reads $IMSA_DATA, not ../shared

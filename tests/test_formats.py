@@ -676,7 +676,9 @@ def test_malicious_label_pickle_in_a_gcnet_folder_is_refused(tmp_path, monkeypat
     assert not (tmp_path / "somefile").exists()
 
 
-@pytest.mark.parametrize("name, label", [("mosi-transcripts", "cmu-mosi/CMUMOSI_features_raw_2way.pkl"), ("iemocap4-text", "iemocap/IEMOCAP_features_raw_4way.pkl")])
+@pytest.mark.parametrize(
+    "name, label", [("mosi-transcripts", "cmu-mosi/CMUMOSI_features_raw_2way.pkl"), ("iemocap4-text", "iemocap/IEMOCAP_features_raw_4way.pkl")]
+)
 def test_malicious_label_pickle_of_a_registered_text_dataset_is_refused(tmp_path, monkeypatch, name, label):
     from imsa.data.download import remote_files
 

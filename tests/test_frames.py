@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from imsa.cli import main
 from imsa.batch import UNKNOWN_TOKEN, iterate_batches
+from imsa.cli import main
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError, DataError
 from imsa.experiments.grid import grid_from_dict
@@ -47,9 +47,16 @@ def test_evaluation_masks_nest_across_rates_and_do_not_depend_on_order_or_width(
     wider = {m: np.concatenate([data.features[m][order], np.zeros((len(data), 5, data.dims[m]), np.float32)], axis=1) for m in data.modalities}
     from imsa.data.dataset import Dataset
 
-    shuffled = Dataset(name="shuffled", modalities=data.modalities, features=wider, lengths={m: data.lengths[m][order] for m in data.modalities},
-                       labels=data.labels[order], utterance_ids=[data.utterance_ids[i] for i in order], video_ids=[data.video_ids[i] for i in order],
-                       folds=data.folds)
+    shuffled = Dataset(
+        name="shuffled",
+        modalities=data.modalities,
+        features=wider,
+        lengths={m: data.lengths[m][order] for m in data.modalities},
+        labels=data.labels[order],
+        utterance_ids=[data.utterance_ids[i] for i in order],
+        video_ids=[data.video_ids[i] for i in order],
+        folds=data.folds,
+    )
     other = Protocol("frames", rate=0.3).settings(shuffled.split(0)["test"])["frames=0.3"]
     position = {uid: i for i, uid in enumerate(shuffled.utterance_ids)}
     for i in rows:
@@ -146,7 +153,9 @@ def test_refusals():
     split = data.split(0)
     for name in ("gcnet", "mmin", "dicmor", "imder"):
         with pytest.raises(ConfigError, match=f"{name} does not run under the frames protocol"):
-            method_class(name)(epochs=1, **({"pretrain_epochs": 1} if name != "gcnet" else {})).fit(split["train"], split["valid"], protocol=Protocol("frames", rate=0.3))
+            method_class(name)(epochs=1, **({"pretrain_epochs": 1} if name != "gcnet" else {})).fit(
+                split["train"], split["valid"], protocol=Protocol("frames", rate=0.3)
+            )
     with pytest.raises(ConfigError, match=r"in \[0, 1\]"):
         Protocol("frames", rate=1.5)
 
@@ -155,8 +164,32 @@ def test_grids_and_the_run_command_take_frame_rates(tmp_path, capsys):
     grid = grid_from_dict({"methods": ["late_fusion"], "datasets": ["synthetic"], "protocols": ["frames"], "seeds": [1]})
     assert [p.name for p in grid.protocols] == [f"frames={0.1 * k:.1f}".replace("=0.0", "=0") for k in range(10)]
     assert grid.to_dict()["protocols"] == [{"frames": [round(0.1 * k, 1) for k in range(10)]}]
-    assert main(["run", "--method", "late_fusion", "--dataset", "synthetic", "--protocol", "frames", "--rates", "0", "0.5",
-                 "--set", "epochs=2", "--set", "data.sequence_length=6", "--set", "data.num_videos=20", "--out", str(tmp_path), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--method",
+                "late_fusion",
+                "--dataset",
+                "synthetic",
+                "--protocol",
+                "frames",
+                "--rates",
+                "0",
+                "0.5",
+                "--set",
+                "epochs=2",
+                "--set",
+                "data.sequence_length=6",
+                "--set",
+                "data.num_videos=20",
+                "--out",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "protocol frames at 0, 0.5" in printed and "frames=0.5" in printed
     assert (tmp_path / "frames=0" / "summary.json").is_file() and (tmp_path / "frames=0.5" / "summary.json").is_file()
@@ -207,19 +240,55 @@ def test_compositions_in_runs_grids_and_reports(tmp_path, capsys):
     from imsa.experiments.grid import run_grid
     from imsa.experiments.report import write_report
 
-    assert main(["run", "--method", "late_fusion", "--dataset", "synthetic", "--protocol", "random", "--rate", "0.3", "--frames", "0.2",
-                 "--set", "epochs=2", "--set", "data.sequence_length=6", "--set", "data.num_videos=20", "--out", str(tmp_path / "run"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--method",
+                "late_fusion",
+                "--dataset",
+                "synthetic",
+                "--protocol",
+                "random",
+                "--rate",
+                "0.3",
+                "--frames",
+                "0.2",
+                "--set",
+                "epochs=2",
+                "--set",
+                "data.sequence_length=6",
+                "--set",
+                "data.num_videos=20",
+                "--out",
+                str(tmp_path / "run"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "protocol rate=0.3,frames=0.2" in capsys.readouterr().out
     entries = ["fixed", {"fixed": None, "frames": [0.3]}, {"random": [0.3], "frames": 0.2}]
-    grid = grid_from_dict({"methods": ["late_fusion"], "datasets": ["synthetic"], "protocols": entries, "seeds": [1], "config": {"epochs": 2},
-                           "dataset_options": {"synthetic": {"sequence_length": 6, "num_videos": 20}}})
+    grid = grid_from_dict(
+        {
+            "methods": ["late_fusion"],
+            "datasets": ["synthetic"],
+            "protocols": entries,
+            "seeds": [1],
+            "config": {"epochs": 2},
+            "dataset_options": {"synthetic": {"sequence_length": 6, "num_videos": 20}},
+        }
+    )
     assert [p.name for p in grid.protocols] == ["fixed", "fixed,frames=0.3", "rate=0.3,frames=0.2"]
     assert grid_from_dict(grid.to_dict()).protocols == grid.protocols
     run_grid(grid, tmp_path / "store")
     md = write_report(tmp_path / "store")["markdown"].read_text()
     assert "| late_fusion |" in md and "| late_fusion (frames=0.3) |" in md and "| late_fusion (frames=0.2) |" in md
-    for bad, match in (({"frames": [0.3], "frames2": 1}, "composes with fixed or random"), ({"fixed": [0.3], "frames": 0.3}, "fixed takes no rates"),
-                       ({"random": [0.3], "frames": 1.5}, r"in \[0, 1\]")):
+    for bad, match in (
+        ({"frames": [0.3], "frames2": 1}, "composes with fixed or random"),
+        ({"fixed": [0.3], "frames": 0.3}, "fixed takes no rates"),
+        ({"random": [0.3], "frames": 1.5}, r"in \[0, 1\]"),
+    ):
         with pytest.raises(ConfigError, match=match):
             grid_from_dict({"methods": ["late_fusion"], "datasets": ["synthetic"], "protocols": [bad], "seeds": [1]})
 
@@ -242,10 +311,29 @@ def test_one_model_serves_every_rate_when_training_brings_its_own_frame_noise(tm
     late = method_class("late_fusion")
     assert not late.own_frame_noise(late.Config()) and late.own_frame_noise(late.Config(train_missing="frames:uniform"))
     assert issubclass(late, Method) and method_class("lnln").own_frame_noise(method_class("lnln").Config())
-    grid = grid_from_dict({"methods": ["late_fusion", "lnln"], "datasets": ["synthetic"], "protocols": [{"frames": [0.0, 0.5]}], "seeds": [1],
-                           "config": {"epochs": 2}, "overrides": {"lnln": {"dim": 16, "tokens": 2, "heads": 2, "dim_head": 8, "mlp_dim": 16, "depth": 1,
-                                                                           "hyper_depth": 2, "fusion_depth": 1, "lr_schedule": "constant"}},
-                           "dataset_options": {"synthetic": {"sequence_length": 6, "aligned": True, "num_videos": 20}}})
+    grid = grid_from_dict(
+        {
+            "methods": ["late_fusion", "lnln"],
+            "datasets": ["synthetic"],
+            "protocols": [{"frames": [0.0, 0.5]}],
+            "seeds": [1],
+            "config": {"epochs": 2},
+            "overrides": {
+                "lnln": {
+                    "dim": 16,
+                    "tokens": 2,
+                    "heads": 2,
+                    "dim_head": 8,
+                    "mlp_dim": 16,
+                    "depth": 1,
+                    "hyper_depth": 2,
+                    "fusion_depth": 1,
+                    "lr_schedule": "constant",
+                }
+            },
+            "dataset_options": {"synthetic": {"sequence_length": 6, "aligned": True, "num_videos": 20}},
+        }
+    )
     assert [name for name, _ in grid.experiments()] == ["synthetic/late_fusion/frames=0", "synthetic/late_fusion/frames=0.5", "synthetic/lnln/frames=0,0.5"]
     run_grid(grid, tmp_path / "store")
     md = write_report(tmp_path / "store")["markdown"].read_text()

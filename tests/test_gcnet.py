@@ -52,9 +52,18 @@ def test_window_graph_gives_the_specs_worked_example():
     F, M = 0, 1
     speaker = lambda receiver, sender: 2 * receiver + sender  # noqa: E731
     expected = {
-        (0, 0): (NOW, speaker(F, F)), (0, 1): (PAST, speaker(F, F)), (1, 0): (FUTURE, speaker(F, F)), (1, 1): (NOW, speaker(F, F)),
-        (1, 2): (PAST, speaker(M, F)), (2, 1): (FUTURE, speaker(F, M)), (2, 2): (NOW, speaker(M, M)), (2, 3): (PAST, speaker(F, M)),
-        (3, 2): (FUTURE, speaker(M, F)), (3, 3): (NOW, speaker(F, F)), (3, 4): (PAST, speaker(M, F)), (4, 3): (FUTURE, speaker(F, M)),
+        (0, 0): (NOW, speaker(F, F)),
+        (0, 1): (PAST, speaker(F, F)),
+        (1, 0): (FUTURE, speaker(F, F)),
+        (1, 1): (NOW, speaker(F, F)),
+        (1, 2): (PAST, speaker(M, F)),
+        (2, 1): (FUTURE, speaker(F, M)),
+        (2, 2): (NOW, speaker(M, M)),
+        (2, 3): (PAST, speaker(F, M)),
+        (3, 2): (FUTURE, speaker(M, F)),
+        (3, 3): (NOW, speaker(F, F)),
+        (3, 4): (PAST, speaker(M, F)),
+        (4, 3): (FUTURE, speaker(F, M)),
         (4, 4): (NOW, speaker(M, M)),
     }
     assert len(graph.source) == 13 and edges == expected
@@ -117,8 +126,16 @@ def conversations(lengths, dims=(3, 4, 2), seed=0):
     inputs = {m: torch.randn(b, s, d, generator=generator) * real[..., None] for m, d in zip("lav", dims)}
     present = real[..., None].expand(b, s, 3).clone()
     speakers = torch.randint(0, 2, (b, s), generator=generator) * real
-    return Batch(inputs=inputs, padding={}, present=present, labels=torch.zeros(b, s), index=torch.where(real, 0, -1),
-                 modalities=("l", "a", "v"), utterance_mask=real, speakers=speakers)
+    return Batch(
+        inputs=inputs,
+        padding={},
+        present=present,
+        labels=torch.zeros(b, s),
+        index=torch.where(real, 0, -1),
+        modalities=("l", "a", "v"),
+        utterance_mask=real,
+        speakers=speakers,
+    )
 
 
 def test_a_conversations_output_does_not_depend_on_its_batch():
@@ -143,8 +160,13 @@ def test_reconstruction_loss_by_hand_on_a_padded_batch():
     generator = torch.Generator().manual_seed(0)
     recon, target = torch.randn(2, 3, 6, generator=generator), torch.randn(2, 3, 6, generator=generator)
     missing = torch.ones(2, 3, 2, dtype=torch.bool)
-    by_hand = sum(((recon[b, s, :2] - target[b, s, :2]) ** 2).sum() / 2 + ((recon[b, s, 2:] - target[b, s, 2:]) ** 2).sum() / 4
-                  for b, s in [(0, 0), (0, 1), (0, 2), (1, 0)]) / 4
+    by_hand = (
+        sum(
+            ((recon[b, s, :2] - target[b, s, :2]) ** 2).sum() / 2 + ((recon[b, s, 2:] - target[b, s, 2:]) ** 2).sum() / 4
+            for b, s in [(0, 0), (0, 1), (0, 2), (1, 0)]
+        )
+        / 4
+    )
     value = missing_reconstruction_loss(recon, target, dims, missing, real)
     torch.testing.assert_close(value, by_hand)
     # padded positions and present cells never count
@@ -188,10 +210,16 @@ def persistent_conversations(num_videos: int, seed: int = 0) -> Dataset:
     ids = [f"video{v}" for v in range(num_videos)]
     n_train, n_valid = int(0.7 * num_videos), int(0.15 * num_videos)
     return Dataset(
-        name="persistent", modalities=("l", "a", "v"), features=features, labels=labels.astype(np.int64),
-        utterance_ids=[f"u{i}" for i in range(len(labels))], video_ids=videos, task="classification",
-        folds=[Fold(tuple(ids[:n_train]), tuple(ids[n_train:n_train + n_valid]), tuple(ids[n_train + n_valid:]))],
-        class_names=("c0", "c1", "c2", "c3"), annotations={"speakers": speakers},
+        name="persistent",
+        modalities=("l", "a", "v"),
+        features=features,
+        labels=labels.astype(np.int64),
+        utterance_ids=[f"u{i}" for i in range(len(labels))],
+        video_ids=videos,
+        task="classification",
+        folds=[Fold(tuple(ids[:n_train]), tuple(ids[n_train : n_train + n_valid]), tuple(ids[n_train + n_valid :]))],
+        class_names=("c0", "c1", "c2", "c3"),
+        annotations={"speakers": speakers},
     )
 
 
@@ -215,8 +243,12 @@ def test_gcnet_uses_the_conversation_where_an_utterance_level_model_cannot():
             recon = net.reconstruction(net.hidden(masked))
         missing = ~masked.present & batch.utterance_mask[..., None]
         target = net.targets(batch)
-        errors.append([missing_reconstruction_loss(recon, target, net.dims, missing, batch.utterance_mask, reduction="sum"),
-                       missing_reconstruction_loss(torch.zeros_like(recon), target, net.dims, missing, batch.utterance_mask, reduction="sum")])
+        errors.append(
+            [
+                missing_reconstruction_loss(recon, target, net.dims, missing, batch.utterance_mask, reduction="sum"),
+                missing_reconstruction_loss(torch.zeros_like(recon), target, net.dims, missing, batch.utterance_mask, reduction="sum"),
+            ]
+        )
     completed, zeros = np.sum(errors, axis=0)
     assert completed < 0.8 * zeros, (completed, zeros)
 
@@ -227,8 +259,13 @@ def test_speakers_of_a_dataset_follow_the_specs_rule():
     assert count == 2 and set(index) == {0, 1}
     assert all(i == (s == "M") for i, s in zip(index, data.annotations["speakers"]))  # F = 0, M = 1
     many = Dataset(
-        name="many", modalities=("l",), features={"l": np.zeros((5, 2), np.float32)}, labels=np.zeros(5, np.float32),
-        utterance_ids=list("abcde"), video_ids=["x", "x", "x", "y", "y"], folds=[Fold(("x",), ("y",), ("y",))],
+        name="many",
+        modalities=("l",),
+        features={"l": np.zeros((5, 2), np.float32)},
+        labels=np.zeros(5, np.float32),
+        utterance_ids=list("abcde"),
+        video_ids=["x", "x", "x", "y", "y"],
+        folds=[Fold(("x",), ("y",), ("y",))],
         annotations={"speakers": ["Cleo", "Ann", "Bob", "Bob", "Dan"]},
     )
     assert many.speakers[0].tolist() == [0, 1, 2, 0, 1] and many.speakers[1] == 3

@@ -67,13 +67,19 @@ def test_the_issue_example_grid_resolves(tmp_path):
 @pytest.mark.parametrize(
     "changes, message",
     [
-        ({"methods": ["late_fusion", "momk"]}, f"grid.yaml: methods[1]: Unknown method 'momk'. Did you mean 'momke'? Valid methods: {', '.join(list_methods())}."),
+        (
+            {"methods": ["late_fusion", "momk"]},
+            f"grid.yaml: methods[1]: Unknown method 'momk'. Did you mean 'momke'? Valid methods: {', '.join(list_methods())}.",
+        ),
         ({"datasets": ["nope"]}, "grid.yaml: datasets[0]: Unknown dataset 'nope'. Valid datasets:"),
         ({"seed": [1]}, "grid.yaml: unknown key 'seed'. Did you mean 'seeds'? Valid keys: methods, datasets, protocols, seeds"),
         ({"overrides": {"late_fusion": {"epoch": 3}}}, "grid.yaml: overrides.late_fusion: Unknown config key 'epoch'"),
         ({"overrides": {"momke": {"epochs": 3}}}, "grid.yaml: overrides.momke: method 'momke' is not in this grid's methods"),
         ({"config": {"lr": "fast"}}, "grid.yaml: config: The 'lr' parameter"),
-        ({"protocols": ["fixed", {"random": [0.3, 0.9]}]}, "grid.yaml: protocols[1].random[1]: The 'rate' parameter of the random protocol must be in [0, 0.7]"),
+        (
+            {"protocols": ["fixed", {"random": [0.3, 0.9]}]},
+            "grid.yaml: protocols[1].random[1]: The 'rate' parameter of the random protocol must be in [0, 0.7]",
+        ),
         ({"protocols": ["fixd"]}, "grid.yaml: protocols[0]: expected 'fixed', 'random', 'frames' or {random: [rates]}"),
         ({"seeds": [1, "two"]}, "grid.yaml: seeds[1]: expected an integer"),
         ({"dataset_options": {"synthetic": {"videos": 3}}}, "grid.yaml: dataset_options.synthetic.videos: unknown option"),
@@ -144,7 +150,9 @@ def test_unreadable_run_file_fails_before_training_and_names_the_file(tmp_path, 
 
 def test_store_of_a_different_grid_is_refused(tmp_path, capsys):
     out = tmp_path / "store"
-    assert main(["grid", "run", str(write_grid(tmp_path / "a.yaml", methods=["late_fusion"], protocols=["fixed"], seeds=[1])), "--out", str(out), "--quiet"]) == 0
+    assert (
+        main(["grid", "run", str(write_grid(tmp_path / "a.yaml", methods=["late_fusion"], protocols=["fixed"], seeds=[1])), "--out", str(out), "--quiet"]) == 0
+    )
     changed = write_grid(tmp_path / "b.yaml", methods=["late_fusion"], protocols=["fixed"], seeds=[1], config={"epochs": 3})
     assert main(["grid", "run", str(changed), "--out", str(out), "--quiet"]) == 2
     assert "already holds a different experiment (differs in: config)" in capsys.readouterr().err
@@ -185,7 +193,9 @@ def test_killed_grid_resumes_without_redoing_finished_runs(tmp_path):
     grid = write_grid(tmp_path / "grid.yaml", methods=["late_fusion"], protocols=["fixed"], seeds=[1, 2, 3, 4], config={"epochs": 8, "patience": None})
     out = tmp_path / "store"
     args = ["grid", "run", str(grid), "--out", str(out), "--quiet"]
-    process = subprocess.Popen([sys.executable, "-m", "imsa", *args, "--backend", "local", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "imsa", *args, "--backend", "local", "--workers", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 60
     while not run_files(out) and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -261,7 +271,9 @@ def test_complete_data_phases_train_once_for_every_protocol_of_a_grid(tmp_path):
     run_grid(grid, tmp_path / "store", context=RunContext(callbacks=[Epochs()]))
     assert epochs.count("pretrain") == 3 and epochs.count("mmin") == 2 * 2  # pretrained once, then each protocol's own phase
     assert not (tmp_path / "store" / ".shared-phases").exists()  # removed once every run is written
-    run_experiment(Experiment("mmin", "synthetic", protocol=Protocol("random", rate=0.3), seeds=(1,), config=tiny, dataset_options=TINY_DATA), tmp_path / "alone")
+    run_experiment(
+        Experiment("mmin", "synthetic", protocol=Protocol("random", rate=0.3), seeds=(1,), config=tiny, dataset_options=TINY_DATA), tmp_path / "alone"
+    )
     shared = json.loads((tmp_path / "store" / "synthetic" / "mmin" / "rate=0.3" / "runs" / "seed1-fold0.json").read_text())
     alone = json.loads((tmp_path / "alone" / "runs" / "seed1-fold0.json").read_text())
     assert shared["metrics"] == alone["metrics"] and shared["selected_epochs"] == alone["selected_epochs"]

@@ -16,8 +16,19 @@ from imsa.nn.diffusion import VESDE, ScoreUNet, euler_maruyama, sampler_noise_sh
 from imsa.protocols import Protocol
 
 IMDer = method_class("imder")
-TINY = dict(dim=8, heads=2, layers=1, conv_kernel=3, sampling_steps=3, unet_channels=(8, 8, 8, 8), unet_embed_dim=8, unet_layers=1,
-            unet_groups=(2, 2), rec_blocks=1, rec_reduction=4)
+TINY = dict(
+    dim=8,
+    heads=2,
+    layers=1,
+    conv_kernel=3,
+    sampling_steps=3,
+    unet_channels=(8, 8, 8, 8),
+    unet_embed_dim=8,
+    unet_layers=1,
+    unet_groups=(2, 2),
+    rec_blocks=1,
+    rec_reduction=4,
+)
 
 
 def spec(dims):
@@ -77,8 +88,14 @@ def batch_of(n=4, width=6, dims=None, seed=0):
     generator = torch.Generator().manual_seed(seed)
     inputs = {m: torch.randn(n, width, d, generator=generator) for m, d in dims.items()}
     full = torch.ones(n, width, dtype=torch.bool)
-    return Batch(inputs=inputs, padding={m: full for m in dims}, present=torch.ones(n, len(dims), dtype=torch.bool),
-                 labels=torch.zeros(n), index=torch.arange(10, 10 + n), modalities=tuple(dims))
+    return Batch(
+        inputs=inputs,
+        padding={m: full for m in dims},
+        present=torch.ones(n, len(dims), dtype=torch.bool),
+        labels=torch.zeros(n),
+        index=torch.arange(10, 10 + n),
+        modalities=tuple(dims),
+    )
 
 
 def test_sampling_is_reproducible_batch_independent_and_seeded_per_utterance():
@@ -134,8 +151,14 @@ def test_the_sampler_draws_the_data_distribution_given_its_exact_score():
 
 def alone(batch, i, length):
     """Utterance ``i`` of ``batch`` as a batch of its own, cut to its own length."""
-    return Batch(inputs={m: v[i:i + 1, :length] for m, v in batch.inputs.items()}, padding={m: v[i:i + 1, :length] for m, v in batch.padding.items()},
-                 present=batch.present[i:i + 1], labels=batch.labels[i:i + 1], index=batch.index[i:i + 1], modalities=batch.modalities)
+    return Batch(
+        inputs={m: v[i : i + 1, :length] for m, v in batch.inputs.items()},
+        padding={m: v[i : i + 1, :length] for m, v in batch.padding.items()},
+        present=batch.present[i : i + 1],
+        labels=batch.labels[i : i + 1],
+        index=batch.index[i : i + 1],
+        modalities=batch.modalities,
+    )
 
 
 def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding(padded_sequences):
@@ -173,8 +196,13 @@ def test_masked_blocks_score_real_steps_as_the_unpadded_sequence():
     torch.testing.assert_close(out[1:, :, :16], alone, atol=1e-5, rtol=1e-5)
     assert out[1:, :, 9:].abs().max() == 0
     # the loss of a zero network: channels times real steps per sample
-    values = score_matching_loss(lambda x, t, c, mask: torch.zeros_like(x), torch.randn(4000, 4, 16), torch.randn(4000, 4, 16), VESDE(),
-                                 mask=(torch.arange(16)[None] < 5).expand(4000, 16))
+    values = score_matching_loss(
+        lambda x, t, c, mask: torch.zeros_like(x),
+        torch.randn(4000, 4, 16),
+        torch.randn(4000, 4, 16),
+        VESDE(),
+        mask=(torch.arange(16)[None] < 5).expand(4000, 16),
+    )
     assert abs(values.mean().item() - 20) < 0.5
 
 

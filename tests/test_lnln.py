@@ -13,15 +13,15 @@ import pytest
 import torch
 from scipy import stats
 
-from imsa.cli import main
 from imsa.batch import iterate_batches, tensor_cache
+from imsa.cli import main
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError, DataError
+from imsa.experiments.models import load_method
 from imsa.frames import FrameDrop, FramesInside, droppable
 from imsa.methods.base import DataSpec, TrainingMasks
 from imsa.methods.lnln import LNLN, completeness_labels
 from imsa.missing import Complete
-from imsa.model_files import load_method
 from imsa.nn.almt import EncoderLayer, HyperModalityLayer
 from imsa.protocols import Protocol
 from imsa.training import lr_factor
@@ -37,11 +37,14 @@ def parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("dims, steps, overrides, expected", [
-    ((768, 5, 20), (50, 375, 500), {}, 6_483_012),  # MOSI
-    ((768, 74, 35), (50, 500, 500), {"fusion_depth": 4}, 7_102_404),  # MOSEI
-    ((768, 33, 709), (39, 400, 55), {"fusion_depth": 4, "beta": 0.6}, 7_112_260),  # CH-SIMS
-])
+@pytest.mark.parametrize(
+    "dims, steps, overrides, expected",
+    [
+        ((768, 5, 20), (50, 375, 500), {}, 6_483_012),  # MOSI
+        ((768, 74, 35), (50, 500, 500), {"fusion_depth": 4}, 7_102_404),  # MOSEI
+        ((768, 33, 709), (39, 400, 55), {"fusion_depth": 4, "beta": 0.6}, 7_112_260),  # CH-SIMS
+    ],
+)
 def test_parameter_counts_match_the_spec(dims, steps, overrides, expected):
     assert parameters(LNLN(**overrides).build(spec(dims, steps))) == expected
 
@@ -159,7 +162,7 @@ def test_training_noise_is_lnlns_distribution_redrawn_every_batch():
     batch = batch.with_present(torch.ones_like(batch.present))
     masks = TrainingMasks(FramesInside(Complete(), FrameDrop("lnln")), data.modalities, seed=0, stream=7, dataset=data)
     first = masks.draw(batch, 0).batch.frame_present
-    long_rows = (data.lengths["a"][train.indices] >= 150)
+    long_rows = data.lengths["a"][train.indices] >= 150
     kept = {m: ((first[m] & batch.padding[m]).float().sum(1) / batch.padding[m].float().sum(1)).numpy()[long_rows] for m in data.modalities}
     for m in data.modalities:
         clean = np.mean(kept[m] == 1.0)
@@ -226,9 +229,47 @@ def test_completeness_tracks_the_surviving_language():
 
 def test_runs_under_the_frames_protocol(tmp_path, capsys):
     out = tmp_path / "run"
-    main(["run", "--method", "lnln", "--dataset", "synthetic", "--set", "data.sequence_length=6", "--set", "data.aligned=true", "--set", "data.num_videos=20",
-          "--protocol", "frames", "--rates", "0.0", "0.5", "--set", "epochs=2", "--set", "dim=16", "--set", "tokens=2", "--set", "heads=2", "--set", "dim_head=8",
-          "--set", "mlp_dim=16", "--set", "depth=1", "--set", "hyper_depth=2", "--set", "fusion_depth=1", "--out", str(out), "--quiet"])
+    main(
+        [
+            "run",
+            "--method",
+            "lnln",
+            "--dataset",
+            "synthetic",
+            "--set",
+            "data.sequence_length=6",
+            "--set",
+            "data.aligned=true",
+            "--set",
+            "data.num_videos=20",
+            "--protocol",
+            "frames",
+            "--rates",
+            "0.0",
+            "0.5",
+            "--set",
+            "epochs=2",
+            "--set",
+            "dim=16",
+            "--set",
+            "tokens=2",
+            "--set",
+            "heads=2",
+            "--set",
+            "dim_head=8",
+            "--set",
+            "mlp_dim=16",
+            "--set",
+            "depth=1",
+            "--set",
+            "hyper_depth=2",
+            "--set",
+            "fusion_depth=1",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "frames=0" in printed and "frames=0.5" in printed and "one model (the method's own frame noise)" in printed
     summary = json.loads((out / "summary.json").read_text())  # one experiment: LNLN's noise does not depend on the test rate
@@ -288,7 +329,25 @@ def test_token_input_refusals(tmp_path, tiny_bert, token_mmsa):
 def test_a_frames_run_records_unknown_tokens(tmp_path, tiny_bert, token_mmsa, capsys):
     path = token_mmsa(tmp_path / "aligned_50.pkl")
     out = tmp_path / "run"
-    main(["run", "--method", "lnln", "--dataset", str(path), "--protocol", "frames", "--rates", "0.0", "0.5", "--set", f"text_encoder={tiny_bert}",
-          *[f"--set={k}={v}" for k, v in TOKEN_RUN.items()], "--out", str(out), "--quiet"])
+    main(
+        [
+            "run",
+            "--method",
+            "lnln",
+            "--dataset",
+            str(path),
+            "--protocol",
+            "frames",
+            "--rates",
+            "0.0",
+            "0.5",
+            "--set",
+            f"text_encoder={tiny_bert}",
+            *[f"--set={k}={v}" for k, v in TOKEN_RUN.items()],
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     summary = json.loads((out / "summary.json").read_text())
     assert summary["experiment"]["dropped_text"] == "[UNK] tokens" and set(summary["test"]) == {"frames=0", "frames=0.5", "mean"}

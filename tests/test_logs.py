@@ -8,7 +8,7 @@ import pytest
 
 from imsa.cli import main
 from imsa.errors import ConfigError
-from imsa.experiments.logs import check_loggers
+from imsa.logs import check_loggers
 from imsa.training import RunContext
 
 ARGS = ["run", "--method", "late_fusion", "--dataset", "synthetic", "--seeds", "1", "--set", "epochs=4", "--set", "data.num_videos=20", "--quiet"]
@@ -40,7 +40,7 @@ def test_loggers_are_checked_before_training(monkeypatch):
 
 
 def test_tensorboard_log_holds_the_curves(tmp_path):
-    pytest.importorskip("tensorboard", reason="the tensorboard extra is not installed (pip install \"imsa[tensorboard]\")")
+    pytest.importorskip("tensorboard", reason='the tensorboard extra is not installed (pip install "imsa[tensorboard]")')
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     assert main(ARGS + ["--out", str(tmp_path), "--log", "tensorboard"]) == 0
@@ -51,8 +51,8 @@ def test_tensorboard_log_holds_the_curves(tmp_path):
 
 
 def test_mlflow_log_holds_one_run_with_its_config(tmp_path):
-    pytest.importorskip("mlflow", reason="the mlflow extra is not installed (pip install \"imsa[mlflow]\")")
-    pytest.importorskip("sqlalchemy", reason="the mlflow extra is not installed (pip install \"imsa[mlflow]\")")
+    pytest.importorskip("mlflow", reason='the mlflow extra is not installed (pip install "imsa[mlflow]")')
+    pytest.importorskip("sqlalchemy", reason='the mlflow extra is not installed (pip install "imsa[mlflow]")')
     import mlflow
 
     assert main(ARGS + ["--out", str(tmp_path), "--log", "mlflow"]) == 0

@@ -19,7 +19,6 @@ from imsa.metrics import (
     regression_metrics,
 )
 
-
 # ---------------------------------------------------------------- regression
 
 
@@ -239,11 +238,14 @@ def test_multilabel_metrics_by_hand():
         assert scores[f"binary_f1_{name}"] == pytest.approx(f1_score(label[:, k], decisions[:, k], average="weighted"))
 
 
-@pytest.mark.parametrize("prediction, label", [
-    (np.zeros((3, 2, 3)), np.zeros((3, 2))),  # three logits per class
-    (np.zeros((3, 2)), np.zeros((3, 3))),  # shapes differ
-    (np.full((3, 2), 2), np.zeros((3, 2))),  # not 0/1
-])
+@pytest.mark.parametrize(
+    "prediction, label",
+    [
+        (np.zeros((3, 2, 3)), np.zeros((3, 2))),  # three logits per class
+        (np.zeros((3, 2)), np.zeros((3, 3))),  # shapes differ
+        (np.full((3, 2), 2), np.zeros((3, 2))),  # not 0/1
+    ],
+)
 def test_multilabel_rejects_bad_input(prediction, label):
     with pytest.raises(ConfigError):
         multilabel_metrics(prediction, label)

@@ -60,8 +60,7 @@ def test_fixed_condition_counts():
 
 
 @fast
-@given(st.permutations(CODES).flatmap(lambda p: st.integers(1, 4).map(lambda k: p[:k])),
-       st.sampled_from(["", " ", "  "]))
+@given(st.permutations(CODES).flatmap(lambda p: st.integers(1, 4).map(lambda k: p[:k])), st.sampled_from(["", " ", "  "]))
 def test_parse_round_trip(codes, space):
     condition = Condition.parse((space + "," + space).join(codes))
     assert condition.name == canonical(codes) == str(condition)
@@ -99,9 +98,12 @@ def test_condition_index_rejects_empty_rows():
 
 
 @fast
-@given(n=st.integers(1, 300), num_modalities=st.integers(2, 4),
-       rate=st.one_of(st.sampled_from([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]), st.floats(0, 0.7)),
-       seed=st.integers(0, 2 ** 32 - 1))
+@given(
+    n=st.integers(1, 300),
+    num_modalities=st.integers(2, 4),
+    rate=st.one_of(st.sampled_from([0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]), st.floats(0, 0.7)),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_random_missing_mask_properties(n, num_modalities, rate, seed):
     present = random_missing_mask(n, num_modalities, rate, seed)
     assert present.shape == (n, num_modalities) and present.dtype == bool
@@ -219,20 +221,20 @@ def message(name, owner, expected, got):
     return re.escape(f"The {name!r} parameter of {owner} must be {expected}. Got {got!r} instead.")
 
 
-@pytest.mark.parametrize("build, pattern", [
-    (lambda: random_missing_mask(10, 3, 1.0, 0), message("rate", "random_missing_mask", "a float in [0, 1)", 1.0)),
-    (lambda: random_missing_mask(10, 3, -0.1, 0), message("rate", "random_missing_mask", "a float in [0, 1)", -0.1)),
-    (lambda: random_missing_mask(-1, 3, 0.1, 0), message("n", "random_missing_mask", "a non-negative integer", -1)),
-    (lambda: random_missing_mask(10, 3, 0.1, "seed"),
-     message("rng", "random_missing_mask", "a numpy Generator or an int seed", "seed")),
-    (lambda: RandomRate(1.2), message("rate", "RandomRate", "a float in [0, 1)", 1.2)),
-    (lambda: IndependentDropout(1.0), message("p", "IndependentDropout", "a float in [0, 1)", 1.0)),
-    (lambda: make_sampler("dropout:1.5"), message("p", "IndependentDropout", "a float in [0, 1)", 1.5)),
-    (lambda: CombinationDistribution({"l": -1}),
-     message("weights['l']", "CombinationDistribution", "a finite non-negative number", -1)),
-    (lambda: fixed_conditions(("l", "l")),
-     message("modalities", "fixed_conditions", "a non-empty tuple of distinct modality codes", ("l", "l"))),
-])
+@pytest.mark.parametrize(
+    "build, pattern",
+    [
+        (lambda: random_missing_mask(10, 3, 1.0, 0), message("rate", "random_missing_mask", "a float in [0, 1)", 1.0)),
+        (lambda: random_missing_mask(10, 3, -0.1, 0), message("rate", "random_missing_mask", "a float in [0, 1)", -0.1)),
+        (lambda: random_missing_mask(-1, 3, 0.1, 0), message("n", "random_missing_mask", "a non-negative integer", -1)),
+        (lambda: random_missing_mask(10, 3, 0.1, "seed"), message("rng", "random_missing_mask", "a numpy Generator or an int seed", "seed")),
+        (lambda: RandomRate(1.2), message("rate", "RandomRate", "a float in [0, 1)", 1.2)),
+        (lambda: IndependentDropout(1.0), message("p", "IndependentDropout", "a float in [0, 1)", 1.0)),
+        (lambda: make_sampler("dropout:1.5"), message("p", "IndependentDropout", "a float in [0, 1)", 1.5)),
+        (lambda: CombinationDistribution({"l": -1}), message("weights['l']", "CombinationDistribution", "a finite non-negative number", -1)),
+        (lambda: fixed_conditions(("l", "l")), message("modalities", "fixed_conditions", "a non-empty tuple of distinct modality codes", ("l", "l"))),
+    ],
+)
 def test_invalid_parameters_raise_sklearn_style_config_errors(build, pattern):
     with pytest.raises(ConfigError, match=pattern):
         build()

@@ -128,8 +128,15 @@ def imagination_data(seed: int = 0, n: int = 3000) -> Dataset:
     labels = (s[:, 0] > 0).astype(np.int64) * 2 + (s[:, 1] > 0)
     ids = [f"v{i}" for i in range(n)]
     return Dataset(
-        name="imagination", modalities=("l", "a", "v"), features=features, labels=labels, utterance_ids=ids, video_ids=ids,
-        folds=[Fold(tuple(ids[:2400]), tuple(ids[2400:2700]), tuple(ids[2700:]))], task="classification", class_names=("c0", "c1", "c2", "c3"),
+        name="imagination",
+        modalities=("l", "a", "v"),
+        features=features,
+        labels=labels,
+        utterance_ids=ids,
+        video_ids=ids,
+        folds=[Fold(tuple(ids[:2400]), tuple(ids[2400:2700]), tuple(ids[2700:]))],
+        task="classification",
+        class_names=("c0", "c1", "c2", "c3"),
     )
 
 
@@ -151,8 +158,17 @@ def audio_slot_cosine(method, test) -> float:
 def test_imagination_recovers_the_removed_modality_and_needs_its_loss():
     data = imagination_data()
     split = data.split(0)
-    options = dict(embed_dim=16, encoder_layers=(32, 32), classifier_layers=(32, 32), ae_layers=(32, 16, 8), ae_blocks=2,
-                   pretrain_epochs=30, epochs=40, pretrain_lr_schedule="linear:10", lr_schedule="linear:10")
+    options = dict(
+        embed_dim=16,
+        encoder_layers=(32, 32),
+        classifier_layers=(32, 32),
+        ae_layers=(32, 16, 8),
+        ae_blocks=2,
+        pretrain_epochs=30,
+        epochs=40,
+        pretrain_lr_schedule="linear:10",
+        lr_schedule="linear:10",
+    )
     imagined = MMIN(**options).fit(split["train"], split["valid"], seed=0)
     without = MMIN(mse_weight=0.0, **options).fit(split["train"], split["valid"], seed=0)
     with_loss, no_loss = audio_slot_cosine(imagined, split["test"]), audio_slot_cosine(without, split["test"])
@@ -166,7 +182,9 @@ def test_imagination_recovers_the_removed_modality_and_needs_its_loss():
 
 def test_targets_of_present_slots_are_the_teachers_embedding_of_zeros(synthetic):
     split = synthetic.split(0)
-    method = MMIN(pretrain_epochs=2, epochs=1, embed_dim=4, encoder_layers=(8,), classifier_layers=(8,), ae_layers=(8, 4), ae_blocks=2).fit(split["train"], split["valid"])
+    method = MMIN(pretrain_epochs=2, epochs=1, embed_dim=4, encoder_layers=(8,), classifier_layers=(8,), ae_layers=(8, 4), ae_blocks=2).fit(
+        split["train"], split["valid"]
+    )
     batch = next(iterate_batches(split["test"], 16))
     present = torch.zeros_like(batch.present)
     present[:, 0] = True  # only text present: its target slot is the teacher on zeros
@@ -179,7 +197,9 @@ def test_targets_of_present_slots_are_the_teachers_embedding_of_zeros(synthetic)
 
 def test_frozen_encoders_stay_the_teachers(synthetic):
     split = synthetic.split(0)
-    method = MMIN(pretrain_epochs=2, epochs=2, freeze_encoders=True, embed_dim=4, encoder_layers=(8,), classifier_layers=(8,)).fit(split["train"], split["valid"])
+    method = MMIN(pretrain_epochs=2, epochs=2, freeze_encoders=True, embed_dim=4, encoder_layers=(8,), classifier_layers=(8,)).fit(
+        split["train"], split["valid"]
+    )
     student = method.model_.encoders.state_dict()
     assert all(torch.equal(student[k], v) for k, v in method.teacher_.state_dict().items())
 
@@ -214,8 +234,14 @@ def test_mmin_refuses_one_modality_and_unknown_settings(synthetic):
 
     text = text_and_audio(synthetic)
     text_only = Dataset(
-        name="text-only", modalities=("l",), features={"l": text.features["l"]}, labels=text.labels, utterance_ids=text.utterance_ids,
-        video_ids=text.video_ids, folds=text.folds, task=text.task,
+        name="text-only",
+        modalities=("l",),
+        features={"l": text.features["l"]},
+        labels=text.labels,
+        utterance_ids=text.utterance_ids,
+        video_ids=text.video_ids,
+        folds=text.folds,
+        task=text.task,
     )
     split = text_only.split(0)
     with pytest.raises(ConfigError, match="MMIN needs at least two modalities"):
@@ -232,6 +258,7 @@ def test_fixed_protocol_selects_phase_2_on_the_incomplete_conditions_only(synthe
 
     split = synthetic.split(0)
     MMIN(pretrain_epochs=1, epochs=1, embed_dim=4, encoder_layers=(8,), classifier_layers=(8,)).fit(
-        split["train"], split["valid"], context=RunContext(workdir=tmp_path, device="cpu"))
+        split["train"], split["valid"], context=RunContext(workdir=tmp_path, device="cpu")
+    )
     settings = {phase: load_tensors_only(tmp_path / f"{phase}.pt")["fingerprint"]["settings"] for phase in ("pretrain", "mmin")}
     assert settings == {"pretrain": ["l,a,v"], "mmin": sorted(["l", "a", "v", "l,a", "l,v", "a,v"])}

@@ -17,16 +17,15 @@ import pytest
 import torch
 
 import imsa.methods.momke as momke_module
-from imsa.training import RunContext
-from imsa.config import build_config, packaged_config
 from imsa.batch import tensor_cache, video_index_matrix
+from imsa.config import build_config, packaged_config
 from imsa.errors import ConfigError
 from imsa.experiments.runner import Experiment
 from imsa.methods.base import DataSpec
 from imsa.methods.momke import MaskedAttention, MoMKE, MoMKEConfig, MoMKENet, PerConditionMoMKE, TokenLayout, _BestPerModality, scatter
 from imsa.missing import fixed_conditions
 from imsa.protocols import Protocol
-from imsa.training import TrainResult
+from imsa.training import RunContext, TrainResult
 
 MODALITIES = ("l", "a", "v")
 CONDITIONS = [c.name for c in fixed_conditions(MODALITIES)]
@@ -124,6 +123,7 @@ def test_masked_attention_follows_the_spec_and_a_row_without_tokens_gives_zero()
     key_mask = torch.ones(3, 5, dtype=torch.bool)
     key_mask[1] = False  # no token at all: a video whose modality is missing
     key_mask[2, 3:] = False  # padding
+
     def attend(mask):
         layout = TokenLayout(mask)
         return scatter(layout.unpad(attention(layout.pad(x[mask]), layout.attention_mask)), mask)

@@ -271,7 +271,14 @@ def _nan_cell(path):
 
 @pytest.mark.parametrize(
     "rel, change",
-    [(PICKLE, _truncate), (PICKLE, _foreign), (FEATURE_CSVS["v"], _drop_row), (FEATURE_CSVS["l"], _drop_column), (FEATURE_CSVS["a"], _flip_label), (FEATURE_CSVS["a"], _nan_cell)],
+    [
+        (PICKLE, _truncate),
+        (PICKLE, _foreign),
+        (FEATURE_CSVS["v"], _drop_row),
+        (FEATURE_CSVS["l"], _drop_column),
+        (FEATURE_CSVS["a"], _flip_label),
+        (FEATURE_CSVS["a"], _nan_cell),
+    ],
     ids=["truncated-pickle", "foreign-pickle", "csv-row-removed", "csv-column-removed", "binary-label-flipped", "nan-cell"],
 )
 def test_a_file_modified_after_download_is_refused_by_its_checksum(copy_root, rel, change):

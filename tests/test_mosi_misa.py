@@ -11,12 +11,11 @@ import shutil
 import numpy as np
 import pytest
 
+from conftest import skip_without_real_data
 from imsa.cli import main
 from imsa.data.mosi_misa import PICKLE
 from imsa.data.registry import load_dataset
 from imsa.errors import DataError
-
-from conftest import skip_without_real_data
 
 
 @pytest.fixture(scope="module")
@@ -72,10 +71,59 @@ def test_a_damaged_file_is_refused_naming_it(misa_root, tmp_path):
 
 
 def test_sequence_methods_and_the_frames_protocol_run_on_it(misa_root, tmp_path, capsys):
-    assert main(["run", "--method", "late_fusion", "--dataset", "mosi-misa", "--data-dir", str(misa_root), "--protocol", "frames", "--rates", "0", "0.5",
-                 "--folds", "0", "--set", "epochs=2", "--out", str(tmp_path / "frames"), "--quiet"]) == 0
-    assert main(["run", "--method", "mult", "--dataset", "mosi-misa", "--data-dir", str(misa_root), "--folds", "0", "--set", "epochs=1",
-                 "--set", "dim=8", "--set", "layers=1", "--set", "heads=2", "--out", str(tmp_path / "mult"), "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--method",
+                "late_fusion",
+                "--dataset",
+                "mosi-misa",
+                "--data-dir",
+                str(misa_root),
+                "--protocol",
+                "frames",
+                "--rates",
+                "0",
+                "0.5",
+                "--folds",
+                "0",
+                "--set",
+                "epochs=2",
+                "--out",
+                str(tmp_path / "frames"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "run",
+                "--method",
+                "mult",
+                "--dataset",
+                "mosi-misa",
+                "--data-dir",
+                str(misa_root),
+                "--folds",
+                "0",
+                "--set",
+                "epochs=1",
+                "--set",
+                "dim=8",
+                "--set",
+                "layers=1",
+                "--set",
+                "heads=2",
+                "--out",
+                str(tmp_path / "mult"),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "frames=0.5" in printed and "l,a,v" in printed
 

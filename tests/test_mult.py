@@ -80,8 +80,9 @@ def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding(pa
     released = MulT(dim=8, heads=2, layers=2).build(spec).eval()
     alone = padded_sequences([5], width=5)
     pad = torch.nn.functional.pad
-    padded = dataclasses.replace(alone, inputs={m: pad(x, (0, 0, 0, 4)) for m, x in alone.inputs.items()},
-                                 padding={m: pad(p, (0, 4)) for m, p in alone.padding.items()})  # the same utterance, 4 padded steps more
+    padded = dataclasses.replace(
+        alone, inputs={m: pad(x, (0, 0, 0, 4)) for m, x in alone.inputs.items()}, padding={m: pad(p, (0, 4)) for m, p in alone.padding.items()}
+    )  # the same utterance, 4 padded steps more
     with torch.no_grad():
         torch.testing.assert_close(masked(padded).prediction, masked(alone).prediction, atol=1e-5, rtol=0)
         released.load_state_dict(masked.state_dict())
@@ -129,7 +130,9 @@ def test_a_fine_tuned_text_encoder_reads_the_token_ids(tmp_path, tiny_bert, toke
 
     data = load_dataset(str(token_mmsa(tmp_path / "aligned_50.pkl")))
     split = data.split(0)
-    before = {k: v.clone() for k, v in method_class("mult")(**TINY_MULT, text_encoder=str(tiny_bert)).build(DataSpec.of(data)).text_encoder.state_dict().items()}
+    before = {
+        k: v.clone() for k, v in method_class("mult")(**TINY_MULT, text_encoder=str(tiny_bert)).build(DataSpec.of(data)).text_encoder.state_dict().items()
+    }
     method = method_class("mult")(**TINY_MULT, text_encoder=str(tiny_bert), epochs=2, lr=1e-2).fit(split["train"], split["valid"], seed=0)
     net = method.model_.eval()
     assert net.projections.convs["l"].in_channels == 16  # the encoder's width, not the 6-d features
@@ -158,7 +161,9 @@ def test_recovery_methods_encode_token_ids_and_freeze_the_encoder_for_recovery(t
     data = load_dataset(str(token_mmsa(tmp_path / "aligned_50.pkl")))
     split = data.split(0)
     cls = method_class(name)
-    method = cls(**{**cls.tiny_config, "batch_size": 8, "epochs": 2}, text_encoder=str(tiny_bert)).fit(split["train"], split["valid"], protocol=Protocol("random", rate=0.5), seed=0)
+    method = cls(**{**cls.tiny_config, "batch_size": 8, "epochs": 2}, text_encoder=str(tiny_bert)).fit(
+        split["train"], split["valid"], protocol=Protocol("random", rate=0.5), seed=0
+    )
     net = method.model_
     models = list(net.models.values()) if hasattr(net, "models") else [net]
     assert all(m.backbone.text_encoder is not None and not any(p.requires_grad for p in m.backbone.text_encoder.parameters()) for m in models)

@@ -14,9 +14,9 @@ import imsa
 from imsa.cli import main
 from imsa.errors import ConfigError, DataError
 from imsa.experiments.store import read_predictions
+from imsa.methods import create_method
 from imsa.metrics import compute_metrics
 from imsa.model_files import model_paths, read_model
-from imsa.methods import create_method
 
 TINY = {
     "late_fusion": ["--set", "epochs=4"],

@@ -53,8 +53,9 @@ def test_a_search_runs_its_trials_as_ray_tasks(tmp_path):
 
     from imsa.experiments.tune import run_tune
 
-    result = run_tune("late_fusion", "synthetic", tmp_path / "study", trials=3, workers=2, backend="ray", config={"epochs": 2},
-                      dataset_options={"num_videos": 15})
+    result = run_tune(
+        "late_fusion", "synthetic", tmp_path / "study", trials=3, workers=2, backend="ray", config={"epochs": 2}, dataset_options={"num_videos": 15}
+    )
     assert not ray.is_initialized()  # the instance the search started is stopped again
     study = optuna.load_study(study_name="imsa", storage=f"sqlite:///{tmp_path / 'study' / 'study.db'}")
     finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]

@@ -36,12 +36,14 @@ def test_released_epochs_are_chosen_on_validation_among_stage2_epochs(tmp_path):
     split = np.array(["valid"] * 4 + ["test"] * 2)
     # epoch 0: stage 1, perfect everywhere (never eligible); epoch 1: valid good, test bad;
     # epoch 2: valid bad, test perfect; epoch 3: valid best by MAE, valid F1 as epoch 1.
-    predictions = np.array([
-        labels,
-        [-1.9, -1.1, 1.1, 1.9, 1.0, -1.0],
-        [2.0, 2.0, -2.0, -2.0, -1.5, 1.5],
-        [-2.0, -1.0, 1.0, 2.05, 0.5, 0.5],
-    ])
+    predictions = np.array(
+        [
+            labels,
+            [-1.9, -1.1, 1.1, 1.9, 1.0, -1.0],
+            [2.0, 2.0, -2.0, -2.0, -1.5, 1.5],
+            [-2.0, -1.0, 1.0, 2.05, 0.5, 0.5],
+        ]
+    )
     path = tmp_path / "released.npz"
     np.savez(path, utterances=np.arange(6).astype(str), split=split, labels=labels, stage=np.array([1, 2, 2, 2]), predictions=predictions)
     scores = script.released_scores(path)

@@ -133,8 +133,16 @@ def test_report_cells_show_mean_and_std_and_a_single_run_alone():
 def test_rows_of_one_method_under_several_configs_are_labelled_by_what_differs(tmp_path):
     options = {"synthetic": {"num_videos": 20, "max_utterances": 6}}
     for name, dim in (("narrow", 8), ("wide", 32)):
-        grid = grid_from_dict({"methods": ["late_fusion"], "datasets": ["synthetic"], "protocols": ["fixed"], "seeds": [1],
-                               "config": {"epochs": 2, "dim": dim}, "dataset_options": options})
+        grid = grid_from_dict(
+            {
+                "methods": ["late_fusion"],
+                "datasets": ["synthetic"],
+                "protocols": ["fixed"],
+                "seeds": [1],
+                "config": {"epochs": 2, "dim": dim},
+                "dataset_options": options,
+            }
+        )
         run_grid(grid, tmp_path / name)
     md = (write_report(tmp_path)["markdown"]).read_text()
     assert "| late_fusion [dim=8] |" in md and "| late_fusion [dim=32] |" in md

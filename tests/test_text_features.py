@@ -237,7 +237,10 @@ def test_iemocap6_text_reads_the_six_class_labels(data_root, tiny_model, text_ca
 
 
 def test_cli_features_text_then_run_reads_the_cache(iemocap_text, data_root, tiny_model, text_cache, tmp_path, capsys):
-    assert main(["features", "text", "--dataset", "iemocap4-text", "--data-dir", str(data_root), "--text-model", str(tiny_model), "--cache-dir", str(text_cache)]) == 0
+    assert (
+        main(["features", "text", "--dataset", "iemocap4-text", "--data-dir", str(data_root), "--text-model", str(tiny_model), "--cache-dir", str(text_cache)])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "iemocap4-text: 5531 transcripts" in printed and "vectors (5531, 16)" in printed and str(text_cache) in printed
     out = tmp_path / "run"

@@ -15,14 +15,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from imsa.training import RunContext
 from imsa.batch import Batch, iterate_batches, tensor_cache
 from imsa.errors import ConfigError, DataError
 from imsa.methods import create_method
 from imsa.metrics import compute_metrics
 from imsa.missing import IndependentDropout
 from imsa.protocols import Protocol
-from imsa.training import evaluate, predict_settings, seed_everything, selection_score, train
+from imsa.training import RunContext, evaluate, predict_settings, seed_everything, selection_score, train
 
 
 class TinyNet(nn.Module):
@@ -175,9 +174,7 @@ def test_a_method_fit_restores_its_finished_phase_from_workdir(synthetic, tmp_pa
         def on_epoch_end(self, phase, epoch, logs):
             epochs_seen.append(epoch)
 
-    again = create_method("late_fusion", epochs=2, batch_size=16).fit(
-        split["train"], split["valid"], context=RunContext([Recorder()], workdir=tmp_path)
-    )
+    again = create_method("late_fusion", epochs=2, batch_size=16).fit(split["train"], split["valid"], context=RunContext([Recorder()], workdir=tmp_path))
     assert epochs_seen == []
     assert_same_state(first.state_dict()["model"], again.state_dict()["model"])
 
@@ -262,11 +259,14 @@ def test_keep_optimizer_state_returns_the_final_state_only_when_asked(synthetic)
             assert kept["state"][key][name] is not value  # a copy: later steps do not change it
 
 
-@pytest.mark.parametrize("schedule, factors", [
-    ("constant", [1, 1, 1, 1]),
-    ("cosine", [1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))]),
-    ("step:1,3", [1, 0.1, 0.1, 0.01]),
-])
+@pytest.mark.parametrize(
+    "schedule, factors",
+    [
+        ("constant", [1, 1, 1, 1]),
+        ("cosine", [1.0, 0.5 * (1 + np.cos(np.pi / 4)), 0.5, 0.5 * (1 + np.cos(3 * np.pi / 4))]),
+        ("step:1,3", [1, 0.1, 0.1, 0.01]),
+    ],
+)
 def test_lr_schedule_sets_each_epochs_learning_rate(synthetic, schedule, factors):
     from imsa.training import lr_factor
 
@@ -418,8 +418,17 @@ def test_plateau_halves_the_learning_rate_as_pytorchs_scheduler():
         def on_epoch_end(self, phase, epoch, logs):
             seen.append(logs["lr"])
 
-    train(model, optimizer, epochs=len(scores), batches=lambda epoch: [], loss=lambda b, e: None, score=lambda e: scores[e], maximize=False,
-          plateau=(0.5, 2), callbacks=[LearningRate()])
+    train(
+        model,
+        optimizer,
+        epochs=len(scores),
+        batches=lambda epoch: [],
+        loss=lambda b, e: None,
+        score=lambda e: scores[e],
+        maximize=False,
+        plateau=(0.5, 2),
+        callbacks=[LearningRate()],
+    )
     reference = torch.optim.SGD(nn.Linear(2, 1).parameters(), lr=1.0)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(reference, mode="min", factor=0.5, patience=2)
     expected = []

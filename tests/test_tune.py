@@ -61,8 +61,30 @@ def test_a_search_resumes_and_redoes_a_killed_trial(tmp_path):
 
 def test_tune_command_retrains_the_best_config_into_a_run_directory(tmp_path, capsys):
     out = tmp_path / "study"
-    assert main(["tune", "--method", "early_fusion", "--dataset", "synthetic", "--trials", "2", "--out", str(out), "--set", "epochs=2",
-                 "--set", "data.num_videos=15", "--final-seeds", "1", "2", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "tune",
+                "--method",
+                "early_fusion",
+                "--dataset",
+                "synthetic",
+                "--trials",
+                "2",
+                "--out",
+                str(out),
+                "--set",
+                "epochs=2",
+                "--set",
+                "data.num_videos=15",
+                "--final-seeds",
+                "1",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert "best validation mae" in capsys.readouterr().out
     assert sorted(p.name for p in (out / "final" / "runs").iterdir()) == ["seed1-fold0.json", "seed2-fold0.json"]
     assert main(["show", str(out / "final")]) == 0
@@ -88,8 +110,17 @@ def test_a_grid_runs_a_tuned_config_and_the_report_states_every_budget(tmp_path)
 
     study = tmp_path / "study"
     result = tune.run_tune("late_fusion", "synthetic", study, trials=2, **OPTIONS)
-    grid = grid_from_dict({"methods": ["late_fusion", "early_fusion"], "datasets": ["synthetic"], "protocols": ["fixed"], "seeds": [1],
-                           "config": {"epochs": 2}, "dataset_options": {"synthetic": {"num_videos": 15}}, "tuned": {"late_fusion": str(study)}})
+    grid = grid_from_dict(
+        {
+            "methods": ["late_fusion", "early_fusion"],
+            "datasets": ["synthetic"],
+            "protocols": ["fixed"],
+            "seeds": [1],
+            "config": {"epochs": 2},
+            "dataset_options": {"synthetic": {"num_videos": 15}},
+            "tuned": {"late_fusion": str(study)},
+        }
+    )
     run_grid(grid, tmp_path / "store")
     record = yaml.safe_load((tmp_path / "store" / "synthetic" / "late_fusion" / "fixed" / "runs" / "seed1-fold0.json").read_text())
     assert record["search"]["trials"] == 2 and record["config"]["lr"] == pytest.approx(result["best_config"]["lr"])
@@ -103,8 +134,16 @@ def test_a_grid_searches_every_method_with_the_same_budget_before_its_runs(tmp_p
     from imsa.experiments.grid import grid_from_dict, run_grid
     from imsa.experiments.report import write_report
 
-    data = {"methods": ["late_fusion", "early_fusion"], "datasets": ["synthetic"], "protocols": ["fixed"], "seeds": [1], "folds": [0],
-            "config": {"epochs": 2}, "dataset_options": {"synthetic": {"num_videos": 15}}, "tune": {"trials": 2}}
+    data = {
+        "methods": ["late_fusion", "early_fusion"],
+        "datasets": ["synthetic"],
+        "protocols": ["fixed"],
+        "seeds": [1],
+        "folds": [0],
+        "config": {"epochs": 2},
+        "dataset_options": {"synthetic": {"num_videos": 15}},
+        "tune": {"trials": 2},
+    }
     grid = grid_from_dict(data)
     assert grid.tune_methods == ("late_fusion", "early_fusion") and grid_from_dict(grid.to_dict()).tune == {"trials": 2}
     run_grid(grid, tmp_path / "store")

@@ -13,8 +13,27 @@ from imsa.cli import main
 
 FIXTURES = Path(__file__).parent / "fixtures" / "v0.4.0"
 RUN = ["run", "--quiet", "--seeds", "1", "2", "--set", "epochs=2", "--set", "dim=8", "--set", "data.num_videos=12"]
-GRID = ["grid", "run", "--methods", "late_fusion", "early_fusion", "--datasets", "synthetic", "--protocols", "fixed", "random:0.3",
-        "--seeds", "1", "--set", "epochs=2", "--set", "dim=8", "--set", "data.num_videos=12", "--quiet"]
+GRID = [
+    "grid",
+    "run",
+    "--methods",
+    "late_fusion",
+    "early_fusion",
+    "--datasets",
+    "synthetic",
+    "--protocols",
+    "fixed",
+    "random:0.3",
+    "--seeds",
+    "1",
+    "--set",
+    "epochs=2",
+    "--set",
+    "dim=8",
+    "--set",
+    "data.num_videos=12",
+    "--quiet",
+]
 
 
 def contents(folder: Path) -> dict[str, bytes]:
@@ -63,8 +82,22 @@ def test_models_of_0_4_0_load_and_predict(old, tmp_path, capsys):
 def test_a_tuning_study_of_0_4_0_continues(old, capsys):
     import optuna
 
-    tune = ["tune", "--method", "late_fusion", "--dataset", "synthetic", "--out", str(old / "study"), "--quiet",
-            "--set", "epochs=2", "--set", "dim=8", "--set", "data.num_videos=12"]
+    tune = [
+        "tune",
+        "--method",
+        "late_fusion",
+        "--dataset",
+        "synthetic",
+        "--out",
+        str(old / "study"),
+        "--quiet",
+        "--set",
+        "epochs=2",
+        "--set",
+        "dim=8",
+        "--set",
+        "data.num_videos=12",
+    ]
     storage = f"sqlite:///{old / 'study' / 'study.db'}"
 
     def trials():

@@ -123,10 +123,23 @@ def run_released(args) -> None:
         video_ids, labels, _, _, train_videos, valid_videos, test_videos = pickle.load(f, encoding="latin1")
     dataset_ids.update(video_ids)
     sys.argv = [
-        "train_MoMKE.py", "--dataset=CMUMOSI", "--audio-feature=audio", "--text-feature=text", "--video-feature=video",
-        f"--seed={args.seed}", "--batch-size=32", f"--epoch={args.epochs}", "--lr=0.0001", "--hidden=256", "--depth=4",
-        "--num_heads=2", "--drop_rate=0.5", "--attn_drop_rate=0.0", f"--test_condition={args.condition}",
-        f"--stage_epoch={args.stage_epochs}", "--gpu=0",
+        "train_MoMKE.py",
+        "--dataset=CMUMOSI",
+        "--audio-feature=audio",
+        "--text-feature=text",
+        "--video-feature=video",
+        f"--seed={args.seed}",
+        "--batch-size=32",
+        f"--epoch={args.epochs}",
+        "--lr=0.0001",
+        "--hidden=256",
+        "--depth=4",
+        "--num_heads=2",
+        "--drop_rate=0.5",
+        "--attn_drop_rate=0.0",
+        f"--test_condition={args.condition}",
+        f"--stage_epoch={args.stage_epochs}",
+        "--gpu=0",
     ]  # run_MoMKE_cmumosi.sh, with the exported features and the seed and epochs asked for
     import runpy
 
@@ -140,7 +153,14 @@ def run_released(args) -> None:
             truth += [float(v) for v in labels[video]]
     predictions = np.array([[e["values"][u] for u in utterances] for e in epochs], dtype=np.float64)
     tmp = Path(args.out).with_suffix(".tmp.npz")
-    np.savez(tmp, utterances=np.array(utterances), split=np.array(split), labels=np.array(truth), stage=np.array([e["stage"] for e in epochs]), predictions=predictions)
+    np.savez(
+        tmp,
+        utterances=np.array(utterances),
+        split=np.array(split),
+        labels=np.array(truth),
+        stage=np.array([e["stage"] for e in epochs]),
+        predictions=predictions,
+    )
     os.replace(tmp, args.out)
 
 
@@ -204,16 +224,18 @@ def write_table(results: dict, folds: list[int], conditions: list[str], out: Pat
                 row.append(format_cell(None))
         lines.append("| " + " | ".join(row) + " |")
     results["summary"] = summary
-    text = "\n".join([
-        f"# MoMKE: released code vs imsa on {DATASET}, folds {' '.join(map(str, folds))}, seed {results['seed']}",
-        "",
-        "Test acc2_has0 / MAE, mean ± std over folds; epochs selected on validation only (stage 2).",
-        "",
-        *lines,
-        "",
-        f"Written by `python benchmarks/reference/momke_released.py {' '.join(results['argv'])}`.",
-        "",
-    ])
+    text = "\n".join(
+        [
+            f"# MoMKE: released code vs imsa on {DATASET}, folds {' '.join(map(str, folds))}, seed {results['seed']}",
+            "",
+            "Test acc2_has0 / MAE, mean ± std over folds; epochs selected on validation only (stage 2).",
+            "",
+            *lines,
+            "",
+            f"Written by `python benchmarks/reference/momke_released.py {' '.join(results['argv'])}`.",
+            "",
+        ]
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".md").write_text(text)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1))
@@ -236,10 +258,17 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=300, help="both stages together, as the released script counts (default 300)")
     parser.add_argument("--stage-epochs", type=int, default=150, help="stage-1 epochs (default 150)")
     parser.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each (default 2)")
-    parser.add_argument("--imsa", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
-                        help="an imsa variant to run beside the released code (repeatable); default: imsa's defaults, named 'defaults'")
+    parser.add_argument(
+        "--imsa",
+        action="append",
+        default=[],
+        metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+        help="an imsa variant to run beside the released code (repeatable); default: imsa's defaults, named 'defaults'",
+    )
     parser.add_argument("--only", choices=("released", "imsa"), help="run only one side (the table still shows what the other has in --work)")
-    parser.add_argument("--work", type=Path, default=REPO / "runs" / "momke_released", help="exported folds, released outputs and imsa runs (reused when present)")
+    parser.add_argument(
+        "--work", type=Path, default=REPO / "runs" / "momke_released", help="exported folds, released outputs and imsa runs (reused when present)"
+    )
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "momke_released.json")
     args = parser.parse_args(argv)
     if args.command == "released":
@@ -275,14 +304,53 @@ def main(argv=None) -> int:
         for condition in args.conditions:
             out = folder / f"released-{condition}-seed{args.seed}-e{args.epochs}-s{args.stage_epochs}.npz"
             if not out.is_file() and args.only != "imsa":
-                command = [sys.executable, __file__, "released", "--repo", str(args.repo), "--label", str(label), "--condition", condition, "--out", str(out),
-                           "--seed", str(args.seed), "--epochs", str(args.epochs), "--stage-epochs", str(args.stage_epochs), "--threads", "1"]
+                command = [
+                    sys.executable,
+                    __file__,
+                    "released",
+                    "--repo",
+                    str(args.repo),
+                    "--label",
+                    str(label),
+                    "--condition",
+                    condition,
+                    "--out",
+                    str(out),
+                    "--seed",
+                    str(args.seed),
+                    "--epochs",
+                    str(args.epochs),
+                    "--stage-epochs",
+                    str(args.stage_epochs),
+                    "--threads",
+                    "1",
+                ]
                 jobs.append((f"released fold {fold} {condition}", command, folder / f"released-{condition}.log"))
         for name, sets in variants.items():
             run_dir = folder / f"imsa-{name}-seed{args.seed}-e{stage2}-s{args.stage_epochs}"
             if not (run_dir / "summary.json").is_file() and args.only != "released":
-                command = ["imsa", "run", "--method", "momke", "--dataset", DATASET, "--data-dir", str(args.data_dir), "--folds", str(fold), "--seeds", str(args.seed),
-                           "--out", str(run_dir), "--threads", "1", "--set", f"epochs={stage2}", "--set", f"stage1_epochs={args.stage_epochs}"]
+                command = [
+                    "imsa",
+                    "run",
+                    "--method",
+                    "momke",
+                    "--dataset",
+                    DATASET,
+                    "--data-dir",
+                    str(args.data_dir),
+                    "--folds",
+                    str(fold),
+                    "--seeds",
+                    str(args.seed),
+                    "--out",
+                    str(run_dir),
+                    "--threads",
+                    "1",
+                    "--set",
+                    f"epochs={stage2}",
+                    "--set",
+                    f"stage1_epochs={args.stage_epochs}",
+                ]
                 for s in sets:
                     command += ["--set", s]
                 jobs.append((f"imsa {name} fold {fold}", command, folder / f"imsa-{name}.log"))
@@ -298,8 +366,15 @@ def main(argv=None) -> int:
     print(f"{len(jobs)} run(s) to do, {args.jobs} at once")
     with ThreadPoolExecutor(args.jobs) as pool:
         failed = sum(code != 0 for code in pool.map(execute, jobs))
-    results = {"dataset": DATASET, "seed": args.seed, "epochs": args.epochs, "stage_epochs": args.stage_epochs, "argv": sys.argv[1:] if argv is None else argv,
-               "released": {}, "imsa": {name: {} for name in variants}}
+    results = {
+        "dataset": DATASET,
+        "seed": args.seed,
+        "epochs": args.epochs,
+        "stage_epochs": args.stage_epochs,
+        "argv": sys.argv[1:] if argv is None else argv,
+        "released": {},
+        "imsa": {name: {} for name in variants},
+    }
     for fold in args.folds:
         folder = args.work / f"fold{fold}"
         for condition in args.conditions:

@@ -41,7 +41,7 @@ _PUBLIC = {
     "create_method": "imsa.methods",
     "list_methods": "imsa.methods",
     "register_method": "imsa.methods",
-    "load_method": "imsa.model_files",
+    "load_method": "imsa.experiments.models",
     "Protocol": "imsa.protocols",
     "Experiment": "imsa.experiments.runner",
     "run_experiment": "imsa.experiments.runner",

@@ -20,11 +20,10 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .data.dataset import TEXT_TOKENS, Dataset, Subset
+from .data.dataset import Dataset, Subset
+from .text import TEXT, TEXT_TOKENS, UNKNOWN_TOKEN
 
 LEVELS = ("utterance", "video")
-TEXT = "l"  # the modality that raw transcripts belong to
-UNKNOWN_TOKEN = -1  # a token id no model reads: a dropped word, or every token of a missing text; the model puts its tokenizer's unknown token there
 
 
 def _blank(text, keep):
@@ -112,7 +111,9 @@ class Batch:
             inputs[m] = inputs[m] * keep.unsqueeze(-1).to(inputs[m].dtype)
             if m == TEXT and tokens is not None:
                 tokens = torch.where(keep, tokens, torch.full_like(tokens, UNKNOWN_TOKEN))
-        return replace(self, inputs=inputs, tokens=tokens, frame_present={m: torch.as_tensor(k, dtype=torch.bool, device=self.labels.device) for m, k in frames.items()})
+        return replace(
+            self, inputs=inputs, tokens=tokens, frame_present={m: torch.as_tensor(k, dtype=torch.bool, device=self.labels.device) for m, k in frames.items()}
+        )
 
     def map(self, fn) -> "Batch":
         """A batch with ``fn`` applied to every tensor (all share the batch axis first).

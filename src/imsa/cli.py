@@ -128,18 +128,33 @@ def _gpu_indices(text: str) -> tuple[int, ...]:
 
 def _add_execution_options(parser) -> None:
     parser.add_argument("--device", default="auto", help="auto (default: a GPU where PyTorch sees one, else the CPU), cpu, cuda or cuda:N")
-    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision of the forward passes (fp16 with gradient scaling; default fp32)")
+    parser.add_argument(
+        "--precision",
+        choices=["fp32", "bf16", "fp16"],
+        default="fp32",
+        help="autocast precision of the forward passes (fp16 with gradient scaling; default fp32)",
+    )
     parser.add_argument("--deterministic", action="store_true", help="PyTorch's deterministic algorithms, strictly (CPU runs repeat bit for bit without it)")
-    parser.add_argument("--log", nargs="+", choices=["csv", "tensorboard", "mlflow"], default=[],
-                        help="mirror each run's per-epoch log and final metrics to DIR/logs (csv, tensorboard) or DIR/mlruns (mlflow); the run JSON stays the record")
+    parser.add_argument(
+        "--log",
+        nargs="+",
+        choices=["csv", "tensorboard", "mlflow"],
+        default=[],
+        help="mirror each run's per-epoch log and final metrics to DIR/logs (csv, tensorboard) or DIR/mlruns (mlflow); the run JSON stays the record",
+    )
 
 
 def _run_context(args, callbacks):
     from .training import RunContext
 
     return RunContext(
-        callbacks, checkpoint_interval=args.checkpoint_interval, threads=args.threads,
-        device=args.device, precision=args.precision, deterministic=args.deterministic, log=tuple(args.log),
+        callbacks,
+        checkpoint_interval=args.checkpoint_interval,
+        threads=args.threads,
+        device=args.device,
+        precision=args.precision,
+        deterministic=args.deterministic,
+        log=tuple(args.log),
     )
 
 
@@ -174,11 +189,15 @@ def cmd_run(args) -> int:
         raise ImsaError("--rate applies to --protocol random or frames.")
     if args.rates and args.protocol != "frames":
         raise ImsaError("--rates applies to --protocol frames (one experiment per rate); give --protocol random one --rate.")
-    rates = args.rates or ([args.rate] if args.rate is not None else list(FRAME_RATES) if args.protocol == "frames" else [None])  # random: Protocol asks for the rate
+    rates = args.rates or (
+        [args.rate] if args.rate is not None else list(FRAME_RATES) if args.protocol == "frames" else [None]
+    )  # random: Protocol asks for the rate
     if args.frames and args.protocol == "frames":
         raise ImsaError("--frames composes --protocol fixed or random with frame-level missing; --protocol frames takes --rate or --rates.")
     protocols = [Protocol(args.protocol, rate=rate, mask_seed=args.mask_seed, frames=args.frames) for rate in rates]
-    if len(rates) > 1 and Experiment(method=args.method, dataset=args.dataset, config=config, packaged=packaged).own_frame_noise():  # one model scored at every rate
+    if (
+        len(rates) > 1 and Experiment(method=args.method, dataset=args.dataset, config=config, packaged=packaged).own_frame_noise()
+    ):  # one model scored at every rate
         protocols = [Protocol("frames", rates=tuple(rates), mask_seed=args.mask_seed)]
     dataset_label = Path(args.dataset).stem if ("/" in args.dataset or "\\" in args.dataset or args.format) else args.dataset
     name = protocols[0].name if len(protocols) == 1 else "frames"
@@ -188,8 +207,14 @@ def cmd_run(args) -> int:
     summaries = []
     for protocol in protocols:  # the frames protocol: one experiment per rate, in OUT/frames=R
         experiment = Experiment(
-            method=args.method, dataset=args.dataset, protocol=protocol, seeds=tuple(args.seeds),
-            folds=tuple(args.folds) if args.folds else None, config=config, dataset_options=dataset_options, packaged=packaged,
+            method=args.method,
+            dataset=args.dataset,
+            protocol=protocol,
+            seeds=tuple(args.seeds),
+            folds=tuple(args.folds) if args.folds else None,
+            config=config,
+            dataset_options=dataset_options,
+            packaged=packaged,
         )
         where = out if len(protocols) == 1 else out / protocol.name
         context = _run_context(args, callbacks)
@@ -209,12 +234,16 @@ def cmd_run(args) -> int:
     resolved = summary["experiment"]
     applied = f"packaged {resolved['packaged_config']}.yaml" if resolved["packaged_config"] else f"{args.method} defaults, no packaged config"
     print(f"\nconfig: {applied} (dataset family: {resolved['family'] or 'unknown'}){', with your values on top' if config else ''}")
-    print(f"{args.method} on {args.dataset}, protocol {protocol_label}: {summary['runs']} runs{' per rate' if len(protocols) > 1 else ''} (seeds {list(args.seeds)} x folds {summary['experiment']['folds']}), mean ± std over runs")
+    print(
+        f"{args.method} on {args.dataset}, protocol {protocol_label}: {summary['runs']} runs{' per rate' if len(protocols) > 1 else ''} (seeds {list(args.seeds)} x folds {summary['experiment']['folds']}), mean ± std over runs"
+    )
     print("\ntest")
     print(format_table(summary, "test"))
     print("\nvalid")
     print(format_table(summary, "valid"))
-    print(f"\n{_resumed(sum(s['finished_before'] for s in summaries), len(summaries) * summary['runs'], out)}Results in {out} ({time.perf_counter() - started:.1f} s)")
+    print(
+        f"\n{_resumed(sum(s['finished_before'] for s in summaries), len(summaries) * summary['runs'], out)}Results in {out} ({time.perf_counter() - started:.1f} s)"
+    )
     return 0
 
 
@@ -295,9 +324,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_data_download(args) -> int:
+    from tqdm.auto import tqdm
+
     from .data.download import download
     from .data.paths import resolve_data_dir
-    from tqdm.auto import tqdm
 
     root = resolve_data_dir(args.data_dir)
     bars = {}
@@ -376,7 +406,9 @@ def cmd_data_export(args) -> int:
     dataset = _load_for_command(args)
     with tqdm(total=len(dataset) * len(dataset.modalities), desc="export", unit="file", leave=False) as bar:
         path = export_gcnet(dataset, args.out, fold=args.fold, progress=lambda done, total: bar.update(done - bar.n))
-    print(f"{dataset.name}: {len(dataset)} utterances, modalities {','.join(dataset.modalities)} written as GCNet feature folders under {Path(args.out) / 'features'}")
+    print(
+        f"{dataset.name}: {len(dataset)} utterances, modalities {','.join(dataset.modalities)} written as GCNet feature folders under {Path(args.out) / 'features'}"
+    )
     print(f"label pickle: {path}")
     print(f"read back with: imsa run --dataset {path} --format gcnet")
     return 0
@@ -402,8 +434,16 @@ def cmd_features_text(args) -> int:
     started = time.perf_counter()
     with tqdm(total=len(texts), desc=f"encode {name}", unit="text", leave=False) as bar:
         features, entry = text_features(
-            name, utterance_ids, texts, model_path=args.text_model, cache_dir=args.cache_dir, max_length=args.max_length,
-            tokens=args.tokens, batch_size=args.batch_size, progress=lambda done, total: bar.update(done - bar.n), device=args.device,
+            name,
+            utterance_ids,
+            texts,
+            model_path=args.text_model,
+            cache_dir=args.cache_dir,
+            max_length=args.max_length,
+            tokens=args.tokens,
+            batch_size=args.batch_size,
+            progress=lambda done, total: bar.update(done - bar.n),
+            device=args.device,
         )
     shapes = ", ".join(f"{k} {tuple(v.shape)}" for k, v in features.items())
     print(f"{name}: {len(texts)} transcripts, model {entry.model_path}: {shapes} in {time.perf_counter() - started:.1f} s")
@@ -413,9 +453,9 @@ def cmd_features_text(args) -> int:
 
 def cmd_predict(args) -> int:
     from .data.registry import load_dataset
+    from .experiments.models import load_method
     from .files import atomic_write_text
     from .metrics import MULTILABEL_METRICS, compute_metrics
-    from .model_files import load_method
     from .predictions import average, predict_models, read_features, to_csv, training_data, unfamiliar_inputs
 
     _use_threads(args.threads)
@@ -455,8 +495,13 @@ def cmd_predict(args) -> int:
     affected, per_modality = unfamiliar_inputs(models[0][2], dataset, scored, present if args.features else None)
     if affected:
         counts = ", ".join(f"{m}: {n}" for m, n in per_modality.items())
-        logger.warning("%d of %d utterances have features far outside the training features' distribution (by modality: %s); their predictions are unreliable. "
-                       "Check that the features come from the same extractor and scale as the training data.", affected, len(scored), counts)
+        logger.warning(
+            "%d of %d utterances have features far outside the training features' distribution (by modality: %s); their predictions are unreliable. "
+            "Check that the features come from the same extractor and scale as the training data.",
+            affected,
+            len(scored),
+            counts,
+        )
     if args.ensemble:
         rows = [average(rows)]
     elif len(rows) > 1 and args.all_models:
@@ -495,9 +540,24 @@ def cmd_tune(args) -> int:
     protocol = Protocol(args.protocol, rate=args.rate, mask_seed=args.mask_seed, frames=args.frames)
     callbacks = [] if args.quiet else [ProgressBars()]
     result = run_tune(
-        args.method, args.dataset, args.out, trials=args.trials, space_file=args.space, protocol=protocol, folds=args.folds, seeds=args.seeds,
-        config=overrides, dataset_options=dataset_options, data_dir=args.data_dir, workers=args.workers, sampler_seed=args.sampler_seed,
-        final_seeds=args.final_seeds, final_folds=args.final_folds, backend=args.backend, address=args.address, gpus_per_worker=args.gpus_per_trial,
+        args.method,
+        args.dataset,
+        args.out,
+        trials=args.trials,
+        space_file=args.space,
+        protocol=protocol,
+        folds=args.folds,
+        seeds=args.seeds,
+        config=overrides,
+        dataset_options=dataset_options,
+        data_dir=args.data_dir,
+        workers=args.workers,
+        sampler_seed=args.sampler_seed,
+        final_seeds=args.final_seeds,
+        final_folds=args.final_folds,
+        backend=args.backend,
+        address=args.address,
+        gpus_per_worker=args.gpus_per_trial,
         context=_run_context(args, callbacks),
     )
     print(f"{result['trials']} trials; best validation {result['metric']} {result['best_value']:.4f}; config in {Path(args.out) / 'best.yaml'}")
@@ -523,20 +583,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="train and evaluate a method under missing modalities")
     run.add_argument("--method", default="late_fusion", help=f"one of: {', '.join(method_names())} (default: late_fusion)")
-    run.add_argument("--dataset", default="synthetic", help=f"one of: {', '.join(e.name for e in list_datasets())}, or the path of a file in a published format (default: synthetic)")
-    run.add_argument("--protocol", choices=PROTOCOLS, default="fixed", help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences)")
+    run.add_argument(
+        "--dataset",
+        default="synthetic",
+        help=f"one of: {', '.join(e.name for e in list_datasets())}, or the path of a file in a published format (default: synthetic)",
+    )
+    run.add_argument(
+        "--protocol",
+        choices=PROTOCOLS,
+        default="fixed",
+        help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences)",
+    )
     run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random; frame drop rate in [0, 1] for --protocol frames")
-    run.add_argument("--frames", type=float, default=0.0, help="frame drop rate inside the present modalities of --protocol fixed or random (composition; default 0)")
-    run.add_argument("--rates", type=float, nargs="+", help="frame drop rates of --protocol frames (default 0.0 0.1 ... 0.9): one experiment each in OUT/frames=R, or one model scored at all of them for a method with its own frame noise (LNLN)")
+    run.add_argument(
+        "--frames", type=float, default=0.0, help="frame drop rate inside the present modalities of --protocol fixed or random (composition; default 0)"
+    )
+    run.add_argument(
+        "--rates",
+        type=float,
+        nargs="+",
+        help="frame drop rates of --protocol frames (default 0.0 0.1 ... 0.9): one experiment each in OUT/frames=R, or one model scored at all of them for a method with its own frame noise (LNLN)",
+    )
     run.add_argument("--mask-seed", type=_count(0), default=0, help="seed of the random-protocol evaluation masks (default 0)")
     run.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds (default: 1)")
     run.add_argument("--folds", type=_count(0), nargs="+", help="folds to run (default: all)")
     run.add_argument("--out", help="run directory (default: runs/<method>-<dataset>-<protocol>-<time>); an existing one of the same experiment is resumed")
-    run.add_argument("--config", help="YAML file of method config values, or a packaged config by name (e.g. momke/mosei; default: the one for the dataset or its family)")
+    run.add_argument(
+        "--config", help="YAML file of method config values, or a packaged config by name (e.g. momke/mosei; default: the one for the dataset or its family)"
+    )
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config value (data.KEY for dataset options); repeatable")
     run.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     run.add_argument("--format", choices=formats, help="file format of a --dataset PATH (default: detected from the file)")
-    run.add_argument("--checkpoint-interval", type=_seconds, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
+    run.add_argument(
+        "--checkpoint-interval",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)",
+    )
     run.add_argument("--threads", type=_count(1), help="torch CPU threads per run (default: the method's, measured in benchmarks/threads.py)")
     _add_execution_options(run)
     run.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -579,19 +663,33 @@ def build_parser() -> argparse.ArgumentParser:
     grid = sub.add_parser("grid", help="run grids of methods x datasets x protocols x seeds x folds")
     grid_sub = grid.add_subparsers(dest="grid_command", required=True)
     grun = grid_sub.add_parser("run", help="run a grid into a results store (finished runs are skipped, interrupted ones resumed)")
-    grun.add_argument("grid", nargs="?", help="grid YAML file (keys: methods, datasets, protocols, seeds, folds, mask_seed, config, overrides, dataset_options)")
+    grun.add_argument(
+        "grid", nargs="?", help="grid YAML file (keys: methods, datasets, protocols, seeds, folds, mask_seed, config, overrides, dataset_options)"
+    )
     grun.add_argument("--out", help="results store (default: runs/<grid file name>); an existing one of the same grid is resumed")
     grun.add_argument("--methods", nargs="+", help="replace the grid's methods")
     grun.add_argument("--datasets", nargs="+", help="replace the grid's datasets")
-    grun.add_argument("--protocols", nargs="+", help="replace the grid's protocols: fixed, random (rates 0.0..0.7), random:0.0,0.3, frames (rates 0.0..0.9) or frames:0.0,0.5")
+    grun.add_argument(
+        "--protocols", nargs="+", help="replace the grid's protocols: fixed, random (rates 0.0..0.7), random:0.0,0.3, frames (rates 0.0..0.9) or frames:0.0,0.5"
+    )
     grun.add_argument("--seeds", type=_count(0), nargs="+", help="replace the grid's seeds")
     grun.add_argument("--folds", type=_count(0), nargs="+", help="replace the grid's folds")
-    grun.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="method config for every method (data.KEY for every dataset's options); repeatable")
+    grun.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="method config for every method (data.KEY for every dataset's options); repeatable"
+    )
     grun.add_argument("--backend", choices=BACKEND_NAMES, default="sequential", help="sequential (default), local worker processes, or ray")
-    grun.add_argument("--workers", type=_count(1), help="local: worker processes (default: the cores; torch threads = cores // workers); ray: CPUs of a local instance")
+    grun.add_argument(
+        "--workers", type=_count(1), help="local: worker processes (default: the cores; torch threads = cores // workers); ray: CPUs of a local instance"
+    )
     grun.add_argument("--address", help="ray: address of an existing cluster (default: start a local instance)")
     grun.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
-    grun.add_argument("--checkpoint-interval", type=_seconds, default=30.0, metavar="SECONDS", help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)")
+    grun.add_argument(
+        "--checkpoint-interval",
+        type=_seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="seconds between resume checkpoints within a training phase (0: every epoch; default 30)",
+    )
     grun.add_argument("--threads", type=_count(1), help="torch CPU threads per run (default: sequential: the method's; local: cores // workers; ray: 1)")
     _add_execution_options(grun)
     grun.add_argument("--gpus", type=_gpu_indices, help="local: GPU indices, e.g. 0,1; workers are placed on them round-robin, several per GPU")
@@ -602,7 +700,9 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="tables (Markdown, CSV, LaTeX) and plots from a results store or run directory")
     report.add_argument("dir", help="an `imsa grid run` or `imsa run` output directory")
     report.add_argument("--out", help="report directory (default: DIR/report)")
-    report.add_argument("--metrics", nargs="+", help="metrics to report (default: regression acc2_has0 f1_has0 acc2_non0 mae corr acc7; classification wa ua wf1)")
+    report.add_argument(
+        "--metrics", nargs="+", help="metrics to report (default: regression acc2_has0 f1_has0 acc2_non0 mae corr acc7; classification wa ua wf1)"
+    )
     report.add_argument("--split", choices=["valid", "test"], default="test")
     report.add_argument("--digits", type=_count(0), default=3, help="decimals in the tables (default 3)")
     report.add_argument("--baseline", help="test every method against this one (default: against each column's best)")
@@ -653,8 +753,12 @@ def build_parser() -> argparse.ArgumentParser:
     predict = sub.add_parser("predict", help="score utterances with a trained model or run directory, one CSV row per utterance")
     predict.add_argument("source", help="a run directory (imsa run --out) or a model file (models/seedS-foldF.json)")
     predict.add_argument("--dataset", help="dataset name or file to score (default: the one the model was trained on)")
-    predict.add_argument("--features", help="an NPZ of new utterances: utterance_ids, optional video_ids, one array per modality (a missing modality: absent or a row of NaN)")
-    predict.add_argument("--split", choices=["test", "valid", "train", "all"], default="test", help="each model scores its own fold's split (default test); all: every utterance")
+    predict.add_argument(
+        "--features", help="an NPZ of new utterances: utterance_ids, optional video_ids, one array per modality (a missing modality: absent or a row of NaN)"
+    )
+    predict.add_argument(
+        "--split", choices=["test", "valid", "train", "all"], default="test", help="each model scores its own fold's split (default test); all: every utterance"
+    )
     predict.add_argument("--modalities", type=_modality_list, help="modalities to use, e.g. l,a (default: all of the model's)")
     predict.add_argument("--ensemble", choices=["mean"], help="average the models of a run directory per utterance")
     predict.add_argument("--all-models", action="store_true", help="with --ensemble: every model scores every utterance, not only those its fold held out")

@@ -9,6 +9,7 @@ processes writing the same file never share a temporary file.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import warnings
@@ -22,6 +23,8 @@ def _umask() -> int:
     os.umask(mask)
     return mask
 
+
+_CHUNK = 1 << 20  # bytes read at a time when hashing a file
 
 # mkstemp creates 0600 files; written files get the permissions a plain open() would give them.
 _FILE_MODE = 0o666 & ~_umask()
@@ -71,3 +74,22 @@ def load_tensors_only(path: str | os.PathLike):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Return the sha256 of a file as lowercase hex, reading it in chunks.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to hash.
+
+    Returns
+    -------
+    str
+    """
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()

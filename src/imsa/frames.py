@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import ConfigError, invalid_parameter
-from .missing import _as_generator, _check_count, _check_modalities
+from .sampling import as_generator, check_count, check_modalities
 
 GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 FRAME_SAMPLERS = ("frames:same", "frames:uniform", "frames:lnln", "frames:<r>")
@@ -128,11 +128,11 @@ class FrameDrop:
 
     def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
         """Every modality present (the frames are dropped by :meth:`sample_frames`)."""
-        return np.ones((_check_count(n, "FrameDrop.sample"), len(_check_modalities(modalities, "FrameDrop.sample"))), dtype=bool)
+        return np.ones((check_count(n, "FrameDrop.sample"), len(check_modalities(modalities, "FrameDrop.sample"))), dtype=bool)
 
     def sample_frames(self, can_drop: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
         """Per modality ``(n, T)`` keep masks for the droppable steps ``can_drop[m]``."""
-        rng = _as_generator(rng, "FrameDrop.sample_frames")
+        rng = as_generator(rng, "FrameDrop.sample_frames")
         out = {}
         for m, can in can_drop.items():
             n = can.shape[0]

@@ -89,10 +89,7 @@ def _as_vector(values, name: str, owner: str) -> np.ndarray:
 
 def _check_same_length(prediction: np.ndarray, label: np.ndarray, owner: str) -> None:
     if len(prediction) != len(label):
-        raise ConfigError(
-            f"{owner}: 'prediction' and 'label' must have the same length. "
-            f"Got {len(prediction)} and {len(label)} instead."
-        )
+        raise ConfigError(f"{owner}: 'prediction' and 'label' must have the same length. Got {len(prediction)} and {len(label)} instead.")
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:

@@ -26,10 +26,26 @@ import numpy as np
 
 from imsa.errors import ConfigError, invalid_parameter
 
+from .frames import make_frame_sampler
+from .sampling import as_generator, check_count, check_modalities
+
 MODALITY_ORDER = ("l", "a", "v")
 MODALITY_NAMES = {"l": "language", "a": "audio", "v": "vision"}
 
-SAMPLER_FORMS = ("complete", "uniform", "incomplete", "cmad", "dropout:<p>", "rate:<r>", "dicmor:<r>", "condition:<codes>", "batch:<form>", "frames:uniform", "frames:lnln", "frames:<r>")
+SAMPLER_FORMS = (
+    "complete",
+    "uniform",
+    "incomplete",
+    "cmad",
+    "dropout:<p>",
+    "rate:<r>",
+    "dicmor:<r>",
+    "condition:<codes>",
+    "batch:<form>",
+    "frames:uniform",
+    "frames:lnln",
+    "frames:<r>",
+)
 
 _CMAD_WEIGHTS = {"l": 2, "a": 3, "v": 3, "l,a": 1, "l,v": 1, "a,v": 3, "l,a,v": 1}
 
@@ -44,43 +60,11 @@ def _canonical_key(code: str) -> tuple:
     return (1, 0, code)
 
 
-def _check_code(code, owner: str) -> str:
-    if not isinstance(code, str) or not code or any(ch == "," or ch.isspace() for ch in code):
-        raise invalid_parameter("modality code", owner, "a non-empty string without commas or spaces", code)
-    return code
-
-
-def _check_modalities(modalities, owner: str) -> tuple[str, ...]:
-    """Validate a dataset's modality order: a non-empty tuple of distinct codes."""
-    if isinstance(modalities, str) or not isinstance(modalities, (tuple, list)):
-        raise invalid_parameter("modalities", owner, "a tuple of modality codes such as ('l', 'a', 'v')", modalities)
-    modalities = tuple(_check_code(code, owner) for code in modalities)
-    if not modalities or len(set(modalities)) != len(modalities):
-        raise invalid_parameter("modalities", owner, "a non-empty tuple of distinct modality codes", modalities)
-    return modalities
-
-
-def _check_count(n, owner: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise invalid_parameter("n", owner, "a non-negative integer", n)
-    return int(n)
-
-
 def _check_probability(value, name: str, owner: str) -> float:
     """A float in [0, 1): 1 would leave nothing to keep."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            or not 0.0 <= float(value) < 1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not 0.0 <= float(value) < 1.0:
         raise invalid_parameter(name, owner, "a float in [0, 1)", value)
     return float(value)
-
-
-def _as_generator(rng, owner: str) -> np.random.Generator:
-    """A numpy Generator, or one seeded from an int; no implicit global randomness."""
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
-        return np.random.default_rng(int(rng))
-    raise invalid_parameter("rng", owner, "a numpy Generator or an int seed", rng)
 
 
 # --------------------------------------------------------------------------- conditions
@@ -107,7 +91,7 @@ class Condition:
     modalities: tuple[str, ...]
 
     def __post_init__(self):
-        codes = _check_modalities(self.modalities, "Condition")
+        codes = check_modalities(self.modalities, "Condition")
         object.__setattr__(self, "modalities", tuple(sorted(codes, key=_canonical_key)))
 
     @property
@@ -131,8 +115,7 @@ class Condition:
             raise invalid_parameter("text", "Condition.parse", "a string such as 'l,a'", text)
         codes = [code.strip() for code in text.split(",")]
         if not all(codes) or len(set(codes)) != len(codes):
-            raise invalid_parameter("text", "Condition.parse",
-                                    "comma-separated distinct non-empty modality codes such as 'l,a'", text)
+            raise invalid_parameter("text", "Condition.parse", "comma-separated distinct non-empty modality codes such as 'l,a'", text)
         return cls(tuple(codes))
 
     def mask(self, modalities: tuple[str, ...]) -> np.ndarray:
@@ -143,18 +126,16 @@ class Condition:
         ConfigError
             If the condition names a modality that ``modalities`` lacks.
         """
-        modalities = _check_modalities(modalities, "Condition.mask")
+        modalities = check_modalities(modalities, "Condition.mask")
         unknown = [code for code in self.modalities if code not in modalities]
         if unknown:
-            raise ConfigError(f"Condition {self.name!r} needs modalities {unknown} "
-                              f"that the data does not have (modalities: {list(modalities)}).")
+            raise ConfigError(f"Condition {self.name!r} needs modalities {unknown} that the data does not have (modalities: {list(modalities)}).")
         return np.array([code in self.modalities for code in modalities], dtype=bool)
 
 
 def _subset_positions(num_modalities: int) -> list[tuple[int, ...]]:
     """Non-empty subsets of ``range(M)`` by size, then lexicographically by position."""
-    return [combo for size in range(1, num_modalities + 1)
-            for combo in itertools.combinations(range(num_modalities), size)]
+    return [combo for size in range(1, num_modalities + 1) for combo in itertools.combinations(range(num_modalities), size)]
 
 
 def fixed_conditions(modalities: tuple[str, ...]) -> list[Condition]:
@@ -163,7 +144,7 @@ def fixed_conditions(modalities: tuple[str, ...]) -> list[Condition]:
     Ordered by size, then by position in ``modalities``; for ``("l", "a", "v")``:
     l, a, v, l,a, l,v, a,v, l,a,v. :func:`condition_index` uses the same order.
     """
-    modalities = _check_modalities(modalities, "fixed_conditions")
+    modalities = check_modalities(modalities, "fixed_conditions")
     return [Condition(tuple(modalities[j] for j in combo)) for combo in _subset_positions(len(modalities))]
 
 
@@ -186,17 +167,15 @@ def condition_index(present: np.ndarray) -> np.ndarray:
     """
     present = np.asarray(present, dtype=bool)
     if present.ndim == 0 or present.shape[-1] == 0:
-        raise invalid_parameter("present", "condition_index", "an array of shape (..., M) with M >= 1",
-                                present.shape)
+        raise invalid_parameter("present", "condition_index", "an array of shape (..., M) with M >= 1", present.shape)
     num_modalities = present.shape[-1]
     # Lookup from bit pattern (bit j = column j) to position in fixed_conditions order.
-    lookup = np.full(2 ** num_modalities, -1, dtype=np.int64)
+    lookup = np.full(2**num_modalities, -1, dtype=np.int64)
     for index, combo in enumerate(_subset_positions(num_modalities)):
         lookup[sum(1 << j for j in combo)] = index
     patterns = present.astype(np.int64) @ (1 << np.arange(num_modalities, dtype=np.int64))
     if np.any(patterns == 0):
-        raise ConfigError(f"{int(np.sum(patterns == 0))} mask row(s) have no modality present; "
-                          "every sample must keep at least one modality.")
+        raise ConfigError(f"{int(np.sum(patterns == 0))} mask row(s) have no modality present; every sample must keep at least one modality.")
     return lookup[patterns]
 
 
@@ -231,13 +210,13 @@ def random_missing_mask(n: int, num_modalities: int, rate: float, rng) -> np.nda
     numpy.ndarray of bool, shape (n, M)
     """
     owner = "random_missing_mask"
-    n = _check_count(n, owner)
+    n = check_count(n, owner)
     if isinstance(num_modalities, bool) or not isinstance(num_modalities, (int, np.integer)) or num_modalities < 1:
         raise invalid_parameter("num_modalities", owner, "a positive integer", num_modalities)
     rate = _check_probability(rate, "rate", owner)
     if num_modalities == 1 and rate != 0:
         raise invalid_parameter("rate", owner, "0 with a single modality", rate)
-    rng = _as_generator(rng, owner)
+    rng = as_generator(rng, owner)
     num_modalities = int(num_modalities)
 
     if rate == 0:
@@ -278,8 +257,8 @@ class Complete:
 
     def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
         """Return an all-True ``(n, M)`` mask (``rng`` is unused)."""
-        modalities = _check_modalities(modalities, "Complete.sample")
-        return np.ones((_check_count(n, "Complete.sample"), len(modalities)), dtype=bool)
+        modalities = check_modalities(modalities, "Complete.sample")
+        return np.ones((check_count(n, "Complete.sample"), len(modalities)), dtype=bool)
 
     def describe(self) -> str:
         return "complete"
@@ -301,12 +280,11 @@ class FixedCondition:
         if isinstance(self.condition, str):
             object.__setattr__(self, "condition", Condition.parse(self.condition))
         elif not isinstance(self.condition, Condition):
-            raise invalid_parameter("condition", "FixedCondition", "a Condition or a string such as 'l,a'",
-                                    self.condition)
+            raise invalid_parameter("condition", "FixedCondition", "a Condition or a string such as 'l,a'", self.condition)
 
     def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
         """Return ``(n, M)`` rows equal to the condition's mask (``rng`` is unused)."""
-        return np.tile(self.condition.mask(modalities), (_check_count(n, "FixedCondition.sample"), 1))
+        return np.tile(self.condition.mask(modalities), (check_count(n, "FixedCondition.sample"), 1))
 
     def describe(self) -> str:
         return f"condition:{self.condition.name}"
@@ -347,8 +325,7 @@ class CombinationDistribution:
             name = Condition.parse(key).name
             if name in normalised:
                 raise invalid_parameter("weights", owner, "a dict naming each condition once", self.weights)
-            if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) \
-                    or not math.isfinite(weight) or weight < 0:
+            if isinstance(weight, bool) or not isinstance(weight, (int, float, np.integer, np.floating)) or not math.isfinite(weight) or weight < 0:
                 raise invalid_parameter(f"weights[{key!r}]", owner, "a finite non-negative number", weight)
             normalised[name] = float(weight)
         total = sum(normalised.values())
@@ -401,8 +378,8 @@ class CombinationDistribution:
         ConfigError
             If a condition of the distribution names a modality the data lacks.
         """
-        n = _check_count(n, "CombinationDistribution.sample")
-        rng = _as_generator(rng, "CombinationDistribution.sample")
+        n = check_count(n, "CombinationDistribution.sample")
+        rng = as_generator(rng, "CombinationDistribution.sample")
         if self.weights is None:
             conditions = fixed_conditions(modalities)
             probabilities = np.full(len(conditions), 1.0 / len(conditions))
@@ -434,11 +411,11 @@ class Incomplete:
         ConfigError
             With one modality, where no incomplete condition exists.
         """
-        modalities = _check_modalities(modalities, "Incomplete.sample")
+        modalities = check_modalities(modalities, "Incomplete.sample")
         if len(modalities) < 2:
             raise ConfigError(f"The 'incomplete' training distribution needs at least two modalities; the data has only {modalities[0]!r}.")
-        n = _check_count(n, "Incomplete.sample")
-        rng = _as_generator(rng, "Incomplete.sample")
+        n = check_count(n, "Incomplete.sample")
+        rng = as_generator(rng, "Incomplete.sample")
         masks = np.stack([condition.mask(modalities) for condition in fixed_conditions(modalities)[:-1]])
         return masks[rng.integers(len(masks), size=n)]
 
@@ -466,9 +443,9 @@ class IndependentDropout:
 
     def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
         """Draw an ``(n, M)`` mask with no empty row."""
-        num_modalities = len(_check_modalities(modalities, "IndependentDropout.sample"))
-        n = _check_count(n, "IndependentDropout.sample")
-        rng = _as_generator(rng, "IndependentDropout.sample")
+        num_modalities = len(check_modalities(modalities, "IndependentDropout.sample"))
+        n = check_count(n, "IndependentDropout.sample")
+        rng = as_generator(rng, "IndependentDropout.sample")
         present = rng.random((n, num_modalities)) >= self.p
         empty_rows = np.flatnonzero(~present.any(axis=1))
         present[empty_rows, rng.integers(num_modalities, size=empty_rows.size)] = True
@@ -495,7 +472,7 @@ class RandomRate:
 
     def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
         """Draw an ``(n, M)`` mask whose missing rate is as close to ``rate`` as ``n * M`` allows."""
-        modalities = _check_modalities(modalities, "RandomRate.sample")
+        modalities = check_modalities(modalities, "RandomRate.sample")
         return random_missing_mask(n, len(modalities), self.rate, rng)
 
     def describe(self) -> str:
@@ -529,11 +506,11 @@ class DiCMoRRate:
 
     def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
         """Draw an ``(n, 3)`` mask. Raises ConfigError for other than three modalities."""
-        modalities = _check_modalities(modalities, "DiCMoRRate.sample")
+        modalities = check_modalities(modalities, "DiCMoRRate.sample")
         if len(modalities) != 3:
             raise ConfigError(f"The 'dicmor:{self.rate:g}' composition is defined for three modalities; the data has {len(modalities)}.")
-        n = _check_count(n, "DiCMoRRate.sample")
-        rng = _as_generator(rng, "DiCMoRRate.sample")
+        n = check_count(n, "DiCMoRRate.sample")
+        rng = as_generator(rng, "DiCMoRRate.sample")
         two, one = _DICMOR_SHARES[self.rate]
         kind = rng.choice(3, size=n, p=[two, one, 1.0 - two - one])  # 0: two missing, 1: one missing, 2: complete
         which = rng.integers(3, size=n)
@@ -566,7 +543,7 @@ class PerBatch:
 
     def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
         """Draw one ``(1, M)`` row of ``inner`` and repeat it ``n`` times."""
-        n = _check_count(n, "PerBatch.sample")
+        n = check_count(n, "PerBatch.sample")
         return np.repeat(self.inner.sample(1, modalities, rng), n, axis=0)
 
     def describe(self) -> str:
@@ -606,8 +583,6 @@ def make_sampler(spec: str) -> MaskSampler:
         except ConfigError as e:
             raise ConfigError(f"In {spec!r}: {e}") from None
     if kind == "frames" and argument and argument != "same":  # frames:same is the frames protocol's own rate
-        from .frames import make_frame_sampler
-
         return make_frame_sampler(spec.strip(), 0.0)
     if kind in ("dropout", "rate", "dicmor") and argument:
         try:

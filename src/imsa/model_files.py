@@ -12,6 +12,9 @@ Loading reads JSON and safetensors only: nothing is unpickled, so a crafted file
 execute code. Model files of imsa 0.1 (``.pt`` pickles of plain dicts and tensors) are
 read with ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
 containers; a file that needs more is refused with one line naming it.
+
+This module writes and reads the two files; :func:`imsa.load_method`
+(:mod:`imsa.experiments.models`) turns them back into a fitted method.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
 from . import __version__
-from .errors import ConfigError, DataError
+from .errors import DataError
 from .files import atomic_write, atomic_write_text, load_tensors_only
 
 logger = logging.getLogger(__name__)
@@ -92,9 +95,11 @@ def read_model(path: str | os.PathLike) -> tuple[dict, dict]:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DataError(f"{document}: unreadable model document ({e}).") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise DataError(f"{document}: not an imsa model document (no \"format\": \"{FORMAT}\").")
+        raise DataError(f'{document}: not an imsa model document (no "format": "{FORMAT}").')
     if doc.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"{document}: model format version {doc.get('format_version')!r}; this imsa ({__version__}) reads version {FORMAT_VERSION}. Use a matching imsa version.")
+        raise DataError(
+            f"{document}: model format version {doc.get('format_version')!r}; this imsa ({__version__}) reads version {FORMAT_VERSION}. Use a matching imsa version."
+        )
     for key in ("method", "config", "spec"):
         if key not in doc:
             raise DataError(f"{document}: model document lacks {key!r}.")
@@ -115,42 +120,7 @@ def _read_legacy(path: Path) -> dict:
         raise DataError(f"{path}: refused: not a plain tensor file, so it was not loaded (nothing in it ran). Retrain the model ({first}).") from None
     if not isinstance(state, dict) or "model" not in state or "method" not in state:
         raise DataError(f"{path}: not an imsa model file.")
-    logger.warning("%s: a model file of imsa 0.1 (a pickle, read as tensors only); save it again as safetensors with imsa.load_method(path).save(new_path).", path)
+    logger.warning(
+        "%s: a model file of imsa 0.1 (a pickle, read as tensors only); save it again as safetensors with imsa.load_method(path).save(new_path).", path
+    )
     return state
-
-
-def load_method(path: str | os.PathLike, *, device: str = "cpu"):
-    """The fitted method of a model file, or the fitted runs of a run directory.
-
-    Parameters
-    ----------
-    path : path
-        ``NAME.json`` / ``NAME.safetensors`` (or ``NAME``), a legacy ``NAME.pt``, or an
-        ``imsa run`` directory.
-    device : str
-        Where the models go (``cpu``, ``cuda:N``, or ``auto``); any device can load a
-        model trained on any other.
-
-    Returns
-    -------
-    Method or RunModels
-        A run directory gives a :class:`~imsa.experiments.store.RunModels`: every
-        finished seed x fold model with its seed and fold.
-    """
-    path = Path(path)
-    if path.is_dir():
-        from .experiments.store import RunModels
-
-        return RunModels.load(path, device=device)
-    from .methods import method_class
-
-    state, provenance = read_model(path)
-    try:
-        method = method_class(state["method"])()
-        method.load_state_dict(state)
-    except ConfigError as e:
-        raise DataError(f"{path}: {e}") from None
-    except (KeyError, TypeError, RuntimeError) as e:
-        raise DataError(f"{path}: the weights do not fit a {state['method']} model with this config ({type(e).__name__}: {str(e).splitlines()[0]}).") from None
-    method.provenance_ = provenance
-    return method.to(device)

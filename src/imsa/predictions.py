@@ -175,7 +175,9 @@ def read_features(path: str | os.PathLike, spec, class_names=None) -> tuple[Data
         present[:, k] = ~missing
         bad = ~np.isfinite(rows[~missing])
         if bad.any():
-            raise DataError(f"{path}: array {m!r} holds {int(bad.sum())} NaN or infinite values in rows that are not all NaN; a missing modality is a row of NaN, nothing else.")
+            raise DataError(
+                f"{path}: array {m!r} holds {int(bad.sum())} NaN or infinite values in rows that are not all NaN; a missing modality is a row of NaN, nothing else."
+            )
         features[m] = np.where(np.isnan(x), np.float32(0), x)
         if rank == 3:
             steps = arrays.get(f"{m}_lengths")
@@ -238,7 +240,9 @@ def training_data(provenance: dict, *, dataset: str | None = None, data_dir=None
     return name, data_dir
 
 
-def predict_models(models: list, dataset: Dataset, *, split: str = "test", modalities=None, present=None, all_models: bool = False) -> list[tuple[dict, Predictions]]:
+def predict_models(
+    models: list, dataset: Dataset, *, split: str = "test", modalities=None, present=None, all_models: bool = False
+) -> list[tuple[dict, Predictions]]:
     """Score ``dataset`` with fitted models, each on the utterances its fold held out.
 
     Parameters
@@ -264,7 +268,9 @@ def predict_models(models: list, dataset: Dataset, *, split: str = "test", modal
             subset = dataset
         else:
             if not 0 <= fold < len(dataset.folds):
-                raise DataError(f"{dataset.name} has {len(dataset.folds)} fold(s); the model of fold {fold} cannot score its {split} split. Use --split all or --all-models.")
+                raise DataError(
+                    f"{dataset.name} has {len(dataset.folds)} fold(s); the model of fold {fold} cannot score its {split} split. Use --split all or --all-models."
+                )
             subset = dataset.split(fold)[split]
             if len(subset) == 0:
                 raise DataError(f"{dataset.name}: the {split} split of fold {fold} is empty.")

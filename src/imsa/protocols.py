@@ -69,11 +69,15 @@ class Protocol:
             raise unknown_name("protocol", self.kind, PROTOCOLS)
         if self.rate is None:
             if self.kind == "random":
-                raise ConfigError(f"The random protocol needs its missing rate: --rate R with R in [0, {MAX_RATE}], e.g. --rate 0.3 "
-                                  "(Protocol('random', rate=0.3) in Python; a grid's `random` alone runs 0.0 ... 0.7).")
+                raise ConfigError(
+                    f"The random protocol needs its missing rate: --rate R with R in [0, {MAX_RATE}], e.g. --rate 0.3 "
+                    "(Protocol('random', rate=0.3) in Python; a grid's `random` alone runs 0.0 ... 0.7)."
+                )
             if self.kind == "frames" and not self.rates:
-                raise ConfigError("The frames protocol needs its frame drop rate: --rate R with R in [0, 1], e.g. --rate 0.3 "
-                                  "(Protocol('frames', rate=0.3) in Python; `imsa run --protocol frames` without --rate runs 0.0 ... 0.9).")
+                raise ConfigError(
+                    "The frames protocol needs its frame drop rate: --rate R with R in [0, 1], e.g. --rate 0.3 "
+                    "(Protocol('frames', rate=0.3) in Python; `imsa run --protocol frames` without --rate runs 0.0 ... 0.9)."
+                )
             object.__setattr__(self, "rate", 0.0)  # unused by fixed and by several frame rates; stored as before
         if self.kind == "random" and not 0.0 <= self.rate <= MAX_RATE:
             raise invalid_parameter("rate", "the random protocol", f"in [0, {MAX_RATE}]", self.rate)
@@ -132,7 +136,10 @@ class Protocol:
                 return {c.name: FrameSetting(np.broadcast_to(c.mask(modalities), shape).copy(), frames) for c in fixed_conditions(modalities)}
             return {c.name: np.broadcast_to(c.mask(modalities), shape) for c in fixed_conditions(modalities)}
         if self.kind == "frames":
-            return {f"frames={r:g}": FrameSetting(np.ones(shape, dtype=bool), keyed_frame_masks(dataset, subset.indices, r, self.mask_seed)) for r in (self.rates or (self.rate,))}
+            return {
+                f"frames={r:g}": FrameSetting(np.ones(shape, dtype=bool), keyed_frame_masks(dataset, subset.indices, r, self.mask_seed))
+                for r in (self.rates or (self.rate,))
+            }
         # Seeded by the split's videos, so every method and every run sees the same masks.
         rng = np.random.default_rng([self.mask_seed, zlib.crc32(",".join(subset.videos).encode())])
         masks = np.ones(shape, dtype=bool)

@@ -92,10 +92,7 @@ def resampled_metric(metric: str, prediction: np.ndarray, label: np.ndarray, cou
     n = counts.sum(axis=1)
     if metric in ("emotion_binary_acc", "emotion_binary_f1"):  # (N, K, 2) scores or (N, K) decisions; the mean over classes
         decisions = prediction.argmax(axis=-1) if prediction.ndim == 3 else prediction.astype(np.int64)
-        per_class = [
-            resampled_metric("wa" if metric == "emotion_binary_acc" else "wf1", decisions[:, k], label[:, k], counts)
-            for k in range(label.shape[1])
-        ]
+        per_class = [resampled_metric("wa" if metric == "emotion_binary_acc" else "wf1", decisions[:, k], label[:, k], counts) for k in range(label.shape[1])]
         return np.mean(per_class, axis=0)
     if metric in ("wa", "ua", "wf1"):
         predicted = prediction.argmax(axis=-1) if prediction.ndim == 2 else prediction.astype(np.int64)

@@ -28,8 +28,8 @@ from .batch import iterate_batches
 from .data.dataset import Dataset
 from .data.registry import load_dataset
 from .errors import ConfigError, NotFittedError
-from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from .methods.base import Method, TrainConfig, task_loss
+from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from .missing import fixed_conditions
 from .model_files import read_model
 from .protocols import Protocol
@@ -135,7 +135,10 @@ def check_construction(c: MethodChecker) -> None:
     """The config is a frozen dataclass extending TrainConfig; ``__init__`` learns nothing; unknown keys are refused."""
     method = c.cls()
     config = method.config
-    require(dataclasses.is_dataclass(config) and isinstance(config, TrainConfig) and isinstance(config, c.cls.Config), f"{c.label}: config is not a {c.cls.Config.__qualname__} extending TrainConfig")
+    require(
+        dataclasses.is_dataclass(config) and isinstance(config, TrainConfig) and isinstance(config, c.cls.Config),
+        f"{c.label}: config is not a {c.cls.Config.__qualname__} extending TrainConfig",
+    )
     field = dataclasses.fields(config)[0].name
     try:
         setattr(config, field, getattr(config, field))
@@ -159,7 +162,11 @@ def check_not_fitted(c: MethodChecker) -> None:
     method = c.cls()
     test = c.datasets["regression"].split(0)["test"]
     batch = _batches(method, test, 4)[0]
-    for name, call in (("predict", lambda: method.predict(batch)), ("evaluate", lambda: method.evaluate(test, Protocol().settings(test))), ("state_dict", method.state_dict)):
+    for name, call in (
+        ("predict", lambda: method.predict(batch)),
+        ("evaluate", lambda: method.evaluate(test, Protocol().settings(test))),
+        ("state_dict", method.state_dict),
+    ):
         try:
             call()
         except NotFittedError:
@@ -181,7 +188,9 @@ def check_predictions(c: MethodChecker) -> None:
         for condition, preds in out.items():
             for batch, prediction in zip(_batches(method, test), preds):
                 expected = tuple(batch.labels.shape) + classes
-                require(tuple(prediction.shape) == expected, f"{c.label}/{variant}/{condition}: prediction shape {tuple(prediction.shape)}, expected {expected}")
+                require(
+                    tuple(prediction.shape) == expected, f"{c.label}/{variant}/{condition}: prediction shape {tuple(prediction.shape)}, expected {expected}"
+                )
                 require(torch.isfinite(prediction).all(), f"{c.label}/{variant}/{condition}: non-finite prediction")
 
 
@@ -296,7 +305,9 @@ def check_learning(c: MethodChecker) -> None:
     data = c.synthetic(num_videos=40, seed=1)
     split = data.split(0)
     recorder = _LossRecorder()
-    method = c.create(**{"epochs": 15, "lr": 3e-3, **c.cls.learning_config}).fit(split["train"], split["valid"], seed=0, context=dataclasses.replace(c.context, callbacks=[recorder]))
+    method = c.create(**{"epochs": 15, "lr": 3e-3, **c.cls.learning_config}).fit(
+        split["train"], split["valid"], seed=0, context=dataclasses.replace(c.context, callbacks=[recorder])
+    )
     require(recorder.losses, f"{c.label}: fit reported no epoch to its callbacks")
     for phase, losses in recorder.losses.items():
         require(np.isfinite(losses).all(), f"{c.label}/{phase}: non-finite training loss")
@@ -317,7 +328,13 @@ def check_device(c: MethodChecker) -> None:
     def watching(model, optimizer, *, batches, **kwargs):
         def watched(epoch):
             for batch in batches(epoch):
-                tensors = {"present": batch.present, "labels": batch.labels, "index": batch.index, **batch.inputs, **{f"padding {m}": t for m, t in batch.padding.items()}}
+                tensors = {
+                    "present": batch.present,
+                    "labels": batch.labels,
+                    "index": batch.index,
+                    **batch.inputs,
+                    **{f"padding {m}": t for m, t in batch.padding.items()},
+                }
                 wrong.extend(f"batch {name} on {t.device}" for name, t in tensors.items() if t.device != device)
                 yield batch
 

@@ -18,16 +18,18 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Protocol as TypingProtocol
+from typing import Callable, Iterable
+from typing import Protocol as TypingProtocol
 
 import numpy as np
 import torch
 
 from .batch import Batch, iterate_batches
-from .devices import autocast, check_precision, grad_scaler, resolve_device
 from .data.dataset import Subset
+from .devices import autocast, check_precision, grad_scaler, resolve_device
 from .errors import ConfigError, DataError, did_you_mean
 from .files import atomic_torch_save, load_tensors_only
+from .logs import check_loggers
 from .metrics import METRICS, compute_metrics
 
 logger = logging.getLogger(__name__)
@@ -77,7 +79,9 @@ def lr_factor(schedule: str, epochs: int) -> Callable[[int], float]:
             milestones = None
         if milestones and all(m >= 0 for m in milestones):
             return lambda epoch: 0.1 ** sum(epoch >= m for m in milestones)
-    raise ConfigError(f"Unknown learning-rate schedule {schedule!r}. Valid forms: {', '.join(LR_SCHEDULES)} (e.g. step:180,200, linear:20 or warmup_cosine:20).")
+    raise ConfigError(
+        f"Unknown learning-rate schedule {schedule!r}. Valid forms: {', '.join(LR_SCHEDULES)} (e.g. step:180,200, linear:20 or warmup_cosine:20)."
+    )
 
 
 class Callback(TypingProtocol):
@@ -126,7 +130,7 @@ class RunContext:
         PyTorch's deterministic algorithms, strictly (see :func:`imsa.devices.make_deterministic`).
     log : tuple of str
         Mirror each run's per-epoch log and final metrics to ``csv``, ``tensorboard`` and/or
-        ``mlflow`` (see :mod:`imsa.experiments.logs`; the run JSON stays the record).
+        ``mlflow`` (see :mod:`imsa.logs`; the run JSON stays the record).
     shared : path, optional
         Where phases that train on complete data only (a teacher, a pretrained backbone)
         keep their checkpoints under a key of the data, seed, config and device, so that
@@ -145,8 +149,6 @@ class RunContext:
     shared: Path | None = None
 
     def __post_init__(self):
-        from .experiments.logs import check_loggers
-
         object.__setattr__(self, "callbacks", tuple(self.callbacks))
         object.__setattr__(self, "log", check_loggers(self.log))
         object.__setattr__(self, "device", str(resolve_device(self.device)))
@@ -376,7 +378,14 @@ def train(
                 state["plateau_bad"] += 1
                 if state["plateau_bad"] > plateau_patience:
                     state.update(plateau_scale=state["plateau_scale"] * factor, plateau_bad=0)
-        logs = {"epoch": epoch, "loss": total / max(count, 1), "score": current, "best": improved, "lr": optimizer.param_groups[0]["lr"], "seconds": time.perf_counter() - started}
+        logs = {
+            "epoch": epoch,
+            "loss": total / max(count, 1),
+            "score": current,
+            "best": improved,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - started,
+        }
         state["history"].append(logs)
         notify(callbacks, "on_epoch_end", phase, epoch, logs)
         epoch += 1
@@ -428,12 +437,18 @@ def _resume(path: Path, model, optimizer, extra_state, phase: str, fingerprint) 
             torch.set_rng_state(saved["torch_rng"])
             state = saved["state"]
     except pickle.UnpicklingError:  # weights_only refused it: more than tensors and plain containers
-        raise DataError(f"{path}: refused: not a plain tensor checkpoint, so it was not loaded (nothing in it ran); cannot resume phase {phase}. Delete it to start the phase afresh.") from None
+        raise DataError(
+            f"{path}: refused: not a plain tensor checkpoint, so it was not loaded (nothing in it ran); cannot resume phase {phase}. Delete it to start the phase afresh."
+        ) from None
     except Exception as e:  # a checkpoint of another model or a damaged file
         first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise DataError(f"{path}: cannot resume phase {phase} from this checkpoint ({type(e).__name__}: {first}). Delete it to start the phase afresh.") from None
+        raise DataError(
+            f"{path}: cannot resume phase {phase} from this checkpoint ({type(e).__name__}: {first}). Delete it to start the phase afresh."
+        ) from None
     if mismatch:
-        raise DataError(f"{path}: this checkpoint belongs to another run (different seed or config). Use another workdir, or delete it to start the phase afresh.")
+        raise DataError(
+            f"{path}: this checkpoint belongs to another run (different seed or config). Use another workdir, or delete it to start the phase afresh."
+        )
     if state["finished"]:
         logger.info("%s: finished phase found in %s; restored it.", phase, path)
     else:
@@ -490,7 +505,9 @@ def predict_settings(
     if framed:
         for m in settings[framed[0]].frames:
             width = settings[framed[0]].frames[m].shape[1]
-            frames[m] = torch.from_numpy(np.stack([settings[k].frames[m] if k in framed else np.ones((len(subset.dataset), width), bool) for k in names])).to(device)
+            frames[m] = torch.from_numpy(np.stack([settings[k].frames[m] if k in framed else np.ones((len(subset.dataset), width), bool) for k in names])).to(
+                device
+            )
     out: dict[str, list] = {k: [] for k in names}
     for batch in iterate_batches(subset, batch_size, level=level, device=device):
         rows = batch.index.clamp(min=0)

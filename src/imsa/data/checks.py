@@ -81,7 +81,9 @@ def check_loaded(dataset: Dataset, *, label_range=None, shared_videos: str = "re
     for m in dataset.modalities:
         absurd = int((np.abs(dataset.features[m]) > ABSURD_FEATURE).sum())
         if absurd:
-            logger.warning("%s: %d feature value(s) of modality %s exceed %g in magnitude; check the file or standardise the features.", where, absurd, m, ABSURD_FEATURE)
+            logger.warning(
+                "%s: %d feature value(s) of modality %s exceed %g in magnitude; check the file or standardise the features.", where, absurd, m, ABSURD_FEATURE
+            )
 
 
 def check_fold(dataset: Dataset, fold: int) -> None:
@@ -94,11 +96,15 @@ def check_fold(dataset: Dataset, fold: int) -> None:
     if dataset.task == "multilabel":
         constant = [name for name, column in zip(dataset.class_names, splits["train"].labels.T) if len(np.unique(column)) < 2]
         if constant:
-            raise DataError(f"{where}: {', '.join(constant)} is always present or always absent in the training split; a binary classifier cannot learn from that.")
+            raise DataError(
+                f"{where}: {', '.join(constant)} is always present or always absent in the training split; a binary classifier cannot learn from that."
+            )
     if dataset.task == "classification":
         classes = np.unique(splits["train"].labels)
         if len(classes) < 2:
-            raise DataError(f"{where}: the training split has a single class ({dataset.class_names[int(classes[0])] if dataset.class_names else classes[0]}); a classifier cannot learn from it.")
+            raise DataError(
+                f"{where}: the training split has a single class ({dataset.class_names[int(classes[0])] if dataset.class_names else classes[0]}); a classifier cannot learn from it."
+            )
     for split in ("valid", "test"):
         n = len(splits[split])
         if n < SMALL_SPLIT:

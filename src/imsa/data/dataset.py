@@ -17,11 +17,11 @@ from functools import cached_property
 import numpy as np
 
 from ..errors import ConfigError, DataError
+from ..text import TEXT_TOKENS
 
 logger = logging.getLogger(__name__)
 
 TASKS = ("regression", "classification", "multilabel")
-TEXT_TOKENS = "text_bert"  # annotation: (N, 3, T) int64 token ids, attention mask, segment ids of the text steps (MMSA)
 SPLITS = ("train", "valid", "test")
 
 
@@ -119,8 +119,10 @@ class Dataset:
         if tokens is not None and text is not None:  # what batches carry as the text's token ids
             shape = np.shape(tokens)
             if text.ndim != 3 or len(shape) != 3 or shape[1] != 3 or shape[2] != text.shape[1] or not np.issubdtype(np.asarray(tokens).dtype, np.integer):
-                raise DataError(f"{self.name}: annotation 'text_bert' has shape {shape}; token ids must be integers of shape ({n}, 3, T) "
-                                f"(ids, attention mask, segment ids) with T the text sequence's steps ({text.shape[1:2]}).")
+                raise DataError(
+                    f"{self.name}: annotation 'text_bert' has shape {shape}; token ids must be integers of shape ({n}, 3, T) "
+                    f"(ids, attention mask, segment ids) with T the text sequence's steps ({text.shape[1:2]})."
+                )
         if self.task == "multilabel":
             k = len(self.class_names or ())
             if self.labels.shape != (n, k) or not np.isin(self.labels, (0, 1)).all():

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import ConfigError, DataError, unknown_name
-from ..files import atomic_write, atomic_write_text
+from ..files import atomic_write, atomic_write_text, sha256_file
 from .paths import ENV_VAR, default_cache_dir, resolve_data_dir
 
 MIRROR_ENV_VAR = "IMSA_MIRROR"
@@ -31,10 +31,7 @@ _CHUNK = 1 << 20
 
 # Upstream repositories, pinned to a commit; each dataset lists its files where it is registered.
 GCNET_RAW = "https://raw.githubusercontent.com/zeroQiaoba/GCNet/8cce4a0c9a50172abfa79971e77c71c40c1d733d"
-BCLSTM_RAW = (
-    "https://raw.githubusercontent.com/declare-lab/contextual-utterance-level-multimodal-sentiment-analysis/"
-    "3874cf25a7fbda75df27ee65b297afa781d7f32c"
-)
+BCLSTM_RAW = "https://raw.githubusercontent.com/declare-lab/contextual-utterance-level-multimodal-sentiment-analysis/3874cf25a7fbda75df27ee65b297afa781d7f32c"
 
 
 @dataclass(frozen=True)
@@ -77,25 +74,6 @@ def remote_files(name: str) -> tuple[RemoteFile, ...]:
 
 def _root(root: str | os.PathLike | None) -> Path:
     return resolve_data_dir(root).absolute()
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    """Return the sha256 of a file as lowercase hex, reading it in chunks.
-
-    Parameters
-    ----------
-    path : str or path-like
-        The file to hash.
-
-    Returns
-    -------
-    str
-    """
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_status(root: str | os.PathLike | None, remote: RemoteFile) -> str:
@@ -236,9 +214,7 @@ def _source_url(remote: RemoteFile, mirror: str | None) -> str:
 def _check_mirror(mirror: str) -> None:
     # Caught up front: urllib would otherwise fail on the first file with a bare ValueError.
     if urllib.parse.urlsplit(mirror).scheme not in ("http", "https", "file", "ftp"):
-        raise ConfigError(
-            f"Invalid mirror {mirror!r}: expected a base URL such as https://host/imsa-data or file:///srv/imsa-data."
-        )
+        raise ConfigError(f"Invalid mirror {mirror!r}: expected a base URL such as https://host/imsa-data or file:///srv/imsa-data.")
 
 
 def _stream(remote: RemoteFile, url: str, out, progress: ProgressCallback | None) -> str:

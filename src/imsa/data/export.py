@@ -72,7 +72,9 @@ def export_gcnet(dataset: Dataset, out: str | os.PathLike, *, fold: int = 0, pro
     if out.exists() and not out.is_dir():
         raise ConfigError(f"{out} is a file; --out needs a folder to write the feature folders into.")
     if dataset.task == "multilabel":
-        raise ConfigError(f"{dataset.source}: the GCNet layout holds one label per utterance; a multilabel dataset (several classes per utterance) cannot be written in it.")
+        raise ConfigError(
+            f"{dataset.source}: the GCNet layout holds one label per utterance; a multilabel dataset (several classes per utterance) cannot be written in it."
+        )
     videos = list(dataset.video_index)
     integer = dataset.task == "classification"
     table: list = [{}, {}, {}, {}]

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError, DataError, did_you_mean, invalid_parameter
+from ..files import sha256_file
 from ..registry import Registry
 from .dataset import Dataset
-from .download import sha256_file
 from .safe_pickle import load_pickle
 
 logger = logging.getLogger(__name__)
@@ -164,7 +164,9 @@ def load_file(path: str | os.PathLike, format: str | None = None, **options) -> 
             # A file of another format is named as such; otherwise the loader says which key is wrong.
             other = [e.name for e in list_formats() if e.name != entry.name and e.detect(path, content)]
             if other:
-                raise DataError(f"{path}: does not hold the {entry.name} format ({entry.description}); it looks like the {other[0]} format: use --format {other[0]}.")
+                raise DataError(
+                    f"{path}: does not hold the {entry.name} format ({entry.description}); it looks like the {other[0]} format: use --format {other[0]}."
+                )
     else:
         content = _read_content(path)
         entry = format_entry(detect_format(path, content))

@@ -204,7 +204,9 @@ def table_labels(table: LabelTable, task: str = "") -> tuple[np.ndarray, str, tu
     except (TypeError, ValueError):
         raise DataError(f"{table.path}: videoLabels must be integer classes for IEMOCAP. {FIX}") from None
     if not np.array_equal(values, np.round(values)):
-        raise DataError(f"{table.path}: classification needs integer class labels, found e.g. {values[values != np.round(values)][0]:g}; for sentiment scores use task=regression.")
+        raise DataError(
+            f"{table.path}: classification needs integer class labels, found e.g. {values[values != np.round(values)][0]:g}; for sentiment scores use task=regression."
+        )
     labels = values.astype(np.int64)
     if len(labels) and labels.min() < 0:
         raise DataError(f"{table.path}: negative class label {int(labels.min())}.")
@@ -265,7 +267,9 @@ def read_features(folder: Path, utterances: list[str], speakers: list[str]) -> n
                 names = [f for f in names if _speaker_of_face(Path(f).stem, uid) == speaker]
             vectors = [_load_npy(faces / f, uid) for f in names]
         else:
-            raise DataError(f"{folder}: no features for utterance {uid!r} (neither {file.name} nor a face folder {uid}/). Extract them, or point the loader at the right feature folder.")
+            raise DataError(
+                f"{folder}: no features for utterance {uid!r} (neither {file.name} nor a face folder {uid}/). Extract them, or point the loader at the right feature folder."
+            )
         for v in vectors:
             if dim is not None and v.shape[-1] != dim:
                 raise DataError(f"{folder}: utterance {uid!r} has {v.shape[-1]} features, others {dim}; one feature folder must hold one feature size.")

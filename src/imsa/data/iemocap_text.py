@@ -23,8 +23,12 @@ from .text_features import TextSource, register_text_source, text_features
 LABEL_PICKLES = {4: "iemocap/IEMOCAP_features_raw_4way.pkl", 6: "iemocap/IEMOCAP_features_raw_6way.pkl"}
 # Both label pickles, pinned by commit and sha256 (each dataset downloads both: they are small).
 FILES = (
-    RemoteFile(LABEL_PICKLES[4], f"{GCNET_RAW}/dataset/IEMOCAP/IEMOCAP_features_raw_4way.pkl", "072cffa9c528dd0536792de7ac85d5a0efaf25d4a9e3ed01f7e45453547cc9fd"),
-    RemoteFile(LABEL_PICKLES[6], f"{GCNET_RAW}/dataset/IEMOCAP/IEMOCAP_features_raw_6way.pkl", "e35143e9f087d436779cccd650cb0327e9caa55178d326330f4a8a914e91e023"),
+    RemoteFile(
+        LABEL_PICKLES[4], f"{GCNET_RAW}/dataset/IEMOCAP/IEMOCAP_features_raw_4way.pkl", "072cffa9c528dd0536792de7ac85d5a0efaf25d4a9e3ed01f7e45453547cc9fd"
+    ),
+    RemoteFile(
+        LABEL_PICKLES[6], f"{GCNET_RAW}/dataset/IEMOCAP/IEMOCAP_features_raw_6way.pkl", "e35143e9f087d436779cccd650cb0327e9caa55178d326330f4a8a914e91e023"
+    ),
 )
 
 
@@ -73,7 +77,9 @@ def read_iemocap6_texts(root: Path) -> TextSource:
     return TextSource(table.flat("utterances"), table.flat("sentences"))
 
 
-@register_dataset("iemocap4-text", description="IEMOCAP 4 classes, 5,531 utterances, text encoded from transcripts; 5 session folds", family="iemocap4", files=FILES)
+@register_dataset(
+    "iemocap4-text", description="IEMOCAP 4 classes, 5,531 utterances, text encoded from transcripts; 5 session folds", family="iemocap4", files=FILES
+)
 def load_iemocap4_text(root: Path, *, text_model: str = "", cache_dir: str = "", max_length: int = 128, valid_fraction: float = 0.1) -> Dataset:
     """Load ``iemocap4-text``.
 
@@ -92,7 +98,9 @@ def load_iemocap4_text(root: Path, *, text_model: str = "", cache_dir: str = "",
     return _load("iemocap4-text", 4, root, text_model, cache_dir, max_length, valid_fraction)
 
 
-@register_dataset("iemocap6-text", description="IEMOCAP 6 classes, 7,433 utterances, text encoded from transcripts; 5 session folds", family="iemocap6", files=FILES)
+@register_dataset(
+    "iemocap6-text", description="IEMOCAP 6 classes, 7,433 utterances, text encoded from transcripts; 5 session folds", family="iemocap6", files=FILES
+)
 def load_iemocap6_text(root: Path, *, text_model: str = "", cache_dir: str = "", max_length: int = 128, valid_fraction: float = 0.1) -> Dataset:
     """Load ``iemocap6-text`` (options as for ``iemocap4-text``)."""
     return _load("iemocap6-text", 6, root, text_model, cache_dir, max_length, valid_fraction)

@@ -132,7 +132,9 @@ def load_mosi_bclstm(root: Path) -> Dataset:
 
     label_table = load_pickle(paths[LABEL_PICKLE])
     if not (isinstance(label_table, list) and len(label_table) == 7 and all(isinstance(x, dict) for x in label_table[:4])):
-        raise DataError(f"{paths[LABEL_PICKLE]}: expected the GCNet 7-item list [videoIDs, videoLabels, videoSpeakers, videoSentences, train, valid, test]. {REFETCH}")
+        raise DataError(
+            f"{paths[LABEL_PICKLE]}: expected the GCNet 7-item list [videoIDs, videoLabels, videoSpeakers, videoSentences, train, valid, test]. {REFETCH}"
+        )
     video_utterances, video_labels, _, video_sentences = label_table[:4]
     row_of = {u: r for r, u in enumerate(csv_ids)}
     videos = sorted({u.rsplit("_", 1)[0] for u in csv_ids})
@@ -152,7 +154,9 @@ def load_mosi_bclstm(root: Path) -> Dataset:
     labels = np.asarray(labels, dtype=np.float32)
     disagree = np.flatnonzero((labels >= 0) != (binary["l"][order] > 0.5))
     if len(disagree):
-        raise DataError(f"{paths[LABEL_PICKLE]}: continuous label of {csv_ids[order[disagree[0]]]!r} disagrees with the CSVs' binary label ({len(disagree)} utterances). {REFETCH}")
+        raise DataError(
+            f"{paths[LABEL_PICKLE]}: continuous label of {csv_ids[order[disagree[0]]]!r} disagrees with the CSVs' binary label ({len(disagree)} utterances). {REFETCH}"
+        )
 
     utterance_ids = [csv_ids[r] for r in order]
     video_ids = [u.rsplit("_", 1)[0] for u in utterance_ids]

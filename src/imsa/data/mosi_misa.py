@@ -34,8 +34,11 @@ NAME = "mosi-misa"
 PICKLE = "cmu-mosi/misa/dev.pkl"
 DIMS = {"v": 47, "a": 74}
 FILES = (
-    RemoteFile(PICKLE, "https://raw.githubusercontent.com/Gautam-Gandhi/Multimodal-Sentiment-Analysis/fa26eb15efd5f4f6e489e9e788ffc0e11677d120/phase1/data/MOSI/dev.pkl",
-               "d4405ac91f62a807be9ff8dc4a92a7cbbf9735f0b6032649077d2e7500cf7076"),
+    RemoteFile(
+        PICKLE,
+        "https://raw.githubusercontent.com/Gautam-Gandhi/Multimodal-Sentiment-Analysis/fa26eb15efd5f4f6e489e9e788ffc0e11677d120/phase1/data/MOSI/dev.pkl",
+        "d4405ac91f62a807be9ff8dc4a92a7cbbf9735f0b6032649077d2e7500cf7076",
+    ),
 )
 REFETCH = f"Fetch an intact copy with `imsa data download {NAME}`."
 
@@ -55,7 +58,9 @@ def read_items(path: Path) -> list[tuple[str, list[str], np.ndarray, np.ndarray,
         except (TypeError, ValueError, IndexError):
             raise DataError(f"{path}: item {i} is not ((word ids, visual, acoustic, words), label, segment id). {REFETCH}") from None
         if visual.shape != (len(words), DIMS["v"]) or audio.shape != (len(words), DIMS["a"]) or not words:
-            raise DataError(f"{path}: item {i} ({segment}) has {len(words)} words but visual {visual.shape} and acoustic {audio.shape}; expected one 47-d and one 74-d row per word. {REFETCH}")
+            raise DataError(
+                f"{path}: item {i} ({segment}) has {len(words)} words but visual {visual.shape} and acoustic {audio.shape}; expected one 47-d and one 74-d row per word. {REFETCH}"
+            )
         if not (np.isfinite(visual).all() and np.isfinite(audio).all() and np.isfinite(label)):
             raise DataError(f"{path}: item {i} ({segment}) holds non-finite values. {REFETCH}")
         items.append((str(segment), words, visual, audio, label))
@@ -81,8 +86,12 @@ def read_mosi_misa_words(root: Path) -> TextSource:
     return TextSource(words, words)
 
 
-@register_dataset(NAME, description="CMU-MOSI validation split, 10 videos / 229 utt., word-aligned: MiniLM words 384-d, COVAREP 74-d, FACET 47-d; 5-fold CV by video",
-                  family="mosi", files=FILES)
+@register_dataset(
+    NAME,
+    description="CMU-MOSI validation split, 10 videos / 229 utt., word-aligned: MiniLM words 384-d, COVAREP 74-d, FACET 47-d; 5-fold CV by video",
+    family="mosi",
+    files=FILES,
+)
 def load_mosi_misa(root: Path, *, text_model: str = "", cache_dir: str = "") -> Dataset:
     """Load ``mosi-misa`` (see the module docstring).
 
@@ -101,8 +110,11 @@ def load_mosi_misa(root: Path, *, text_model: str = "", cache_dir: str = "") -> 
     row = {w: k for k, w in enumerate(words)}
     lengths = np.array([len(w) for _, w, *_ in items], dtype=np.int64)
     width, n = int(lengths.max()), len(items)
-    features = {"l": np.zeros((n, width, text["vectors"].shape[1]), np.float32), "a": np.zeros((n, width, DIMS["a"]), np.float32),
-                "v": np.zeros((n, width, DIMS["v"]), np.float32)}
+    features = {
+        "l": np.zeros((n, width, text["vectors"].shape[1]), np.float32),
+        "a": np.zeros((n, width, DIMS["a"]), np.float32),
+        "v": np.zeros((n, width, DIMS["v"]), np.float32),
+    }
     for i, (_, w, visual, audio, _) in enumerate(items):
         features["l"][i, : len(w)] = text["vectors"][[row[word] for word in w]]
         features["a"][i, : len(w)], features["v"][i, : len(w)] = audio, visual

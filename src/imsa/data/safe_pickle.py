@@ -14,25 +14,40 @@ from pathlib import Path
 
 from ..errors import DataError
 
-_ALLOWED = {
-    ("builtins", name) for name in ("set", "frozenset", "dict", "list", "tuple", "str", "bytes", "int", "float", "complex", "bool", "slice", "range")
-} | {
-    ("collections", "OrderedDict"),
-    ("collections", "defaultdict"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    # Python 3 writes bytes (numpy array data) as _codecs.encode(str, "latin1") in protocols 0-2
-    ("_codecs", "encode"),
-} | {
-    (module, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")
-} | {
-    (module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")
-} | {
-    # numpy >= 1.25 pickles dtypes through their class, e.g. numpy.dtypes.Float32DType
-    ("numpy.dtypes", name) for name in ("Float16DType", "Float32DType", "Float64DType", "Int8DType", "Int16DType", "Int32DType", "Int64DType", "UInt8DType", "UInt16DType", "UInt32DType", "UInt64DType", "BoolDType", "StrDType", "BytesDType", "ObjectDType")
-}
+_ALLOWED = (
+    {("builtins", name) for name in ("set", "frozenset", "dict", "list", "tuple", "str", "bytes", "int", "float", "complex", "bool", "slice", "range")}
+    | {
+        ("collections", "OrderedDict"),
+        ("collections", "defaultdict"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        # Python 3 writes bytes (numpy array data) as _codecs.encode(str, "latin1") in protocols 0-2
+        ("_codecs", "encode"),
+    }
+    | {(module, name) for module in ("numpy.core.multiarray", "numpy._core.multiarray") for name in ("_reconstruct", "scalar")}
+    | {(module, "_frombuffer") for module in ("numpy.core.numeric", "numpy._core.numeric")}
+    | {
+        # numpy >= 1.25 pickles dtypes through their class, e.g. numpy.dtypes.Float32DType
+        ("numpy.dtypes", name)
+        for name in (
+            "Float16DType",
+            "Float32DType",
+            "Float64DType",
+            "Int8DType",
+            "Int16DType",
+            "Int32DType",
+            "Int64DType",
+            "UInt8DType",
+            "UInt16DType",
+            "UInt32DType",
+            "UInt64DType",
+            "BoolDType",
+            "StrDType",
+            "BytesDType",
+            "ObjectDType",
+        )
+    }
+)
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -66,8 +81,7 @@ def load_pickle(path: str | Path, *, encoding: str = "latin1"):
     except pickle.UnpicklingError as e:
         if "refused to load" in str(e):
             raise DataError(
-                f"{path}: {e}; this pickle asks to run code that the dataset formats never contain. "
-                "Do not load it; obtain the file from its original source."
+                f"{path}: {e}; this pickle asks to run code that the dataset formats never contain. Do not load it; obtain the file from its original source."
             ) from None
         if "truncated" in str(e):
             raise DataError(f"{path}: truncated or corrupted pickle ({e}). Download it again.") from None

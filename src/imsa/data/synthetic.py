@@ -21,7 +21,6 @@ from ..errors import invalid_parameter
 from .dataset import Dataset, Fold
 from .registry import register_dataset
 
-
 ALIGNED_SHAPES = {"mosi": (768, 5, 20), "mosei": (768, 74, 35)}  # text, audio, vision widths of MMSA's aligned_50.pkl
 
 

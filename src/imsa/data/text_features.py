@@ -104,9 +104,8 @@ def encode_texts(
     """
     import torch
 
-    from ..nn.text_encoder import TextEncoder
-
     from ..devices import resolve_device
+    from ..nn.text_encoder import TextEncoder
 
     encoder = encoder or TextEncoder(model_path, frozen=True)
     encoder.to(resolve_device(device)).eval()
@@ -227,14 +226,18 @@ def text_features(
         except (OSError, ValueError) as e:
             raise DataError(f"{entry.path}: unreadable text-feature cache ({e}); delete the file to compute it again.") from None
         if len(features.get("vectors", ())) != len(texts):
-            raise DataError(f"{entry.path}: cache holds {len(features.get('vectors', ()))} vectors for {len(texts)} texts; delete the file to compute it again.")
+            raise DataError(
+                f"{entry.path}: cache holds {len(features.get('vectors', ()))} vectors for {len(texts)} texts; delete the file to compute it again."
+            )
         problem = _unusable(features)
         if problem:
             raise DataError(f"{entry.path}: the cached text features are {problem}; delete the file to compute them again.")
         logger.info("%s: text features from the cache %s.", name, entry.path)
         return features, entry
     if not compute:
-        raise DataError(f"{name}: no cached text features for model {entry.model_path} in {entry.path.parent}. Compute them with `imsa features text --dataset {name}`.")
+        raise DataError(
+            f"{name}: no cached text features for model {entry.model_path} in {entry.path.parent}. Compute them with `imsa features text --dataset {name}`."
+        )
     logger.warning("%s: encoding %d transcripts with %s (once; cached in %s).", name, len(texts), entry.model_path, entry.path.parent)
     started = time.perf_counter()
     features = encode_texts(texts, model_path=entry.model_path, batch_size=batch_size, max_length=max_length, tokens=tokens, progress=progress, device=device)

@@ -156,7 +156,9 @@ class LocalBackend:
         processes = multiprocessing.get_context("spawn")  # no forked torch state
         counter = processes.Value("i", 0)
         folder = tempfile.TemporaryDirectory(prefix="imsa-shared-")
-        pool = processes.Pool(workers, initializer=_init_worker, initargs=(share_datasets(datasets, folder.name), self.threads, os.getpid(), counter, self.gpus))
+        pool = processes.Pool(
+            workers, initializer=_init_worker, initargs=(share_datasets(datasets, folder.name), self.threads, os.getpid(), counter, self.gpus)
+        )
         worker_context = dataclasses.replace(context, callbacks=())
         starts = _StartNotices(specs, workers, context.callbacks, name)
         try:

@@ -137,7 +137,9 @@ class Grid:
         """The grid's protocols for ``method``, its frame rates merged into one experiment
         (one model scored at every rate) where it trains under frame noise of its own."""
         rates = [p.rate for p in self.protocols if p.kind == "frames"]
-        experiment = Experiment(method, dataset, config={**self.config, **self.overrides.get(method, {})}, dataset_options=dict(self.dataset_options.get(dataset, {})))
+        experiment = Experiment(
+            method, dataset, config={**self.config, **self.overrides.get(method, {})}, dataset_options=dict(self.dataset_options.get(dataset, {}))
+        )
         if len(rates) < 2 or not experiment.own_frame_noise():
             return list(self.protocols)
         others = [p for p in self.protocols if p.kind != "frames"]
@@ -161,7 +163,8 @@ class Grid:
         data = {
             "methods": list(self.methods),
             "datasets": list(self.datasets),
-            "protocols": (["fixed"] if fixed else []) + [{kind: values} for kind, values in rates.items() if values]
+            "protocols": (["fixed"] if fixed else [])
+            + [{kind: values} for kind, values in rates.items() if values]
             + [{kind: None if kind == "fixed" else values, "frames": frames} for (kind, frames), values in composed.items()],
             "seeds": list(self.seeds),
             "mask_seed": self.protocols[0].mask_seed,
@@ -343,7 +346,10 @@ def grid_from_dict(data: dict, source: str = "grid") -> Grid:
         valid = {**dataset_entry(dataset).options, **COMMON_OPTIONS}
         for key in options:
             if key not in valid:
-                fail(f"dataset_options.{dataset}.{key}", f"unknown option for dataset {dataset}.{did_you_mean(key, valid)} Valid options: {', '.join(sorted(valid)) or 'none'}.")
+                fail(
+                    f"dataset_options.{dataset}.{key}",
+                    f"unknown option for dataset {dataset}.{did_you_mean(key, valid)} Valid options: {', '.join(sorted(valid)) or 'none'}.",
+                )
     return Grid(
         methods=methods,
         datasets=datasets,
@@ -407,7 +413,7 @@ def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
             continue
         if not isinstance(entry, dict) or len(entry) != 1:
             fail(where, f"expected 'fixed', 'random', 'frames' or {{random: [rates]}}, got {entry!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
-        (kind, rates), = entry.items()
+        ((kind, rates),) = entry.items()
         if kind not in defaults:
             fail(where, f"unknown protocol {kind!r} with values; random and frames take a list of rates. Valid protocols: {', '.join(PROTOCOLS)}.")
         bound = "[0, 0.7]" if kind == "random" else "[0, 1]"
@@ -432,7 +438,7 @@ def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
 def _composed(entry: dict, where: str, mask_seed: int, default_rates: list, fail) -> list[Protocol]:
     """``{fixed: null, frames: [0.3]}`` or ``{random: [0.0, 0.3], frames: 0.2}`` -> one Protocol per
     (rate, frame rate)."""
-    (kind, rates), = ((k, v) for k, v in entry.items() if k != "frames")
+    ((kind, rates),) = ((k, v) for k, v in entry.items() if k != "frames")
     frame_rates = entry["frames"] if isinstance(entry["frames"], list) else [entry["frames"]]
     if kind not in ("fixed", "random"):
         fail(where, f"frames composes with fixed or random (e.g. {{random: [0.3], frames: 0.2}}), not with {kind!r}.")
@@ -487,7 +493,9 @@ def plan_grid(grid: Grid, out: str | os.PathLike, *, data_dir=None, locks: ExitS
     for relative, experiment in grid.experiments():
         directory = out / relative
         locks.enter_context(locked(directory))  # held until the grid ends: no other process writes there
-        specs = plan_experiment(experiment, directory, datasets[experiment.dataset], data_location=data_location(experiment.dataset, data_dir))  # refuses unreadable or foreign results now
+        specs = plan_experiment(
+            experiment, directory, datasets[experiment.dataset], data_location=data_location(experiment.dataset, data_dir)
+        )  # refuses unreadable or foreign results now
         experiments.append((directory, experiment, specs))
     _write_grid_file(out, grid)
     return GridPlan(out, experiments, datasets)
@@ -568,9 +576,19 @@ def tune_grid(grid: Grid, out, *, data_dir=None, context: RunContext = RunContex
         for method in grid.tune_methods:
             folder = Path(out) / "tune" / dataset / method
             logger.info("Searching %s on %s: %d trials under the %s protocol, into %s.", method, dataset, grid.tune["trials"], protocol.name, folder)
-            run_tune(method, dataset, folder, trials=grid.tune["trials"], protocol=protocol, folds=grid.folds, seeds=grid.seeds[:1],
-                     config={**grid.config, **grid.overrides.get(method, {})}, dataset_options=grid.dataset_options.get(dataset, {}),
-                     data_dir=data_dir, context=dataclasses.replace(context, callbacks=()))
+            run_tune(
+                method,
+                dataset,
+                folder,
+                trials=grid.tune["trials"],
+                protocol=protocol,
+                folds=grid.folds,
+                seeds=grid.seeds[:1],
+                config={**grid.config, **grid.overrides.get(method, {})},
+                dataset_options=grid.dataset_options.get(dataset, {}),
+                data_dir=data_dir,
+                context=dataclasses.replace(context, callbacks=()),
+            )
             studies[(dataset, method)] = str(folder)
     return dataclasses.replace(grid, studies=studies)
 

@@ -527,7 +527,7 @@ def plot_rate_curves(tables: list[Table], path: Path, protocol: str = "random") 
         ax.set_ylabel(table.metric)
         ax.set_xticks([float(c) for c in rate_columns])
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(selected):]:
+    for ax in list(axes.flat)[len(selected) :]:
         ax.set_visible(False)
     _title_and_legend(fig, axes, f"{_datasets(selected)}, {selected[0].split} split, {PROTOCOL_TITLES[protocol]}: mean ± std over seeds × folds")
     fig.savefig(path, dpi=120)
@@ -562,7 +562,7 @@ def plot_conditions(tables: list[Table], path: Path) -> bool:
         if span > 0 and METRICS[table.metric].higher_is_better and min(finite) > 0.3:
             ax.set_ylim(max(0.0, min(finite) - 0.15 * span), max(top) + 0.1 * span)  # show the differences, not the baseline at 0
         ax.grid(axis="y", alpha=0.3)
-    for ax in list(axes.flat)[len(selected):]:
+    for ax in list(axes.flat)[len(selected) :]:
         ax.set_visible(False)
     _title_and_legend(fig, axes, f"{_datasets(selected)}, {selected[0].split} split, fixed missing conditions: mean ± std over seeds × folds")
     fig.savefig(path, dpi=120)

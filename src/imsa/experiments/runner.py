@@ -29,15 +29,15 @@ from ..config import PackagedConfig, build_config, packaged_config, packaged_nam
 from ..data.checks import check_fold
 from ..data.dataset import Dataset
 from ..data.registry import data_location, dataset_family, load_dataset
-from ..errors import ConfigError
-from ..methods import method_class
-from ..frames import FrameSetting, sequence_modalities
-from ..methods.base import check_protocol
-from .logs import open_loggers
-from ..protocols import Protocol
-from ..files import atomic_write_text
-from ..model_files import save_model
 from ..devices import describe_device, make_deterministic
+from ..errors import ConfigError
+from ..files import atomic_write_text
+from ..frames import FrameSetting, sequence_modalities
+from ..logs import open_loggers
+from ..methods import method_class
+from ..methods.base import check_protocol
+from ..model_files import save_model
+from ..protocols import Protocol
 from ..training import RunContext, metrics_of, notify, seed_everything
 from .store import LOCK_FILE, SPLITS, RunLayout, RunRecord, fingerprint, load_record, locked, run_key, summarize, write_predictions, write_record, write_summary
 
@@ -157,8 +157,10 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     cls = method_class(experiment.method)
     check_protocol(experiment.method, cls.protocols, experiment.protocol)
     if experiment.protocol.rates and not cls.own_frame_noise(config):
-        raise ConfigError(f"{experiment.method} trains at the test rate here (train_missing={config.train_missing!r}), so one model cannot serve the frame rates "
-                          f"{list(experiment.protocol.rates)}: give it a frame noise of its own (e.g. --set train_missing=frames:lnln) or run one experiment per rate.")
+        raise ConfigError(
+            f"{experiment.method} trains at the test rate here (train_missing={config.train_missing!r}), so one model cannot serve the frame rates "
+            f"{list(experiment.protocol.rates)}: give it a frame noise of its own (e.g. --set train_missing=frames:lnln) or run one experiment per rate."
+        )
     if experiment.protocol.drops_frames:
         sequence_modalities(dataset)  # refuses utterance vectors now, not after other runs trained
     out = Path(out)
@@ -177,7 +179,9 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     if experiment.search:
         resolved["search"] = experiment.search
     if experiment.protocol.drops_frames:  # what a dropped word became
-        resolved["dropped_text"] = "no text" if "l" not in dataset.modalities else "[UNK] tokens" if cls.reads_text_tokens(config) else "zeroed precomputed features"
+        resolved["dropped_text"] = (
+            "no text" if "l" not in dataset.modalities else "[UNK] tokens" if cls.reads_text_tokens(config) else "zeroed precomputed features"
+        )
     if packaged.name is None and packaged_names(experiment.method):
         given = f" and the given {', '.join(sorted(experiment.config))}" if experiment.config else ""
         logger.warning("%s; %s runs with its defaults%s (name one with --config %s/<name>).", packaged.reason, experiment.method, given, experiment.method)
@@ -256,8 +260,17 @@ def _train_run(spec: RunSpec, dataset: Dataset, context: RunContext, config, cls
         make_deterministic()
     splits = dataset.split(spec.fold)
     method = cls(config)
-    loggers = open_loggers(context.log, spec.out, spec.key, experiment=f"{experiment.method} {experiment.dataset} {experiment.protocol.name}",
-                           params=dataclasses.asdict(config)) if context.log else []
+    loggers = (
+        open_loggers(
+            context.log,
+            spec.out,
+            spec.key,
+            experiment=f"{experiment.method} {experiment.dataset} {experiment.protocol.name}",
+            params=dataclasses.asdict(config),
+        )
+        if context.log
+        else []
+    )
     try:
         method.fit(
             splits["train"],
@@ -268,10 +281,16 @@ def _train_run(spec: RunSpec, dataset: Dataset, context: RunContext, config, cls
         )
         settings = {split: experiment.protocol.settings(splits[split]) for split in SPLITS}
         predictions = {split: method.predict_settings(splits[split], settings[split]) for split in SPLITS}
-        frames_dropped = {
-            split: {name: round(s.dropped_fraction(dataset, splits[split].indices), 6) for name, s in settings[split].items() if isinstance(s, FrameSetting)}
-            for split in SPLITS
-        } if experiment.protocol.drops_frames else {}
+        frames_dropped = (
+            {
+                split: {
+                    name: round(s.dropped_fraction(dataset, splits[split].indices), 6) for name, s in settings[split].items() if isinstance(s, FrameSetting)
+                }
+                for split in SPLITS
+            }
+            if experiment.protocol.drops_frames
+            else {}
+        )
         metrics = {split: metrics_of(predictions[split], splits[split]) for split in SPLITS}
         for logger in loggers:
             logger.final(metrics)
@@ -395,13 +414,14 @@ def _claim_directory(out: Path, resolved: dict) -> None:
         try:
             previous = yaml.safe_load(config_path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{config_path}: damaged ({type(e).__name__}); this directory cannot be resumed safely. Choose another --out, or delete the directory to start over.") from None
+            raise ConfigError(
+                f"{config_path}: damaged ({type(e).__name__}); this directory cannot be resumed safely. Choose another --out, or delete the directory to start over."
+            ) from None
         resolved = yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))  # as written: tuples become lists
         if previous != resolved:
             changed = sorted(k for k in set(previous or {}) | set(resolved) if (previous or {}).get(k) != resolved.get(k))
             raise ConfigError(
-                f"{out} already holds a different experiment (differs in: {', '.join(changed)}). "
-                "Choose another --out, or delete that directory to start over."
+                f"{out} already holds a different experiment (differs in: {', '.join(changed)}). Choose another --out, or delete that directory to start over."
             )
         logger.info("Resuming the experiment in %s.", out)
     elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):

@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from ..errors import ConfigError, did_you_mean
 from ..files import atomic_write, atomic_write_text
@@ -145,7 +144,9 @@ class RunRecord:
     @property
     def config_id(self) -> str:
         """A short id of what makes runs comparable in one table cell: config, data options, data."""
-        return fingerprint({"config": self.config, "dataset_options": self.dataset_options, "data_checksum": self.data_checksum, "mask_seed": self.protocol.mask_seed})[:8]
+        return fingerprint(
+            {"config": self.config, "dataset_options": self.dataset_options, "data_checksum": self.data_checksum, "mask_seed": self.protocol.mask_seed}
+        )[:8]
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -256,38 +257,6 @@ def read_predictions(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]
     return out
 
 
-@dataclass
-class RunModels:
-    """The fitted models of a run directory, each with its seed and fold (see :func:`imsa.load_method`)."""
-
-    root: Path
-    experiment: dict
-    models: list  # (seed, fold, Method)
-
-    @classmethod
-    def load(cls, root: str | os.PathLike, *, device: str = "cpu") -> "RunModels":
-        from ..model_files import load_method
-
-        layout = RunLayout(root)
-        if not layout.config.is_file():
-            inside = sorted(str(c.parent.relative_to(layout.root)) for c in layout.root.glob("**/config.yaml")) if layout.root.is_dir() else []
-            if inside:  # a grid store, or a folder of runs: name the run directories to choose from
-                shown = ", ".join(inside[:8]) + (f" and {len(inside) - 8} more" if len(inside) > 8 else "")
-                raise ConfigError(f"{layout.root}: a folder of run directories, not one run directory; give one of them, e.g. {layout.root / inside[0]} (here: {shown}).")
-            raise ConfigError(f"{layout.root}: not an imsa run directory (no config.yaml).")
-        try:
-            experiment = yaml.safe_load(layout.config.read_text())
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"{layout.config}: unreadable ({e}).") from None
-        records = sorted((load_record(p) for p in (layout.root / "runs").glob("seed*-fold*.json")), key=lambda r: (r.seed, r.fold))
-        if not records:
-            raise ConfigError(f"{layout.root}: no finished run (runs/seedS-foldF.json) to load a model of.")
-        return cls(layout.root, experiment, [(r.seed, r.fold, load_method(layout.model(r.key), device=device)) for r in records])
-
-    def __len__(self) -> int:
-        return len(self.models)
-
-
 # -- statistics and cells ---------------------------------------------------------------------
 
 
@@ -343,7 +312,7 @@ def write_summary(layout: RunLayout, summary: dict) -> None:
     for split in SPLITS:
         for setting, metrics in summary[split].items():
             for metric, s in metrics.items():
-                lines.append(f"{split},\"{setting}\",{metric},{s['mean']:.6f},{s['std']:.6f},{s['n']}")
+                lines.append(f'{split},"{setting}",{metric},{s["mean"]:.6f},{s["std"]:.6f},{s["n"]}')
     atomic_write_text(layout.summary_csv, "\n".join(lines) + "\n")
 
 

@@ -79,7 +79,11 @@ def load_space(method: str, path: str | os.PathLike | None = None) -> dict:
             raise ConfigError(f"{where}: {key!r} is not a config key of {method}.{did_you_mean(key, fields)} Valid keys: {', '.join(fields)}.")
         ok = isinstance(entry, dict) and (
             (set(entry) == {"choices"} and isinstance(entry["choices"], list) and entry["choices"])
-            or ({"low", "high"} <= set(entry) <= {"low", "high", "log"} and all(isinstance(entry[k], (int, float)) for k in ("low", "high")) and entry["low"] < entry["high"])
+            or (
+                {"low", "high"} <= set(entry) <= {"low", "high", "log"}
+                and all(isinstance(entry[k], (int, float)) for k in ("low", "high"))
+                and entry["low"] < entry["high"]
+            )
         )
         if not ok:
             raise ConfigError(f"{where}: {key}: expected {{low: A, high: B[, log: true]}} with A < B, or {{choices: [...]}}; got {entry!r}.")
@@ -138,8 +142,16 @@ def validation_score(method: str, config: dict, dataset, folds, seeds, protocol:
 
 
 def _identity(method, dataset_name, dataset_options, protocol, folds, seeds, space, base) -> dict:
-    return {"method": method, "dataset": dataset_name, "dataset_options": dataset_options, "protocol": protocol.to_dict(),
-            "folds": list(folds), "seeds": list(seeds), "space": space, "config": base}
+    return {
+        "method": method,
+        "dataset": dataset_name,
+        "dataset_options": dataset_options,
+        "protocol": protocol.to_dict(),
+        "folds": list(folds),
+        "seeds": list(seeds),
+        "space": space,
+        "config": base,
+    }
 
 
 def _worker(arguments) -> None:
@@ -184,8 +196,12 @@ def _optimize(out: Path, identity: dict, trials: int, dataset, context: RunConte
     # seeded by the trials so far, so that a resumed search does not redraw the first ones.
     storage = f"sqlite:///{out / 'study.db'}"
     start = len(optuna.load_study(study_name=STUDY, storage=storage).get_trials(deepcopy=False))
-    study = optuna.load_study(study_name=STUDY, storage=storage, sampler=optuna.samplers.TPESampler(seed=sampler_seed + 1000 * start),
-                              pruner=optuna.pruners.MedianPruner(n_warmup_steps=5))
+    study = optuna.load_study(
+        study_name=STUDY,
+        storage=storage,
+        sampler=optuna.samplers.TPESampler(seed=sampler_seed + 1000 * start),
+        pruner=optuna.pruners.MedianPruner(n_warmup_steps=5),
+    )
     protocol = Protocol(**identity["protocol"])
     defaults = method_class(identity["method"]).Config()
 
@@ -265,8 +281,9 @@ def run_tune(
         else:
             atomic_write_text(identity_file, yaml.safe_dump(json.loads(json.dumps(identity)), sort_keys=False))
         storage = f"sqlite:///{out / 'study.db'}"
-        study = optuna.create_study(study_name=STUDY, storage=storage, load_if_exists=True,
-                                    direction="maximize" if METRICS[metric].higher_is_better else "minimize")
+        study = optuna.create_study(
+            study_name=STUDY, storage=storage, load_if_exists=True, direction="maximize" if METRICS[metric].higher_is_better else "minimize"
+        )
         for stale in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):  # left by a killed run: redo them
             study._storage.set_trial_state_values(stale._trial_id, TrialState.FAIL)
             study.enqueue_trial(stale.params)
@@ -291,12 +308,26 @@ def run_tune(
         if not finished:
             raise ConfigError(f"{out}: no trial finished (every one was pruned or failed); widen the search space or raise --trials.")
         best = {**base, **study.best_params}
-        atomic_write_text(out / "best.yaml", yaml.safe_dump({"method": method, "metric": metric, "validation": float(study.best_value), "config": best}, sort_keys=False))
+        atomic_write_text(
+            out / "best.yaml", yaml.safe_dump({"method": method, "metric": metric, "validation": float(study.best_value), "config": best}, sort_keys=False)
+        )
         _write_trials(out, study, metric)
-        result = {"best_value": float(study.best_value), "best_config": best, "trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))), "metric": metric}
+        result = {
+            "best_value": float(study.best_value),
+            "best_config": best,
+            "trials": len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))),
+            "metric": metric,
+        }
     if final_seeds:
-        experiment = Experiment(method, dataset=dataset_name, protocol=protocol, seeds=tuple(final_seeds),
-                                folds=tuple(final_folds) if final_folds is not None else None, config=best, dataset_options=dataset_options)
+        experiment = Experiment(
+            method,
+            dataset=dataset_name,
+            protocol=protocol,
+            seeds=tuple(final_seeds),
+            folds=tuple(final_folds) if final_folds is not None else None,
+            config=best,
+            dataset_options=dataset_options,
+        )
         result["final"] = run_experiment(experiment, out / "final", dataset=dataset, context=context)
     return result
 

@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import COUNT, NON_NEGATIVE, POSITIVE, build_config, check_domains
 from ..batch import TEXT, Batch, draw_frames, iterate_batches, tensor_cache
+from ..config import COUNT, NON_NEGATIVE, POSITIVE, build_config, check_domains
 from ..data.dataset import Dataset, Subset
 from ..data.feature_stats import feature_statistics
 from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
@@ -32,8 +32,8 @@ from ..missing import condition_index, fixed_conditions, make_sampler
 from ..nn.layers import masked_mean
 from ..nn.mult import MulTModel
 from ..nn.text_encoder import TextEncoder, check_token_ids
-from ..protocols import Protocol
 from ..predictions import Predictions
+from ..protocols import Protocol
 from ..training import RunContext, TrainResult, evaluate, lr_factor, metrics_of, predict_settings, selection_score
 from ..training import train as run_training
 
@@ -293,8 +293,13 @@ class Method:
         self._check_fitted()
         self.model_.eval()
         return predict_settings(
-            lambda b: self.forward(b).prediction, subset, settings, level=self.level, batch_size=self.config.eval_batch_size,
-            device=self.device, precision=getattr(self, "precision_", "fp32"),
+            lambda b: self.forward(b).prediction,
+            subset,
+            settings,
+            level=self.level,
+            batch_size=self.config.eval_batch_size,
+            device=self.device,
+            precision=getattr(self, "precision_", "fp32"),
         )
 
     def evaluate(self, subset: Subset, settings: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
@@ -329,7 +334,9 @@ class Method:
             unknown = [m for m in modalities if m not in names]
             if unknown or not modalities:
                 what = f"{', '.join(repr(m) for m in unknown)} is not among" if unknown else "none of"
-                raise ConfigError(f"Modalities {','.join(modalities) or '(none)'}: {what} the modalities of this {self.name} model; give a comma-separated subset of {','.join(names)}.")
+                raise ConfigError(
+                    f"Modalities {','.join(modalities) or '(none)'}: {what} the modalities of this {self.name} model; give a comma-separated subset of {','.join(names)}."
+                )
         mask = np.ones((len(dataset), len(names)), dtype=bool)
         if modalities is not None:
             mask[:, [m not in modalities for m in names]] = False
@@ -418,7 +425,9 @@ class Method:
         method would read as if it were data, and a task it cannot model."""
         if dataset.task not in self.tasks:
             hint = " (load a MulT IEMOCAP file with --set data.emotions=classes for one emotion per utterance)" if dataset.task == "multilabel" else ""
-            raise ConfigError(f"{dataset.source}: {self.name} models {' and '.join(self.tasks)} tasks, not {dataset.task}{hint}; methods that do: {', '.join(_methods_for(dataset.task))}.")
+            raise ConfigError(
+                f"{dataset.source}: {self.name} models {' and '.join(self.tasks)} tasks, not {dataset.task}{hint}; methods that do: {', '.join(_methods_for(dataset.task))}."
+            )
         vectors = [m for m in dataset.modalities if not dataset.is_sequence(m) and not self.encodes_itself(m)]
         if self.inputs == "sequence" and vectors:
             raise ConfigError(
@@ -547,8 +556,17 @@ class Method:
         checkpoint = context.checkpoint(phase)
         if shared and context.shared is not None:
             del fingerprint["protocol"]  # the phase does not read it: every protocol's run may restore it
-            key = {**fingerprint, "phase": phase, "data": train.dataset.checksum, "train": _digest(train.indices), "valid": _digest(valid.indices),
-                   "device": context.torch_device.type, "precision": precision, "epochs": epochs or cfg.epochs, "lr": lr or cfg.lr}
+            key = {
+                **fingerprint,
+                "phase": phase,
+                "data": train.dataset.checksum,
+                "train": _digest(train.indices),
+                "valid": _digest(valid.indices),
+                "device": context.torch_device.type,
+                "precision": precision,
+                "epochs": epochs or cfg.epochs,
+                "lr": lr or cfg.lr,
+            }
             checkpoint = context.shared / f"{self.name}-{phase}-{_digest(json.dumps(key, sort_keys=True, default=str))}.pt"
             fingerprint["key"] = checkpoint.stem
         return run_training(
@@ -664,8 +682,12 @@ def check_aligned(dataset: Dataset, method: str, kernel: int) -> None:
     widths = {m: dataset.features[m].shape[1] for m in modalities}
     unequal = [m for m in modalities if not np.array_equal(dataset.lengths[m], dataset.lengths[modalities[0]])]
     if len(set(widths.values())) > 1 or unequal:
-        what = f"widths {widths}" if len(set(widths.values())) > 1 else f"the lengths of {', '.join(unequal)} differ from those of {modalities[0]} per utterance"
-        raise ConfigError(f"{dataset.name}: {method} pairs step t of one modality with step t of another, so every modality needs the same steps (word-aligned data such as MMSA aligned_50.pkl); here {what}.")
+        what = (
+            f"widths {widths}" if len(set(widths.values())) > 1 else f"the lengths of {', '.join(unequal)} differ from those of {modalities[0]} per utterance"
+        )
+        raise ConfigError(
+            f"{dataset.name}: {method} pairs step t of one modality with step t of another, so every modality needs the same steps (word-aligned data such as MMSA aligned_50.pkl); here {what}."
+        )
     if min(widths.values()) < kernel:
         raise ConfigError(f"{dataset.name}: {min(widths.values())} steps, fewer than conv_kernel={kernel}; lower conv_kernel.")
 
@@ -684,10 +706,22 @@ class MulTBackbone(MulTModel):
     def __init__(self, spec: DataSpec, cfg):
         encoder = TextEncoder.for_token_ids(cfg.text_encoder) if getattr(cfg, "text_encoder", "") else None
         super().__init__(
-            spec.modalities, {**spec.dims, **({TEXT: encoder.dim} if encoder is not None else {})}, spec.output_dim, spec.task, dim=cfg.dim, heads=cfg.heads, layers=cfg.layers, kernel=cfg.conv_kernel,
-            attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v), relu_dropout=getattr(cfg, "relu_dropout", 0.0),
-            res_dropout=getattr(cfg, "res_dropout", 0.0), embed_dropout=cfg.embed_dropout, output_dropout=cfg.output_dropout,
-            text_dropout=cfg.text_dropout, causal=getattr(cfg, "causal", True), padding_mask=getattr(cfg, "padding_mask", False),
+            spec.modalities,
+            {**spec.dims, **({TEXT: encoder.dim} if encoder is not None else {})},
+            spec.output_dim,
+            spec.task,
+            dim=cfg.dim,
+            heads=cfg.heads,
+            layers=cfg.layers,
+            kernel=cfg.conv_kernel,
+            attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v),
+            relu_dropout=getattr(cfg, "relu_dropout", 0.0),
+            res_dropout=getattr(cfg, "res_dropout", 0.0),
+            embed_dropout=cfg.embed_dropout,
+            output_dropout=cfg.output_dropout,
+            text_dropout=cfg.text_dropout,
+            causal=getattr(cfg, "causal", True),
+            padding_mask=getattr(cfg, "padding_mask", False),
         )
         self.text_encoder = encoder
 

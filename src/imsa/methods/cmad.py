@@ -41,10 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..batch import TEXT, Batch
+from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..errors import ConfigError, invalid_parameter
-from ..missing import Complete, CombinationDistribution, Condition, condition_index, fixed_conditions, make_sampler
+from ..missing import CombinationDistribution, Complete, Condition, condition_index, fixed_conditions, make_sampler
 from ..nn.layers import Dropout
 from ..nn.perceiver import Perceiver
 from ..protocols import Protocol
@@ -274,8 +274,14 @@ class CMADNet(nn.Module):
         self.perceivers = nn.ModuleDict(
             {
                 m: Perceiver(
-                    input_dim=dim, dim=dim, depth=depth, num_latents=num_latents, heads=heads, dim_head=dim_head,
-                    attention_dropout=perceiver_attention_dropout, ff_dropout=perceiver_ff_dropout,
+                    input_dim=dim,
+                    dim=dim,
+                    depth=depth,
+                    num_latents=num_latents,
+                    heads=heads,
+                    dim_head=dim_head,
+                    attention_dropout=perceiver_attention_dropout,
+                    ff_dropout=perceiver_ff_dropout,
                 )
                 for m in spec.modalities
             }
@@ -439,7 +445,9 @@ class CMADConfig(TrainConfig):
 
     DOMAINS: ClassVar[dict] = {
         **TrainConfig.DOMAINS,
-        **dict.fromkeys(("teacher_epochs", "dim", "depth", "num_latents", "heads", "dim_head", "fusion_depth", "fusion_heads", "fusion_ffn", "max_length"), COUNT),
+        **dict.fromkeys(
+            ("teacher_epochs", "dim", "depth", "num_latents", "heads", "dim_head", "fusion_depth", "fusion_heads", "fusion_ffn", "max_length"), COUNT
+        ),
         **dict.fromkeys(("fusion_dropout", "head_dropout", "perceiver_attention_dropout", "perceiver_ff_dropout"), PROBABILITY),
         **dict.fromkeys(("tau", "temperature", "student_grad_clip"), POSITIVE),
         **dict.fromkeys(("delta", "gamma", "mar_scale", "begin_epoch", "dkd_alpha", "dkd_beta"), NON_NEGATIVE),
@@ -467,7 +475,18 @@ class CMAD(Method):
     Config = CMADConfig
     tasks = ("regression", "classification", "multilabel")
     default_threads = 2  # benchmarks/threads.py: 1.4x faster than 1 thread idle; on a busy machine pass --threads 1 (3.6x faster there)
-    tiny_config = {"teacher_epochs": 1, "dim": 16, "depth": 1, "num_latents": 2, "heads": 2, "dim_head": 8, "fusion_heads": 2, "fusion_ffn": 32, "lr": 1e-3, "begin_epoch": 1}
+    tiny_config = {
+        "teacher_epochs": 1,
+        "dim": 16,
+        "depth": 1,
+        "num_latents": 2,
+        "heads": 2,
+        "dim_head": 8,
+        "fusion_heads": 2,
+        "fusion_ffn": 32,
+        "lr": 1e-3,
+        "begin_epoch": 1,
+    }
     # MAR's weights (from begin_epoch) scale the loss up by design; the loss must fall before them.
     # From the released N(0, 0.02) initialisation the backbone needs 40 epochs to beat the mean predictor by 20 %.
     learning_config = {"teacher_epochs": 40, "epochs": 40, "lr": 1e-3, "fusion_dropout": 0.0, "head_dropout": 0.0, "begin_epoch": 15}
@@ -520,7 +539,9 @@ class CMAD(Method):
         protocol, context = protocol or Protocol(), context or RunContext()
         self.spec_ = self.training_spec(train)
         if cfg.text_encoder and train.dataset.transcripts is None:
-            raise ConfigError(f"text_encoder={cfg.text_encoder!r} reads raw transcripts, which dataset {train.dataset.name} lacks; use precomputed text (text_encoder='') or a dataset with transcripts (mosi-transcripts).")
+            raise ConfigError(
+                f"text_encoder={cfg.text_encoder!r} reads raw transcripts, which dataset {train.dataset.name} lacks; use precomputed text (text_encoder='') or a dataset with transcripts (mosi-transcripts)."
+            )
         task, modalities = self.spec_.task, self.spec_.modalities
         if cfg.dkd and task == "regression":
             raise ConfigError("dkd=true distils class probabilities; this dataset's task is regression (set dkd=false).")
@@ -532,9 +553,18 @@ class CMAD(Method):
         complete = {fixed_conditions(modalities)[-1].name: np.ones((len(valid.dataset), len(modalities)), bool)}
         phases = [
             self.train_phase(
-                teacher, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete,
+                teacher,
+                train,
+                valid,
+                protocol=protocol,
+                seed=seed,
+                sampler=Complete(),
+                settings=complete,
                 loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task),
-                phase="teacher", epochs=cfg.teacher_epochs, context=context, shared=True,
+                phase="teacher",
+                epochs=cfg.teacher_epochs,
+                context=context,
+                shared=True,
             )
         ]
         self.phases_ = phases
@@ -584,8 +614,18 @@ class CMAD(Method):
             settings = {name: settings[name]}
         phases.append(
             self.train_phase(
-                student, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=settings,
-                loss=student_loss, phase="student", context=context, extra_state=reweighting, grad_clip=cfg.student_grad_clip,
+                student,
+                train,
+                valid,
+                protocol=protocol,
+                seed=seed,
+                sampler=Complete(),
+                settings=settings,
+                loss=student_loss,
+                phase="student",
+                context=context,
+                extra_state=reweighting,
+                grad_clip=cfg.student_grad_clip,
             )
         )
         self.teacher_ = teacher

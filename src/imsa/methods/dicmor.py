@@ -73,18 +73,19 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..batch import Batch
+from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..errors import ConfigError
 from ..missing import Complete, FixedCondition, fixed_conditions, make_sampler
 from ..nn.flows import ClassPrior, Flow, bits_per_dim_nll
-from ..nn.mult import released_order
 from ..nn.layers import masked_mean
+from ..nn.mult import released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import DataSpec, Method, MulTBackbone, Output, PerCondition, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
 from .registry import register_method
+
 
 class DiCMoRNet(nn.Module):
     """The backbone plus one flow and one refiner per modality, shared class priors, and a
@@ -97,7 +98,9 @@ class DiCMoRNet(nn.Module):
         self.flows = nn.ModuleDict({m: Flow(cfg.dim, cfg.flow_steps, cfg.flow_hidden, cfg.flow_step) for m in spec.modalities})
         self.priors = ClassPrior(num_classes, cfg.dim)
         self.refiners = nn.ModuleDict({m: Refiner(cfg.dim, cfg.rec_blocks, cfg.rec_reduction) for m in spec.modalities})
-        self.merges = nn.ModuleDict({m: nn.Conv1d((len(spec.modalities) - 1) * cfg.dim, cfg.dim, 1) for m in spec.modalities}) if len(spec.modalities) > 2 else None
+        self.merges = (
+            nn.ModuleDict({m: nn.Conv1d((len(spec.modalities) - 1) * cfg.dim, cfg.dim, 1) for m in spec.modalities}) if len(spec.modalities) > 2 else None
+        )
 
     def recover(self, x: dict, present: torch.Tensor, mask: dict | None = None) -> dict:
         """Each sample's missing modalities recovered from its available ones; present ones
@@ -218,7 +221,10 @@ class DiCMoRConfig(TrainConfig):
 
     DOMAINS: ClassVar[dict] = {
         **TrainConfig.DOMAINS,
-        **{k: COUNT for k in ("dim", "heads", "layers", "conv_kernel", "flow_steps", "flow_hidden", "rec_blocks", "rec_reduction", "pretrain_epochs", "accumulate")},
+        **{
+            k: COUNT
+            for k in ("dim", "heads", "layers", "conv_kernel", "flow_steps", "flow_hidden", "rec_blocks", "rec_reduction", "pretrain_epochs", "accumulate")
+        },
         "plateau_factor": PROBABILITY,
         "plateau_patience": NON_NEGATIVE,
         **{k: PROBABILITY for k in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "embed_dropout", "output_dropout", "text_dropout")},
@@ -245,8 +251,19 @@ class DiCMoR(Method):
     per_condition_module = PerCondition
     default_threads = 2
     token_text = True
-    tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "flow_steps": 2, "flow_hidden": 8, "rec_blocks": 1, "rec_reduction": 4,
-                                   "pretrain_epochs": 2, "accumulate": 1, "per_condition": False}
+    tiny_config: ClassVar[dict] = {
+        "dim": 8,
+        "heads": 2,
+        "layers": 1,
+        "conv_kernel": 1,
+        "flow_steps": 2,
+        "flow_hidden": 8,
+        "rec_blocks": 1,
+        "rec_reduction": 4,
+        "pretrain_epochs": 2,
+        "accumulate": 1,
+        "per_condition": False,
+    }
     learning_config: ClassVar[dict] = {"batch_size": 64, "epochs": 8, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None, "plateau_patience": None}
     # trained by the likelihood alone: the transfers into the backbone are detached
     no_task_gradient: ClassVar[tuple[str, ...]] = ("flows", "priors")
@@ -261,7 +278,9 @@ class DiCMoR(Method):
     def data_spec(self, dataset):
         spec = super().data_spec(dataset)
         if len(spec.modalities) not in (2, 3):
-            raise ConfigError(f"DiCMoR recovers a modality from one or two others: it needs 2 or 3 modalities, {dataset.name} has {len(spec.modalities)} ({', '.join(spec.modalities)}).")
+            raise ConfigError(
+                f"DiCMoR recovers a modality from one or two others: it needs 2 or 3 modalities, {dataset.name} has {len(spec.modalities)} ({', '.join(spec.modalities)})."
+            )
         if spec.task == "multilabel":
             raise ConfigError("DiCMoR's class priors need one class per utterance; load the data with --set data.emotions=classes.")
         check_aligned(dataset, "DiCMoR", self.config.conv_kernel)
@@ -273,17 +292,35 @@ class DiCMoR(Method):
         self.spec_ = spec = self.training_spec(train)
         modalities, task = spec.modalities, spec.task
         regression_loss = "l1"
-        clip = dict(grad_clip=c.grad_clip, clip_mode=c.grad_clip_mode, accumulate=c.accumulate,
-                    plateau=None if c.plateau_patience is None else (c.plateau_factor, c.plateau_patience))
+        clip = dict(
+            grad_clip=c.grad_clip,
+            clip_mode=c.grad_clip_mode,
+            accumulate=c.accumulate,
+            plateau=None if c.plateau_patience is None else (c.plateau_factor, c.plateau_patience),
+        )
 
         # -- phase 1: the backbone on complete data
         torch.manual_seed(seed)
         backbone = MulTBackbone(spec, c)
-        self.phases_ = [self.train_phase(
-            backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
-            loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, regression_loss),
-            phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, shared=True, **clip,
-        )]
+        self.phases_ = [
+            self.train_phase(
+                backbone,
+                train,
+                valid,
+                protocol=protocol,
+                seed=seed,
+                sampler=Complete(),
+                settings=complete_setting(valid),
+                loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, regression_loss),
+                phase="pretrain",
+                epochs=c.pretrain_epochs,
+                lr=c.pretrain_lr,
+                optimizer="adam",
+                context=context,
+                shared=True,
+                **clip,
+            )
+        ]
         sampler = protocol.training_sampler(make_sampler(c.train_missing))
         if protocol.kind == "random" and protocol.rate == 0:  # nothing to recover: phase 1's model
             torch.manual_seed(seed + 1)
@@ -295,8 +332,19 @@ class DiCMoR(Method):
         if protocol.kind == "fixed" and c.per_condition:  # one phase-2 model per condition, all from phase 1
             every = protocol.settings(valid)
             models = {
-                cond.name: self._recovery(backbone, train, valid, protocol, seed, k + 1, FixedCondition(cond), {cond.name: every[cond.name]},
-                                          f"recovery-{cond.name.replace(',', '')}", context, clip)
+                cond.name: self._recovery(
+                    backbone,
+                    train,
+                    valid,
+                    protocol,
+                    seed,
+                    k + 1,
+                    FixedCondition(cond),
+                    {cond.name: every[cond.name]},
+                    f"recovery-{cond.name.replace(',', '')}",
+                    context,
+                    clip,
+                )
                 for k, cond in enumerate(fixed_conditions(modalities))
             }
             self.model_ = PerCondition(models, modalities)
@@ -334,8 +382,20 @@ class DiCMoR(Method):
             prediction = model.backbone.head(recovered, mask)[0]
             return task_loss(prediction, drawn.batch, task, regression_loss) + c.nll_weight * nll + c.rec_weight * reconstruction
 
-        self.phases_.append(self.train_phase(
-            net, train, valid, protocol=protocol, seed=seed, loss=loss, sampler=Complete(), settings=settings,
-            phase=phase, optimizer="adam", context=context, **clip,
-        ))
+        self.phases_.append(
+            self.train_phase(
+                net,
+                train,
+                valid,
+                protocol=protocol,
+                seed=seed,
+                loss=loss,
+                sampler=Complete(),
+                settings=settings,
+                phase=phase,
+                optimizer="adam",
+                context=context,
+                **clip,
+            )
+        )
         return net

@@ -12,8 +12,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import COUNT, PROBABILITY
 from ..batch import Batch
+from ..config import COUNT, PROBABILITY
 from ..nn.layers import Standardize
 from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig, pooled
 from .registry import register_method
@@ -26,16 +26,11 @@ class EarlyFusionNet(nn.Module):
         self.task = spec.task
         self.norms = nn.ModuleDict({m: Standardize(spec.dims[m]) for m in spec.modalities})
         total = sum(spec.dims.values())
-        self.mlp = nn.Sequential(
-            nn.Linear(total, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout)
-        )
+        self.mlp = nn.Sequential(nn.Linear(total, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout))
         self.head = nn.Linear(dim, spec.output_dim)
 
     def forward(self, batch: Batch) -> Output:
-        parts = [
-            self.norms[m](pooled(batch, m)) * batch.present[..., k : k + 1].to(batch.inputs[m].dtype)
-            for k, m in enumerate(self.modalities)
-        ]
+        parts = [self.norms[m](pooled(batch, m)) * batch.present[..., k : k + 1].to(batch.inputs[m].dtype) for k, m in enumerate(self.modalities)]
         feature = self.mlp(torch.cat(parts, dim=-1))
         prediction = self.head(feature)
         if self.task == "regression":

@@ -58,8 +58,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import PROBABILITY, Interval
 from ..batch import Batch
+from ..config import PROBABILITY, Interval
 from ..errors import DataError
 from ..missing import Complete, make_sampler
 from ..nn.autoencoders import missing_reconstruction_loss
@@ -204,12 +204,16 @@ class GCNet(Method):
 
     def build(self, spec: DataSpec) -> nn.Module:
         c = self.config
-        return GCNetNet(spec, hidden=c.hidden, window_past=c.window_past, window_future=c.window_future, time_attn=c.time_attn, dropout=c.dropout, standardize=c.standardize)
+        return GCNetNet(
+            spec, hidden=c.hidden, window_past=c.window_past, window_future=c.window_future, time_attn=c.time_attn, dropout=c.dropout, standardize=c.standardize
+        )
 
     def check_data(self, dataset) -> None:
         super().check_data(dataset)
         if dataset.speakers[1] > self.spec_.num_speakers:
-            raise DataError(f"{dataset.name}: {dataset.speakers[1]} speakers per conversation, but this gcnet model was trained with {self.spec_.num_speakers}.")
+            raise DataError(
+                f"{dataset.name}: {dataset.speakers[1]} speakers per conversation, but this gcnet model was trained with {self.spec_.num_speakers}."
+            )
 
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         cfg = self.config
@@ -233,8 +237,16 @@ class GCNet(Method):
             return value
 
         result = self.train_phase(
-            model, train, valid, protocol=protocol, seed=seed, loss=loss, sampler=Complete(),
-            settings=protocol.settings(valid), context=context, optimizer="adam",
+            model,
+            train,
+            valid,
+            protocol=protocol,
+            seed=seed,
+            loss=loss,
+            sampler=Complete(),
+            settings=protocol.settings(valid),
+            context=context,
+            optimizer="adam",
         )
         self.phases_ = [result]
         return self

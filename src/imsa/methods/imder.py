@@ -77,13 +77,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..batch import Batch
+from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..errors import ConfigError
 from ..missing import Complete, make_sampler
 from ..nn.diffusion import VESDE, ScoreUNet, euler_maruyama, pad_to_multiple, sampler_noise_shape, score_matching_loss
-from ..nn.mult import released_order
 from ..nn.layers import masked_mean
+from ..nn.mult import released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
@@ -97,10 +97,12 @@ class IMDerNet(nn.Module):
         self.modalities, self.steps, self.sample_seed, self.padding_mask = spec.modalities, cfg.sampling_steps, cfg.sample_seed, cfg.padding_mask
         self.sde = VESDE(cfg.sigma)
         self.backbone = MulTBackbone(spec, cfg)
-        self.scores = nn.ModuleDict({
-            m: ScoreUNet(cfg.dim, self.sde, cfg.unet_channels, cfg.unet_embed_dim, cfg.heads, cfg.unet_layers, cfg.unet_groups) for m in spec.modalities
-        })
-        self.conditions = nn.ModuleDict({m: nn.Conv1d((len(spec.modalities) - 1) * cfg.dim, cfg.dim, 1) for m in spec.modalities}) if len(spec.modalities) > 2 else None
+        self.scores = nn.ModuleDict(
+            {m: ScoreUNet(cfg.dim, self.sde, cfg.unet_channels, cfg.unet_embed_dim, cfg.heads, cfg.unet_layers, cfg.unet_groups) for m in spec.modalities}
+        )
+        self.conditions = (
+            nn.ModuleDict({m: nn.Conv1d((len(spec.modalities) - 1) * cfg.dim, cfg.dim, 1) for m in spec.modalities}) if len(spec.modalities) > 2 else None
+        )
         self.refiners = nn.ModuleDict({m: Refiner(cfg.dim, cfg.rec_blocks, cfg.rec_reduction) for m in spec.modalities})
 
     def condition(self, x: dict, present: torch.Tensor, m: str) -> torch.Tensor:
@@ -129,11 +131,18 @@ class IMDerNet(nn.Module):
         else:
             k = self.modalities.index(m)
             widths = [shape[-1]] * len(index) if real is None else [-(-int(n) // 8) * 8 for n in real.sum(1).tolist()]
-            noise = torch.stack([
-                F.pad(torch.randn(shape[:-1] + (width,), generator=torch.Generator().manual_seed(int(np.random.SeedSequence([self.sample_seed, int(i), k]).generate_state(1)[0]))),
-                      (0, shape[-1] - width))
-                for i, width in zip(index.tolist(), widths)
-            ]).to(padded.device, padded.dtype)
+            noise = torch.stack(
+                [
+                    F.pad(
+                        torch.randn(
+                            shape[:-1] + (width,),
+                            generator=torch.Generator().manual_seed(int(np.random.SeedSequence([self.sample_seed, int(i), k]).generate_state(1)[0])),
+                        ),
+                        (0, shape[-1] - width),
+                    )
+                    for i, width in zip(index.tolist(), widths)
+                ]
+            ).to(padded.device, padded.dtype)
         if real is not None:
             noise = noise * real[:, None, None, :].to(noise.dtype)
         score = self.scores[m] if real is None else partial(self.scores[m], mask=real)
@@ -239,7 +248,21 @@ class IMDerConfig(TrainConfig):
 
     DOMAINS: ClassVar[dict] = {
         **TrainConfig.DOMAINS,
-        **{k: COUNT for k in ("dim", "heads", "layers", "conv_kernel", "sampling_steps", "unet_embed_dim", "unet_layers", "rec_blocks", "rec_reduction", "pretrain_epochs")},
+        **{
+            k: COUNT
+            for k in (
+                "dim",
+                "heads",
+                "layers",
+                "conv_kernel",
+                "sampling_steps",
+                "unet_embed_dim",
+                "unet_layers",
+                "rec_blocks",
+                "rec_reduction",
+                "pretrain_epochs",
+            )
+        },
         **{k: PROBABILITY for k in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "embed_dropout", "output_dropout", "text_dropout")},
         "sigma": POSITIVE,
         "sample_seed": NON_NEGATIVE,
@@ -275,8 +298,18 @@ class IMDer(Method):
     default_threads = 2
     token_text = True
     tiny_config: ClassVar[dict] = {
-        "dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1, "sampling_steps": 2, "unet_channels": (8, 8, 8, 8), "unet_embed_dim": 8,
-        "unet_layers": 1, "unet_groups": (2, 2), "rec_blocks": 1, "rec_reduction": 4, "pretrain_epochs": 2,
+        "dim": 8,
+        "heads": 2,
+        "layers": 1,
+        "conv_kernel": 1,
+        "sampling_steps": 2,
+        "unet_channels": (8, 8, 8, 8),
+        "unet_embed_dim": 8,
+        "unet_layers": 1,
+        "unet_groups": (2, 2),
+        "rec_blocks": 1,
+        "rec_reduction": 4,
+        "pretrain_epochs": 2,
     }
     learning_config: ClassVar[dict] = {"batch_size": 64, "epochs": 5, "pretrain_epochs": 15, "pretrain_lr": 3e-3, "grad_clip": None}
     # trained by score matching only: the sampler runs without gradient
@@ -288,7 +321,9 @@ class IMDer(Method):
     def data_spec(self, dataset):
         spec = super().data_spec(dataset)
         if len(spec.modalities) not in (2, 3):
-            raise ConfigError(f"IMDer recovers a modality from one or two others: it needs 2 or 3 modalities, {dataset.name} has {len(spec.modalities)} ({', '.join(spec.modalities)}).")
+            raise ConfigError(
+                f"IMDer recovers a modality from one or two others: it needs 2 or 3 modalities, {dataset.name} has {len(spec.modalities)} ({', '.join(spec.modalities)})."
+            )
         check_aligned(dataset, "IMDer", self.config.conv_kernel)
         return spec
 
@@ -302,11 +337,25 @@ class IMDer(Method):
         # -- phase 0: the backbone on complete data
         torch.manual_seed(seed)
         backbone = MulTBackbone(spec, c)
-        self.phases_ = [self.train_phase(
-            backbone, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
-            loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, "l1"),
-            phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", context=context, shared=True, **clip,
-        )]
+        self.phases_ = [
+            self.train_phase(
+                backbone,
+                train,
+                valid,
+                protocol=protocol,
+                seed=seed,
+                sampler=Complete(),
+                settings=complete_setting(valid),
+                loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, "l1"),
+                phase="pretrain",
+                epochs=c.pretrain_epochs,
+                lr=c.pretrain_lr,
+                optimizer="adam",
+                context=context,
+                shared=True,
+                **clip,
+            )
+        ]
         torch.manual_seed(seed + 1)
         net = self.build(spec)
         net.backbone.load_state_dict(copy.deepcopy(backbone.state_dict()))
@@ -335,9 +384,13 @@ class IMDer(Method):
                 condition = model.condition({s: v[rows] for s, v in visible.items()}, present[rows], m)
                 target = x[m][rows].transpose(1, 2)
                 padded_real = None if real is None else pad_to_multiple(real)
-                scores = scores + score_matching_loss(
-                    model.scores[m], pad_to_multiple(target), pad_to_multiple(condition), model.sde, condition_noise=c.condition_noise, mask=padded_real
-                ).sum() / size
+                scores = (
+                    scores
+                    + score_matching_loss(
+                        model.scores[m], pad_to_multiple(target), pad_to_multiple(condition), model.sde, condition_noise=c.condition_noise, mask=padded_real
+                    ).sum()
+                    / size
+                )
                 refined = model.refiners[m](model.sample(m, condition, None, real), real)
                 error = (refined - target.detach()).pow(2)
                 if real is None:
@@ -348,8 +401,20 @@ class IMDer(Method):
             prediction = model.backbone.head(recovered, mask)[0]
             return task_loss(prediction, drawn.batch, task, "l1") + c.score_weight * scores + c.rec_weight * squared
 
-        self.phases_.append(self.train_phase(
-            net, train, valid, protocol=protocol, seed=seed, loss=loss, sampler=Complete(), settings=protocol.settings(valid),
-            phase="recovery", optimizer="adam", context=context, **clip,
-        ))
+        self.phases_.append(
+            self.train_phase(
+                net,
+                train,
+                valid,
+                protocol=protocol,
+                seed=seed,
+                loss=loss,
+                sampler=Complete(),
+                settings=protocol.settings(valid),
+                phase="recovery",
+                optimizer="adam",
+                context=context,
+                **clip,
+            )
+        )
         return self

@@ -14,8 +14,8 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import COUNT, PROBABILITY
 from ..batch import Batch
+from ..config import COUNT, PROBABILITY
 from ..nn.layers import Standardize, masked_mean
 from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig, pooled
 from .registry import register_method
@@ -28,10 +28,7 @@ class LateFusionNet(nn.Module):
         self.task = spec.task
         self.norms = nn.ModuleDict({m: Standardize(spec.dims[m]) for m in spec.modalities})
         self.encoders = nn.ModuleDict(
-            {
-                m: nn.Sequential(nn.Linear(spec.dims[m], dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU())
-                for m in spec.modalities
-            }
+            {m: nn.Sequential(nn.Linear(spec.dims[m], dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, dim), nn.ReLU()) for m in spec.modalities}
         )
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, spec.output_dim))
 

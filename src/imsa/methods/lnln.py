@@ -84,8 +84,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import COUNT, NON_NEGATIVE
 from ..batch import TEXT, Batch
+from ..config import COUNT, NON_NEGATIVE
 from ..errors import ConfigError, DataError
 from ..frames import FrameDrop, FramesInside, droppable, protected
 from ..missing import Complete, make_sampler
@@ -292,8 +292,19 @@ class LNLN(Method):
     Config = LNLNConfig
     default_threads = 2
     token_text = True
-    tiny_config: ClassVar[dict] = {"dim": 16, "tokens": 2, "heads": 2, "dim_head": 8, "mlp_dim": 16, "hyper_dim_head": 4, "depth": 1, "hyper_depth": 2,
-                                   "fusion_depth": 1, "disc_hidden": 8, "lr_schedule": "constant"}
+    tiny_config: ClassVar[dict] = {
+        "dim": 16,
+        "tokens": 2,
+        "heads": 2,
+        "dim_head": 8,
+        "mlp_dim": 16,
+        "hyper_dim_head": 4,
+        "depth": 1,
+        "hyper_depth": 2,
+        "fusion_depth": 1,
+        "disc_hidden": 8,
+        "lr_schedule": "constant",
+    }
     learning_config: ClassVar[dict] = {"train_noise": "none"}
     # trained by the adversarial and reconstruction losses only
     no_task_gradient: ClassVar[tuple[str, ...]] = ("discriminator", "reconstructors")
@@ -340,7 +351,17 @@ class LNLN(Method):
             return c.alpha * losses["completeness"] + c.beta * losses["adversarial"] + c.gamma * losses["reconstruction"] + c.sigma * losses["task"]
 
         self.model_ = model
-        self.phases_ = [self.train_phase(
-            model, train, valid, protocol=protocol, seed=seed, loss=loss, sampler=Complete(), settings=protocol.settings(valid), context=context,
-        )]
+        self.phases_ = [
+            self.train_phase(
+                model,
+                train,
+                valid,
+                protocol=protocol,
+                seed=seed,
+                loss=loss,
+                sampler=Complete(),
+                settings=protocol.settings(valid),
+                context=context,
+            )
+        ]
         return self

@@ -60,8 +60,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..batch import Batch
+from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..errors import ConfigError
 from ..missing import Complete, fixed_conditions, make_sampler
 from ..nn.autoencoders import CascadeResidualAE, PlainAE, init_weights, missing_reconstruction_loss, mlp
@@ -290,7 +290,14 @@ class MMIN(Method):
     Config = MMINConfig
     protocols = ("fixed", "random")  # it recovers whole modalities; dropped frames give it no target (its spec)
     default_threads = 1
-    tiny_config: ClassVar[dict] = {"pretrain_epochs": 2, "embed_dim": 8, "encoder_layers": (16,), "classifier_layers": (16,), "ae_layers": (16, 8), "ae_blocks": 2}
+    tiny_config: ClassVar[dict] = {
+        "pretrain_epochs": 2,
+        "embed_dim": 8,
+        "encoder_layers": (16,),
+        "classifier_layers": (16,),
+        "ae_layers": (16, 8),
+        "ae_blocks": 2,
+    }
     learning_config: ClassVar[dict] = {"pretrain_epochs": 10, "pretrain_lr": 3e-3, "lr_schedule": "constant", "pretrain_lr_schedule": "constant"}
     # the cascade's last decoder and transition (and a plain autoencoder's decoder) shape
     # only the imagined output, which the classifier does not read
@@ -344,12 +351,28 @@ class MMIN(Method):
             init_weights(fusion, c.pretrain_init)
             if fusion.encoders.norms:
                 fit_standardizers(fusion.encoders.norms, train)
-            self.phases_.append(self.train_phase(
-                fusion, train, valid, protocol=protocol, seed=seed, sampler=Complete(), settings=complete_setting(valid),
-                loss=lambda model, batch, epoch: supervised(model(batch).prediction, batch),
-                phase="pretrain", epochs=c.pretrain_epochs, lr=c.pretrain_lr, optimizer="adam", betas=c.pretrain_betas,
-                grad_clip=c.pretrain_grad_clip, clip_groups=_module_groups(fusion), lr_schedule=c.pretrain_lr_schedule, context=context, shared=True,
-            ))
+            self.phases_.append(
+                self.train_phase(
+                    fusion,
+                    train,
+                    valid,
+                    protocol=protocol,
+                    seed=seed,
+                    sampler=Complete(),
+                    settings=complete_setting(valid),
+                    loss=lambda model, batch, epoch: supervised(model(batch).prediction, batch),
+                    phase="pretrain",
+                    epochs=c.pretrain_epochs,
+                    lr=c.pretrain_lr,
+                    optimizer="adam",
+                    betas=c.pretrain_betas,
+                    grad_clip=c.pretrain_grad_clip,
+                    clip_groups=_module_groups(fusion),
+                    lr_schedule=c.pretrain_lr_schedule,
+                    context=context,
+                    shared=True,
+                )
+            )
             pretrained = fusion.encoders
 
         # -- phase 2: the student (from the pretrained encoders), the autoencoders, the classifier
@@ -400,11 +423,24 @@ class MMIN(Method):
         settings = protocol.settings(valid)
         if protocol.kind == "fixed":  # never trained complete: select on the incomplete conditions
             settings.pop(fixed_conditions(modalities)[-1].name)
-        self.phases_.append(self.train_phase(
-            trainer, train, valid, protocol=protocol, seed=seed, loss=loss, sampler=Complete(), settings=settings,
-            predict=lambda b: trainer.net(b).prediction, phase="mmin" if c.variant == "mmin" else c.variant,
-            optimizer="adam", betas=c.betas, clip_groups=_module_groups(trainer), context=context,
-        ))
+        self.phases_.append(
+            self.train_phase(
+                trainer,
+                train,
+                valid,
+                protocol=protocol,
+                seed=seed,
+                loss=loss,
+                sampler=Complete(),
+                settings=settings,
+                predict=lambda b: trainer.net(b).prediction,
+                phase="mmin" if c.variant == "mmin" else c.variant,
+                optimizer="adam",
+                betas=c.betas,
+                clip_groups=_module_groups(trainer),
+                context=context,
+            )
+        )
         self.model_ = net
         if pretrained is not None:
             self.teacher_ = teacher

@@ -45,17 +45,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import COUNT, NON_NEGATIVE, PROBABILITY
 from ..batch import Batch
+from ..config import COUNT, NON_NEGATIVE, PROBABILITY
 from ..errors import ConfigError, invalid_parameter
-from ..missing import Complete, FixedCondition, condition_index, fixed_conditions, make_sampler
-from ..protocols import Protocol
 from ..metrics import METRICS, compute_metrics
-from ..training import RunContext, predict_settings
+from ..missing import Complete, FixedCondition, condition_index, fixed_conditions, make_sampler
 from ..nn.layers import Dropout, Standardize
+from ..protocols import Protocol
+from ..training import RunContext, predict_settings
 from .base import DataSpec, Method, Output, TrainConfig, fit_standardizers, pooled, task_loss
 from .registry import register_method
-
 
 # -- blocks ---------------------------------------------------------------------------------------
 
@@ -394,8 +393,14 @@ class MoMKEConfig(TrainConfig):
     select_from: int = 0
 
     DOMAINS: ClassVar[dict] = {
-        **TrainConfig.DOMAINS, "stage1_epochs": COUNT, "dim": COUNT, "depth": COUNT, "heads": COUNT, "dropout": PROBABILITY,
-        "attention_dropout": PROBABILITY, "select_from": NON_NEGATIVE,
+        **TrainConfig.DOMAINS,
+        "stage1_epochs": COUNT,
+        "dim": COUNT,
+        "depth": COUNT,
+        "heads": COUNT,
+        "dropout": PROBABILITY,
+        "attention_dropout": PROBABILITY,
+        "select_from": NON_NEGATIVE,
     }
     CHOICES: ClassVar[dict] = {"regression_loss": ("mse", "l1"), "restore": ("best", "last"), "stage2_optimizer": ("fresh", "shared")}
 
@@ -480,21 +485,38 @@ class MoMKE(Method):
 
         def unimodal_scores(epoch):
             predictions = predict_settings(
-                lambda b: self._predict_with(stage1, b), valid, complete, level="video", batch_size=cfg.eval_batch_size,
-                device=context.torch_device, precision=context.precision,
+                lambda b: self._predict_with(stage1, b),
+                valid,
+                complete,
+                level="video",
+                batch_size=cfg.eval_batch_size,
+                device=context.torch_device,
+                precision=context.precision,
             )["complete"]
             scores = {
-                k: compute_metrics(task, predictions.take(i, axis=modality_axis), valid.labels)[self.select_metric]
-                for i, k in enumerate(stage1.modalities)
+                k: compute_metrics(task, predictions.take(i, axis=modality_axis), valid.labels)[self.select_metric] for i, k in enumerate(stage1.modalities)
             }
             tracker.update(epoch, scores)
             return float(np.mean(list(scores.values())))
 
         phases = [
             self.train_phase(
-                stage1, train, valid, protocol=protocol, seed=seed, loss=unimodal_loss, sampler=Complete(), settings=complete,
-                score=unimodal_scores, optimizer="adam", phase="stage1", epochs=cfg.stage1_epochs,
-                context=context, extra_state=tracker, keep_last=cfg.restore == "last", keep_optimizer_state=cfg.stage2_optimizer == "shared",
+                stage1,
+                train,
+                valid,
+                protocol=protocol,
+                seed=seed,
+                loss=unimodal_loss,
+                sampler=Complete(),
+                settings=complete,
+                score=unimodal_scores,
+                optimizer="adam",
+                phase="stage1",
+                epochs=cfg.stage1_epochs,
+                context=context,
+                extra_state=tracker,
+                keep_last=cfg.restore == "last",
+                keep_optimizer_state=cfg.stage2_optimizer == "shared",
             )
         ]
         if cfg.restore == "best":
@@ -521,9 +543,21 @@ class MoMKE(Method):
                 settings, sampler, phase = {condition: settings[condition]}, FixedCondition(condition), f"stage2[{condition}]"
             phases.append(
                 self.train_phase(
-                    model, train, valid, protocol=protocol, seed=seed, loss=fused_loss, sampler=sampler,
-                    settings=settings, predict=lambda b: self._predict_with(model, b), optimizer="adam", phase=phase,
-                    epochs=cfg.epochs, context=context, optimizer_state=optimizer_state, select_from=cfg.select_from,
+                    model,
+                    train,
+                    valid,
+                    protocol=protocol,
+                    seed=seed,
+                    loss=fused_loss,
+                    sampler=sampler,
+                    settings=settings,
+                    predict=lambda b: self._predict_with(model, b),
+                    optimizer="adam",
+                    phase=phase,
+                    epochs=cfg.epochs,
+                    context=context,
+                    optimizer_state=optimizer_state,
+                    select_from=cfg.select_from,
                 )
             )
             return model

@@ -96,8 +96,14 @@ class MulTConfig(TrainConfig):
 
     DOMAINS: ClassVar[dict] = {
         **TrainConfig.DOMAINS,
-        "dim": COUNT, "heads": COUNT, "layers": COUNT, "conv_kernel": COUNT,
-        **{name: PROBABILITY for name in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout", "embed_dropout", "output_dropout", "text_dropout")},
+        "dim": COUNT,
+        "heads": COUNT,
+        "layers": COUNT,
+        "conv_kernel": COUNT,
+        **{
+            name: PROBABILITY
+            for name in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout", "embed_dropout", "output_dropout", "text_dropout")
+        },
     }
 
     def __post_init__(self):
@@ -126,5 +132,7 @@ class MulTMethod(SinglePhaseMethod):
             raise ConfigError(f"MulT needs at least two modalities to attend across; {dataset.name} has only {spec.modalities[0]!r}.")
         short = [m for m in spec.modalities if dataset.features[m].shape[1] < self.config.conv_kernel]
         if short:
-            raise ConfigError(f"{dataset.name}: the sequences of {', '.join(short)} have {min(dataset.features[m].shape[1] for m in short)} steps, fewer than conv_kernel={self.config.conv_kernel}; lower conv_kernel.")
+            raise ConfigError(
+                f"{dataset.name}: the sequences of {', '.join(short)} have {min(dataset.features[m].shape[1] for m in short)} steps, fewer than conv_kernel={self.config.conv_kernel}; lower conv_kernel."
+            )
         return spec

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mult import TransformerEncoder
 from .layers import keep_real
+from .mult import TransformerEncoder
 
 
 class VESDE:
@@ -36,8 +36,16 @@ class VESDE:
         return self.sigma**t
 
 
-def score_matching_loss(score: Callable, x0: torch.Tensor, condition: torch.Tensor, sde: VESDE, *, condition_noise: str = "shared", eps: float = 1e-5,
-                        mask: torch.Tensor | None = None) -> torch.Tensor:
+def score_matching_loss(
+    score: Callable,
+    x0: torch.Tensor,
+    condition: torch.Tensor,
+    sde: VESDE,
+    *,
+    condition_noise: str = "shared",
+    eps: float = 1e-5,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Per-sample denoising score-matching loss ``sum over (C, T) of (std(t) s(x_t, t, c_t) + z)^2``.
 
     ``t ~ U(eps, 1)`` per sample, ``x_t = x0 + std(t) z``; the condition is perturbed with the
@@ -117,7 +125,16 @@ class ScoreUNet(nn.Module):
     divisible by 8.
     """
 
-    def __init__(self, dim: int, sde: VESDE, channels: Sequence[int] = (32, 64, 128, 256), embed_dim: int = 256, heads: int = 8, layers: int = 2, groups: Sequence[int] = (4, 32)):
+    def __init__(
+        self,
+        dim: int,
+        sde: VESDE,
+        channels: Sequence[int] = (32, 64, 128, 256),
+        embed_dim: int = 256,
+        heads: int = 8,
+        layers: int = 2,
+        groups: Sequence[int] = (4, 32),
+    ):
         super().__init__()
         c0, c1, c2, c3 = channels
         if c0 != dim:

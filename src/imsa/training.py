@@ -29,6 +29,7 @@ from .data.dataset import Subset
 from .devices import autocast, check_precision, grad_scaler, resolve_device
 from .errors import ConfigError, DataError, did_you_mean
 from .files import atomic_torch_save, load_tensors_only
+from .identity import canonical
 from .logs import check_loggers
 from .metrics import METRICS, compute_metrics
 
@@ -428,7 +429,7 @@ def _save(path: Path, model, optimizer, extra_state, state: dict, fingerprint) -
 def _resume(path: Path, model, optimizer, extra_state, phase: str, fingerprint) -> dict:
     try:
         saved = load_tensors_only(path)
-        mismatch = saved.get("fingerprint") != fingerprint
+        mismatch = canonical(saved.get("fingerprint") or {}) != canonical(fingerprint or {})
         if not mismatch:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])

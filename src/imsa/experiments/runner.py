@@ -33,13 +33,14 @@ from ..devices import describe_device, make_deterministic
 from ..errors import ConfigError
 from ..files import atomic_write_text
 from ..frames import FrameSetting, sequence_modalities
+from ..identity import META_KEY, SCHEMA, check_schema, differences, fingerprint, stamp
 from ..logs import open_loggers
 from ..methods import method_class
 from ..methods.base import check_protocol
 from ..model_files import save_model
 from ..protocols import Protocol
 from ..training import RunContext, metrics_of, notify, seed_everything
-from .store import LOCK_FILE, SPLITS, RunLayout, RunRecord, fingerprint, load_record, locked, run_key, summarize, write_predictions, write_record, write_summary
+from .store import LOCK_FILE, SPLITS, RunLayout, RunRecord, load_record, locked, run_key, summarize, write_predictions, write_record, write_summary
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ class Experiment:
 
 
 def versions() -> dict:
-    return {"imsa": __version__, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
+    return {"imsa": __version__, "schema": SCHEMA, "torch": torch.__version__, "numpy": np.__version__, "python": platform.python_version()}
 
 
 @dataclass(frozen=True)
@@ -175,6 +176,7 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
         "family": dataset.family,
         "packaged_config": packaged.name,
         "data_checksum": dataset.checksum,
+        META_KEY: stamp(),
     }
     if experiment.search:
         resolved["search"] = experiment.search
@@ -195,7 +197,8 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
 
 
 def experiment_fingerprint(resolved: dict) -> str:
-    """The identity every run file of a run directory carries: its resolved experiment, less seeds and folds."""
+    """The identity every run file of a run directory carries: its resolved experiment, less seeds and folds
+    (see :mod:`imsa.identity`)."""
     return fingerprint({k: v for k, v in resolved.items() if k not in ("seeds", "folds")})
 
 
@@ -417,11 +420,11 @@ def _claim_directory(out: Path, resolved: dict) -> None:
             raise ConfigError(
                 f"{config_path}: damaged ({type(e).__name__}); this directory cannot be resumed safely. Choose another --out, or delete the directory to start over."
             ) from None
-        resolved = yaml.safe_load(yaml.safe_dump(resolved, sort_keys=False))  # as written: tuples become lists
-        if previous != resolved:
-            changed = sorted(k for k in set(previous or {}) | set(resolved) if (previous or {}).get(k) != resolved.get(k))
+        check_schema(previous, config_path)
+        changed = differences(previous, resolved)
+        if changed:
             raise ConfigError(
-                f"{out} already holds a different experiment (differs in: {', '.join(changed)}). Choose another --out, or delete that directory to start over."
+                f"{out} already holds a different experiment (differs in: {'; '.join(changed)}). Choose another --out, or delete that directory to start over."
             )
         logger.info("Resuming the experiment in %s.", out)
     elif out.exists() and any(p.name != LOCK_FILE for p in out.iterdir()):

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -34,6 +33,7 @@ import numpy as np
 
 from ..errors import ConfigError, did_you_mean
 from ..files import atomic_write, atomic_write_text
+from ..identity import META_KEY, check_schema, fingerprint
 from ..protocols import Protocol
 
 SPLITS = ("valid", "test")
@@ -188,6 +188,8 @@ def load_record(path: str | os.PathLike) -> RunRecord:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"{path}: unreadable run file ({e}). Delete it to train that run again.") from None
+    if isinstance(data, dict):
+        check_schema({META_KEY: data.get("versions")}, path)
     return RunRecord.from_dict(data, str(path))
 
 
@@ -218,11 +220,6 @@ def locked(directory: str | os.PathLike):
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
-
-
-def fingerprint(data) -> str:
-    """sha256 of a JSON-able value, keys sorted: the identity of an experiment or a config."""
-    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
 
 
 # -- per-utterance predictions ------------------------------------------------------------------

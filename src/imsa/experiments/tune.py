@@ -43,6 +43,7 @@ from ..data.dataset import Subset
 from ..data.registry import load_dataset
 from ..errors import ConfigError, did_you_mean
 from ..files import atomic_write_text
+from ..identity import META_KEY, check_schema, differences, stamp
 from ..methods import method_class
 from ..metrics import METRICS
 from ..protocols import Protocol
@@ -276,10 +277,14 @@ def run_tune(
         identity_file = out / "tune.yaml"
         if identity_file.exists():
             previous = yaml.safe_load(identity_file.read_text())
-            if previous != json.loads(json.dumps(identity)):
-                raise ConfigError(f"{out} holds another search ({identity_file}); choose another --out to search something else.")
+            check_schema(previous, identity_file)
+            changed = differences(previous, identity)
+            if changed:
+                raise ConfigError(
+                    f"{out} holds another search ({identity_file}; differs in: {'; '.join(changed)}); choose another --out to search something else."
+                )
         else:
-            atomic_write_text(identity_file, yaml.safe_dump(json.loads(json.dumps(identity)), sort_keys=False))
+            atomic_write_text(identity_file, yaml.safe_dump(json.loads(json.dumps({**identity, META_KEY: stamp()})), sort_keys=False))
         storage = f"sqlite:///{out / 'study.db'}"
         study = optuna.create_study(
             study_name=STUDY, storage=storage, load_if_exists=True, direction="maximize" if METRICS[metric].higher_is_better else "minimize"

@@ -12,7 +12,6 @@ import copy
 import dataclasses
 import hashlib
 import itertools
-import json
 import math
 from dataclasses import dataclass
 from typing import ClassVar
@@ -27,6 +26,7 @@ from ..data.dataset import Dataset, Subset
 from ..data.feature_stats import feature_statistics
 from ..errors import ConfigError, DataError, NotFittedError, invalid_parameter
 from ..frames import FrameDrop
+from ..identity import fingerprint
 from ..metrics import METRICS
 from ..missing import condition_index, fixed_conditions, make_sampler
 from ..nn.layers import masked_mean
@@ -545,7 +545,7 @@ class Method:
             opt = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=lr or cfg.lr, betas=betas, fused=True)
         if optimizer_state is not None:
             opt.load_state_dict(copy.deepcopy(optimizer_state))  # several phases may continue one state
-        fingerprint = {
+        run_identity = {
             "method": self.name,
             "seed": seed,
             "config": dataclasses.asdict(cfg),
@@ -555,9 +555,9 @@ class Method:
         }
         checkpoint = context.checkpoint(phase)
         if shared and context.shared is not None:
-            del fingerprint["protocol"]  # the phase does not read it: every protocol's run may restore it
+            del run_identity["protocol"]  # the phase does not read it: every protocol's run may restore it
             key = {
-                **fingerprint,
+                **run_identity,
                 "phase": phase,
                 "data": train.dataset.checksum,
                 "train": _digest(train.indices),
@@ -567,8 +567,8 @@ class Method:
                 "epochs": epochs or cfg.epochs,
                 "lr": lr or cfg.lr,
             }
-            checkpoint = context.shared / f"{self.name}-{phase}-{_digest(json.dumps(key, sort_keys=True, default=str))}.pt"
-            fingerprint["key"] = checkpoint.stem
+            checkpoint = context.shared / f"{self.name}-{phase}-{fingerprint(key)[:24]}.pt"
+            run_identity["key"] = checkpoint.stem
         return run_training(
             model,
             opt,
@@ -593,7 +593,7 @@ class Method:
             keep_optimizer_state=keep_optimizer_state,
             device=device,
             precision=precision,
-            fingerprint=fingerprint,
+            fingerprint=run_identity,
             callbacks=context.callbacks,
         )
 
@@ -612,10 +612,9 @@ def _methods_for(task: str) -> list[str]:
     return [name for name in METHODS.names() if task in METHODS[name].tasks] or ["none yet"]
 
 
-def _digest(value) -> str:
-    """A short sha256 of an index array or a string."""
-    data = value.encode() if isinstance(value, str) else np.ascontiguousarray(np.asarray(value, dtype=np.int64)).tobytes()
-    return hashlib.sha256(data).hexdigest()[:24]
+def _digest(indices) -> str:
+    """A short sha256 of an index array."""
+    return hashlib.sha256(np.ascontiguousarray(np.asarray(indices, dtype=np.int64)).tobytes()).hexdigest()[:24]
 
 
 def epoch_rng(seed: int, epoch: int, *stream: int) -> np.random.Generator:

@@ -8,7 +8,8 @@ from the source: a class decorated with ``@register_method``, its ``name`` and
 its base's place, as :mod:`dataclasses` orders them). A default that is not a literal
 (a constant's name, ``field(...)``) cannot be read without running code; the method is
 then imported and listed from its class, so the listing is always the registry's
-(``tests/test_cli.py`` checks the two agree).
+(``tests/test_first_hour.py`` checks the two agree). Methods of plugins
+(:func:`imsa.registry.plugin_modules`) are listed by importing them.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pathlib import Path
 
 from . import __version__
 from .data.paths import default_cache_dir
+from .registry import plugin_modules
 
 METHODS_DIR = Path(__file__).parent / "methods"
 
@@ -99,6 +101,8 @@ def method_entries() -> tuple[MethodEntry, ...]:
     under a key of the imsa version and every method file's size and modification time:
     any change to a method file reads them again.
     """
+    if plugin_modules():  # methods outside imsa: only importing them lists them
+        return imported_method_entries()
     key = [__version__, *[[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(METHODS_DIR.glob("*.py"))]]
     cache = default_cache_dir() / "method-catalogue.json"
     try:

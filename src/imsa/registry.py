@@ -3,20 +3,49 @@
 A registry maps names to entries. Entries are added by a decorator in the module that
 defines them, and the registry finds those modules itself: on first use it imports every
 module of its package, so adding a method, dataset or format is one new file and nothing
-else to edit. Duplicate names are refused; an unknown name is an error that lists the
-valid ones.
+else to edit. A file outside imsa registers the same way, named in ``$IMSA_PLUGINS`` or by
+an ``imsa.plugins`` entry point (:func:`plugin_modules`). Duplicate names are refused; an
+unknown name is an error that lists the valid ones.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from .errors import unknown_name
+from .errors import ConfigError, unknown_name
 
 T = TypeVar("T")
+
+PLUGINS_VAR = "IMSA_PLUGINS"
+PLUGIN_GROUP = "imsa.plugins"
+
+
+def plugin_modules() -> list[str]:
+    """Modules outside imsa that register methods, datasets or formats of their own.
+
+    ``$IMSA_PLUGINS`` (module names separated by commas, importable from ``sys.path``),
+    and the entry points of the ``imsa.plugins`` group of installed packages
+    (``[project.entry-points."imsa.plugins"] mine = "my_package.my_method"``). Worker
+    processes of grids and tuning inherit the variable, so they find the same entries.
+    """
+    from importlib.metadata import entry_points
+
+    names = [n.strip() for n in os.environ.get(PLUGINS_VAR, "").split(",") if n.strip()]
+    names += [e.value for e in entry_points(group=PLUGIN_GROUP)]
+    return list(dict.fromkeys(names))
+
+
+def import_plugins() -> None:
+    """Import every plugin module (once each; Python caches modules), naming one that fails."""
+    for name in plugin_modules():
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise ConfigError(f"Plugin module {name!r} (from ${PLUGINS_VAR} or an imsa.plugins entry point) cannot be imported: {e}.") from None
 
 
 class Registry(Generic[T]):
@@ -46,13 +75,15 @@ class Registry(Generic[T]):
         return entry
 
     def discover(self) -> None:
-        """Import every module of the package once, so that their decorators register."""
+        """Import every module of the package once, and the plugins (:func:`plugin_modules`),
+        so that their decorators register."""
         if self._discovered:
             return
         self._discovered = True
         package = importlib.import_module(self.package)
         for module in pkgutil.iter_modules(package.__path__):
             importlib.import_module(f"{self.package}.{module.name}")
+        import_plugins()
 
     def __getitem__(self, name: str) -> T:
         self.discover()

@@ -58,18 +58,22 @@ DEFAULT_METRIC = {"regression": "mae", "classification": "wf1", "multilabel": "e
 
 
 def load_space(method: str, path: str | os.PathLike | None = None) -> dict:
-    """The search space of ``method``: the packaged one, or the YAML file ``path``; checked against its config."""
+    """The search space of ``method``: the YAML file ``path``, else the packaged one, else the
+    method class's ``search_space``; checked against its config."""
     if path is None:
         source = resources.files("imsa") / "configs" / "spaces" / f"{method}.yaml"
-        if not source.is_file():
-            raise ConfigError(f"No packaged search space for {method}; give one with --space FILE.")
         where = f"configs/spaces/{method}.yaml"
+        if not source.is_file():
+            own = method_class(method).search_space
+            if not own:
+                raise ConfigError(f"No search space for {method}: give one with --space FILE, or set search_space on the method class.")
+            source, where = None, f"{method}.search_space"
     else:
         source, where = Path(path), str(path)
         if not source.is_file():
             raise ConfigError(f"{where}: no such search-space file.")
     try:
-        space = yaml.safe_load(source.read_text()) or {}
+        space = dict(method_class(method).search_space) if source is None else yaml.safe_load(source.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{where}: not valid YAML ({e.__class__.__name__}).") from None
     fields = {f.name: f for f in dataclasses.fields(method_class(method).Config)}

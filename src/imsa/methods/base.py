@@ -220,6 +220,9 @@ class Method:
     per_condition_module: ClassVar[type | None] = None
     # Whether a ``text_encoder`` in the config reads the text's token ids (``Batch.tokens``).
     token_text: ClassVar[bool] = False
+    # The search space of `imsa tune` for a method without a packaged one
+    # (configs/spaces/<name>.yaml), in the same form: {key: {low, high[, log]} or {choices}}.
+    search_space: ClassVar[dict | None] = None
 
     def __init__(self, config=None, **overrides):
         if isinstance(config, self.Config):

@@ -223,6 +223,8 @@ class Method:
     # The search space of `imsa tune` for a method without a packaged one
     # (configs/spaces/<name>.yaml), in the same form: {key: {low, high[, log]} or {choices}}.
     search_space: ClassVar[dict | None] = None
+    # How to make the method encode raw transcripts itself, for the error on placeholder text features.
+    encode_text_hint: ClassVar[str] = ""
 
     def __init__(self, config=None, **overrides):
         if isinstance(config, self.Config):
@@ -439,7 +441,7 @@ class Method:
             )
         for m in dataset.modalities:
             if not self.encodes_itself(m) and not np.any(dataset.features[m]):
-                hint = " (set text_encoder=minilm or a model folder so that CMAD encodes the transcripts itself)" if m == "l" and self.name == "cmad" else ""
+                hint = f" ({self.encode_text_hint})" if m == TEXT and self.encode_text_hint else ""
                 raise DataError(
                     f"{dataset.name}: the features of modality {m!r} are all zero, a placeholder rather than data; "
                     f"{self.name} would train on it as if it were real{hint}. Drop the modality or use a method that encodes it."

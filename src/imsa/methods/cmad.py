@@ -473,6 +473,7 @@ class CMAD(Method):
 
     name = "cmad"
     Config = CMADConfig
+    encode_text_hint = "set text_encoder=minilm or a model folder so that CMAD encodes the transcripts itself"
     tasks = ("regression", "classification", "multilabel")
     default_threads = 2  # benchmarks/threads.py: 1.4x faster than 1 thread idle; on a busy machine pass --threads 1 (3.6x faster there)
     tiny_config = {

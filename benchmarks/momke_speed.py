@@ -26,8 +26,8 @@ import time
 import numpy as np
 import torch
 
-import imsa.methods.base as method_base
 import imsa.methods.momke as momke_module
+import imsa.methods.phase as method_base
 from common import Timer, benchmark_parser, peak_rss_mib
 from imsa import __version__
 from imsa.config import build_config, packaged_config, parse_assignments

@@ -15,8 +15,8 @@ import torch
 
 from imsa.batch import tensor_cache
 from imsa.errors import ConfigError
-from imsa.methods.base import DataSpec
 from imsa.methods.cmad import CMAD, CMADConfig, ModalityReweighting, cafd_loss, logit_distillation, mar_weights
+from imsa.methods.spec import DataSpec
 from imsa.missing import condition_index, fixed_conditions
 from imsa.nn.perceiver import Perceiver
 from imsa.training import RunContext
@@ -154,9 +154,9 @@ def fitted(synthetic):
         net.register_forward_pre_hook(recorder.hook)
         return net
 
-    def recording_train_phase(model, *args, phase, **kwargs):
-        result = train_phase(model, *args, phase=phase, **kwargs)
-        snapshots[phase] = {k: v.clone() for k, v in model.state_dict().items()}
+    def recording_train_phase(model, train, valid, phase, **kwargs):
+        result = train_phase(model, train, valid, phase, **kwargs)
+        snapshots[phase.name] = {k: v.clone() for k, v in model.state_dict().items()}
         return result
 
     method.build, method.train_phase = recording_build, recording_train_phase
@@ -310,7 +310,7 @@ def test_text_is_tokenised_to_max_length_word_pieces(tiny_text_model):
 
 
 def test_teacher_is_clipped_and_the_student_not_by_default(synthetic):
-    import imsa.methods.base as base
+    import imsa.methods.phase as base
 
     clips = {}
     train = base.run_training
@@ -334,9 +334,9 @@ def test_select_condition_scores_the_student_under_that_condition_only(synthetic
     settings = {}
     train_phase = base.Method.train_phase
 
-    def recording(self, model, *args, phase, **kwargs):
-        settings[phase] = list(kwargs["settings"])
-        return train_phase(self, model, *args, phase=phase, **kwargs)
+    def recording(self, model, train, valid, phase, **kwargs):
+        settings[phase.name] = list(phase.settings)
+        return train_phase(self, model, train, valid, phase, **kwargs)
 
     split = synthetic.split(0)
     with pytest.MonkeyPatch.context() as patch:

@@ -14,9 +14,9 @@ import torch
 from imsa.batch import Batch
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError
-from imsa.methods.base import DataSpec
 from imsa.methods.dicmor import sentiment_classes
 from imsa.methods.registry import method_class
+from imsa.methods.spec import DataSpec
 from imsa.missing import fixed_conditions
 from imsa.nn.flows import ClassPrior, Flow, bits_per_dim_nll
 

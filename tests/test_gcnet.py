@@ -9,8 +9,9 @@ import torch
 
 from imsa.batch import Batch, iterate_batches
 from imsa.data.dataset import Dataset, Fold
-from imsa.methods.base import DataSpec, TrainingMasks
+from imsa.methods.phase import TrainingMasks
 from imsa.methods.registry import method_class
+from imsa.methods.spec import DataSpec
 from imsa.missing import RandomRate
 from imsa.nn.autoencoders import missing_reconstruction_loss
 from imsa.nn.graph import FUTURE, NOW, PAST, GraphConv, RelationalGraphConv, window_graph

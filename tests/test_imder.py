@@ -10,8 +10,8 @@ import torch
 from imsa.batch import Batch
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError
-from imsa.methods.base import DataSpec
 from imsa.methods.registry import method_class
+from imsa.methods.spec import DataSpec
 from imsa.nn.diffusion import VESDE, ScoreUNet, euler_maruyama, sampler_noise_shape, score_matching_loss
 from imsa.protocols import Protocol
 

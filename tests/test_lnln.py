@@ -19,8 +19,9 @@ from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError, DataError
 from imsa.experiments.models import load_method
 from imsa.frames import FrameDrop, FramesInside, droppable
-from imsa.methods.base import DataSpec, TrainingMasks
 from imsa.methods.lnln import LNLN, completeness_labels
+from imsa.methods.phase import TrainingMasks
+from imsa.methods.spec import DataSpec
 from imsa.missing import Complete
 from imsa.nn.almt import EncoderLayer, HyperModalityLayer
 from imsa.protocols import Protocol

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from imsa.methods import list_methods, method_class
-from imsa.methods.base import DataSpec, Output, SinglePhaseMethod, TrainConfig, pooled
+from imsa.methods.common import SinglePhaseMethod, pooled
+from imsa.methods.spec import DataSpec, Output, TrainConfig
 from imsa.testing import CHECKS, CheckFailed, MethodChecker, check_method
 
 METHODS = list_methods()

@@ -12,9 +12,9 @@ import torch.nn.functional as F
 from imsa.batch import iterate_batches
 from imsa.data.dataset import Dataset, Fold
 from imsa.errors import ConfigError
-from imsa.methods.base import DataSpec
 from imsa.methods.mmin import _module_groups
 from imsa.methods.registry import method_class
+from imsa.methods.spec import DataSpec
 from imsa.missing import Condition, Incomplete, make_sampler
 from imsa.nn.autoencoders import CascadeResidualAE, missing_reconstruction_loss, mlp
 from imsa.nn.recurrent import LSTMMaxPool, TextCNN

@@ -21,8 +21,8 @@ from imsa.batch import tensor_cache, video_index_matrix
 from imsa.config import build_config, packaged_config
 from imsa.errors import ConfigError
 from imsa.experiments.runner import Experiment
-from imsa.methods.base import DataSpec
 from imsa.methods.momke import MaskedAttention, MoMKE, MoMKEConfig, MoMKENet, PerConditionMoMKE, TokenLayout, _BestPerModality, scatter
+from imsa.methods.spec import DataSpec
 from imsa.missing import fixed_conditions
 from imsa.protocols import Protocol
 from imsa.training import RunContext, TrainResult
@@ -332,9 +332,9 @@ def per_condition_fit(synthetic):
     method = MoMKE({**TINY, "epochs": 2, "stage1_epochs": 3, "per_condition": True})
     train_phase = method.train_phase
 
-    def recording_train_phase(model, *args, phase, **kwargs):
-        entries[phase] = copy.deepcopy(model.state_dict())
-        return train_phase(model, *args, phase=phase, **kwargs)
+    def recording_train_phase(model, train, valid, phase, **kwargs):
+        entries[phase.name] = copy.deepcopy(model.state_dict())
+        return train_phase(model, train, valid, phase, **kwargs)
 
     method.train_phase = recording_train_phase
     recorder = PhaseRecorder()
@@ -368,7 +368,7 @@ def test_fit_restores_each_expert_from_its_best_stage1_epoch(per_condition_fit):
 
 
 class StageRecorder:
-    """Wraps the training loop of imsa.methods.base: each phase's model and optimiser at entry and at exit."""
+    """Wraps the training loop of imsa.methods.phase: each phase's model and optimiser at entry and at exit."""
 
     def __init__(self, train):
         self.train, self.entry, self.exit, self.optimizer_entry, self.optimizer_exit = train, {}, {}, {}, {}
@@ -383,7 +383,7 @@ class StageRecorder:
 @pytest.mark.parametrize("released", [True, False])
 def test_released_switches_continue_stage1s_last_weights_and_optimiser(synthetic, released):
     """standardize=false, restore=last, stage2_optimizer=shared: the released code's dynamics."""
-    import imsa.methods.base as base
+    import imsa.methods.phase as base
 
     split = synthetic.split(0)
     switches = dict(standardize=False, restore="last", stage2_optimizer="shared") if released else {}

@@ -13,8 +13,8 @@ import torch
 from imsa.batch import iterate_batches
 from imsa.data.registry import load_dataset
 from imsa.errors import ConfigError
-from imsa.methods.base import DataSpec
 from imsa.methods.registry import method_class
+from imsa.methods.spec import DataSpec
 from imsa.nn.mult import TransformerEncoder, sinusoidal_table
 
 MulT = method_class("mult")

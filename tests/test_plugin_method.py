@@ -25,7 +25,8 @@ TOY_METHOD = textwrap.dedent(
 
     from imsa.config import COUNT
     from imsa.methods import register_method
-    from imsa.methods.base import Output, SinglePhaseMethod, TrainConfig, pooled
+    from imsa.methods.common import SinglePhaseMethod, pooled
+    from imsa.methods.spec import Output, TrainConfig
     from imsa.nn.layers import masked_mean
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .data.dataset import Dataset, Fold
+from .data.dataset import Dataset, Fold, Subset
 from .data.feature_stats import far_outside
-from .errors import DataError
+from .errors import ConfigError, DataError
 
 
 @dataclass
@@ -220,6 +220,31 @@ def unfamiliar_inputs(method, dataset: Dataset, utterance_ids, present: np.ndarr
     if not flags:
         return 0, {}
     return int(np.any(list(flags.values()), axis=0).sum()), {m: int(far.sum()) for m, far in flags.items() if far.any()}
+
+
+def modality_mask(subset: Subset, names: tuple[str, ...], modalities=None, present: np.ndarray | None = None, *, owner: str = "the model") -> np.ndarray:
+    """The ``(N_dataset, M)`` mask of what each utterance may use: the ``modalities`` asked for
+    (default all of ``names``) where ``present`` (default: all); refuses a modality that is not
+    one of ``names`` and an utterance of ``subset`` left with none."""
+    dataset = subset.dataset
+    if modalities is not None:
+        modalities = tuple(modalities)
+        unknown = [m for m in modalities if m not in names]
+        if unknown or not modalities:
+            what = f"{', '.join(repr(m) for m in unknown)} is not among" if unknown else "none of"
+            raise ConfigError(
+                f"Modalities {','.join(modalities) or '(none)'}: {what} the modalities of {owner}; give a comma-separated subset of {','.join(names)}."
+            )
+    mask = np.ones((len(dataset), len(names)), dtype=bool)
+    if modalities is not None:
+        mask[:, [m not in modalities for m in names]] = False
+    if present is not None:
+        mask &= np.asarray(present, dtype=bool)
+    empty = ~mask[subset.indices].any(axis=1)
+    if empty.any():
+        first = [dataset.utterance_ids[i] for i in subset.indices[empty][:3]]
+        raise DataError(f"{dataset.name}: {int(empty.sum())} utterance(s) have none of the modalities asked for, e.g. {', '.join(first)}.")
+    return mask
 
 
 def training_data(provenance: dict, *, dataset: str | None = None, data_dir=None) -> tuple[str | None, str | None]:

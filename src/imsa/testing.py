@@ -28,7 +28,9 @@ from .batch import iterate_batches
 from .data.dataset import Dataset
 from .data.registry import load_dataset
 from .errors import ConfigError, NotFittedError
-from .methods.base import Method, TrainConfig, task_loss
+from .methods.base import Method
+from .methods.phase import task_loss
+from .methods.spec import TrainConfig
 from .metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS
 from .missing import fixed_conditions
 from .model_files import read_model
@@ -320,7 +322,7 @@ def check_learning(c: MethodChecker) -> None:
 
 def check_device(c: MethodChecker) -> None:
     """Every parameter and buffer of the fitted models, and every tensor of the batches they train on, is on the run's device."""
-    import imsa.methods.base as base
+    import imsa.methods.phase as base
 
     device, wrong = c.context.torch_device, []
     train = base.run_training

@@ -36,7 +36,7 @@ from ..frames import FrameSetting, sequence_modalities
 from ..identity import META_KEY, SCHEMA, check_schema, differences, fingerprint, stamp
 from ..logs import open_loggers
 from ..methods import method_class
-from ..methods.base import check_protocol
+from ..methods.spec import check_protocol
 from ..model_files import save_model
 from ..protocols import Protocol
 from ..training import RunContext, metrics_of, notify, seed_everything

@@ -49,8 +49,10 @@ from ..nn.layers import Dropout
 from ..nn.perceiver import Perceiver
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, task_loss
+from .base import Method
+from .phase import Phase, TrainingMasks, task_loss
 from .registry import register_method
+from .spec import DataSpec, Output, TrainConfig
 
 # -- losses ---------------------------------------------------------------------------------------
 
@@ -557,15 +559,17 @@ class CMAD(Method):
                 teacher,
                 train,
                 valid,
+                Phase(
+                    sampler=Complete(),
+                    settings=complete,
+                    loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task),
+                    name="teacher",
+                    epochs=cfg.teacher_epochs,
+                    shared=True,
+                ),
                 protocol=protocol,
                 seed=seed,
-                sampler=Complete(),
-                settings=complete,
-                loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task),
-                phase="teacher",
-                epochs=cfg.teacher_epochs,
                 context=context,
-                shared=True,
             )
         ]
         self.phases_ = phases
@@ -618,15 +622,10 @@ class CMAD(Method):
                 student,
                 train,
                 valid,
+                Phase(sampler=Complete(), settings=settings, loss=student_loss, name="student", extra_state=reweighting, grad_clip=cfg.student_grad_clip),
                 protocol=protocol,
                 seed=seed,
-                sampler=Complete(),
-                settings=settings,
-                loss=student_loss,
-                phase="student",
                 context=context,
-                extra_state=reweighting,
-                grad_clip=cfg.student_grad_clip,
             )
         )
         self.teacher_ = teacher

@@ -34,7 +34,7 @@ Decisions where the released code is silent or departs from the paper (spec sect
   curriculum): each sample is recovered by its own ``present`` row; a batch whose
   samples share one pattern gives exactly the released per-batch path (two available:
   transfers concatenated in the order l, v, a, as released). The true features of the
-  removed modalities come through :class:`~imsa.methods.base.TrainingMasks`.
+  removed modalities come through :class:`~imsa.methods.phase.TrainingMasks`.
 * **Reconstruction loss**: per sample, the mean over its missing modalities of the MSE
   to the (detached) true projection, averaged over the batch (complete samples count
   0); on a batch of one pattern this is the released value.
@@ -83,8 +83,11 @@ from ..nn.mult import released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, MulTBackbone, Output, PerCondition, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
+from .base import Method
+from .common import MulTBackbone, PerCondition, check_aligned
+from .phase import Phase, TrainingMasks, complete_setting, task_loss
 from .registry import register_method
+from .spec import DataSpec, Output, TrainConfig
 
 
 class DiCMoRNet(nn.Module):
@@ -307,18 +310,20 @@ class DiCMoR(Method):
                 backbone,
                 train,
                 valid,
+                Phase(
+                    sampler=Complete(),
+                    settings=complete_setting(valid),
+                    loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, regression_loss),
+                    name="pretrain",
+                    epochs=c.pretrain_epochs,
+                    lr=c.pretrain_lr,
+                    optimizer="adam",
+                    shared=True,
+                    **clip,
+                ),
                 protocol=protocol,
                 seed=seed,
-                sampler=Complete(),
-                settings=complete_setting(valid),
-                loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, regression_loss),
-                phase="pretrain",
-                epochs=c.pretrain_epochs,
-                lr=c.pretrain_lr,
-                optimizer="adam",
                 context=context,
-                shared=True,
-                **clip,
             )
         ]
         sampler = protocol.training_sampler(make_sampler(c.train_missing))
@@ -387,15 +392,10 @@ class DiCMoR(Method):
                 net,
                 train,
                 valid,
+                Phase(loss=loss, sampler=Complete(), settings=settings, name=phase, optimizer="adam", **clip),
                 protocol=protocol,
                 seed=seed,
-                loss=loss,
-                sampler=Complete(),
-                settings=settings,
-                phase=phase,
-                optimizer="adam",
                 context=context,
-                **clip,
             )
         )
         return net

@@ -68,8 +68,11 @@ from ..nn.layers import Standardize
 from ..nn.recurrent import PackedLSTM
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, fit_standardizers, pooled, task_loss
+from .base import Method
+from .common import fit_standardizers, pooled
+from .phase import Phase, TrainingMasks, task_loss
 from .registry import register_method
+from .spec import DataSpec, Output, TrainConfig
 
 
 class GraphBranch(nn.Module):
@@ -240,13 +243,10 @@ class GCNet(Method):
             model,
             train,
             valid,
+            Phase(loss=loss, sampler=Complete(), settings=protocol.settings(valid), optimizer="adam"),
             protocol=protocol,
             seed=seed,
-            loss=loss,
-            sampler=Complete(),
-            settings=protocol.settings(valid),
             context=context,
-            optimizer="adam",
         )
         self.phases_ = [result]
         return self

@@ -21,7 +21,7 @@ Decisions where the released code is silent or wrong (spec section 7):
   modalities. To keep the released balance in expectation, each modality's summed score
   loss and summed squared reconstruction error are divided by the full batch size.
   The true features of what a mask removes come through
-  :class:`~imsa.methods.base.TrainingMasks`; rate 0 skips phase 1.
+  :class:`~imsa.methods.phase.TrainingMasks`; rate 0 skips phase 1.
 * **Reproducible sampling**: at prediction the sampler's noise comes from one generator
   per utterance, seeded by (``sample_seed``, dataset utterance index, modality), so a
   prediction does not depend on its batch and repeats exactly; in training it comes
@@ -87,8 +87,11 @@ from ..nn.mult import released_order
 from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, MulTBackbone, Output, TrainConfig, TrainingMasks, check_aligned, complete_setting, task_loss
+from .base import Method
+from .common import MulTBackbone, check_aligned
+from .phase import Phase, TrainingMasks, complete_setting, task_loss
 from .registry import register_method
+from .spec import DataSpec, Output, TrainConfig
 
 
 class IMDerNet(nn.Module):
@@ -342,18 +345,20 @@ class IMDer(Method):
                 backbone,
                 train,
                 valid,
+                Phase(
+                    sampler=Complete(),
+                    settings=complete_setting(valid),
+                    loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, "l1"),
+                    name="pretrain",
+                    epochs=c.pretrain_epochs,
+                    lr=c.pretrain_lr,
+                    optimizer="adam",
+                    shared=True,
+                    **clip,
+                ),
                 protocol=protocol,
                 seed=seed,
-                sampler=Complete(),
-                settings=complete_setting(valid),
-                loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, task, "l1"),
-                phase="pretrain",
-                epochs=c.pretrain_epochs,
-                lr=c.pretrain_lr,
-                optimizer="adam",
                 context=context,
-                shared=True,
-                **clip,
             )
         ]
         torch.manual_seed(seed + 1)
@@ -406,15 +411,10 @@ class IMDer(Method):
                 net,
                 train,
                 valid,
+                Phase(loss=loss, sampler=Complete(), settings=protocol.settings(valid), name="recovery", optimizer="adam", **clip),
                 protocol=protocol,
                 seed=seed,
-                loss=loss,
-                sampler=Complete(),
-                settings=protocol.settings(valid),
-                phase="recovery",
-                optimizer="adam",
                 context=context,
-                **clip,
             )
         )
         return self

@@ -17,8 +17,9 @@ from torch import nn
 from ..batch import Batch
 from ..config import COUNT, PROBABILITY
 from ..nn.layers import Standardize, masked_mean
-from .base import DataSpec, Output, SinglePhaseMethod, TrainConfig, pooled
+from .common import SinglePhaseMethod, pooled
 from .registry import register_method
+from .spec import DataSpec, Output, TrainConfig
 
 
 class LateFusionNet(nn.Module):

@@ -21,7 +21,7 @@ Decisions where the released code is silent or wrong (spec section 7):
   the average over the rates (the spec's recommendation; the release selects at 0.5).
 * **Training noise redrawn every batch** (released: at most once per epoch, and in
   practice almost never: spec 5.3), rate and frame pattern both, from the run's seeded
-  generator, through :class:`~imsa.methods.base.TrainingMasks` (stream 7); whole-modality
+  generator, through :class:`~imsa.methods.phase.TrainingMasks` (stream 7); whole-modality
   masks (``train_missing``, or the random protocol's rate) come first, frame drops inside
   the present modalities second. Under the ``frames`` protocol LNLN's own noise replaces
   the protocol's ``frames:same`` (``train_noise="none"`` keeps the protocol's masks).
@@ -94,8 +94,10 @@ from ..nn.layers import reverse_gradient
 from ..nn.text_encoder import TextEncoder
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, task_loss
+from .base import Method
+from .phase import Phase, TrainingMasks, task_loss
 from .registry import register_method
+from .spec import DataSpec, Output, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -353,15 +355,7 @@ class LNLN(Method):
         self.model_ = model
         self.phases_ = [
             self.train_phase(
-                model,
-                train,
-                valid,
-                protocol=protocol,
-                seed=seed,
-                loss=loss,
-                sampler=Complete(),
-                settings=protocol.settings(valid),
-                context=context,
+                model, train, valid, Phase(loss=loss, sampler=Complete(), settings=protocol.settings(valid)), protocol=protocol, seed=seed, context=context
             )
         ]
         return self

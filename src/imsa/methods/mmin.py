@@ -69,8 +69,11 @@ from ..nn.layers import Standardize
 from ..nn.recurrent import LSTMMaxPool, TextCNN
 from ..protocols import Protocol
 from ..training import RunContext
-from .base import DataSpec, Method, Output, TrainConfig, TrainingMasks, complete_setting, fit_standardizers, pooled, task_loss
+from .base import Method
+from .common import fit_standardizers, pooled
+from .phase import Phase, TrainingMasks, complete_setting, task_loss
 from .registry import register_method
+from .spec import DataSpec, Output, TrainConfig
 
 VARIANT_DEFAULTS = {  # ae_layers, ae_blocks, mse_weight (G's scripts)
     "mmin": ((256, 128, 64), 5, 4.0),
@@ -356,21 +359,23 @@ class MMIN(Method):
                     fusion,
                     train,
                     valid,
+                    Phase(
+                        sampler=Complete(),
+                        settings=complete_setting(valid),
+                        loss=lambda model, batch, epoch: supervised(model(batch).prediction, batch),
+                        name="pretrain",
+                        epochs=c.pretrain_epochs,
+                        lr=c.pretrain_lr,
+                        optimizer="adam",
+                        betas=c.pretrain_betas,
+                        grad_clip=c.pretrain_grad_clip,
+                        clip_groups=_module_groups(fusion),
+                        lr_schedule=c.pretrain_lr_schedule,
+                        shared=True,
+                    ),
                     protocol=protocol,
                     seed=seed,
-                    sampler=Complete(),
-                    settings=complete_setting(valid),
-                    loss=lambda model, batch, epoch: supervised(model(batch).prediction, batch),
-                    phase="pretrain",
-                    epochs=c.pretrain_epochs,
-                    lr=c.pretrain_lr,
-                    optimizer="adam",
-                    betas=c.pretrain_betas,
-                    grad_clip=c.pretrain_grad_clip,
-                    clip_groups=_module_groups(fusion),
-                    lr_schedule=c.pretrain_lr_schedule,
                     context=context,
-                    shared=True,
                 )
             )
             pretrained = fusion.encoders
@@ -428,16 +433,18 @@ class MMIN(Method):
                 trainer,
                 train,
                 valid,
+                Phase(
+                    loss=loss,
+                    sampler=Complete(),
+                    settings=settings,
+                    predict=lambda b: trainer.net(b).prediction,
+                    name="mmin" if c.variant == "mmin" else c.variant,
+                    optimizer="adam",
+                    betas=c.betas,
+                    clip_groups=_module_groups(trainer),
+                ),
                 protocol=protocol,
                 seed=seed,
-                loss=loss,
-                sampler=Complete(),
-                settings=settings,
-                predict=lambda b: trainer.net(b).prediction,
-                phase="mmin" if c.variant == "mmin" else c.variant,
-                optimizer="adam",
-                betas=c.betas,
-                clip_groups=_module_groups(trainer),
                 context=context,
             )
         )

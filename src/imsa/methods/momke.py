@@ -53,8 +53,11 @@ from ..missing import Complete, FixedCondition, condition_index, fixed_condition
 from ..nn.layers import Dropout, Standardize
 from ..protocols import Protocol
 from ..training import RunContext, predict_settings
-from .base import DataSpec, Method, Output, TrainConfig, fit_standardizers, pooled, task_loss
+from .base import Method
+from .common import fit_standardizers, pooled
+from .phase import Phase, task_loss
 from .registry import register_method
+from .spec import DataSpec, Output, TrainConfig
 
 # -- blocks ---------------------------------------------------------------------------------------
 
@@ -504,19 +507,21 @@ class MoMKE(Method):
                 stage1,
                 train,
                 valid,
+                Phase(
+                    loss=unimodal_loss,
+                    sampler=Complete(),
+                    settings=complete,
+                    score=unimodal_scores,
+                    optimizer="adam",
+                    name="stage1",
+                    epochs=cfg.stage1_epochs,
+                    extra_state=tracker,
+                    keep_last=cfg.restore == "last",
+                    keep_optimizer_state=cfg.stage2_optimizer == "shared",
+                ),
                 protocol=protocol,
                 seed=seed,
-                loss=unimodal_loss,
-                sampler=Complete(),
-                settings=complete,
-                score=unimodal_scores,
-                optimizer="adam",
-                phase="stage1",
-                epochs=cfg.stage1_epochs,
                 context=context,
-                extra_state=tracker,
-                keep_last=cfg.restore == "last",
-                keep_optimizer_state=cfg.stage2_optimizer == "shared",
             )
         ]
         if cfg.restore == "best":
@@ -546,18 +551,20 @@ class MoMKE(Method):
                     model,
                     train,
                     valid,
+                    Phase(
+                        loss=fused_loss,
+                        sampler=sampler,
+                        settings=settings,
+                        predict=lambda b: self._predict_with(model, b),
+                        optimizer="adam",
+                        name=phase,
+                        epochs=cfg.epochs,
+                        optimizer_state=optimizer_state,
+                        select_from=cfg.select_from,
+                    ),
                     protocol=protocol,
                     seed=seed,
-                    loss=fused_loss,
-                    sampler=sampler,
-                    settings=settings,
-                    predict=lambda b: self._predict_with(model, b),
-                    optimizer="adam",
-                    phase=phase,
-                    epochs=cfg.epochs,
                     context=context,
-                    optimizer_state=optimizer_state,
-                    select_from=cfg.select_from,
                 )
             )
             return model

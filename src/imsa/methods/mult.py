@@ -44,8 +44,9 @@ from torch import nn
 
 from ..config import COUNT, PROBABILITY
 from ..errors import ConfigError
-from .base import DataSpec, MulTBackbone, SinglePhaseMethod, TrainConfig
+from .common import MulTBackbone, SinglePhaseMethod
 from .registry import register_method
+from .spec import DataSpec, TrainConfig
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,157 @@
+"""Building blocks that method files share: pooled utterance vectors, per-modality
+standardisation, one model per fixed condition, the single-phase recipe, and the MulT
+backbone of ``mult``, DiCMoR and IMDer."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..batch import TEXT, Batch, tensor_cache
+from ..data.dataset import Dataset, Subset
+from ..errors import ConfigError
+from ..missing import condition_index, fixed_conditions, make_sampler
+from ..nn.layers import masked_mean
+from ..nn.mult import MulTModel
+from ..nn.text_encoder import TextEncoder
+from ..protocols import Protocol
+from ..training import RunContext
+from .base import Method
+from .phase import Phase, task_loss
+from .spec import DataSpec, Output
+
+
+def pooled(batch: Batch, modality: str) -> torch.Tensor:
+    """The modality's utterance vectors: time sequences are averaged over their valid steps."""
+    x = batch.inputs[modality]
+    if modality in batch.padding:
+        return masked_mean(x, batch.padding[modality], dim=-2)
+    return x
+
+
+def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:
+    """Fit each modality's :class:`~imsa.nn.layers.Standardize` on the training utterances."""
+    batch = tensor_cache(train.dataset).gather(train.indices)
+    for m, norm in norms.items():
+        norm.fit(pooled(batch, m))
+
+
+class PerCondition(torch.nn.Module):
+    """One model per fixed condition (utterance level): each utterance goes to the model of
+    its own ``present`` pattern (DiCMoR's per-condition recipe)."""
+
+    def __init__(self, models: dict[str, torch.nn.Module], modalities: tuple[str, ...]):
+        super().__init__()
+        self.names = list(models)
+        self.models = torch.nn.ModuleDict(models)
+        self.conditions = [c.name for c in fixed_conditions(modalities)]
+        self.lookup = {i: name for i, name in enumerate(self.conditions) if name in models}  # condition index -> model
+
+    def forward(self, batch: Batch) -> Output:
+        conditions = condition_index(batch.present.cpu().numpy())
+        prediction = feature = None
+        for index in np.unique(conditions):
+            if int(index) not in self.lookup:
+                raise ConfigError(f"No model was trained for condition {self.conditions[int(index)]}; trained: {', '.join(self.names)}.")
+            rows = torch.from_numpy(np.flatnonzero(conditions == index)).to(batch.present.device)
+            out = self.models[self.lookup[int(index)]](batch.select(rows))
+            if prediction is None:
+                prediction = out.prediction.new_zeros((len(batch),) + out.prediction.shape[1:])
+                feature = None if out.feature is None else out.feature.new_zeros((len(batch),) + out.feature.shape[1:])
+            prediction[rows] = out.prediction
+            if feature is not None:
+                feature[rows] = out.feature
+        return Output(prediction, feature)
+
+
+def check_aligned(dataset: Dataset, method: str, kernel: int) -> None:
+    """Refuse sequences whose modalities differ in steps (a method that pairs step t of one
+    modality with step t of another needs word-aligned data) or are shorter than ``kernel``."""
+    modalities = dataset.modalities
+    widths = {m: dataset.features[m].shape[1] for m in modalities}
+    unequal = [m for m in modalities if not np.array_equal(dataset.lengths[m], dataset.lengths[modalities[0]])]
+    if len(set(widths.values())) > 1 or unequal:
+        what = (
+            f"widths {widths}" if len(set(widths.values())) > 1 else f"the lengths of {', '.join(unequal)} differ from those of {modalities[0]} per utterance"
+        )
+        raise ConfigError(
+            f"{dataset.name}: {method} pairs step t of one modality with step t of another, so every modality needs the same steps (word-aligned data such as MMSA aligned_50.pkl); here {what}."
+        )
+    if min(widths.values()) < kernel:
+        raise ConfigError(f"{dataset.name}: {min(widths.values())} steps, fewer than conv_kernel={kernel}; lower conv_kernel.")
+
+
+class MulTBackbone(MulTModel):
+    """The MulT model (projections, trunk, head) of a config with MulT's keys, predicting a
+    :class:`Batch`: the ``mult`` baseline and the backbone of DiCMoR and IMDer.
+
+    ``dim``, ``heads``, ``layers``, ``conv_kernel``, ``attn_dropout(_a, _v)``,
+    ``embed_dropout``, ``output_dropout`` and ``text_dropout`` are required; a config
+    without ``relu_dropout``, ``res_dropout``, ``causal`` or ``padding_mask`` gets the
+    released values (0, 0, causal, no padding mask). A config with a ``text_encoder``
+    reads the text as that encoder's states of the batch's token ids.
+    """
+
+    def __init__(self, spec: DataSpec, cfg):
+        encoder = TextEncoder.for_token_ids(cfg.text_encoder) if getattr(cfg, "text_encoder", "") else None
+        super().__init__(
+            spec.modalities,
+            {**spec.dims, **({TEXT: encoder.dim} if encoder is not None else {})},
+            spec.output_dim,
+            spec.task,
+            dim=cfg.dim,
+            heads=cfg.heads,
+            layers=cfg.layers,
+            kernel=cfg.conv_kernel,
+            attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v),
+            relu_dropout=getattr(cfg, "relu_dropout", 0.0),
+            res_dropout=getattr(cfg, "res_dropout", 0.0),
+            embed_dropout=cfg.embed_dropout,
+            output_dropout=cfg.output_dropout,
+            text_dropout=cfg.text_dropout,
+            causal=getattr(cfg, "causal", True),
+            padding_mask=getattr(cfg, "padding_mask", False),
+        )
+        self.text_encoder = encoder
+
+    def inputs(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The sequences the projections read: the batch's features, the text encoded from its token ids where there is an encoder."""
+        if self.text_encoder is None:
+            return batch.inputs
+        return {**batch.inputs, TEXT: self.text_encoder.token_states(batch)[0]}
+
+    def forward(self, batch: Batch) -> Output:
+        return Output(*super().forward(self.inputs(batch), batch.padding, batch.present))
+
+
+class SinglePhaseMethod(Method):
+    """A method trained in one phase on the task loss, with ``config.train_missing`` masks
+    (the random protocol's rate under that protocol).
+
+    The model's ``norms`` (per-modality :class:`~imsa.nn.layers.Standardize`), if it has
+    them, are fitted on the training data first.
+    """
+
+    def fit(self, train, valid, *, protocol=None, seed=0, context=None):
+        protocol, context = protocol or Protocol(), context or RunContext()
+        torch.manual_seed(seed)
+        self.spec_ = self.training_spec(train)
+        model = self.build(self.spec_)
+        if hasattr(model, "norms"):
+            fit_standardizers(model.norms, train)
+        self.model_ = model
+        result = self.train_phase(
+            model,
+            train,
+            valid,
+            Phase(
+                loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, self.spec_.task),
+                sampler=protocol.training_sampler(make_sampler(self.config.train_missing)),
+                settings=protocol.settings(valid),
+            ),
+            protocol=protocol,
+            seed=seed,
+            context=context,
+        )
+        self.phases_ = [result]
+        return self

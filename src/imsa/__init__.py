@@ -16,7 +16,8 @@ Protocols
     :class:`Protocol`: ``Protocol("fixed")``, ``Protocol("random", rate=0.3)``,
     ``Protocol("frames", rate=0.3)``.
 Experiments
-    :class:`Experiment` and :func:`run_experiment` (what ``imsa run`` does),
+    :func:`run` (``imsa run`` as one call, with the same arguments), :class:`Experiment`
+    and :func:`run_experiment` (one experiment into one run directory),
     :func:`read_grid` and :func:`run_grid` (``imsa grid run``), :func:`report_tables`
     and :func:`write_report` (``imsa report``), :func:`run_tune` (``imsa tune``),
     and :class:`RunContext` (device, precision, threads, progress callbacks).
@@ -43,6 +44,7 @@ _PUBLIC = {
     "register_method": "imsa.methods",
     "load_method": "imsa.experiments.models",
     "Protocol": "imsa.protocols",
+    "run": "imsa.experiments.run",
     "Experiment": "imsa.experiments.runner",
     "run_experiment": "imsa.experiments.runner",
     "read_grid": "imsa.experiments.grid",

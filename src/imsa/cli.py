@@ -4,17 +4,15 @@ work is done by the Python API it calls."""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import math
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 from . import __version__
-from .config import NON_NEGATIVE, Interval, parse_assignments, read_yaml
+from .config import NON_NEGATIVE, Interval, parse_assignments, split_assignments
 from .errors import ImsaError, describe_os_error
 
 logger = logging.getLogger("imsa")
@@ -166,84 +164,46 @@ def _use_threads(threads: int | None) -> None:
         torch.set_num_threads(threads)
 
 
-def _split_overrides(pairs):
-    """``--set`` pairs: ``data.KEY`` go to the dataset loader, the rest to the method config."""
-    values = parse_assignments(pairs)
-    data = {k[len("data.") :]: v for k, v in values.items() if k.startswith("data.")}
-    method = {k: v for k, v in values.items() if not k.startswith("data.")}
-    return method, data
+def _set_values(pairs) -> tuple[dict, dict]:
+    """``--set`` pairs as (method config values, dataset options)."""
+    return split_assignments(parse_assignments(pairs))
 
 
 def cmd_run(args) -> int:
-    from .experiments.grid import SHARED_PHASES
-    from .experiments.runner import Experiment, run_experiment
+    from .experiments.run import run
     from .experiments.store import format_table
-    from .protocols import FRAME_RATES, Protocol
 
-    overrides, dataset_options = _split_overrides(args.set)
-    if args.format:
-        dataset_options["format"] = args.format
-    config, packaged = _config_option(args.config, args.method)
-    config.update(overrides)
-    if args.rate is not None and args.protocol == "fixed":
-        raise ImsaError("--rate applies to --protocol random or frames.")
-    if args.rates and args.protocol != "frames":
-        raise ImsaError("--rates applies to --protocol frames (one experiment per rate); give --protocol random one --rate.")
-    rates = args.rates or (
-        [args.rate] if args.rate is not None else list(FRAME_RATES) if args.protocol == "frames" else [None]
-    )  # random: Protocol asks for the rate
-    if args.frames and args.protocol == "frames":
-        raise ImsaError("--frames composes --protocol fixed or random with frame-level missing; --protocol frames takes --rate or --rates.")
-    protocols = [Protocol(args.protocol, rate=rate, mask_seed=args.mask_seed, frames=args.frames) for rate in rates]
-    if (
-        len(rates) > 1 and Experiment(method=args.method, dataset=args.dataset, config=config, packaged=packaged).own_frame_noise()
-    ):  # one model scored at every rate
-        protocols = [Protocol("frames", rates=tuple(rates), mask_seed=args.mask_seed)]
-    dataset_label = Path(args.dataset).stem if ("/" in args.dataset or "\\" in args.dataset or args.format) else args.dataset
-    name = protocols[0].name if len(protocols) == 1 else "frames"
-    out = Path(args.out) if args.out else Path("runs") / f"{args.method}-{dataset_label}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    callbacks = [] if args.quiet else [ProgressBars()]
     started = time.perf_counter()
-    summaries = []
-    for protocol in protocols:  # the frames protocol: one experiment per rate, in OUT/frames=R
-        experiment = Experiment(
-            method=args.method,
-            dataset=args.dataset,
-            protocol=protocol,
-            seeds=tuple(args.seeds),
-            folds=tuple(args.folds) if args.folds else None,
-            config=config,
-            dataset_options=dataset_options,
-            packaged=packaged,
-        )
-        where = out if len(protocols) == 1 else out / protocol.name
-        context = _run_context(args, callbacks)
-        if len(protocols) > 1:  # the rates' runs restore each other's complete-data phases
-            context = dataclasses.replace(context, shared=out / SHARED_PHASES)
-        summaries.append(run_experiment(experiment, where, data_dir=args.data_dir, context=context))
-    shutil.rmtree(out / SHARED_PHASES, ignore_errors=True)
-    if len(summaries) == 1:
-        summary, protocol_label = summaries[0], protocols[0].name
-        if protocols[0].rates:
-            protocol_label = f"frames at {', '.join(f'{r:g}' for r in rates)}, one model (the method's own frame noise)"
-    else:  # one table: a row per rate
-        summary = {"experiment": summaries[0]["experiment"], "runs": summaries[0]["runs"]}
-        for split in ("test", "valid"):
-            summary[split] = {setting: row for part in summaries for setting, row in part[split].items()}
-        protocol_label = f"frames at {', '.join(f'{r:g}' for r in rates)}"
+    summary = run(
+        args.method,
+        args.dataset,
+        protocol=args.protocol,
+        rate=args.rate,
+        rates=args.rates,
+        frames=args.frames,
+        mask_seed=args.mask_seed,
+        seeds=args.seeds,
+        folds=args.folds,
+        out=args.out,
+        config=args.config,
+        overrides=parse_assignments(args.set),
+        file_format=args.format,
+        data_dir=args.data_dir,
+        context=_run_context(args, [] if args.quiet else [ProgressBars()]),
+    )
     resolved = summary["experiment"]
     applied = f"packaged {resolved['packaged_config']}.yaml" if resolved["packaged_config"] else f"{args.method} defaults, no packaged config"
-    print(f"\nconfig: {applied} (dataset family: {resolved['family'] or 'unknown'}){', with your values on top' if config else ''}")
+    print(f"\nconfig: {applied} (dataset family: {resolved['family'] or 'unknown'}){', with your values on top' if summary['given_config'] else ''}")
+    per_rate = " per rate" if summary["experiments"] > 1 else ""
     print(
-        f"{args.method} on {args.dataset}, protocol {protocol_label}: {summary['runs']} runs{' per rate' if len(protocols) > 1 else ''} (seeds {list(args.seeds)} x folds {summary['experiment']['folds']}), mean ± std over runs"
+        f"{args.method} on {args.dataset}, protocol {summary['protocol_label']}: {summary['runs']} runs{per_rate} (seeds {list(args.seeds)} x folds {resolved['folds']}), mean ± std over runs"
     )
     print("\ntest")
     print(format_table(summary, "test"))
     print("\nvalid")
     print(format_table(summary, "valid"))
-    print(
-        f"\n{_resumed(sum(s['finished_before'] for s in summaries), len(summaries) * summary['runs'], out)}Results in {out} ({time.perf_counter() - started:.1f} s)"
-    )
+    out = summary["out"]
+    print(f"\n{_resumed(summary['finished_before'], summary['runs_total'], out)}Results in {out} ({time.perf_counter() - started:.1f} s)")
     return 0
 
 
@@ -254,18 +214,6 @@ def _resumed(finished_before: int, total: int, out) -> str:
     if finished_before == total:
         return f"{'All ' + str(total) + ' runs' if total > 1 else 'The run'} had finished earlier in {out}: skipped, nothing trained (a new --out starts afresh).\n"
     return f"{finished_before} of {total} runs had finished earlier in {out} and were skipped; {total - finished_before} trained or resumed.\n"
-
-
-def _config_option(value: str | None, method: str) -> tuple[dict, str | None]:
-    """``--config``: a YAML file of config values, or the name of a packaged config (``momke/mosei``)."""
-    if not value:
-        return {}, None
-    if os.path.lexists(value) or value.endswith((".yaml", ".yml")):
-        return read_yaml(value), None
-    from .config import packaged_config
-
-    packaged_config(method, name=value)  # an unknown name fails here, listing the packaged ones
-    return {}, value
 
 
 def cmd_show(args) -> int:
@@ -295,7 +243,7 @@ def cmd_grid_run(args) -> int:
         replace["protocols"] = [_protocol_arg(p) for p in args.protocols]
     if args.grid is None and not replace:
         raise ImsaError("imsa grid run needs a grid file (GRID.yaml) or --methods, --datasets, --protocols and --seeds.")
-    config, dataset_options = _split_overrides(args.set)
+    config, dataset_options = _set_values(args.set)
     grid = read_grid(args.grid, replace=replace, config=config, dataset_options=dataset_options)
     backend = make_backend(args.backend, workers=args.workers, address=args.address, threads=args.threads, gpus=args.gpus or (), gpus_per_run=args.gpus_per_run)
     out = Path(args.out) if args.out else Path("runs") / (Path(args.grid).stem if args.grid else f"grid-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -392,7 +340,7 @@ def cmd_data_list(args) -> int:
 def _load_for_command(args):
     from .data.registry import load_dataset
 
-    _, options = _split_overrides(args.set)
+    _, options = _set_values(args.set)
     if getattr(args, "format", None):
         options["format"] = args.format
     return load_dataset(args.dataset, args.data_dir, **options)
@@ -481,7 +429,7 @@ def cmd_predict(args) -> int:
         name, data_dir = training_data(models[0][2].provenance_, dataset=args.dataset, data_dir=args.data_dir)
         if not name:
             raise ImsaError(f"{source}: the model does not record its dataset; name one with --dataset.")
-        _, options = _split_overrides(args.set)
+        _, options = _set_values(args.set)
         if not args.dataset:
             options = {**(provenance.get("dataset_options") or {}), **options}
         if args.format:
@@ -534,7 +482,7 @@ def cmd_tune(args) -> int:
     from .experiments.tune import run_tune
     from .protocols import Protocol
 
-    overrides, dataset_options = _split_overrides(args.set)
+    overrides, dataset_options = _set_values(args.set)
     if args.rate is not None and args.protocol == "fixed":
         raise ImsaError("--rate applies to --protocol random or frames.")
     protocol = Protocol(args.protocol, rate=args.rate, mask_seed=args.mask_seed, frames=args.frames)

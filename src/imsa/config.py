@@ -11,6 +11,7 @@ is a frozen dataclass: nothing mutates it afterwards.
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from dataclasses import dataclass
 from importlib import resources
@@ -191,3 +192,26 @@ def read_yaml(path: str | Path) -> dict:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of config keys, got {type(data).__name__}.")
     return data
+
+
+def config_source(value: str | os.PathLike | dict | None, method: str) -> tuple[dict, str | None]:
+    """What ``--config`` names: (config values, packaged config name or None).
+
+    A dict is taken as config values; a path or ``*.yaml`` is read as a YAML file of config
+    values; anything else names a packaged config (``momke/mosei``), checked now.
+    """
+    if not value:
+        return {}, None
+    if isinstance(value, dict):
+        return dict(value), None
+    if os.path.lexists(value) or str(value).endswith((".yaml", ".yml")):
+        return read_yaml(value), None
+    packaged_config(method, name=str(value))  # an unknown name fails here, listing the packaged ones
+    return {}, str(value)
+
+
+def split_assignments(values: dict) -> tuple[dict, dict]:
+    """``--set`` values: ``data.KEY`` go to the dataset loader, the rest to the method config."""
+    data = {k[len("data.") :]: v for k, v in values.items() if k.startswith("data.")}
+    method = {k: v for k, v in values.items() if not k.startswith("data.")}
+    return method, data

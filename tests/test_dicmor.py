@@ -33,7 +33,7 @@ def count(module):
     return sum(p.numel() for p in module.parameters())
 
 
-@pytest.mark.parametrize("dims, options, total, projections", [(MOSI, {}, 3_387_025, 126_880), (MOSEI, {"dim": 64, "layers": 6}, 13_222_945, 280_640)])
+@pytest.mark.parametrize("dims, options, total, projections", [(MOSI, {}, 3_387_025, 126_880), (MOSEI, {"dim": 64, "depth": 6}, 13_222_945, 280_640)])
 def test_parameter_counts_are_the_specs(dims, options, total, projections):
     net = DiCMoR(**options).build(spec(dims))
     assert count(net) == total and count(net.backbone.projections) == projections
@@ -105,7 +105,7 @@ def batch_of(lengths_width=6, n=4, dims=None, seed=0):
 
 
 def tiny():
-    return DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=3, flow_hidden=8, rec_blocks=2, rec_reduction=4)
+    return DiCMoR(dim=8, heads=2, depth=1, conv_kernel=3, flow_steps=3, flow_hidden=8, rec_blocks=2, rec_reduction=4)
 
 
 def randomised(net):
@@ -165,7 +165,7 @@ def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding(pa
     batch = padded_sequences(lengths, dims).with_present(present)
     for padding_mask in (True, False):
         net = randomised(
-            DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=3, flow_hidden=8, rec_blocks=2, rec_reduction=4, padding_mask=padding_mask).build(
+            DiCMoR(dim=8, heads=2, depth=1, conv_kernel=3, flow_steps=3, flow_hidden=8, rec_blocks=2, rec_reduction=4, padding_mask=padding_mask).build(
                 spec(dims)
             )
         )
@@ -193,12 +193,12 @@ def test_gradients_reach_flows_only_through_the_likelihood_and_phase_2_leaves_pr
     data = load_dataset("synthetic", num_videos=20, sequence_length=6, aligned=True, seed=0)
     split = data.split(0)
     method = DiCMoR(
-        dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=2, flow_hidden=8, rec_blocks=1, rec_reduction=4, pretrain_epochs=2, epochs=2, per_condition=False
+        dim=8, heads=2, depth=1, conv_kernel=3, flow_steps=2, flow_hidden=8, rec_blocks=1, rec_reduction=4, pretrain_epochs=2, epochs=2, per_condition=False
     ).fit(split["train"], split["valid"], seed=0)
     net = method.model_
     assert not any(p.requires_grad for p in net.backbone.projections.parameters())
     # phase 2 never changed the projections phase 1 chose: refit phase 1 alone and compare
-    phase1 = DiCMoR(dim=8, heads=2, layers=1, conv_kernel=3, flow_steps=2, flow_hidden=8, rec_blocks=1, rec_reduction=4, pretrain_epochs=2, epochs=2)
+    phase1 = DiCMoR(dim=8, heads=2, depth=1, conv_kernel=3, flow_steps=2, flow_hidden=8, rec_blocks=1, rec_reduction=4, pretrain_epochs=2, epochs=2)
     from imsa.protocols import Protocol
 
     phase1.fit(split["train"], split["valid"], seed=0, protocol=Protocol("random", rate=0.0))
@@ -327,7 +327,7 @@ def test_a_model_trained_with_padding_mask_predicts_the_same_in_any_batch(check_
         DiCMoR(
             dim=8,
             heads=2,
-            layers=1,
+            depth=1,
             conv_kernel=3,
             flow_steps=3,
             flow_hidden=8,

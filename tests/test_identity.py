@@ -82,3 +82,42 @@ def test_new_artefacts_record_the_release_and_schema_that_wrote_them(tmp_path):
     assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())[META_KEY] == stamp()
     assert json.loads((tmp_path / "run" / "models" / "seed1-fold0.json").read_text())[META_KEY] == stamp()
     assert json.loads((tmp_path / "run" / "runs" / "seed1-fold0.json").read_text())["versions"]["schema"] == SCHEMA
+
+
+@pytest.mark.parametrize(
+    "method, old, new, value",
+    [
+        ("mult", "layers", "depth", 2),
+        ("dicmor", "layers", "depth", 2),
+        ("dicmor", "rec_weight", "recon_weight", 0.3),
+        ("imder", "rec_weight", "recon_weight", 0.3),
+        ("lnln", "mask_padding", "padding_mask", False),
+    ],
+)
+def test_a_renamed_key_is_read_with_a_warning_and_keeps_the_identity(method, old, new, value, caplog, monkeypatch):
+    import imsa.config
+    from imsa.methods import method_class
+    from imsa.methods.registry import create_method
+
+    monkeypatch.setattr(imsa.config, "_WARNED", set())  # warned once per process: start afresh
+    cls = method_class(method).Config
+    with caplog.at_level("WARNING", logger="imsa"):
+        config = create_method(method, **{old: value}).config
+    assert getattr(config, new) == value
+    assert any(f"{old!r}" in r.getMessage() and f"{new!r}" in r.getMessage() for r in caplog.records)
+    written_before = {**EXPERIMENT, "method": method, "config": {old: value}}  # an artefact of imsa 0.4
+    written_now = {**EXPERIMENT, "method": method, "config": {new: value}}
+    assert fingerprint(written_before, cls) == fingerprint(written_now, cls)
+    assert not differences(written_before, written_now, cls)
+    assert differences(written_before, {**written_now, "config": {new: value * 2 if value else True}}, cls)
+
+
+@pytest.mark.parametrize("method", ["dicmor", "imder"])
+def test_backbone_keys_a_method_gained_keep_its_identity_at_their_old_behaviour(method):
+    from imsa.methods import method_class
+
+    cls = method_class(method).Config
+    now = {**EXPERIMENT, "method": method, "config": {"dim": 32, "relu_dropout": 0.0, "res_dropout": 0.0, "causal": True}}
+    before = {**EXPERIMENT, "method": method, "config": {"dim": 32}}
+    assert fingerprint(now, cls) == fingerprint(before, cls)
+    assert fingerprint({**now, "config": {**now["config"], "causal": False}}, cls) != fingerprint(before, cls)

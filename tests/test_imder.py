@@ -19,7 +19,7 @@ IMDer = method_class("imder")
 TINY = dict(
     dim=8,
     heads=2,
-    layers=1,
+    depth=1,
     conv_kernel=3,
     sampling_steps=3,
     unet_channels=(8, 8, 8, 8),
@@ -41,7 +41,7 @@ def count(module):
 
 @pytest.mark.parametrize("dims, layers, total", [({"l": 768, "a": 5, "v": 20}, 4, 13_001_425), ({"l": 768, "a": 74, "v": 35}, 6, 13_461_841)])
 def test_parameter_counts_are_the_released_models(dims, layers, total):
-    net = IMDer(layers=layers).build(spec(dims))
+    net = IMDer(depth=layers).build(spec(dims))
     assert count(net) == total
     assert count(net.scores["a"]) == 3_457_536 and net.scores["a"].time[0].W.numel() == 128  # fixed Fourier weights: a buffer
     assert count(net.refiners["l"]) == 522_224 and count(net.conditions) == 3 * 2_080

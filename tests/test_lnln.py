@@ -136,7 +136,7 @@ def test_padding_is_masked_and_predictions_do_not_depend_on_the_batch():
         torch.testing.assert_close(net(dataclasses.replace(batch, inputs=noisy)).prediction, before)
         alone = torch.cat([net(batch.select(torch.tensor([i]))).prediction for i in range(len(batch))])
         torch.testing.assert_close(alone, before, atol=1e-5, rtol=1e-5)
-        unmasked = LNLN(**TINY, mask_padding=False).build(DataSpec.of(data)).eval()
+        unmasked = LNLN(**TINY, padding_mask=False).build(DataSpec.of(data)).eval()
         unmasked.load_state_dict(net.state_dict())
         assert not torch.allclose(unmasked(dataclasses.replace(batch, inputs=noisy)).prediction, before)
 

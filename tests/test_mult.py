@@ -33,7 +33,7 @@ def count(module):
 )
 def test_parameter_counts_are_imders_backbone(dims, layers, parts):
     spec = DataSpec(modalities=("l", "a", "v"), dims=dims, sequence={m: True for m in dims}, task="regression", output_dim=1)
-    net = MulT(layers=layers).build(spec)
+    net = MulT(depth=layers).build(spec)
     projections, crossmodal, memory, head, total = parts
     assert count(net.projections) == projections
     assert all(count(block) == crossmodal for block in net.mult.crossmodal.values()) and len(net.mult.crossmodal) == 6
@@ -76,8 +76,8 @@ def test_with_padding_mask_an_utterance_does_not_depend_on_its_batchs_padding(pa
     dims = {"l": 6, "a": 3, "v": 4}
     spec = DataSpec(modalities=tuple(dims), dims=dims, sequence={m: True for m in dims}, task="regression", output_dim=1)
     torch.manual_seed(0)
-    masked = MulT(dim=8, heads=2, layers=2, padding_mask=True).build(spec).eval()
-    released = MulT(dim=8, heads=2, layers=2).build(spec).eval()
+    masked = MulT(dim=8, heads=2, depth=2, padding_mask=True).build(spec).eval()
+    released = MulT(dim=8, heads=2, depth=2).build(spec).eval()
     alone = padded_sequences([5], width=5)
     pad = torch.nn.functional.pad
     padded = dataclasses.replace(
@@ -111,7 +111,7 @@ def test_aligned_synthetic_sequences_have_mosis_and_moseis_shapes():
 def test_mult_learns_on_aligned_sequences():
     data = load_dataset("synthetic", num_videos=30, sequence_length=8, aligned=True, seed=1)
     split = data.split(0)
-    method = MulT(dim=16, heads=4, layers=2, epochs=20, lr=3e-3).fit(split["train"], split["valid"], seed=0)
+    method = MulT(dim=16, heads=4, depth=2, epochs=20, lr=3e-3).fit(split["train"], split["valid"], seed=0)
     test = split["test"]
     predictions = np.concatenate([method.predict(b).prediction.numpy() for b in iterate_batches(test, 64)])
     mae = float(np.mean(np.abs(predictions - test.labels)))

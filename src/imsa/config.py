@@ -11,6 +11,7 @@ is a frozen dataclass: nothing mutates it afterwards.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import typing
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from pathlib import Path
 import yaml
 
 from .errors import ConfigError, did_you_mean
+
+logger = logging.getLogger("imsa")
 
 
 def parse_assignments(pairs: list[str]) -> dict:
@@ -108,13 +111,26 @@ def _coerce(value, annotation, key: str, owner: str):
     raise ConfigError(f"The {key!r} parameter of {owner} must be {names}. Got {value!r} instead.")
 
 
+_WARNED: set = set()
+
+
+def _warn_renamed(owner: str, old: str, new: str) -> None:
+    if (owner, old) not in _WARNED:
+        _WARNED.add((owner, old))
+        logger.warning("Config key %r of %s is now %r; the old name is read until the next release.", old, owner, new)
+
+
 def build_config(cls, *layers: dict | None):
     """Instantiate dataclass ``cls`` from its defaults updated by each dict in ``layers``."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
     values = {}
+    renamed = getattr(cls, "RENAMED", {})
     for layer in layers:
         for key, value in (layer or {}).items():
+            if key in renamed and renamed[key] in fields:  # an old name: still read, for one release
+                _warn_renamed(cls.__qualname__, key, renamed[key])
+                key = renamed[key]
             if key not in fields:
                 raise ConfigError(f"Unknown config key {key!r} for {cls.__qualname__}.{did_you_mean(key, fields)} Valid keys: {', '.join(fields)}.")
             values[key] = _coerce(value, hints[key], key, cls.__qualname__)

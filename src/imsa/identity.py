@@ -10,6 +10,10 @@ form (:func:`canonical`), so that an upgrade does not strand a user's runs:
   out where it has that value (:data:`ADDED_KEYS`, the migration table; each entry has
   a test). An artefact written before the key existed keeps its identity; one that
   sets the key to another value has another identity, as it should.
+* A method's config class declares its own migrations: ``RENAMED`` (a key's old name,
+  to which the identity keeps referring, so artefacts written under it stay the same
+  experiment) and ``ADDED`` (a key it gained, with the value that reproduces its old
+  behaviour); :func:`canonical` applies them where it is given the class.
 * Tuples and lists are the same (YAML and JSON turn one into the other).
 * Where a release changes what a value means, :data:`SCHEMA` goes up. Every artefact
   records the imsa version and schema that wrote it (:func:`stamp`, under
@@ -48,8 +52,12 @@ def _plain(value):
     return value
 
 
-def canonical(identity: dict) -> dict:
+def canonical(identity: dict, config_class=None) -> dict:
     """``identity`` without its ``written_by`` stamp and without added keys at their old-behaviour value.
+
+    ``config_class`` (the method's config dataclass) brings the method's own migrations:
+    its ``RENAMED`` keys go back to the names artefacts were first written with, and its
+    ``ADDED`` keys at their old-behaviour value are left out, in the ``config`` section.
 
     >>> canonical({"protocol": {"kind": "fixed", "rate": 0.0, "frames": 0.0}, "written_by": {"imsa": "0.5.0"}})
     {'protocol': {'kind': 'fixed', 'rate': 0.0}}
@@ -59,15 +67,23 @@ def canonical(identity: dict) -> dict:
         where = data if not section else data.get(section)
         if isinstance(where, dict) and key in where and where[key] == _plain(neutral):
             del where[key]
+    config = data.get("config")
+    if config_class is not None and isinstance(config, dict):
+        for old, new in getattr(config_class, "RENAMED", {}).items():
+            if new in config and old not in config:
+                config[old] = config.pop(new)
+        for key, neutral in getattr(config_class, "ADDED", {}).items():
+            if key in config and config[key] == _plain(neutral):
+                del config[key]
     return data
 
 
-def fingerprint(identity: dict) -> str:
+def fingerprint(identity: dict, config_class=None) -> str:
     """sha256 of the canonical identity (keys sorted): equal for the same experiment across releases."""
-    return hashlib.sha256(json.dumps(canonical(identity), sort_keys=True, default=str).encode()).hexdigest()
+    return hashlib.sha256(json.dumps(canonical(identity, config_class), sort_keys=True, default=str).encode()).hexdigest()
 
 
-def differences(previous: dict, current: dict) -> list[str]:
+def differences(previous: dict, current: dict, config_class=None) -> list[str]:
     """The keys in which two identities differ, each as ``key (A before, B now)``, nested keys dotted."""
     found = []
 
@@ -78,7 +94,7 @@ def differences(previous: dict, current: dict) -> list[str]:
         elif a != b:
             found.append(f"{prefix[:-1]} ({a!r} before, {b!r} now)")
 
-    walk(canonical(previous or {}), canonical(current), "")
+    walk(canonical(previous or {}, config_class), canonical(current, config_class), "")
     return found
 
 

@@ -199,7 +199,7 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
 def experiment_fingerprint(resolved: dict) -> str:
     """The identity every run file of a run directory carries: its resolved experiment, less seeds and folds
     (see :mod:`imsa.identity`)."""
-    return fingerprint({k: v for k, v in resolved.items() if k not in ("seeds", "folds")})
+    return fingerprint({k: v for k, v in resolved.items() if k not in ("seeds", "folds")}, method_class(resolved["method"]).Config)
 
 
 def check_record(spec: "RunSpec", record: RunRecord) -> RunRecord:
@@ -421,7 +421,7 @@ def _claim_directory(out: Path, resolved: dict) -> None:
                 f"{config_path}: damaged ({type(e).__name__}); this directory cannot be resumed safely. Choose another --out, or delete the directory to start over."
             ) from None
         check_schema(previous, config_path)
-        changed = differences(previous, resolved)
+        changed = differences(previous, resolved, method_class(resolved["method"]).Config)
         if changed:
             raise ConfigError(
                 f"{out} already holds a different experiment (differs in: {'; '.join(changed)}). Choose another --out, or delete that directory to start over."

@@ -34,6 +34,7 @@ import numpy as np
 from ..errors import ConfigError, did_you_mean
 from ..files import atomic_write, atomic_write_text
 from ..identity import META_KEY, check_schema, fingerprint
+from ..methods.registry import METHODS
 from ..protocols import Protocol
 
 SPLITS = ("valid", "test")
@@ -144,9 +145,8 @@ class RunRecord:
     @property
     def config_id(self) -> str:
         """A short id of what makes runs comparable in one table cell: config, data options, data."""
-        return fingerprint(
-            {"config": self.config, "dataset_options": self.dataset_options, "data_checksum": self.data_checksum, "mask_seed": self.protocol.mask_seed}
-        )[:8]
+        identity = {"config": self.config, "dataset_options": self.dataset_options, "data_checksum": self.data_checksum, "mask_seed": self.protocol.mask_seed}
+        return fingerprint(identity, METHODS[self.method].Config if self.method in METHODS else None)[:8]
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)

@@ -282,7 +282,7 @@ def run_tune(
         if identity_file.exists():
             previous = yaml.safe_load(identity_file.read_text())
             check_schema(previous, identity_file)
-            changed = differences(previous, identity)
+            changed = differences(previous, identity, method_class(method).Config)
             if changed:
                 raise ConfigError(
                     f"{out} holds another search ({identity_file}; differs in: {'; '.join(changed)}); choose another --out to search something else."

@@ -4,10 +4,14 @@ backbone of ``mult``, DiCMoR and IMDer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import ClassVar
+
 import numpy as np
 import torch
 
 from ..batch import TEXT, Batch, tensor_cache
+from ..config import COUNT, PROBABILITY
 from ..data.dataset import Dataset, Subset
 from ..errors import ConfigError
 from ..missing import condition_index, fixed_conditions, make_sampler
@@ -18,7 +22,7 @@ from ..protocols import Protocol
 from ..training import RunContext
 from .base import Method
 from .phase import Phase, task_loss
-from .spec import DataSpec, Output
+from .spec import DataSpec, Output, TrainConfig
 
 
 def pooled(batch: Batch, modality: str) -> torch.Tensor:
@@ -81,19 +85,68 @@ def check_aligned(dataset: Dataset, method: str, kernel: int) -> None:
         raise ConfigError(f"{dataset.name}: {min(widths.values())} steps, fewer than conv_kernel={kernel}; lower conv_kernel.")
 
 
+@dataclass(frozen=True)
+class MulTBackboneConfig(TrainConfig):
+    """The MulT backbone's keys, one set for ``mult``, DiCMoR and IMDer (the defaults are
+    MulT's as IMDer releases it; a method overrides what its paper changes).
+
+    Attributes
+    ----------
+    dim, heads, depth : int
+        Width of every crossmodal stream, attention heads, crossmodal layers (the memory
+        encoders have ``max(depth, 3)``).
+    conv_kernel : int
+        Kernel of the input projections (3 in IMDer, 5 in DiCMoR).
+    attn_dropout, attn_dropout_a, attn_dropout_v : float
+        Attention dropout of the blocks attending to text (and of the memories), to
+        audio, to vision.
+    relu_dropout, res_dropout, embed_dropout, output_dropout, text_dropout : float
+    causal : bool
+        The causal attention mask of the released code.
+    padding_mask : bool
+        Keep padded steps out of attention and read the last real step (off, as released).
+    text_encoder : str
+        ``""`` reads the precomputed text features; a local Hugging Face model folder, or
+        ``minilm``, encodes the dataset's token ids (``text_bert``) with that encoder.
+    """
+
+    dim: int = 32
+    heads: int = 8
+    depth: int = 4
+    conv_kernel: int = 3
+    attn_dropout: float = 0.0
+    attn_dropout_a: float = 0.2
+    attn_dropout_v: float = 0.0
+    relu_dropout: float = 0.0
+    res_dropout: float = 0.0
+    embed_dropout: float = 0.2
+    output_dropout: float = 0.0
+    text_dropout: float = 0.0
+    causal: bool = True
+    padding_mask: bool = False
+    text_encoder: str = ""
+
+    DOMAINS: ClassVar[dict] = {
+        **TrainConfig.DOMAINS,
+        **{k: COUNT for k in ("dim", "heads", "depth", "conv_kernel")},
+        **{
+            name: PROBABILITY
+            for name in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout", "embed_dropout", "output_dropout", "text_dropout")
+        },
+    }
+    RENAMED: ClassVar[dict] = {"layers": "depth"}  # imsa 0.4 called it layers
+
+
 class MulTBackbone(MulTModel):
     """The MulT model (projections, trunk, head) of a config with MulT's keys, predicting a
     :class:`Batch`: the ``mult`` baseline and the backbone of DiCMoR and IMDer.
 
-    ``dim``, ``heads``, ``layers``, ``conv_kernel``, ``attn_dropout(_a, _v)``,
-    ``embed_dropout``, ``output_dropout`` and ``text_dropout`` are required; a config
-    without ``relu_dropout``, ``res_dropout``, ``causal`` or ``padding_mask`` gets the
-    released values (0, 0, causal, no padding mask). A config with a ``text_encoder``
-    reads the text as that encoder's states of the batch's token ids.
+    ``cfg`` is a :class:`MulTBackboneConfig`. A config with a ``text_encoder`` reads the
+    text as that encoder's states of the batch's token ids.
     """
 
     def __init__(self, spec: DataSpec, cfg):
-        encoder = TextEncoder.for_token_ids(cfg.text_encoder) if getattr(cfg, "text_encoder", "") else None
+        encoder = TextEncoder.for_token_ids(cfg.text_encoder) if cfg.text_encoder else None
         super().__init__(
             spec.modalities,
             {**spec.dims, **({TEXT: encoder.dim} if encoder is not None else {})},
@@ -101,16 +154,16 @@ class MulTBackbone(MulTModel):
             spec.task,
             dim=cfg.dim,
             heads=cfg.heads,
-            layers=cfg.layers,
+            layers=cfg.depth,
             kernel=cfg.conv_kernel,
             attn_dropout=(cfg.attn_dropout, cfg.attn_dropout_a, cfg.attn_dropout_v),
-            relu_dropout=getattr(cfg, "relu_dropout", 0.0),
-            res_dropout=getattr(cfg, "res_dropout", 0.0),
+            relu_dropout=cfg.relu_dropout,
+            res_dropout=cfg.res_dropout,
             embed_dropout=cfg.embed_dropout,
             output_dropout=cfg.output_dropout,
             text_dropout=cfg.text_dropout,
-            causal=getattr(cfg, "causal", True),
-            padding_mask=getattr(cfg, "padding_mask", False),
+            causal=cfg.causal,
+            padding_mask=cfg.padding_mask,
         )
         self.text_encoder = encoder
 

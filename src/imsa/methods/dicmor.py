@@ -84,10 +84,10 @@ from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import Method
-from .common import MulTBackbone, PerCondition, check_aligned
+from .common import MulTBackbone, MulTBackboneConfig, PerCondition, check_aligned
 from .phase import Phase, TrainingMasks, complete_setting, task_loss
 from .registry import register_method
-from .spec import DataSpec, Output, TrainConfig
+from .spec import DataSpec, Output
 
 
 class DiCMoRNet(nn.Module):
@@ -148,14 +148,13 @@ def sentiment_classes(labels: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class DiCMoRConfig(TrainConfig):
+class DiCMoRConfig(MulTBackboneConfig):
     """DiCMoR defaults: the released MOSI settings (``docs/dicmor.md`` section 3.7).
 
     Attributes
     ----------
-    dim, heads, layers, conv_kernel : int
-        MulT width, heads, layers and projection kernel (MOSI 32 / 8 / 4 / 5).
-    attn_dropout, attn_dropout_a, attn_dropout_v, embed_dropout, output_dropout, text_dropout : float
+    dim, heads, depth, conv_kernel, attn_dropout(_a, _v), relu_dropout, res_dropout, embed_dropout, output_dropout, text_dropout, causal
+        The MulT backbone (:class:`~imsa.methods.common.MulTBackboneConfig`; MOSI 32 / 8 / 4 / 5 width, heads, depth, kernel).
     text_encoder : str
         ``""`` reads the precomputed text features; a local Hugging Face model folder, or
         ``minilm``, encodes the dataset's token ids (``text_bert``) with that encoder,
@@ -172,7 +171,7 @@ class DiCMoRConfig(TrainConfig):
         Clamp each flow's batch NLL at 0 (released).
     rec_blocks, rec_reduction : int
         Refiner depth (residual channel-attention blocks) and channel reduction.
-    nll_weight, rec_weight : float
+    nll_weight, recon_weight : float
         Weights of the summed flow NLLs and of the reconstruction MSE.
     pretrain_epochs, pretrain_lr : int, float
         Phase 1 (complete data).
@@ -187,18 +186,10 @@ class DiCMoRConfig(TrainConfig):
         on it, all from one phase 1); false: one model trained with ``train_missing``.
     """
 
-    dim: int = 32
-    heads: int = 8
-    layers: int = 4
     conv_kernel: int = 5
     attn_dropout: float = 0.3
-    attn_dropout_a: float = 0.2
-    attn_dropout_v: float = 0.0
-    embed_dropout: float = 0.2
     output_dropout: float = 0.5
     text_dropout: float = 0.5
-    text_encoder: str = ""
-    padding_mask: bool = False
     flow_steps: int = 32
     flow_hidden: int = 64
     flow_step: str = "coupling"
@@ -206,7 +197,7 @@ class DiCMoRConfig(TrainConfig):
     rec_blocks: int = 20
     rec_reduction: int = 16
     nll_weight: float = 0.1
-    rec_weight: float = 0.1
+    recon_weight: float = 0.1
     pretrain_epochs: int = 100
     pretrain_lr: float = 1e-4
     epochs: int = 100
@@ -223,18 +214,16 @@ class DiCMoRConfig(TrainConfig):
     per_condition: bool = True
 
     DOMAINS: ClassVar[dict] = {
-        **TrainConfig.DOMAINS,
-        **{
-            k: COUNT
-            for k in ("dim", "heads", "layers", "conv_kernel", "flow_steps", "flow_hidden", "rec_blocks", "rec_reduction", "pretrain_epochs", "accumulate")
-        },
+        **MulTBackboneConfig.DOMAINS,
+        **{k: COUNT for k in ("flow_steps", "flow_hidden", "rec_blocks", "rec_reduction", "pretrain_epochs", "accumulate")},
         "plateau_factor": PROBABILITY,
         "plateau_patience": NON_NEGATIVE,
-        **{k: PROBABILITY for k in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "embed_dropout", "output_dropout", "text_dropout")},
         "nll_weight": NON_NEGATIVE,
-        "rec_weight": NON_NEGATIVE,
+        "recon_weight": NON_NEGATIVE,
         "pretrain_lr": POSITIVE,
     }
+    RENAMED: ClassVar[dict] = {**MulTBackboneConfig.RENAMED, "rec_weight": "recon_weight"}  # imsa 0.4's names
+    ADDED: ClassVar[dict] = {"relu_dropout": 0.0, "res_dropout": 0.0, "causal": True}  # the backbone's keys it lacked in 0.4, at 0.4's behaviour
     CHOICES: ClassVar[dict] = {"flow_step": ("coupling", "glow"), "grad_clip_mode": ("value", "norm")}
 
     def __post_init__(self):
@@ -257,7 +246,7 @@ class DiCMoR(Method):
     tiny_config: ClassVar[dict] = {
         "dim": 8,
         "heads": 2,
-        "layers": 1,
+        "depth": 1,
         "conv_kernel": 1,
         "flow_steps": 2,
         "flow_hidden": 8,
@@ -385,7 +374,7 @@ class DiCMoR(Method):
             missing = (~present).to(errors.dtype)
             reconstruction = ((errors * missing).sum(1) / missing.sum(1).clamp(min=1)).mean()
             prediction = model.backbone.head(recovered, mask)[0]
-            return task_loss(prediction, drawn.batch, task, regression_loss) + c.nll_weight * nll + c.rec_weight * reconstruction
+            return task_loss(prediction, drawn.batch, task, regression_loss) + c.nll_weight * nll + c.recon_weight * reconstruction
 
         self.phases_.append(
             self.train_phase(

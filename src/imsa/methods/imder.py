@@ -88,10 +88,10 @@ from ..nn.rcan import Refiner
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import Method
-from .common import MulTBackbone, check_aligned
+from .common import MulTBackbone, MulTBackboneConfig, check_aligned
 from .phase import Phase, TrainingMasks, complete_setting, task_loss
 from .registry import register_method
-from .spec import DataSpec, Output, TrainConfig
+from .spec import DataSpec, Output
 
 
 class IMDerNet(nn.Module):
@@ -173,14 +173,13 @@ class IMDerNet(nn.Module):
 
 
 @dataclass(frozen=True)
-class IMDerConfig(TrainConfig):
+class IMDerConfig(MulTBackboneConfig):
     """IMDer defaults: the released MOSI settings (``docs/imder.md`` sections 3 and 4.2).
 
     Attributes
     ----------
-    dim, heads, layers, conv_kernel : int
-        MulT width, heads, layers and projection kernel (32 / 8 / 4 / 3).
-    attn_dropout, attn_dropout_a, attn_dropout_v, embed_dropout, output_dropout, text_dropout : float
+    dim, heads, depth, conv_kernel, attn_dropout(_a, _v), relu_dropout, res_dropout, embed_dropout, output_dropout, text_dropout, causal
+        The MulT backbone (:class:`~imsa.methods.common.MulTBackboneConfig`; MOSI 32 / 8 / 4 / 3 width, heads, depth, kernel).
     text_encoder : str
         ``""`` reads the precomputed text features; a local Hugging Face model folder, or
         ``minilm``, encodes the dataset's token ids (``text_bert``) with that encoder,
@@ -197,7 +196,7 @@ class IMDerConfig(TrainConfig):
         The score network: level widths (the first equals ``dim``), time embedding,
         transformer layers per level, GroupNorm groups (first level, the others).
     rec_blocks, rec_reduction : int
-    score_weight, rec_weight : float
+    score_weight, recon_weight : float
     freeze_backbone : bool
         Phase 1 trains score networks, condition convolutions and refiners only.
     padding_mask : bool
@@ -211,17 +210,6 @@ class IMDerConfig(TrainConfig):
     grad_clip_mode : {"value", "norm"}
     """
 
-    dim: int = 32
-    heads: int = 8
-    layers: int = 4
-    conv_kernel: int = 3
-    attn_dropout: float = 0.0
-    attn_dropout_a: float = 0.2
-    attn_dropout_v: float = 0.0
-    embed_dropout: float = 0.2
-    output_dropout: float = 0.0
-    text_dropout: float = 0.0
-    text_encoder: str = ""
     sigma: float = 25.0
     sampling_steps: int = 100
     sample_seed: int = 0
@@ -233,9 +221,8 @@ class IMDerConfig(TrainConfig):
     rec_blocks: int = 20
     rec_reduction: int = 16
     score_weight: float = 0.1
-    rec_weight: float = 0.1
+    recon_weight: float = 0.1
     freeze_backbone: bool = False
-    padding_mask: bool = False
     pretrain_epochs: int = 100
     pretrain_lr: float = 1e-4
     epochs: int = 200
@@ -250,14 +237,10 @@ class IMDerConfig(TrainConfig):
     train_missing: str = "uniform"
 
     DOMAINS: ClassVar[dict] = {
-        **TrainConfig.DOMAINS,
+        **MulTBackboneConfig.DOMAINS,
         **{
             k: COUNT
             for k in (
-                "dim",
-                "heads",
-                "layers",
-                "conv_kernel",
                 "sampling_steps",
                 "unet_embed_dim",
                 "unet_layers",
@@ -266,15 +249,16 @@ class IMDerConfig(TrainConfig):
                 "pretrain_epochs",
             )
         },
-        **{k: PROBABILITY for k in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "embed_dropout", "output_dropout", "text_dropout")},
         "sigma": POSITIVE,
         "sample_seed": NON_NEGATIVE,
         "score_weight": NON_NEGATIVE,
-        "rec_weight": NON_NEGATIVE,
+        "recon_weight": NON_NEGATIVE,
         "pretrain_lr": POSITIVE,
         "plateau_factor": PROBABILITY,
         "plateau_patience": NON_NEGATIVE,
     }
+    RENAMED: ClassVar[dict] = {**MulTBackboneConfig.RENAMED, "rec_weight": "recon_weight"}  # imsa 0.4's names
+    ADDED: ClassVar[dict] = {"relu_dropout": 0.0, "res_dropout": 0.0, "causal": True}  # the backbone's keys it lacked in 0.4, at 0.4's behaviour
     CHOICES: ClassVar[dict] = {"condition_noise": ("shared", "independent", "none"), "grad_clip_mode": ("value", "norm")}
 
     def __post_init__(self):
@@ -303,7 +287,7 @@ class IMDer(Method):
     tiny_config: ClassVar[dict] = {
         "dim": 8,
         "heads": 2,
-        "layers": 1,
+        "depth": 1,
         "conv_kernel": 1,
         "sampling_steps": 2,
         "unet_channels": (8, 8, 8, 8),
@@ -404,7 +388,7 @@ class IMDer(Method):
                     squared = squared + masked_mean(error.transpose(1, 2), real, 1).mean(-1).sum() / size
                 recovered[m] = visible[m].index_put((rows,), refined.transpose(1, 2))
             prediction = model.backbone.head(recovered, mask)[0]
-            return task_loss(prediction, drawn.batch, task, "l1") + c.score_weight * scores + c.rec_weight * squared
+            return task_loss(prediction, drawn.batch, task, "l1") + c.score_weight * scores + c.recon_weight * squared
 
         self.phases_.append(
             self.train_phase(

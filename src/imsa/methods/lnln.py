@@ -36,7 +36,7 @@ Decisions where the released code is silent or wrong (spec section 7):
   steps (released: 1 - the nominal rate); 0 for an absent language. The nominal label is
   not offered.
 * **Padding masked** in the modality encoders (released: padded frames are attended);
-  ``mask_padding=false`` reproduces the release. Dropped frames are never masked: being
+  ``padding_mask=false`` reproduces the release. Dropped frames are never masked: being
   blind to them is the point of the method.
 * **Text**: by default the dataset's precomputed text features (zero vectors for
   dropped words), a different, cheaper protocol than the paper's (spec 5c).
@@ -128,7 +128,7 @@ class LNLNConfig(TrainConfig):
     train_noise : {"lnln", "uniform", "none"}
         Frame noise of training batches: rate 0 w.p. 1/2 else U(0, 1) per sample and
         modality; U(0, 1); or none beyond the protocol's own masks.
-    grl_on_main_path, detach_targets, mask_padding : bool
+    grl_on_main_path, detach_targets, padding_mask : bool
         See the module docstring.
     position_std : float
         Standard deviation of the positional tables' initialisation (released: 1).
@@ -160,7 +160,7 @@ class LNLNConfig(TrainConfig):
     train_noise: str = "lnln"
     grl_on_main_path: bool = False
     detach_targets: bool = False
-    mask_padding: bool = True
+    padding_mask: bool = True
     position_std: float = 1.0
     dominant_correction: bool = True
     dominant: str = "l"
@@ -172,6 +172,7 @@ class LNLNConfig(TrainConfig):
     patience: int | None = None
     lr_schedule: str = "warmup_cosine:20"
 
+    RENAMED: ClassVar[dict] = {"mask_padding": "padding_mask"}  # imsa 0.4's name
     DOMAINS: ClassVar[dict] = {
         **TrainConfig.DOMAINS,
         **{k: COUNT for k in ("dim", "tokens", "heads", "dim_head", "mlp_dim", "hyper_dim_head", "depth", "hyper_depth", "fusion_depth", "disc_hidden")},
@@ -223,7 +224,7 @@ class LNLNNet(nn.Module):
                 mask = batch.padding.get(m)
                 if x.dim() == 2:  # one vector per utterance: a one-step sequence
                     x, mask = x[:, None], None
-            out[m] = self.encoders[m](self.embed[m](x), mask if self.cfg.mask_padding else None)[:, : self.cfg.tokens]
+            out[m] = self.encoders[m](self.embed[m](x), mask if self.cfg.padding_mask else None)[:, : self.cfg.tokens]
         return out
 
     def run(self, batch: Batch) -> dict[str, torch.Tensor]:

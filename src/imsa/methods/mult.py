@@ -42,70 +42,23 @@ from typing import ClassVar
 
 from torch import nn
 
-from ..config import COUNT, PROBABILITY
 from ..errors import ConfigError
-from .common import MulTBackbone, SinglePhaseMethod
+from .common import MulTBackbone, MulTBackboneConfig, SinglePhaseMethod
 from .registry import register_method
-from .spec import DataSpec, TrainConfig
+from .spec import DataSpec
 
 
 @dataclass(frozen=True)
-class MulTConfig(TrainConfig):
-    """MulT defaults: IMDer's MOSI backbone (``docs/imder.md`` section 3.8).
+class MulTConfig(MulTBackboneConfig):
+    """MulT defaults: IMDer's MOSI backbone (``docs/imder.md`` section 3.8); the keys are
+    those of :class:`~imsa.methods.common.MulTBackboneConfig`, with their defaults."""
 
-    Attributes
-    ----------
-    dim, heads, layers : int
-        Width of every crossmodal stream, attention heads, crossmodal layers (the memory
-        encoders have ``max(layers, 3)``).
-    conv_kernel : int
-        Kernel of the input projections (3 in IMDer, 5 in DiCMoR).
-    attn_dropout, attn_dropout_a, attn_dropout_v : float
-        Attention dropout of the blocks attending to text (and of the memories), to
-        audio, to vision.
-    relu_dropout, res_dropout, embed_dropout, output_dropout, text_dropout : float
-    causal : bool
-        The causal attention mask of the released code.
-    padding_mask : bool
-        Hide padded keys and read the last real step (off, as released).
-    text_encoder : str
-        ``""`` reads the precomputed text features; a local Hugging Face model folder, or
-        ``minilm``, fine-tunes that encoder on the dataset's token ids (``text_bert``).
-    """
-
-    dim: int = 32
-    heads: int = 8
-    layers: int = 4
-    conv_kernel: int = 3
-    attn_dropout: float = 0.0
-    attn_dropout_a: float = 0.2
-    attn_dropout_v: float = 0.0
-    relu_dropout: float = 0.0
-    res_dropout: float = 0.0
-    embed_dropout: float = 0.2
-    output_dropout: float = 0.0
-    text_dropout: float = 0.0
-    causal: bool = True
-    padding_mask: bool = False
-    text_encoder: str = ""
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 32
     epochs: int = 100
     patience: int | None = 20
     train_missing: str = "complete"
-
-    DOMAINS: ClassVar[dict] = {
-        **TrainConfig.DOMAINS,
-        "dim": COUNT,
-        "heads": COUNT,
-        "layers": COUNT,
-        "conv_kernel": COUNT,
-        **{
-            name: PROBABILITY
-            for name in ("attn_dropout", "attn_dropout_a", "attn_dropout_v", "relu_dropout", "res_dropout", "embed_dropout", "output_dropout", "text_dropout")
-        },
-    }
 
     def __post_init__(self):
         super().__post_init__()
@@ -122,7 +75,7 @@ class MulTMethod(SinglePhaseMethod):
     inputs = "sequence"
     default_threads = 1
     token_text = True
-    tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "layers": 1, "conv_kernel": 1}
+    tiny_config: ClassVar[dict] = {"dim": 8, "heads": 2, "depth": 1, "conv_kernel": 1}
 
     def build(self, spec: DataSpec) -> nn.Module:
         return MulTBackbone(spec, self.config)

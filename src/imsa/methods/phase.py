@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from ..batch import Batch, draw_frames, iterate_batches
 from ..data.dataset import Dataset, Subset
 from ..errors import ConfigError
-from ..identity import fingerprint
+from ..identity import canonical, fingerprint
 from ..metrics import METRICS
 from ..missing import fixed_conditions
 from ..protocols import Protocol
@@ -152,7 +152,7 @@ def run_phase(method, model: torch.nn.Module, train: Subset, valid: Subset, phas
             "epochs": phase.epochs or cfg.epochs,
             "lr": phase.lr or cfg.lr,
         }
-        checkpoint = context.shared / f"{method.name}-{phase.name}-{fingerprint(key)[:24]}.pt"
+        checkpoint = context.shared / f"{method.name}-{phase.name}-{fingerprint(key, method.Config)[:24]}.pt"
         run_identity["key"] = checkpoint.stem
     return run_training(
         model,
@@ -178,7 +178,7 @@ def run_phase(method, model: torch.nn.Module, train: Subset, valid: Subset, phas
         keep_optimizer_state=phase.keep_optimizer_state,
         device=device,
         precision=precision,
-        fingerprint=run_identity,
+        fingerprint=canonical(run_identity, method.Config),
         callbacks=context.callbacks,
     )
 

@@ -105,6 +105,12 @@ class TrainConfig:
     train_missing: str = "complete"
     lr_schedule: str = "constant"
 
+    # Keys renamed since a release (old name -> new; the old is accepted with a warning for one
+    # release) and keys added with a default that reproduces the behaviour from before them
+    # (key -> that value): both keep the identity of artefacts of that release (imsa.identity).
+    RENAMED: ClassVar[dict] = {}
+    ADDED: ClassVar[dict] = {}
+
     # The domain of every numeric key, checked on construction (CLI, YAML, grids and the
     # Python API all build configs here); a subclass extends it with its own keys.
     DOMAINS: ClassVar[dict] = {

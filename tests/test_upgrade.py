@@ -108,3 +108,12 @@ def test_a_tuning_study_of_0_4_0_continues(old, capsys):
     assert trials() == 2  # finished: nothing trained again
     assert main([*tune, "--trials", "3"]) == 0
     assert trials() == 3
+
+
+@pytest.mark.parametrize("depth", ["layers=1", "depth=1"])
+def test_a_dicmor_run_of_0_4_0_resumes_under_the_renamed_keys(old, capsys, depth):
+    options = ["dim=8", "heads=2", depth, "conv_kernel=3", "flow_steps=2", "flow_hidden=8", "rec_blocks=1", "rec_reduction=4", "pretrain_epochs=1"]
+    options += ["epochs=1", "per_condition=false", "data.num_videos=12", "data.sequence_length=6", "data.aligned=true"]
+    args = ["run", "--method", "dicmor", "--quiet", "--out", str(old / "dicmor")] + [a for o in options for a in ("--set", o)]
+    assert main(args) == 0
+    assert "The run had finished earlier" in capsys.readouterr().out

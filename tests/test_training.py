@@ -17,11 +17,12 @@ from torch import nn
 
 from imsa.batch import Batch, iterate_batches, tensor_cache
 from imsa.errors import ConfigError, DataError
+from imsa.evaluation import evaluate, predict_settings, selection_score
 from imsa.methods import create_method
 from imsa.metrics import compute_metrics
 from imsa.missing import IndependentDropout
 from imsa.protocols import Protocol
-from imsa.training import RunContext, evaluate, predict_settings, seed_everything, selection_score, train
+from imsa.training import RunContext, seed_everything, train
 
 
 class TinyNet(nn.Module):

@@ -3,8 +3,8 @@
 It owns what every phase needs and none should copy: seeded shuffling, optimiser
 steps, validation after each epoch, validation-only selection of the best epoch,
 early stopping, checkpoints that let an interrupted phase resume exactly where it
-stopped, and progress reports through callbacks. Evaluation under many
-missing-modality settings in one call lives here too.
+stopped (:mod:`imsa.checkpoints`), and progress reports through callbacks. Scoring under
+many missing-modality settings and the selection score are :mod:`imsa.evaluation`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import copy
 import logging
 import math
 import os
-import pickle
 import random
 import time
 from dataclasses import dataclass, field
@@ -24,14 +23,11 @@ from typing import Protocol as TypingProtocol
 import numpy as np
 import torch
 
-from .batch import Batch, iterate_batches
-from .data.dataset import Subset
+from .batch import Batch
+from .checkpoints import resume_checkpoint, save_checkpoint
 from .devices import autocast, check_precision, grad_scaler, resolve_device
-from .errors import ConfigError, DataError, did_you_mean
-from .files import atomic_torch_save, load_tensors_only
-from .identity import canonical
+from .errors import ConfigError
 from .logs import check_loggers
-from .metrics import METRICS, compute_metrics
 
 logger = logging.getLogger(__name__)
 
@@ -304,7 +300,7 @@ def train(
         "plateau_scale": 1.0,
     }
     if checkpoint is not None and checkpoint.exists():
-        state = {**state, **_resume(checkpoint, model, optimizer, extra_state, phase, fingerprint)}
+        state = {**state, **resume_checkpoint(checkpoint, model, optimizer, extra_state, phase, fingerprint)}
     if accumulate < 1:
         raise ConfigError(f"accumulate must be at least 1, got {accumulate!r}.")
 
@@ -396,170 +392,17 @@ def train(
             break
         # -- checkpoint, now and then
         if checkpoint is not None and epoch < epochs and time.monotonic() - last_save >= checkpoint_interval:
-            _save(checkpoint, model, optimizer, extra_state, state, fingerprint)
+            save_checkpoint(checkpoint, model, optimizer, extra_state, state, fingerprint)
             last_save = time.monotonic()
 
     if state["best_state"] is not None and not state["finished"] and not keep_last:
         model.load_state_dict(state["best_state"])
     state["finished"] = True
     if checkpoint is not None:
-        _save(checkpoint, model, optimizer, extra_state, state, fingerprint)
+        save_checkpoint(checkpoint, model, optimizer, extra_state, state, fingerprint)
     model.eval()
     result = TrainResult(phase, state["best_epoch"], state["best_score"], state["next_epoch"], state["stopped_early"], state["history"])
     if keep_optimizer_state:
         result.optimizer_state = copy.deepcopy(optimizer.state_dict())
     notify(callbacks, "on_phase_end", phase, result)
     return result
-
-
-def _save(path: Path, model, optimizer, extra_state, state: dict, fingerprint) -> None:
-    atomic_torch_save(
-        {
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "extra": extra_state.state_dict() if extra_state is not None else None,
-            "torch_rng": torch.get_rng_state(),
-            "state": state,
-            "fingerprint": fingerprint,
-        },
-        path,
-    )
-
-
-def _resume(path: Path, model, optimizer, extra_state, phase: str, fingerprint) -> dict:
-    try:
-        saved = load_tensors_only(path)
-        mismatch = canonical(saved.get("fingerprint") or {}) != canonical(fingerprint or {})
-        if not mismatch:
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            if extra_state is not None and saved.get("extra") is not None:
-                extra_state.load_state_dict(saved["extra"])
-            torch.set_rng_state(saved["torch_rng"])
-            state = saved["state"]
-    except pickle.UnpicklingError:  # weights_only refused it: more than tensors and plain containers
-        raise DataError(
-            f"{path}: refused: not a plain tensor checkpoint, so it was not loaded (nothing in it ran); cannot resume phase {phase}. Delete it to start the phase afresh."
-        ) from None
-    except Exception as e:  # a checkpoint of another model or a damaged file
-        first = (str(e).strip().splitlines() or [""])[0][:200]
-        raise DataError(
-            f"{path}: cannot resume phase {phase} from this checkpoint ({type(e).__name__}: {first}). Delete it to start the phase afresh."
-        ) from None
-    if mismatch:
-        raise DataError(
-            f"{path}: this checkpoint belongs to another run (different seed or config). Use another workdir, or delete it to start the phase afresh."
-        )
-    if state["finished"]:
-        logger.info("%s: finished phase found in %s; restored it.", phase, path)
-    else:
-        logger.info("%s: resuming from epoch %d (%s).", phase, state["next_epoch"], path)
-    return state
-
-
-# -- evaluation -----------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def predict_settings(
-    predict: Callable[[Batch], torch.Tensor],
-    subset: Subset,
-    settings: dict[str, np.ndarray],
-    *,
-    level: str = "utterance",
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-) -> dict[str, np.ndarray]:
-    """Predictions for every utterance of ``subset`` under each missing-modality setting.
-
-    All settings are scored in one pass: each batch is repeated once per setting with
-    that setting's ``present`` mask, so the model runs once on the stacked batch.
-
-    Parameters
-    ----------
-    predict : callable
-        ``predict(batch) -> Tensor`` of shape ``(B, [S,] [C])``, reading ``batch.present``.
-    subset : Subset
-    settings : dict of str to ndarray
-        Name -> ``(N_dataset, M)`` bool present mask per dataset utterance, or a
-        :class:`~imsa.frames.FrameSetting` that adds frame masks.
-    level : {"utterance", "video"}
-    batch_size : int
-        Utterances (or videos) per batch before the repetition over settings.
-    device, precision
-        Where the model is (batches are built there), and the autocast precision.
-
-    Returns
-    -------
-    dict of str to ndarray
-        Name -> predictions aligned with ``subset.indices``: ``(N,)`` or ``(N, C)``.
-    """
-    from .frames import FrameSetting
-
-    names = list(settings)
-    device = torch.device(device)
-    present_of = {k: v.present if isinstance(v, FrameSetting) else v for k, v in settings.items()}
-    stacked = torch.from_numpy(np.stack([present_of[k] for k in names])).to(device)  # (K, N_dataset, M)
-    framed = [k for k in names if isinstance(settings[k], FrameSetting)]
-    frames = {}  # modality -> (K, N_dataset, T) kept steps, every step kept under plain settings
-    if framed:
-        for m in settings[framed[0]].frames:
-            width = settings[framed[0]].frames[m].shape[1]
-            frames[m] = torch.from_numpy(np.stack([settings[k].frames[m] if k in framed else np.ones((len(subset.dataset), width), bool) for k in names])).to(
-                device
-            )
-    out: dict[str, list] = {k: [] for k in names}
-    for batch in iterate_batches(subset, batch_size, level=level, device=device):
-        rows = batch.index.clamp(min=0)
-        present = stacked[:, rows].reshape((-1,) + batch.present.shape[1:])
-        stacked_batch = batch.repeat(len(names)).with_present(present)
-        if frames:
-            stacked_batch = stacked_batch.with_frames({m: keep[:, rows].reshape((-1,) + batch.padding[m].shape[1:]) for m, keep in frames.items()})
-        with autocast(device, precision):
-            prediction = predict(stacked_batch).float()
-        prediction = prediction.reshape((len(names), *batch.labels.shape) + prediction.shape[batch.labels.dim() :])
-        keep = batch.index >= 0
-        for k, name in enumerate(names):
-            out[name].append(prediction[k][keep])
-    return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}  # one copy to the host per evaluation
-
-
-def evaluate(
-    predict: Callable[[Batch], torch.Tensor],
-    subset: Subset,
-    settings: dict[str, np.ndarray],
-    *,
-    level: str = "utterance",
-    batch_size: int = 256,
-    device: torch.device | str = "cpu",
-    precision: str = "fp32",
-) -> dict[str, dict[str, float]]:
-    """Metrics of ``predict`` on ``subset`` under each setting, plus ``"mean"`` over settings.
-
-    Returns
-    -------
-    dict
-        Setting name -> metric name -> value (see :mod:`imsa.metrics`); with more than
-        one setting, ``"mean"`` holds the average of each metric over the settings.
-    """
-    return metrics_of(predict_settings(predict, subset, settings, level=level, batch_size=batch_size, device=device, precision=precision), subset)
-
-
-def metrics_of(predictions: dict[str, np.ndarray], subset: Subset) -> dict[str, dict[str, float]]:
-    """Metrics of per-setting predictions on ``subset``, plus ``"mean"`` over settings (see :func:`evaluate`)."""
-    task, labels = subset.dataset.task, subset.labels
-    options = {"class_names": subset.dataset.class_names} if task == "multilabel" else {}
-    results = {name: compute_metrics(task, pred, labels, **options) for name, pred in predictions.items()}
-    if len(results) > 1:
-        keys = next(iter(results.values())).keys()
-        results["mean"] = {k: float(np.mean([r[k] for r in results.values()])) for k in keys}
-    return results
-
-
-def selection_score(results: dict[str, dict[str, float]], metric: str) -> float:
-    """The value that selects epochs: ``metric`` averaged over the evaluated settings."""
-    if metric not in METRICS:
-        raise ConfigError(f"Unknown selection metric {metric!r}.{did_you_mean(metric, METRICS)} Valid metrics: {', '.join(METRICS)}.")
-    row = results.get("mean") or next(iter(results.values()))
-    return row[metric]

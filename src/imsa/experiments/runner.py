@@ -31,6 +31,7 @@ from ..data.dataset import Dataset
 from ..data.registry import data_location, dataset_family, load_dataset
 from ..devices import describe_device, make_deterministic
 from ..errors import ConfigError
+from ..evaluation import metrics_of
 from ..files import atomic_write_text
 from ..frames import FrameSetting, sequence_modalities
 from ..identity import META_KEY, SCHEMA, check_schema, differences, fingerprint, stamp
@@ -39,7 +40,7 @@ from ..methods import method_class
 from ..methods.spec import check_protocol
 from ..model_files import save_model
 from ..protocols import Protocol
-from ..training import RunContext, metrics_of, notify, seed_everything
+from ..training import RunContext, notify, seed_everything
 from .store import LOCK_FILE, SPLITS, RunLayout, RunRecord, load_record, locked, run_key, summarize, write_predictions, write_record, write_summary
 
 logger = logging.getLogger(__name__)

@@ -42,12 +42,13 @@ from ..config import build_config
 from ..data.dataset import Subset
 from ..data.registry import load_dataset
 from ..errors import ConfigError, did_you_mean
+from ..evaluation import selection_score
 from ..files import atomic_write_text
 from ..identity import META_KEY, check_schema, differences, stamp
 from ..methods import method_class
 from ..metrics import METRICS
 from ..protocols import Protocol
-from ..training import RunContext, seed_everything, selection_score
+from ..training import RunContext, seed_everything
 from .runner import Experiment, run_experiment
 from .store import locked
 

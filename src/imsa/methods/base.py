@@ -20,12 +20,13 @@ from ..config import build_config
 from ..data.dataset import Dataset, Subset
 from ..data.feature_stats import feature_statistics
 from ..errors import DataError, NotFittedError
+from ..evaluation import metrics_of, predict_settings
 from ..frames import FrameDrop
 from ..missing import make_sampler
 from ..nn.text_encoder import check_token_ids
 from ..predictions import Predictions, modality_mask
 from ..protocols import Protocol
-from ..training import RunContext, TrainResult, metrics_of, predict_settings
+from ..training import RunContext, TrainResult
 from .phase import Phase, run_phase
 from .spec import DataSpec, Output, TrainConfig, method_data_spec
 
@@ -145,7 +146,7 @@ class Method:
 
     def predict_settings(self, subset: Subset, settings: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Raw predictions (regression values or logits) for ``subset`` under each setting,
-        aligned with ``subset.indices`` (see :func:`imsa.training.predict_settings`)."""
+        aligned with ``subset.indices`` (see :func:`imsa.evaluation.predict_settings`)."""
         self._check_fitted()
         self.model_.eval()
         return predict_settings(
@@ -159,7 +160,7 @@ class Method:
         )
 
     def evaluate(self, subset: Subset, settings: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
-        """Metrics on ``subset`` under each setting (see :func:`imsa.training.evaluate`)."""
+        """Metrics on ``subset`` under each setting (see :func:`imsa.evaluation.evaluate`)."""
         return metrics_of(self.predict_settings(subset, settings), subset)
 
     def predict_dataset(self, data: Dataset | Subset, modalities=None, *, present: np.ndarray | None = None) -> Predictions:

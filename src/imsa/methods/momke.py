@@ -48,11 +48,12 @@ from torch import nn
 from ..batch import Batch
 from ..config import COUNT, NON_NEGATIVE, PROBABILITY
 from ..errors import ConfigError, invalid_parameter
+from ..evaluation import predict_settings
 from ..metrics import METRICS, compute_metrics
 from ..missing import Complete, FixedCondition, condition_index, fixed_conditions, make_sampler
 from ..nn.layers import Dropout, Standardize
 from ..protocols import Protocol
-from ..training import RunContext, predict_settings
+from ..training import RunContext
 from .base import Method
 from .common import fit_standardizers, pooled
 from .phase import Phase, task_loss

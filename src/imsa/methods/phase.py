@@ -21,11 +21,12 @@ import torch.nn.functional as F
 from ..batch import Batch, draw_frames, iterate_batches
 from ..data.dataset import Dataset, Subset
 from ..errors import ConfigError
+from ..evaluation import evaluate, selection_score
 from ..identity import canonical, fingerprint
 from ..metrics import METRICS
 from ..missing import fixed_conditions
 from ..protocols import Protocol
-from ..training import RunContext, TrainResult, evaluate, lr_factor, selection_score
+from ..training import RunContext, TrainResult, lr_factor
 from ..training import train as run_training
 from .spec import check_protocol
 

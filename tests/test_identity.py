@@ -121,3 +121,21 @@ def test_backbone_keys_a_method_gained_keep_its_identity_at_their_old_behaviour(
     before = {**EXPERIMENT, "method": method, "config": {"dim": 32}}
     assert fingerprint(now, cls) == fingerprint(before, cls)
     assert fingerprint({**now, "config": {**now["config"], "causal": False}}, cls) != fingerprint(before, cls)
+
+
+def test_a_checkpoint_of_a_newer_schema_is_refused(tmp_path):
+    import torch
+
+    from imsa.checkpoints import resume_checkpoint, save_checkpoint
+    from imsa.files import atomic_torch_save
+
+    model = torch.nn.Linear(2, 1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    path = tmp_path / "train.pt"
+    state = {"finished": False, "next_epoch": 1}
+    save_checkpoint(path, model, optimizer, None, state, {"seed": 1})
+    assert resume_checkpoint(path, model, optimizer, None, "train", {"seed": 1}) == state
+    saved = torch.load(path, weights_only=True)
+    atomic_torch_save({**saved, META_KEY: {"imsa": "9.0.0", "schema": SCHEMA + 1}}, path)
+    with pytest.raises(ImsaError, match="config schema 2"):
+        resume_checkpoint(path, model, optimizer, None, "train", {"seed": 1})

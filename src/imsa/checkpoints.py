@@ -10,9 +10,9 @@ from pathlib import Path
 
 import torch
 
-from .errors import DataError
+from .errors import ConfigError, DataError
 from .files import atomic_torch_save, load_tensors_only
-from .identity import canonical
+from .identity import META_KEY, canonical, check_schema, stamp
 
 logger = logging.getLogger("imsa.training")
 
@@ -28,6 +28,7 @@ def save_checkpoint(path: Path, model, optimizer, extra_state, state: dict, fing
             "torch_rng": torch.get_rng_state(),
             "state": state,
             "fingerprint": fingerprint,
+            META_KEY: stamp(),
         },
         path,
     )
@@ -39,6 +40,7 @@ def resume_checkpoint(path: Path, model, optimizer, extra_state, phase: str, fin
     plain tensors (it is never unpickled beyond them)."""
     try:
         saved = load_tensors_only(path)
+        check_schema(saved, path)
         mismatch = canonical(saved.get("fingerprint") or {}) != canonical(fingerprint or {})
         if not mismatch:
             model.load_state_dict(saved["model"])
@@ -47,6 +49,8 @@ def resume_checkpoint(path: Path, model, optimizer, extra_state, phase: str, fin
                 extra_state.load_state_dict(saved["extra"])
             torch.set_rng_state(saved["torch_rng"])
             state = saved["state"]
+    except ConfigError:  # written under a newer schema
+        raise
     except pickle.UnpicklingError:  # weights_only refused it: more than tensors and plain containers
         raise DataError(
             f"{path}: refused: not a plain tensor checkpoint, so it was not loaded (nothing in it ran); cannot resume phase {phase}. Delete it to start the phase afresh."

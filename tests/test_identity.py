@@ -139,3 +139,17 @@ def test_a_checkpoint_of_a_newer_schema_is_refused(tmp_path):
     atomic_torch_save({**saved, META_KEY: {"imsa": "9.0.0", "schema": SCHEMA + 1}}, path)
     with pytest.raises(ImsaError, match="config schema 2"):
         resume_checkpoint(path, model, optimizer, None, "train", {"seed": 1})
+
+
+def test_shared_phases_of_0_4_0_keep_their_file_names():
+    """A complete-data phase of 0.4.0 was kept under sha256(JSON of its key)[:24]; the same phase
+    keys to the same name now, also for a method whose config keys were renamed or gained."""
+    import hashlib
+
+    from imsa.methods import method_class
+
+    old_config = {"dim": 32, "layers": 4, "rec_weight": 0.1, "padding_mask": False}
+    key = {"method": "dicmor", "seed": 1, "sampler": "Complete()", "settings": ["l,a,v"], "phase": "pretrain", "data": "abc", "epochs": 100, "lr": 1e-4}
+    then = hashlib.sha256(json.dumps({**key, "config": old_config}, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    new_config = {"dim": 32, "depth": 4, "recon_weight": 0.1, "padding_mask": False, "relu_dropout": 0.0, "res_dropout": 0.0, "causal": True}
+    assert fingerprint({**key, "config": new_config}, method_class("dicmor").Config)[:24] == then

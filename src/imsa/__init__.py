@@ -33,7 +33,7 @@ Example
 The command line (``imsa --help``) calls these same functions.
 """
 
-__version__ = "0.4.0"
+__version__ = "0.5.0"
 
 # public name -> the module that defines it (imported on first access)
 _PUBLIC = {

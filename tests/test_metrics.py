@@ -249,3 +249,67 @@ def test_multilabel_metrics_by_hand():
 def test_multilabel_rejects_bad_input(prediction, label):
     with pytest.raises(ConfigError):
         multilabel_metrics(prediction, label)
+
+
+# -- CH-SIMS: the field's metric set for sentiment in [-1, 1] ------------------------------------------
+
+
+def _field_sims(prediction, label):
+    """MMSA's CH-SIMS evaluation, re-expressed step by step: clip to [-1, 1], class i for
+    edges[i] < x <= edges[i + 1], accuracy of equal classes, weighted F1 of the two classes,
+    MAE and numpy's Pearson correlation on the clipped values."""
+    from sklearn.metrics import f1_score
+
+    p, t = np.clip(prediction, -1.0, 1.0), np.clip(label, -1.0, 1.0)
+
+    def classes(x, edges):
+        out = x.copy()
+        for i in range(len(edges) - 1):
+            out[np.logical_and(x > edges[i], x <= edges[i + 1])] = i
+        return out
+
+    a2 = [-1.01, 0.0, 1.01]
+    a3 = [-1.01, -0.1, 0.1, 1.01]
+    a5 = [-1.01, -0.7, -0.1, 0.1, 0.7, 1.01]
+    return {
+        "acc2_sims": np.mean(classes(p, a2) == classes(t, a2)),
+        "acc3_sims": np.mean(classes(p, a3) == classes(t, a3)),
+        "acc5_sims": np.mean(classes(p, a5) == classes(t, a5)),
+        "f1_sims": f1_score(classes(t, a2), classes(p, a2), average="weighted"),
+        "mae_sims": np.mean(np.abs(p - t)),
+        "corr_sims": np.corrcoef(p, t)[0][1],
+    }
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sims_metrics_equal_the_fields_definition_on_random_inputs(seed):
+    from imsa.metrics import sims_metrics
+
+    rng = np.random.default_rng(seed)
+    label = rng.choice([-1.0, -0.8, -0.6, -0.4, -0.2, 0.0, 0.2, 0.4, 0.6, 0.8, 1.0], size=200)
+    prediction = np.concatenate([rng.uniform(-1.4, 1.4, 190), [0.0, -0.1, 0.1, -0.7, 0.7, 1.0, -1.0, 1.3, -1.2, 0.0999]])
+    ours, theirs = sims_metrics(prediction, label), _field_sims(prediction, label)
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert ours[key] == pytest.approx(theirs[key], abs=1e-12), key
+
+
+def test_sims_datasets_get_the_fields_set_and_reports_show_it(synthetic, tmp_path):
+    import copy
+
+    from imsa.evaluation import metrics_of
+    from imsa.experiments.report import build_tables
+    from imsa.experiments.runner import Experiment, run_experiment
+    from imsa.experiments.store import load_record
+    from imsa.metrics import SIMS_METRICS
+
+    sims = copy.copy(synthetic)
+    sims.labels = np.clip(synthetic.labels / 3.0, -1.0, 1.0).astype(np.float32)
+    sims.family = "sims"
+    test = sims.split(0)["test"]
+    scores = metrics_of({"l": test.labels + 0.05}, test)
+    assert set(SIMS_METRICS) <= set(scores["l"]) and scores["l"]["mae_sims"] == pytest.approx(0.05, abs=1e-6)
+    assert not set(SIMS_METRICS) & set(metrics_of({"l": synthetic.split(0)["test"].labels}, synthetic.split(0)["test"])["l"])
+    run_experiment(Experiment(method="late_fusion", dataset="synthetic", config={"epochs": 1}), tmp_path / "run", dataset=sims)
+    runs = [(str(p), load_record(p)) for p in (tmp_path / "run" / "runs").glob("*.json")]
+    assert {t.metric for t in build_tables(runs)} >= set(SIMS_METRICS)

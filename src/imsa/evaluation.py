@@ -14,6 +14,8 @@ from .devices import autocast
 from .errors import ConfigError, did_you_mean
 from .metrics import METRICS, compute_metrics
 
+SIMS_FAMILIES = ("sims",)
+
 
 @torch.no_grad()
 def predict_settings(
@@ -105,6 +107,8 @@ def metrics_of(predictions: dict[str, np.ndarray], subset: Subset) -> dict[str, 
     """Metrics of per-setting predictions on ``subset``, plus ``"mean"`` over settings (see :func:`evaluate`)."""
     task, labels = subset.dataset.task, subset.labels
     options = {"class_names": subset.dataset.class_names} if task == "multilabel" else {}
+    if task == "regression" and subset.dataset.family in SIMS_FAMILIES:  # sentiment in [-1, 1]: the field's CH-SIMS set too
+        options = {"sims": True}
     results = {name: compute_metrics(task, pred, labels, **options) for name, pred in predictions.items()}
     if len(results) > 1:
         keys = next(iter(results.values())).keys()

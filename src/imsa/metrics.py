@@ -47,6 +47,12 @@ _METRIC_LIST = (
     MetricInfo("f1_has0", "Weighted F1 of negative (<0) vs non-negative (>=0), all samples", True),
     MetricInfo("acc2_non0", "Acc-2 negative vs positive (x > 0), samples with label 0 removed", True),
     MetricInfo("f1_non0", "Weighted F1 of negative vs positive (x > 0), samples with label 0 removed", True),
+    MetricInfo("acc2_sims", "CH-SIMS Acc-2: [-1, 0] vs (0, 1] after clipping to [-1, 1] (MMSA's SIMS bins)", True),
+    MetricInfo("f1_sims", "CH-SIMS weighted F1 of [-1, 0] vs (0, 1] after clipping to [-1, 1]", True),
+    MetricInfo("acc3_sims", "CH-SIMS Acc-3: [-1, -0.1], (-0.1, 0.1], (0.1, 1] after clipping to [-1, 1]", True),
+    MetricInfo("acc5_sims", "CH-SIMS Acc-5: [-1, -0.7], (-0.7, -0.1], (-0.1, 0.1], (0.1, 0.7], (0.7, 1] after clipping", True),
+    MetricInfo("mae_sims", "CH-SIMS mean absolute error after clipping both sides to [-1, 1]", False),
+    MetricInfo("corr_sims", "CH-SIMS Pearson correlation after clipping both sides to [-1, 1]", True),
     MetricInfo("wa", "Weighted accuracy: accuracy over utterances", True),
     MetricInfo("ua", "Unweighted accuracy: mean per-class recall over classes present in the labels", True),
     MetricInfo("wf1", "F1 per class averaged with weights = class support (sklearn 'weighted')", True),
@@ -55,6 +61,9 @@ _METRIC_LIST = (
 )
 METRICS: dict[str, MetricInfo] = {info.name: info for info in _METRIC_LIST}
 REGRESSION_METRICS: tuple[str, ...] = ("mae", "corr", "acc7", "acc5", "acc2_has0", "f1_has0", "acc2_non0", "f1_non0")
+# The field's metric set for sentiment in [-1, 1] (CH-SIMS, CH-SIMS v2), added for those datasets.
+SIMS_METRICS: tuple[str, ...] = ("acc2_sims", "f1_sims", "acc3_sims", "acc5_sims", "mae_sims", "corr_sims")
+SIMS_BINS = {2: (-1.01, 0.0, 1.01), 3: (-1.01, -0.1, 0.1, 1.01), 5: (-1.01, -0.7, -0.1, 0.1, 0.7, 1.01)}
 CLASSIFICATION_METRICS: tuple[str, ...] = ("wa", "ua", "wf1")
 MULTILABEL_METRICS: tuple[str, ...] = ("emotion_binary_acc", "emotion_binary_f1")
 TASKS: tuple[str, ...] = ("regression", "classification", "multilabel")
@@ -119,8 +128,36 @@ def _weighted_f1(prediction: np.ndarray, label: np.ndarray) -> float:
     return float(np.average(f1, weights=support)) if support.sum() else 0.0
 
 
-def regression_metrics(prediction, label) -> dict[str, float]:
-    """Sentiment regression metrics for scores in [-3, 3] (MOSI, MOSEI).
+def sims_metrics(prediction, label) -> dict[str, float]:
+    """The CH-SIMS metric set of the field's code (MMSA) for sentiment in [-1, 1].
+
+    Both sides are clipped to [-1, 1] first. A score falls in bin i of
+    :data:`SIMS_BINS` when ``edges[i] < x <= edges[i + 1]``, so Acc-2 separates
+    [-1, 0] from (0, 1] (a score of exactly 0 is with the negatives, unlike ``acc2_has0``).
+    ``f1_sims`` is the weighted F1 of the two Acc-2 classes; ``mae_sims`` and
+    ``corr_sims`` are computed on the clipped values.
+    """
+    owner = "sims_metrics"
+    prediction = np.clip(_as_vector(prediction, "prediction", owner).astype(np.float64), -1.0, 1.0)
+    label = np.clip(_as_vector(label, "label", owner).astype(np.float64), -1.0, 1.0)
+    _check_same_length(prediction, label, owner)
+
+    def binned(x, classes):
+        return np.searchsorted(np.asarray(SIMS_BINS[classes]), x, side="left") - 1
+
+    return {
+        "acc2_sims": _accuracy(binned(prediction, 2), binned(label, 2)),
+        "f1_sims": _weighted_f1(binned(prediction, 2), binned(label, 2)),
+        "acc3_sims": _accuracy(binned(prediction, 3), binned(label, 3)),
+        "acc5_sims": _accuracy(binned(prediction, 5), binned(label, 5)),
+        "mae_sims": float(np.mean(np.abs(prediction - label))),
+        "corr_sims": _pearson(prediction, label),
+    }
+
+
+def regression_metrics(prediction, label, sims: bool = False) -> dict[str, float]:
+    """Sentiment regression metrics for scores in [-3, 3] (MOSI, MOSEI), and with ``sims``
+    the CH-SIMS set of :func:`sims_metrics` too.
 
     Parameters
     ----------
@@ -177,6 +214,7 @@ def regression_metrics(prediction, label) -> dict[str, float]:
         "f1_has0": _weighted_f1(has0_prediction, has0_label),
         "acc2_non0": acc2_non0,
         "f1_non0": f1_non0,
+        **(sims_metrics(prediction, label) if sims else {}),
     }
 
 
@@ -305,7 +343,8 @@ def compute_metrics(task: str, prediction, label, **options) -> dict[str, float]
     prediction, label : array-like
         Passed on unchanged.
     **options
-        Keyword arguments of the selected function (``num_classes``, ``class_names``).
+        Keyword arguments of the selected function (``num_classes``, ``class_names``,
+        ``sims``).
 
     Returns
     -------

@@ -41,7 +41,7 @@ import yaml
 
 from ..errors import ConfigError, did_you_mean
 from ..files import atomic_write_text
-from ..metrics import METRICS
+from ..metrics import METRICS, SIMS_METRICS
 from ..significance import better, paired_bootstrap_p, paired_permutation_p, smallest_permutation_p
 from .store import SPLITS, RunRecord, Stats, format_cell, load_record, read_predictions
 
@@ -156,6 +156,8 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
             if record.task not in tasks:
                 tasks.append(record.task)
         metrics = [m for task in tasks for m in DEFAULT_METRICS[task]]
+        if any(SIMS_METRICS[0] in record.metrics.get(split, {}).get(setting, {}) for _, record in runs for setting in record.metrics.get(split, {})):
+            metrics += [m for m in SIMS_METRICS if m not in metrics]  # CH-SIMS runs: the field's set as well
     order = order or {}
     method_rank = {m: i for i, m in enumerate(order.get("methods", []))}
     dataset_rank = {d: i for i, d in enumerate(order.get("datasets", []))}

@@ -198,9 +198,11 @@ def test_classification_rejects_bad_input(prediction, label, num_classes):
 
 
 def test_metric_registry():
-    assert tuple(METRICS) == REGRESSION_METRICS + CLASSIFICATION_METRICS + MULTILABEL_METRICS
+    from imsa.metrics import SIMS_METRICS
+
+    assert tuple(METRICS) == REGRESSION_METRICS + SIMS_METRICS + CLASSIFICATION_METRICS + MULTILABEL_METRICS
     assert all(isinstance(info, MetricInfo) and info.name == key for key, info in METRICS.items())
-    assert [key for key, info in METRICS.items() if not info.higher_is_better] == ["mae"]
+    assert [key for key, info in METRICS.items() if not info.higher_is_better] == ["mae", "mae_sims"]
     with pytest.raises(AttributeError):  # frozen
         METRICS["mae"].higher_is_better = True
 

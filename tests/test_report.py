@@ -96,7 +96,10 @@ def test_user_picks_metrics_and_split(store, tmp_path, capsys):
     assert md.count("### ") == 4 and "### mae (" in md and "### acc2_non0 (" in md and "valid split" in md and "acc2_has0" not in md
     assert {c["split"] for c in _cells(tmp_path / "r")} == {"valid"}
     assert main(["report", str(store), "--metrics", "acc2", "--out", str(tmp_path / "bad")]) == 2
-    assert "Unknown metric 'acc2'. Did you mean 'acc2_has0' or 'acc2_non0'? Valid metrics: mae, corr, acc7, acc5, acc2_has0" in capsys.readouterr().err
+    assert (
+        "Unknown metric 'acc2'. Did you mean 'acc2_has0' or 'acc2_non0' or 'acc2_sims'? Valid metrics: mae, corr, acc7, acc5, acc2_has0"
+        in capsys.readouterr().err
+    )
 
 
 def test_classification_defaults_and_a_single_run_directory(tmp_path):

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from imsa.cli import main
-from imsa.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, compute_metrics
+from imsa.metrics import CLASSIFICATION_METRICS, REGRESSION_METRICS, SIMS_METRICS, compute_metrics
 from imsa.significance import paired_bootstrap_p, paired_permutation_p, resampled_metric
 
 
@@ -37,8 +37,8 @@ def test_resampled_metrics_equal_the_metrics_on_the_resampled_data(seed):
     scores = rng.normal(size=(n, 4))
     for b in range(4):
         drawn = np.repeat(np.arange(n), counts[b].astype(int))
-        regression = compute_metrics("regression", prediction[drawn], label[drawn])
-        for metric in REGRESSION_METRICS:
+        regression = compute_metrics("regression", prediction[drawn], label[drawn], sims=True)
+        for metric in REGRESSION_METRICS + SIMS_METRICS:
             assert resampled_metric(metric, prediction, label, counts)[b] == pytest.approx(regression[metric], abs=1e-12), metric
         classification = compute_metrics("classification", scores[drawn], classes[drawn])
         for metric in CLASSIFICATION_METRICS:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .metrics import METRICS
+from .metrics import METRICS, SIMS_BINS, SIMS_METRICS
 
 EXACT_PAIRS = 16
 MONTE_CARLO_DRAWS = 100_000
@@ -106,6 +106,15 @@ def resampled_metric(metric: str, prediction: np.ndarray, label: np.ndarray, cou
         recall = np.divide(hits, true_counts, out=np.zeros_like(hits), where=true_counts > 0)
         return recall.sum(axis=1) / np.maximum((true_counts > 0).sum(axis=1), 1)
     p, y = prediction.astype(np.float64).reshape(-1), label.astype(np.float64).reshape(-1)
+    if metric in SIMS_METRICS:  # the CH-SIMS set: clipped to [-1, 1], then binned (see imsa.metrics.sims_metrics)
+        p, y = np.clip(p, -1.0, 1.0), np.clip(y, -1.0, 1.0)
+        if metric in ("mae_sims", "corr_sims"):
+            return resampled_metric(metric.removesuffix("_sims"), p, y, counts)
+        edges = np.asarray(SIMS_BINS[{"acc2_sims": 2, "f1_sims": 2, "acc3_sims": 3, "acc5_sims": 5}[metric]])
+        true, predicted = np.searchsorted(edges, y, side="left") - 1, np.searchsorted(edges, p, side="left") - 1
+        if metric == "f1_sims":
+            return _weighted_f1(*_class_counts(true, predicted, counts, 2))
+        return counts @ (true == predicted) / n
     if metric == "mae":
         return counts @ np.abs(p - y) / n
     if metric == "corr":

@@ -150,54 +150,10 @@ def test_the_report_states_the_smallest_p_its_runs_allow(tmp_path, capsys):
 
     assert smallest_permutation_p(5) == paired_permutation_p([1.0, 2.0, 1.5, 0.5, 1.0]) == 2 / 32
     store = tmp_path / "store"
-    assert (
-        main(
-            [
-                "grid",
-                "run",
-                "--methods",
-                "late_fusion",
-                "early_fusion",
-                "--datasets",
-                "synthetic",
-                "--protocols",
-                "fixed",
-                "--seeds",
-                "1",
-                "2",
-                "--set",
-                "epochs=1",
-                "--out",
-                str(store),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
-    assert (
-        main(
-            [
-                "grid",
-                "run",
-                "--methods",
-                "late_fusion",
-                "early_fusion",
-                "--datasets",
-                "synthetic",
-                "--protocols",
-                "fixed",
-                "--seeds",
-                "1",
-                "2",
-                "--set",
-                "epochs=1",
-                "--out",
-                str(store),
-                "--quiet",
-            ]
-        )
-        == 0
-    )
+    grid = ["grid", "run", "--methods", "late_fusion", "early_fusion", "--datasets", "synthetic", "--protocols", "fixed"]
+    grid += ["--seeds", "1", "2", "--set", "epochs=1", "--out", str(store), "--quiet"]
+    assert main(grid) == 0
+    assert main(grid) == 0
     assert "All 4 runs had finished earlier" in capsys.readouterr().out
     assert main(["report", str(store), "--metrics", "mae"]) == 0
     report = (store / "report" / "report.md").read_text()

@@ -123,21 +123,15 @@ def method_entries() -> tuple[MethodEntry, ...]:
 
 def _read_entries() -> tuple[MethodEntry, ...]:
     classes = _classes()
-    entries, unread = [], []
+    entries = []
     for cls in classes.values():
         if "__registered__" not in cls.attributes:
             continue
         name, config = cls.attributes.get("name"), cls.attributes.get("Config")
         fields = _fields(classes, config.id) if isinstance(config, ast.Name) else None
-        if not isinstance(name, ast.Constant) or not isinstance(name.value, str):
-            unread.append(None)
-            continue
-        if fields is None or None in fields.values():
-            unread.append(name.value)
-            continue
+        if not isinstance(name, ast.Constant) or not isinstance(name.value, str) or fields is None or None in fields.values():
+            return imported_method_entries()  # a name or default that only running the module gives
         entries.append(MethodEntry(name.value, _summary(cls.doc), tuple(fields.items())))
-    if unread:  # a name or default that only running the module gives
-        return imported_method_entries()
     return tuple(sorted(entries, key=lambda e: e.name))
 
 

@@ -10,6 +10,7 @@ unknown name is an error that lists the valid ones.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import pkgutil
@@ -24,7 +25,8 @@ PLUGINS_VAR = "IMSA_PLUGINS"
 PLUGIN_GROUP = "imsa.plugins"
 
 
-def plugin_modules() -> list[str]:
+@functools.cache  # read once per process: every registry's discovery and the CLI's listing ask
+def plugin_modules() -> tuple[str, ...]:
     """Modules outside imsa that register methods, datasets or formats of their own.
 
     ``$IMSA_PLUGINS`` (module names separated by commas, importable from ``sys.path``),
@@ -36,7 +38,7 @@ def plugin_modules() -> list[str]:
 
     names = [n.strip() for n in os.environ.get(PLUGINS_VAR, "").split(",") if n.strip()]
     names += [e.value for e in entry_points(group=PLUGIN_GROUP)]
-    return list(dict.fromkeys(names))
+    return tuple(dict.fromkeys(names))
 
 
 def import_plugins() -> None:

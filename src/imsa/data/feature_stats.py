@@ -67,12 +67,15 @@ def feature_statistics(dataset: Dataset, rows, modalities=None) -> dict:
     return stats
 
 
+def _present_rows(values: np.ndarray) -> np.ndarray:
+    """Which utterances hold data: those whose features are not all zero (a missing modality)."""
+    return np.any(values.reshape(len(values), -1) != 0, axis=1)
+
+
 def _kept(values: np.ndarray, real) -> np.ndarray:
     """Which rows (or time steps) hold data: real steps of utterances that are not all zero."""
-    if real is None:
-        return np.any(values != 0, axis=1)
-    present = np.any(values != 0, axis=(1, 2))
-    return real & present[:, None]
+    present = _present_rows(values)
+    return present if real is None else real & present[:, None]
 
 
 def _distances(dataset: Dataset, modality: str, rows: np.ndarray, entry: dict) -> np.ndarray:
@@ -82,11 +85,10 @@ def _distances(dataset: Dataset, modality: str, rows: np.ndarray, entry: dict) -
         z2 = ((values - mean) / scale) ** 2
         if real is None:
             d = np.sqrt(z2.mean(axis=1))
-            d[~_kept(values, None)] = np.nan
         else:
             steps = real.sum(axis=1)
             d = np.sqrt((z2 * real[:, :, None]).sum(axis=(1, 2)) / np.maximum(steps * values.shape[2], 1))
-            d[~np.any(values != 0, axis=(1, 2))] = np.nan
+        d[~_present_rows(values)] = np.nan
         out.append(d)
     return np.concatenate(out) if out else np.zeros(0)
 

@@ -20,7 +20,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .data.dataset import Dataset, Subset
+from .data.dataset import SOURCE_PRESENT, Dataset, Subset
 from .text import TEXT, TEXT_TOKENS, UNKNOWN_TOKEN
 
 LEVELS = ("utterance", "video")
@@ -170,6 +170,8 @@ class TensorCache:
         self.speakers = torch.from_numpy(dataset.speakers[0]).to(self.device)
         tokens = dataset.annotations.get(TEXT_TOKENS) if TEXT in dataset.modalities else None
         self.tokens = None if tokens is None else torch.as_tensor(np.asarray(tokens)[:, 0], dtype=torch.long).to(self.device)
+        source = dataset.annotations.get(SOURCE_PRESENT)
+        self.source_present = None if source is None else torch.as_tensor(np.asarray(source, dtype=bool)).to(self.device)
 
     def _texts(self, index: torch.Tensor) -> tuple | None:
         transcripts = self.dataset.transcripts
@@ -207,9 +209,10 @@ class TensorCache:
             speakers=torch.where(real, self.speakers[safe], torch.zeros((), dtype=torch.long, device=self.device)),
             tokens=None if self.tokens is None else torch.where(real.unsqueeze(-1), self.tokens[safe], torch.full((), UNKNOWN_TOKEN, device=self.device)),
         )
-        if present is None:
-            return batch.with_present(full)
-        return batch.with_present(torch.as_tensor(present, dtype=torch.bool, device=self.device))
+        present = full if present is None else torch.as_tensor(present, dtype=torch.bool, device=self.device)
+        if self.source_present is not None:  # what the media lacked stays missing whatever the protocol draws
+            present = present & self.source_present[safe]
+        return batch.with_present(present)
 
 
 def tensor_cache(dataset: Dataset, device: torch.device | str = "cpu") -> TensorCache:

@@ -114,6 +114,14 @@ def _modality_list(text: str) -> tuple[str, ...]:
     return tuple(letters)
 
 
+def _role_name(text: str) -> tuple[str, str | None]:
+    """``--extractor audio=mfcc``: a role and an extractor name (``none`` for no speech recognition)."""
+    role, sep, name = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected ROLE=NAME, e.g. audio=mfcc; got {text!r}")
+    return role.strip(), None if name.strip() == "none" else name.strip()
+
+
 def _gpu_indices(text: str) -> tuple[int, ...]:
     try:
         gpus = tuple(int(g) for g in text.split(","))
@@ -418,8 +426,12 @@ def cmd_predict(args) -> int:
         models = [(provenance.get("seed", ""), int(provenance.get("fold", 0)), loaded)]
     spec = models[0][2].spec_
     modalities = args.modalities
-    if args.features and args.dataset:
-        raise ImsaError("Give --dataset or --features, not both.")
+    if sum(bool(x) for x in (args.features, args.dataset, args.media)) > 1:
+        raise ImsaError("Give one of --dataset, --features and --media.")
+    if args.transcript and not args.media:
+        raise ImsaError("--transcript belongs to --media (the transcript of that file).")
+    if args.media:
+        return _predict_media(args, source, models, spec)
     if args.features:
         dataset, present = read_features(args.features, spec, spec.class_names)
         rows = predict_models(models, dataset, split="all", modalities=modalities, present=present)
@@ -465,6 +477,92 @@ def cmd_predict(args) -> int:
         shown = {"regression": ("acc2_has0", "f1_has0", "mae", "corr"), "classification": ("wa", "ua", "wf1")}.get(predictions.task, MULTILABEL_METRICS)
         label = ", ".join(f"{k} {v}" for k, v in extra.items())
         print(f"  {label}: {len(predictions)} utterances, " + ", ".join(f"{k} {scores[k]:.4f}" for k in shown))
+    return 0
+
+
+def _predict_media(args, source: Path, models: list, spec) -> int:
+    from .files import atomic_write_text
+    from .media.predict import media_features, segments_csv
+    from .predictions import average, features_dataset, predict_models
+
+    arrays, segments = media_features(models[0][2].provenance_.get("extraction"), spec, args.media, transcript=args.transcript, model=str(source))
+    predictions = None
+    if len(arrays["utterance_ids"]):
+        dataset, present = features_dataset(arrays, Path(args.media), spec, spec.class_names)
+        rows = predict_models(models, dataset, split="all", modalities=args.modalities, present=present)
+        predictions = average(rows)[1] if len(rows) > 1 else rows[0][1]
+    out = Path(args.out)
+    atomic_write_text(out, segments_csv(segments, predictions))
+    scored = 0 if predictions is None else len(predictions)
+    averaged = f", the mean of {len(models)} models" if len(models) > 1 else ""
+    print(f"{scored} of {len(segments)} segments predicted{averaged}; {len(segments) - scored} had no modality present. Written to {out}")
+    return 0
+
+
+def _extractor_options(pairs: list[str]) -> dict:
+    """``--option silero.threshold=0.6`` pairs as ``{extractor: {key: value}}``."""
+    options: dict = {}
+    for key, value in parse_assignments(pairs).items():
+        name, dot, option = key.partition(".")
+        if not dot:
+            raise ImsaError(f"--option {key}: expected NAME.KEY=VALUE, e.g. silero.threshold=0.6.")
+        options.setdefault(name, {})[option] = value
+    return options
+
+
+def cmd_extract(args) -> int:
+    from tqdm.auto import tqdm
+
+    from .media import ExtractionConfig, extract
+
+    config = ExtractionConfig(
+        extractors=dict(args.extractor),
+        options=_extractor_options(args.option),
+        rate=args.rate,
+        width=args.width,
+        min_speech=args.min_speech,
+        min_face=args.min_face,
+    )
+    with tqdm(desc="extract", unit="file", disable=args.quiet, dynamic_ncols=True) as bar:
+
+        def progress(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        result = extract(
+            args.source,
+            args.out,
+            transcript=args.transcript,
+            labels=args.labels,
+            config=config,
+            workers=args.workers,
+            backend=args.backend,
+            cache_dir=args.cache_dir,
+            progress=progress,
+        )
+    if result.out is not None:
+        written = sum(1 for r in result.rows if r["has_text"] or r["audio"] or r["visual"])
+        print(f"{len(result.rows)} segments from {len({r['media'] for r in result.rows})} file(s); {written} with a modality present written to {result.out}")
+        for reason, count in sorted(result.reasons().items(), key=lambda kv: (-kv[1], kv[0])):
+            print(f"  {reason}: {count}")
+    for media, reason in result.failures:
+        print(f"failed: {reason}", file=sys.stderr)
+    if result.failures:
+        print(f"imsa: error: {len(result.failures)} file(s) could not be extracted (above); the others were.", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_extractors(args) -> int:
+    from .media.registry import DEFAULTS, list_extractors
+
+    for entry in list_extractors():
+        versions = ", ".join(f"{p} {v or 'not installed'}" for p, v in entry.versions().items())
+        default = " (default)" if DEFAULTS.get(entry.role) == entry.name else ""
+        print(f"{entry.role:6s} {entry.name}{default}: {entry.description}")
+        print(f"       {versions}; licence: {entry.licence}")
+        if entry.options:
+            print("       options: " + ", ".join(f"{k}={v!r}" for k, v in entry.options.items()))
     return 0
 
 
@@ -704,6 +802,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument(
         "--features", help="an NPZ of new utterances: utterance_ids, optional video_ids, one array per modality (a missing modality: absent or a row of NaN)"
     )
+    predict.add_argument("--media", help="a video or audio file: extracted as the model's training data was (imsa extract), each segment predicted")
+    predict.add_argument("--transcript", help="with --media: its SRT, WebVTT or plain-text transcript (default: the one beside it)")
     predict.add_argument(
         "--split", choices=["test", "valid", "train", "all"], default="test", help="each model scores its own fold's split (default test); all: every utterance"
     )
@@ -717,6 +817,33 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--threads", type=_count(1), help="torch CPU threads")
     predict.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda or cuda:N")
     predict.set_defaults(func=cmd_predict)
+
+    extract = sub.add_parser("extract", help="features from video or audio files, with missing modalities decided at the source (needs imsa[media])")
+    extract.add_argument("source", help="a media file, a folder of media files (each with its .srt/.vtt/.txt beside it), or a CSV manifest")
+    extract.add_argument("--out", required=True, help="dataset folder to write (imsa run --dataset OUT reads it)")
+    extract.add_argument("--transcript", help="SRT, WebVTT or plain text of a single media file (default: the one beside it)")
+    extract.add_argument("--labels", help="CSV of utterance_id,label[,split] (utterances are <video>_<cue number>)")
+    extract.add_argument(
+        "--extractor",
+        action="append",
+        default=[],
+        type=_role_name,
+        metavar="ROLE=NAME",
+        help="replace a default extractor, e.g. audio=mfcc or asr=whisper; repeatable",
+    )
+    extract.add_argument("--option", action="append", default=[], metavar="NAME.KEY=VALUE", help="an extractor option, e.g. silero.threshold=0.6; repeatable")
+    extract.add_argument("--rate", type=float, default=5.0, help="steps per second of the audio and visual sequences and sampled frames (default 5)")
+    extract.add_argument("--width", type=_count(32), default=320, help="pixels the sampled frames are scaled to (default 320)")
+    extract.add_argument("--min-speech", type=float, default=0.1, help="audio is missing below this fraction of speech in a segment (default 0.1)")
+    extract.add_argument("--min-face", type=float, default=0.5, help="visual is missing below this fraction of sampled frames with a face (default 0.5)")
+    extract.add_argument("--workers", type=_count(1), default=1, help="files extracted in parallel (processes, or Ray CPUs; default 1)")
+    extract.add_argument("--backend", choices=["process", "ray"], default="process", help="process pool (default) or Ray")
+    extract.add_argument("--cache-dir", help="per-file cache (default: $IMSA_CACHE/media, else the user cache)")
+    extract.add_argument("--quiet", action="store_true", help="no progress bar")
+    extract.set_defaults(func=cmd_extract)
+
+    extractors = sub.add_parser("extractors", help="list the media extractors with their packages' versions and licences")
+    extractors.set_defaults(func=cmd_extractors)
 
     methods = sub.add_parser("methods", help="list methods and their config defaults")
     methods.set_defaults(func=cmd_methods)

@@ -137,6 +137,11 @@ def read_features(path: str | os.PathLike, spec, class_names=None) -> tuple[Data
         raise DataError(f"{path}: not an NPZ file of plain arrays ({e}).") from None
     with archive:
         arrays = {k: archive[k] for k in archive.files}
+    return features_dataset(arrays, path, spec, class_names)
+
+
+def features_dataset(arrays: dict[str, np.ndarray], path: Path, spec, class_names=None) -> tuple[Dataset, np.ndarray]:
+    """:func:`read_features` on arrays already read (``path`` names their source in messages)."""
     modalities = spec.modalities
     known = {"utterance_ids", "video_ids", *modalities, *(f"{m}_lengths" for m in modalities)}
     unknown = sorted(set(arrays) - known)

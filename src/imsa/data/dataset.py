@@ -23,6 +23,9 @@ logger = logging.getLogger(__name__)
 
 TASKS = ("regression", "classification", "multilabel")
 SPLITS = ("train", "valid", "test")
+# Annotation: (N, M) bool, the modalities an utterance has at its source (extraction found no
+# face, no speech, no transcript); batches keep the others missing under every protocol.
+SOURCE_PRESENT = "source_present"
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,10 @@ class Dataset:
         Further per-utterance data of length N that a format carries, e.g. ``"words"``
         (one list of words per utterance, row t of the word-aligned sequences belongs to
         word t), ``"speakers"``, or extra label columns.
+    extraction : dict, optional
+        For features ``imsa extract`` made from media: its configuration (extractors,
+        options, rates, thresholds, package versions), recorded in model files so that
+        ``imsa predict --media`` extracts new media the same way.
     family : str
         The corpus it comes from (``mosi``, ``iemocap4``, ...; see
         :mod:`imsa.data.families`), which picks packaged method configs; ``""`` unknown.
@@ -94,6 +101,7 @@ class Dataset:
     annotations: dict = field(default_factory=dict)
     family: str = ""
     family_source: str = ""
+    extraction: dict | None = None
 
     def __post_init__(self):
         self.modalities = tuple(self.modalities)
@@ -114,6 +122,11 @@ class Dataset:
         for key, values in self.annotations.items():
             if len(values) != n:
                 raise DataError(f"{self.name}: annotation {key!r} has {len(values)} entries for {n} utterances.")
+        source = self.annotations.get(SOURCE_PRESENT)
+        if source is not None and np.shape(source) != (n, len(self.modalities)):
+            raise DataError(
+                f"{self.name}: annotation {SOURCE_PRESENT!r} has shape {np.shape(source)}; expected ({n}, {len(self.modalities)}), one flag per modality."
+            )
         tokens = self.annotations.get(TEXT_TOKENS)
         text = self.features.get("l")
         if tokens is not None and text is not None:  # what batches carry as the text's token ids

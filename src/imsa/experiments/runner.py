@@ -30,7 +30,7 @@ from ..data.checks import check_fold
 from ..data.dataset import Dataset
 from ..data.registry import data_location, dataset_family, load_dataset
 from ..devices import describe_device, make_deterministic
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..evaluation import metrics_of
 from ..files import atomic_write_text
 from ..frames import FrameSetting, sequence_modalities
@@ -190,7 +190,14 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
         logger.warning("%s; %s runs with its defaults%s (name one with --config %s/<name>).", packaged.reason, experiment.method, given, experiment.method)
     _claim_directory(out, resolved)
     identity = experiment_fingerprint(resolved)
-    specs = [RunSpec(experiment, seed, fold, out, identity, dict(data_location or {})) for seed in experiment.seeds for fold in folds]
+    location = dict(data_location or {})
+    if dataset.extraction:  # features made from media: predict --media extracts new media the same way
+        if not dataset.extraction.get("labelled", True):
+            raise DataError(
+                f"{dataset.source} has no labels (a prediction-only extraction); add a label column to its utterances.csv, or extract with --labels."
+            )
+        location["extraction"] = dataset.extraction
+    specs = [RunSpec(experiment, seed, fold, out, identity, location) for seed in experiment.seeds for fold in folds]
     for spec in specs:
         if spec.done:
             check_record(spec, load_record(spec.path))  # a foreign or unreadable result fails now, not after training

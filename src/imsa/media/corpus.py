@@ -1,0 +1,262 @@
+"""A corpus of media files to a dataset folder: ``imsa extract`` and :func:`imsa.media.extract`.
+
+Files are extracted in a process pool (``workers``) or on a Ray cluster (``backend="ray"``),
+each through the per-file cache of :mod:`imsa.media.pipeline`; a file that fails is
+reported with its reason and the rest go on. Text is encoded last, in one batch pass. The
+folder is written file by file atomically, ``extraction.json`` last, so an interrupted
+run leaves either the previous complete folder or nothing new, and a second run reuses
+every file already extracted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+from ..data.extracted import EXTRACTION_FILE, FEATURES_FILE, MISSINGNESS_COLUMNS, MISSINGNESS_FILE, UTTERANCE_COLUMNS, UTTERANCES_FILE
+from ..errors import ConfigError, DataError
+from ..files import atomic_write, atomic_write_text
+from .pipeline import ExtractionConfig, FileResult, cached_extract, default_media_cache
+from .registry import extractor_entry
+from .sources import Job, apply_labels, source_jobs
+
+BACKENDS = ("process", "ray")
+FORMAT_VERSION = 1
+
+
+@dataclass
+class Extraction:
+    """What :func:`extract` did.
+
+    Attributes
+    ----------
+    out : Path
+        The dataset folder (None when nothing could be written).
+    rows : list of dict
+        One per segment: ids, times, text, flags, reasons.
+    failures : list of (str, str)
+        Media files that failed, with the reason.
+    """
+
+    out: Path | None
+    rows: list[dict] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+    def reasons(self) -> Counter:
+        """Segments per reason a modality is missing (``present`` for segments with all three)."""
+        counts: Counter = Counter()
+        for row in self.rows:
+            counts.update(row["reason"].split(";") if row["reason"] else ["present"])
+        return counts
+
+
+def run_jobs(
+    jobs: list[Job], config: ExtractionConfig, *, workers: int = 1, backend: str = "process", cache_dir=None, progress: Callable[[int, int], None] | None = None
+) -> tuple[list[FileResult | None], list[tuple[str, str]]]:
+    """Extract every job; results in job order (None for a failed file) and the failures."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"Unknown backend {backend!r}. Valid backends: {', '.join(BACKENDS)}.")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be an integer of at least 1; got {workers!r}.")
+    cache = str(default_media_cache(cache_dir))
+    data = config.to_dict()
+    results: list[FileResult | None] = [None] * len(jobs)
+    failures: list[tuple[str, str]] = []
+
+    def record(index: int, outcome: tuple[str, object]) -> None:
+        status, value = outcome
+        if status == "ok":
+            results[index] = value
+        else:
+            failures.append((str(jobs[index].media), str(value)))
+        if progress:
+            progress(sum(r is not None for r in results) + len(failures), len(jobs))
+
+    if backend == "ray":
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+        remote = ray.remote(cached_extract)
+        pending = {remote.remote(job, data, cache): k for k, job in enumerate(jobs)}
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            record(pending.pop(done[0]), ray.get(done[0]))
+    elif workers == 1 or len(jobs) == 1:
+        for k, job in enumerate(jobs):
+            record(k, cached_extract(job, data, cache))
+    else:
+        # spawn: the decoders and detectors keep threads that a forked child must not inherit
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(cached_extract, job, data, cache): k for k, job in enumerate(jobs)}
+            for future in as_completed(futures):
+                record(futures[future], future.result())
+    failures.sort()
+    return results, failures
+
+
+def _csv(columns, rows) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def _pad(rows: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
+    lengths = np.asarray([max(1, len(r)) for r in rows], np.int64)
+    out = np.zeros((len(rows), int(lengths.max(initial=1)), dim), np.float32)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = r
+    return out, lengths
+
+
+def assemble(jobs: list[Job], results: list[FileResult | None], config: ExtractionConfig, text_extractor=None) -> tuple[list[dict], dict[str, np.ndarray]]:
+    """Every segment's row and the arrays of the segments with something present (text encoded here)."""
+    rows, a_vec, v_vec, a_seq, v_seq = [], [], [], [], []
+    for job, result in zip(jobs, results):
+        if result is None:
+            continue
+        for info, (a, v), av, vv in zip(result.segments, result.sequences(), result.audio_vectors, result.visual_vectors):
+            rows.append({**info, "media": str(job.media)})
+            a_vec.append(av)
+            v_vec.append(vv)
+            a_seq.append(a)
+            v_seq.append(v)
+    present = np.asarray([[r["has_text"], r["audio"], r["visual"]] for r in rows], bool).reshape(-1, 3)
+    keep = present.any(axis=1)
+    text_extractor = text_extractor or extractor_entry("text", config.extractors["text"]).build(**config.options.get(config.extractors["text"], {}))
+    chosen = [i for i in range(len(rows)) if keep[i]]
+    with_text = [i for i in chosen if present[i, 0]]
+    encoded = text_extractor.encode([rows[i]["text"] for i in with_text]) if with_text else None
+    dim = encoded["vectors"].shape[1] if encoded else int(text_extractor.encode(["x"])["vectors"].shape[1])
+    l_vec = np.zeros((len(chosen), dim), np.float32)
+    l_rows = [np.zeros((1, dim), np.float32) for _ in chosen]
+    position = {i: k for k, i in enumerate(chosen)}
+    for j, i in enumerate(with_text):
+        l_vec[position[i]] = encoded["vectors"][j]
+        l_rows[position[i]] = encoded["tokens"][j, : encoded["lengths"][j]]
+    l_seq, l_len = _pad(l_rows, dim)
+    a_pad, av_len = _pad([a_seq[i] for i in chosen], a_seq[0].shape[1] if a_seq else 1)
+    v_pad, _ = _pad([v_seq[i] for i in chosen], v_seq[0].shape[1] if v_seq else 1)
+    arrays = {
+        "utterance_ids": np.asarray([rows[i]["utterance_id"] for i in chosen], dtype=str),
+        "video_ids": np.asarray([rows[i]["video_id"] for i in chosen], dtype=str),
+        "present": present[keep],
+        "vectors_l": l_vec,
+        "vectors_a": np.asarray([a_vec[i] for i in chosen], np.float32).reshape(len(chosen), -1),
+        "vectors_v": np.asarray([v_vec[i] for i in chosen], np.float32).reshape(len(chosen), -1),
+        "sequence_l": l_seq,
+        "lengths_l": l_len,
+        "sequence_a": a_pad,
+        "sequence_v": v_pad,
+        "lengths_av": av_len,
+    }
+    return rows, arrays
+
+
+def _claim(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is a file; --out names the dataset folder to write.")
+    if out.is_dir() and any(out.iterdir()) and not (out / EXTRACTION_FILE).exists() and not (out / FEATURES_FILE).exists():
+        raise DataError(f"{out}: the folder holds other files and no earlier extraction; choose an empty or new folder for --out.")
+
+
+def write_dataset(out: Path, rows: list[dict], arrays: dict[str, np.ndarray], config: ExtractionConfig, failures: list) -> None:
+    """Write the dataset folder (``extraction.json`` last: its presence marks a complete folder)."""
+    from .. import __version__
+
+    out.mkdir(parents=True, exist_ok=True)
+    (out / EXTRACTION_FILE).unlink(missing_ok=True)  # the folder is incomplete until it is written again
+    kept = set(arrays["utterance_ids"].tolist())
+    utterances = [{**r, "label": r.get("label") or "", "split": r.get("split") or ""} for r in rows if r["utterance_id"] in kept]
+    atomic_write(out / FEATURES_FILE, lambda f: np.savez(f, **arrays))
+    atomic_write_text(out / UTTERANCES_FILE, _csv(UTTERANCE_COLUMNS, utterances))
+    flags = [{**r, "text": r["has_text"]} for r in rows]
+    atomic_write_text(out / MISSINGNESS_FILE, _csv(MISSINGNESS_COLUMNS, flags))
+    info = {
+        "format": "imsa-extraction",
+        "format_version": FORMAT_VERSION,
+        "written_by": __version__,
+        "config": config.to_dict(),
+        "versions": config.versions() | extractor_entry("text", config.extractors["text"]).versions(),
+        "dims": {m: int(arrays[f"vectors_{m}"].shape[1]) for m in ("l", "a", "v")},
+        "frame_dims": {m: int(arrays[f"sequence_{m}"].shape[2]) for m in ("l", "a", "v")},
+        "segments": len(rows),
+        "utterances": len(utterances),
+        "failures": [{"media": m, "reason": r} for m, r in failures],
+    }
+    atomic_write_text(out / EXTRACTION_FILE, json.dumps(info, indent=2) + "\n")
+
+
+def extract(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    transcript: str | os.PathLike | None = None,
+    labels: str | os.PathLike | None = None,
+    config: ExtractionConfig | None = None,
+    workers: int = 1,
+    backend: str = "process",
+    cache_dir: str | os.PathLike | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Extraction:
+    """Extract features from media into a dataset folder that ``imsa run --dataset OUT`` reads.
+
+    Parameters
+    ----------
+    source : path
+        A media file (video or audio), a folder of media files, or a CSV manifest (see
+        :mod:`imsa.media.sources`).
+    out : path
+        The dataset folder to write (created; an earlier extraction there is replaced).
+    transcript : path, optional
+        SRT, WebVTT or plain text of a single media file (default: the file beside it).
+    labels : path, optional
+        CSV of ``utterance_id,label[,split]``.
+    config : ExtractionConfig, optional
+        Extractors, options, rate and thresholds (default: the default set).
+    workers : int
+        Processes (or Ray CPUs) extracting files in parallel.
+    backend : {"process", "ray"}
+    cache_dir : path, optional
+        The per-file cache (default ``$IMSA_CACHE/media`` or the user cache).
+    progress : callable, optional
+        ``progress(files_done, files_total)`` after each file.
+
+    Returns
+    -------
+    Extraction
+        Rows per segment and the files that failed (their segments are not in the folder).
+
+    Raises
+    ------
+    MediaError
+        For a source, transcript or labels file that cannot be used at all.
+    DataError
+        When no file could be extracted, or ``out`` is an unrelated folder.
+    """
+    config = config or ExtractionConfig()
+    out = Path(out)
+    _claim(out)
+    jobs = source_jobs(source, transcript)
+    if labels:
+        jobs = apply_labels(jobs, labels)
+    results, failures = run_jobs(jobs, config, workers=workers, backend=backend, cache_dir=cache_dir, progress=progress)
+    if all(r is None for r in results):
+        return Extraction(None, [], failures)
+    rows, arrays = assemble(jobs, results, config)
+    if len(arrays["utterance_ids"]) == 0:
+        raise DataError(f"{source}: no segment has any modality present (see the reasons); nothing to write.")
+    write_dataset(out, rows, arrays, config, failures)
+    return Extraction(out, rows, failures)

@@ -9,13 +9,17 @@ processes writing the same file never share a temporary file.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
 import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
+
+from .errors import ConfigError
 
 
 def _umask() -> int:
@@ -93,3 +97,30 @@ def sha256_file(path: str | os.PathLike) -> str:
         while chunk := handle.read(_CHUNK):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+LOCK_FILE = ".lock"
+
+
+@contextmanager
+def locked(directory: str | os.PathLike):
+    """Hold ``directory`` for this process: a second imsa process on it is refused at once.
+
+    An advisory lock (``flock``) on ``directory/.lock``, released when the process ends
+    however it ends, so a killed run never leaves a stale lock behind.
+    """
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"{directory} is a file; --out needs a directory. Choose another --out.")
+    directory.mkdir(parents=True, exist_ok=True)
+    handle = open(directory / LOCK_FILE, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(f"{directory} is in use by another imsa process; wait for it to finish (its results are kept), or choose another --out.") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

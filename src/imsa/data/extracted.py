@@ -95,8 +95,8 @@ def _folds(path: Path, rows: list[dict], videos: list[str], folds: int, fold_see
 
 
 @register_format("extracted", description="a folder written by imsa extract (features.npz, utterances.csv, extraction.json)", detect=_is_extracted)
-def load_extracted(path: Path, content, *, features: str = "sequences", folds: int = 5, fold_seed: int = 0) -> Dataset:
-    """Read an ``imsa extract`` folder: ``features`` picks time sequences or utterance vectors."""
+def load_extracted(path: Path, content, *, features: str = "vectors", folds: int = 5, fold_seed: int = 0) -> Dataset:
+    """Read an ``imsa extract`` folder: ``features`` picks utterance vectors (default) or time sequences."""
     if features not in FEATURE_KINDS:
         raise DataError(f"{path}: features={features!r}; choose one of {', '.join(FEATURE_KINDS)}.")
     try:

@@ -44,13 +44,13 @@ import yaml
 from ..config import build_config, packaged_config
 from ..data.registry import COMMON_OPTIONS, data_location, dataset_entry, dataset_family, load_dataset
 from ..errors import ConfigError, ImsaError, did_you_mean
-from ..files import atomic_write_text
+from ..files import atomic_write_text, locked
 from ..methods import method_class
 from ..protocols import FRAME_RATES, PROTOCOLS, Protocol
 from ..training import RunContext, notify
 from .backends import make_backend
 from .runner import Experiment, RunSpec, finish_experiment, plan_experiment
-from .store import load_record, locked
+from .store import load_record
 
 logger = logging.getLogger(__name__)
 
@@ -476,7 +476,7 @@ def plan_grid(grid: Grid, out: str | os.PathLike, *, data_dir=None, locks: ExitS
     Nothing trains here; every error a grid can cause (missing data, a fold a dataset
     lacks, a store holding another experiment, an unreadable run file, another process
     on the store) is raised now. The store and its experiment directories are locked
-    through ``locks`` (see :func:`imsa.experiments.store.locked`).
+    through ``locks`` (see :func:`imsa.files.locked`).
     """
     out = Path(out)
     datasets = {}

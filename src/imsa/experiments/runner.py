@@ -32,7 +32,7 @@ from ..data.registry import data_location, dataset_family, load_dataset
 from ..devices import describe_device, make_deterministic
 from ..errors import ConfigError, DataError
 from ..evaluation import metrics_of
-from ..files import atomic_write_text
+from ..files import LOCK_FILE, atomic_write_text, locked
 from ..frames import FrameSetting, sequence_modalities
 from ..identity import META_KEY, SCHEMA, check_schema, differences, fingerprint, stamp
 from ..logs import open_loggers
@@ -41,7 +41,7 @@ from ..methods.spec import check_protocol
 from ..model_files import save_model
 from ..protocols import Protocol
 from ..training import RunContext, notify, seed_everything
-from .store import LOCK_FILE, SPLITS, RunLayout, RunRecord, load_record, locked, run_key, summarize, write_predictions, write_record, write_summary
+from .store import SPLITS, RunLayout, RunRecord, load_record, run_key, summarize, write_predictions, write_record, write_summary
 
 logger = logging.getLogger(__name__)
 

@@ -20,12 +20,10 @@ One owner for what ``imsa run``, ``imsa grid run``, ``imsa show`` and ``imsa rep
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import math
 import os
 import zipfile
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -191,35 +189,6 @@ def load_record(path: str | os.PathLike) -> RunRecord:
     if isinstance(data, dict):
         check_schema({META_KEY: data.get("versions")}, path)
     return RunRecord.from_dict(data, str(path))
-
-
-# -- who may write a directory ------------------------------------------------------------------
-
-LOCK_FILE = ".lock"
-
-
-@contextmanager
-def locked(directory: str | os.PathLike):
-    """Hold ``directory`` for this process: a second imsa process on it is refused at once.
-
-    An advisory lock (``flock``) on ``directory/.lock``, released when the process ends
-    however it ends, so a killed run never leaves a stale lock behind.
-    """
-    directory = Path(directory)
-    if directory.exists() and not directory.is_dir():
-        raise ConfigError(f"{directory} is a file; --out needs a directory. Choose another --out.")
-    directory.mkdir(parents=True, exist_ok=True)
-    handle = open(directory / LOCK_FILE, "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise ConfigError(f"{directory} is in use by another imsa process; wait for it to finish (its results are kept), or choose another --out.") from None
-    try:
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
 
 
 # -- per-utterance predictions ------------------------------------------------------------------

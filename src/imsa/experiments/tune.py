@@ -43,14 +43,13 @@ from ..data.dataset import Subset
 from ..data.registry import load_dataset
 from ..errors import ConfigError, did_you_mean
 from ..evaluation import selection_score
-from ..files import atomic_write_text
+from ..files import atomic_write_text, locked
 from ..identity import META_KEY, check_schema, differences, stamp
 from ..methods import method_class
 from ..metrics import METRICS
 from ..protocols import Protocol
 from ..training import RunContext, seed_everything
 from .runner import Experiment, run_experiment
-from .store import locked
 
 logger = logging.getLogger(__name__)
 

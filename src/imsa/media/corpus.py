@@ -1,6 +1,6 @@
 """A corpus of media files to a dataset folder: ``imsa extract`` and :func:`imsa.media.extract`.
 
-Files are extracted in a process pool (``workers``) or on a Ray cluster (``backend="ray"``),
+Files are extracted in worker processes (``workers`` of them) or on a Ray cluster (``backend="ray"``),
 each through the per-file cache of :mod:`imsa.media.pipeline`; a file that fails is
 reported with its reason and the rest go on. Text is encoded last, in one batch pass. The
 folder is written file by file atomically, ``extraction.json`` last, so an interrupted
@@ -17,6 +17,7 @@ import os
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -25,9 +26,8 @@ import numpy as np
 
 from ..data.extracted import EXTRACTION_FILE, FEATURES_FILE, MISSINGNESS_COLUMNS, MISSINGNESS_FILE, UTTERANCE_COLUMNS, UTTERANCES_FILE
 from ..errors import ConfigError, DataError
-from ..files import atomic_write, atomic_write_text
-from .pipeline import ExtractionConfig, FileResult, cached_extract, default_media_cache
-from .registry import extractor_entry
+from ..files import LOCK_FILE, atomic_write, atomic_write_text, locked
+from .pipeline import ExtractionConfig, FileResult, build_extractors, cached_extract, default_media_cache
 from .sources import Job, apply_labels, source_jobs
 
 BACKENDS = ("process", "ray")
@@ -68,6 +68,8 @@ def run_jobs(
         raise ConfigError(f"Unknown backend {backend!r}. Valid backends: {', '.join(BACKENDS)}.")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be an integer of at least 1; got {workers!r}.")
+    if not jobs:
+        return [], []
     cache = str(default_media_cache(cache_dir))
     data = config.to_dict()
     results: list[FileResult | None] = [None] * len(jobs)
@@ -92,17 +94,41 @@ def run_jobs(
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             record(pending.pop(done[0]), ray.get(done[0]))
-    elif workers == 1 or len(jobs) == 1:
-        for k, job in enumerate(jobs):
-            record(k, cached_extract(job, data, cache))
     else:
-        # spawn: the decoders and detectors keep threads that a forked child must not inherit
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(cached_extract, job, data, cache): k for k, job in enumerate(jobs)}
-            for future in as_completed(futures):
-                record(futures[future], future.result())
+        pool = _pool(workers)
+        futures = {pool.submit(cached_extract, job, data, cache): k for k, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except BrokenProcessPool:
+                _POOLS.pop(workers, None)
+                outcome = ("failed", f"{jobs[futures[future]].media}: the extractor process crashed (a corrupt file, or out of memory)")
+            record(futures[future], outcome)
     failures.sort()
     return results, failures
+
+
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _pool(workers: int) -> ProcessPoolExecutor:
+    """Worker processes, kept for the next extraction in this process (their extractors stay loaded).
+
+    Worker processes even for one worker: the native libraries' log lines stay out of the
+    terminal, and a decoder that crashes takes down a worker, not the extraction. spawn:
+    the decoders and detectors keep threads that a forked child must not inherit.
+    """
+    if workers not in _POOLS:
+        _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_quiet_native_logs)
+    return _POOLS[workers]
+
+
+def _quiet_native_logs() -> None:
+    """In a worker: native stderr (MediaPipe's and TensorFlow Lite's C++ logs) to /dev/null; a
+    worker reports everything else through its return value."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
 
 
 def _csv(columns, rows) -> str:
@@ -122,33 +148,41 @@ def _pad(rows: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def assemble(jobs: list[Job], results: list[FileResult | None], config: ExtractionConfig, text_extractor=None) -> tuple[list[dict], dict[str, np.ndarray]]:
-    """Every segment's row and the arrays of the segments with something present (text encoded here)."""
-    rows, a_vec, v_vec, a_seq, v_seq = [], [], [], [], []
+    """Every segment's row and the arrays of the segments with something present (text encoded here).
+
+    The sequences are word-aligned (one step per word, in all three modalities) when every
+    such segment has timed words; otherwise audio and visual have one step per ``1 / rate``
+    seconds and text one per token.
+    """
+    rows, a_vec, v_vec, by_rate, by_word = [], [], [], [], []
     for job, result in zip(jobs, results):
         if result is None:
             continue
-        for info, (a, v), av, vv in zip(result.segments, result.sequences(), result.audio_vectors, result.visual_vectors):
+        for info, rated, worded, av, vv in zip(result.segments, result.sequences(), result.sequences(words=True), result.audio_vectors, result.visual_vectors):
             rows.append({**info, "media": str(job.media)})
             a_vec.append(av)
             v_vec.append(vv)
-            a_seq.append(a)
-            v_seq.append(v)
+            by_rate.append(rated)
+            by_word.append(worded)
     present = np.asarray([[r["has_text"], r["audio"], r["visual"]] for r in rows], bool).reshape(-1, 3)
     keep = present.any(axis=1)
-    text_extractor = text_extractor or extractor_entry("text", config.extractors["text"]).build(**config.options.get(config.extractors["text"], {}))
+    text_extractor = text_extractor or build_extractors(config, roles=("text",))["text"]
     chosen = [i for i in range(len(rows)) if keep[i]]
+    aligned = bool(chosen) and all(rows[i]["words"] for i in chosen)
     with_text = [i for i in chosen if present[i, 0]]
     encoded = text_extractor.encode([rows[i]["text"] for i in with_text]) if with_text else None
     dim = encoded["vectors"].shape[1] if encoded else int(text_extractor.encode(["x"])["vectors"].shape[1])
     l_vec = np.zeros((len(chosen), dim), np.float32)
-    l_rows = [np.zeros((1, dim), np.float32) for _ in chosen]
+    l_rows = [np.zeros((len(rows[i]["words"]) if aligned else 1, dim), np.float32) for i in chosen]
     position = {i: k for k, i in enumerate(chosen)}
+    per_word = text_extractor.encode_words([[w for _, _, w in rows[i]["words"]] for i in with_text]) if aligned and with_text else None
     for j, i in enumerate(with_text):
         l_vec[position[i]] = encoded["vectors"][j]
-        l_rows[position[i]] = encoded["tokens"][j, : encoded["lengths"][j]]
+        l_rows[position[i]] = per_word[j] if aligned else encoded["tokens"][j, : encoded["lengths"][j]]
+    steps = [(by_word if aligned else by_rate)[i] for i in chosen]
     l_seq, l_len = _pad(l_rows, dim)
-    a_pad, av_len = _pad([a_seq[i] for i in chosen], a_seq[0].shape[1] if a_seq else 1)
-    v_pad, _ = _pad([v_seq[i] for i in chosen], v_seq[0].shape[1] if v_seq else 1)
+    a_pad, av_len = _pad([a for a, _ in steps], by_rate[0][0].shape[1] if rows else 1)
+    v_pad, _ = _pad([v for _, v in steps], by_rate[0][1].shape[1] if rows else 1)
     arrays = {
         "utterance_ids": np.asarray([rows[i]["utterance_id"] for i in chosen], dtype=str),
         "video_ids": np.asarray([rows[i]["video_id"] for i in chosen], dtype=str),
@@ -161,6 +195,7 @@ def assemble(jobs: list[Job], results: list[FileResult | None], config: Extracti
         "sequence_a": a_pad,
         "sequence_v": v_pad,
         "lengths_av": av_len,
+        "aligned": np.asarray(aligned),
     }
     return rows, arrays
 
@@ -168,7 +203,8 @@ def assemble(jobs: list[Job], results: list[FileResult | None], config: Extracti
 def _claim(out: Path) -> None:
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: exists and is a file; --out names the dataset folder to write.")
-    if out.is_dir() and any(out.iterdir()) and not (out / EXTRACTION_FILE).exists() and not (out / FEATURES_FILE).exists():
+    others = out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir())
+    if others and not (out / EXTRACTION_FILE).exists() and not (out / FEATURES_FILE).exists():
         raise DataError(f"{out}: the folder holds other files and no earlier extraction; choose an empty or new folder for --out.")
 
 
@@ -189,9 +225,10 @@ def write_dataset(out: Path, rows: list[dict], arrays: dict[str, np.ndarray], co
         "format_version": FORMAT_VERSION,
         "written_by": __version__,
         "config": config.to_dict(),
-        "versions": config.versions() | extractor_entry("text", config.extractors["text"]).versions(),
+        "versions": config.versions(),
         "dims": {m: int(arrays[f"vectors_{m}"].shape[1]) for m in ("l", "a", "v")},
         "frame_dims": {m: int(arrays[f"sequence_{m}"].shape[2]) for m in ("l", "a", "v")},
+        "alignment": "words" if arrays["aligned"] else f"{config.rate:g} steps per second (text: tokens)",
         "segments": len(rows),
         "utterances": len(utterances),
         "failures": [{"media": m, "reason": r} for m, r in failures],
@@ -249,14 +286,16 @@ def extract(
     config = config or ExtractionConfig()
     out = Path(out)
     _claim(out)
-    jobs = source_jobs(source, transcript)
+    jobs, unreadable = source_jobs(source, transcript)
     if labels:
         jobs = apply_labels(jobs, labels)
-    results, failures = run_jobs(jobs, config, workers=workers, backend=backend, cache_dir=cache_dir, progress=progress)
-    if all(r is None for r in results):
-        return Extraction(None, [], failures)
-    rows, arrays = assemble(jobs, results, config)
-    if len(arrays["utterance_ids"]) == 0:
-        raise DataError(f"{source}: no segment has any modality present (see the reasons); nothing to write.")
-    write_dataset(out, rows, arrays, config, failures)
+    with locked(out):  # a second imsa extract into the same folder is refused, not interleaved
+        results, failures = run_jobs(jobs, config, workers=workers, backend=backend, cache_dir=cache_dir, progress=progress)
+        failures = sorted(unreadable + failures)
+        if all(r is None for r in results):
+            return Extraction(None, [], failures)
+        rows, arrays = assemble(jobs, results, config)
+        if len(arrays["utterance_ids"]) == 0:
+            raise DataError(f"{source}: no segment has any modality present (see the reasons); nothing to write.")
+        write_dataset(out, rows, arrays, config, failures)
     return Extraction(out, rows, failures)

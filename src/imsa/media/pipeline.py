@@ -12,7 +12,9 @@ Per segment (utterance) and modality:
 
 Features: the audio extractor's utterance vector and its frames averaged into steps of
 ``1 / rate`` seconds; the visual features of each sampled frame (one per step) and their
-mean over the frames with a face. A missing modality's features are zeros.
+mean over the frames with a face. Where the transcript times its words (WebVTT inline
+timestamps, or the speech recogniser), also one step per word: the audio frames and face
+features inside the word's span. A missing modality's features are zeros.
 
 Results are cached per file, keyed by the file's content hash, the segments and the
 configuration (extractor names, options and package versions), so a second run or a run
@@ -36,7 +38,8 @@ from .decode import Media, MediaError, decode
 from .registry import DEFAULTS, ROLES, extractor_entry
 from .sources import Job, Segment
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: word-aligned sequences
+RESULT_ARRAYS = ("audio_vectors", "visual_vectors", "audio_steps", "visual_steps", "steps", "audio_words", "visual_words", "word_steps")
 END_TOLERANCE = 0.5  # seconds a segment may end past the media's end (container rounding)
 A_V_ROLES = ("vad", "audio", "face", "visual", "asr")
 
@@ -125,7 +128,9 @@ def build_extractors(config: ExtractionConfig, roles=A_V_ROLES) -> dict:
 
 @dataclass
 class FileResult:
-    """The extracted segments of one file, in order (arrays have one row per segment; sequences are concatenated)."""
+    """The extracted segments of one file, in order: vectors have one row per segment, the
+    sequences at the fixed rate (``steps`` per segment) and per timed word (``word_steps``,
+    0 for a segment without word timings) are concatenated over segments."""
 
     media: str
     segments: list[dict]
@@ -134,11 +139,15 @@ class FileResult:
     audio_steps: np.ndarray
     visual_steps: np.ndarray
     steps: np.ndarray
+    audio_words: np.ndarray
+    visual_words: np.ndarray
+    word_steps: np.ndarray
 
-    def sequences(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        """Per segment, its audio and visual steps."""
-        bounds = np.concatenate([[0], np.cumsum(self.steps)])
-        return [(self.audio_steps[a:b], self.visual_steps[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    def sequences(self, words: bool = False) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Per segment, its audio and visual steps (at the fixed rate, or per word)."""
+        counts, audio, visual = (self.word_steps, self.audio_words, self.visual_words) if words else (self.steps, self.audio_steps, self.visual_steps)
+        bounds = np.concatenate([[0], np.cumsum(counts)])
+        return [(audio[a:b], visual[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def _bin_means(values: np.ndarray, positions: np.ndarray, steps: int) -> np.ndarray:
@@ -152,14 +161,26 @@ def _bin_means(values: np.ndarray, positions: np.ndarray, steps: int) -> np.ndar
     return out
 
 
+def _word_means(values: np.ndarray, times: np.ndarray, words: list) -> np.ndarray:
+    """Mean of the rows of ``values`` (taken at ``times``) inside each word's span; a word
+    between two rows (shorter than the sampling step) takes the nearest row."""
+    out = np.zeros((len(words), values.shape[1]), np.float32)
+    if not len(values):
+        return out
+    for k, (start, end, _) in enumerate(words):
+        inside = (times >= start) & (times < end)
+        out[k] = values[inside].mean(0) if inside.any() else values[np.abs(times - (start + end) / 2).argmin()]
+    return out
+
+
 def _segment_features(media: Media, segment: Segment, start: float, end: float, config: ExtractionConfig, extractors: dict):
     steps = max(1, math.ceil((end - start) * config.rate - 1e-6))
     reasons = []
     audio_extractor, visual_extractor = extractors["audio"], extractors["visual"]
     a_vec = np.zeros(audio_extractor.vector_dim, np.float32)
-    a_seq = np.zeros((steps, audio_extractor.frame_dim), np.float32)
     v_vec = np.zeros(visual_extractor.dim, np.float32)
-    v_seq = np.zeros((steps, visual_extractor.dim), np.float32)
+    a_frames, a_times = np.zeros((0, audio_extractor.frame_dim), np.float32), np.zeros(0)
+    v_frames, v_times = np.zeros((0, visual_extractor.dim), np.float32), np.zeros(0)
     audio = media.audio_between(start, end)
     speech = 0.0
     if audio is None:
@@ -169,11 +190,13 @@ def _segment_features(media: Media, segment: Segment, start: float, end: float, 
         if speech < config.min_speech:
             reasons.append("no_speech")
         else:
-            a_vec, frames = audio_extractor.extract(audio)
-            a_seq = _bin_means(frames, (np.arange(len(frames)) * config.rate / audio_extractor.frame_rate).astype(np.int64), steps)
-    text = segment.text
+            a_vec, a_frames = audio_extractor.extract(audio)
+            a_times = start + np.arange(len(a_frames)) / audio_extractor.frame_rate
+    text, words = segment.text, list(segment.words)
     if text is None and extractors.get("asr") is not None and audio is not None and "no_speech" not in reasons:
-        text = " ".join(c.text for c in extractors["asr"].transcribe(audio)).strip()
+        cues = extractors["asr"].transcribe(audio)
+        text = " ".join(c.text for c in cues).strip()
+        words = [(start + a, start + b, w) for c in cues for a, b, w in c.words]  # the recogniser's times count from the segment's start
     if text is None:
         reasons.append("no_transcript")
     elif not text.strip():
@@ -188,15 +211,17 @@ def _segment_features(media: Media, segment: Segment, start: float, end: float, 
         if face < config.min_face:
             reasons.append("no_face")
         else:
-            features = visual_extractor.extract(frames, boxes, found)
-            v_vec = features[found].mean(0)
-            v_seq = _bin_means(features[found], ((times[found] - start) * config.rate).astype(np.int64), steps)
+            v_frames, v_times = visual_extractor.extract(frames, boxes, found)[found], times[found]
+            v_vec = v_frames.mean(0)
+    a_seq = _bin_means(a_frames, ((a_times - start) * config.rate).astype(np.int64), steps)
+    v_seq = _bin_means(v_frames, ((v_times - start) * config.rate).astype(np.int64), steps)
     info = {
         "utterance_id": segment.utterance_id,
         "video_id": segment.video_id,
         "start": round(start, 3),
         "end": round(end, 3),
         "text": text or "",
+        "words": [list(w) for w in words] if text and text.strip() else [],
         "audio": int(not {"no_audio_stream", "no_speech"} & set(reasons)),
         "visual": int(not {"no_video_stream", "no_face"} & set(reasons)),
         "has_text": int(text is not None and bool(text.strip())),
@@ -206,7 +231,7 @@ def _segment_features(media: Media, segment: Segment, start: float, end: float, 
         "label": segment.label,
         "split": segment.split,
     }
-    return info, a_vec, v_vec, a_seq, v_seq
+    return info, (a_vec, v_vec), (a_seq, v_seq), (_word_means(a_frames, a_times, info["words"]), _word_means(v_frames, v_times, info["words"]))
 
 
 def extract_file(job: Job, config: ExtractionConfig, extractors: dict | None = None) -> FileResult:
@@ -222,10 +247,11 @@ def extract_file(job: Job, config: ExtractionConfig, extractors: dict | None = N
     segments = list(job.segments)
     if len(segments) == 1 and segments[0].start is None and segments[0].text is None and extractors.get("asr") is not None and media.audio is not None:
         cues = extractors["asr"].transcribe(media.audio)  # no transcript: recognised speech cuts the file
+        first = segments[0]
         segments = [
-            Segment(f"{job.video_id}_{k}", job.video_id, c.start, c.end, c.text, segments[0].label, segments[0].split) for k, c in enumerate(cues, 1)
+            Segment(f"{job.video_id}_{k}", job.video_id, c.start, c.end, c.text, first.label, first.split, c.words) for k, c in enumerate(cues, 1)
         ] or segments
-    rows, a_vecs, v_vecs, a_seqs, v_seqs = [], [], [], [], []
+    rows, vectors, sequences, aligned = [], [], [], []
     for segment in segments:
         start, end = (0.0, media.duration) if segment.start is None else (segment.start, min(segment.end, media.duration))
         if segment.start is not None and (segment.start >= media.duration or segment.end > media.duration + END_TOLERANCE):
@@ -233,20 +259,22 @@ def extract_file(job: Job, config: ExtractionConfig, extractors: dict | None = N
                 f"{job.media}: segment {segment.utterance_id} ({segment.start:.2f}-{segment.end:.2f} s) lies past the end of the media ({media.duration:.2f} s); "
                 "check the transcript's or manifest's times."
             )
-        info, a_vec, v_vec, a_seq, v_seq = _segment_features(media, segment, start, end, config, extractors)
+        info, vector, sequence, words = _segment_features(media, segment, start, end, config, extractors)
         rows.append(info)
-        a_vecs.append(a_vec)
-        v_vecs.append(v_vec)
-        a_seqs.append(a_seq)
-        v_seqs.append(v_seq)
+        vectors.append(vector)
+        sequences.append(sequence)
+        aligned.append(words)
     return FileResult(
         str(job.media),
         rows,
-        np.stack(a_vecs).astype(np.float32),
-        np.stack(v_vecs).astype(np.float32),
-        np.concatenate(a_seqs).astype(np.float32),
-        np.concatenate(v_seqs).astype(np.float32),
-        np.asarray([len(s) for s in a_seqs], np.int64),
+        np.stack([a for a, _ in vectors]).astype(np.float32),
+        np.stack([v for _, v in vectors]).astype(np.float32),
+        np.concatenate([a for a, _ in sequences]).astype(np.float32),
+        np.concatenate([v for _, v in sequences]).astype(np.float32),
+        np.asarray([len(a) for a, _ in sequences], np.int64),
+        np.concatenate([a for a, _ in aligned]).astype(np.float32),
+        np.concatenate([v for _, v in aligned]).astype(np.float32),
+        np.asarray([len(a) for a, _ in aligned], np.int64),
     )
 
 
@@ -261,15 +289,8 @@ def cache_key(job: Job, config: ExtractionConfig) -> str:
 
 
 def save_result(path: Path, result: FileResult) -> None:
-    arrays = {
-        "segments": np.frombuffer(json.dumps(result.segments).encode(), np.uint8),
-        "audio_vectors": result.audio_vectors,
-        "visual_vectors": result.visual_vectors,
-        "audio_steps": result.audio_steps,
-        "visual_steps": result.visual_steps,
-        "steps": result.steps,
-    }
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+    segments = np.frombuffer(json.dumps(result.segments).encode(), np.uint8)
+    atomic_write(path, lambda f: np.savez(f, segments=segments, **{k: getattr(result, k) for k in RESULT_ARRAYS}))
 
 
 def load_result(path: Path, media: str) -> FileResult | None:
@@ -277,7 +298,7 @@ def load_result(path: Path, media: str) -> FileResult | None:
     try:
         with np.load(path, allow_pickle=False) as data:
             segments = json.loads(bytes(data["segments"]).decode())
-            return FileResult(media, segments, *(data[k] for k in ("audio_vectors", "visual_vectors", "audio_steps", "visual_steps", "steps")))
+            return FileResult(media, segments, *(data[k] for k in RESULT_ARRAYS))
     except (OSError, ValueError, KeyError):
         return None
 

@@ -31,7 +31,8 @@ MANIFEST_COLUMNS = ("media", "start", "end", "text", "label", "video_id", "utter
 
 @dataclass(frozen=True)
 class Segment:
-    """One utterance to extract: seconds (None: the whole file), its text (None: no transcript), label and split."""
+    """One utterance to extract: seconds (None: the whole file), its text (None: no transcript),
+    label, split, and its words' ``(start, end, word)`` in seconds of the file where timed."""
 
     utterance_id: str
     video_id: str
@@ -40,6 +41,7 @@ class Segment:
     text: str | None = None
     label: str | None = None
     split: str | None = None
+    words: tuple = ()
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def _segments_from_transcript(video_id: str, transcript: Path | None) -> tuple[S
     if transcript is None:
         return (Segment(f"{video_id}_1", video_id, None, None),)
     cues = read_transcript(transcript)
-    return tuple(Segment(f"{video_id}_{k}", video_id, c.start, c.end, c.text) for k, c in enumerate(cues, 1))
+    return tuple(Segment(f"{video_id}_{k}", video_id, c.start, c.end, c.text, words=c.words) for k, c in enumerate(cues, 1))
 
 
 def file_job(media: str | os.PathLike, transcript: str | os.PathLike | None = None) -> Job:
@@ -121,18 +123,25 @@ def manifest_jobs(path: str | os.PathLike) -> list[Job]:
     return [Job(media, ids[media], tuple(segments)) for media, segments in jobs.items()]
 
 
-def source_jobs(source: str | os.PathLike, transcript: str | os.PathLike | None = None) -> list[Job]:
-    """The jobs of SOURCE: a media file, a folder of media files, or a CSV manifest."""
+def source_jobs(source: str | os.PathLike, transcript: str | os.PathLike | None = None) -> tuple[list[Job], list[tuple[str, str]]]:
+    """The jobs of SOURCE (a media file, a folder of media files, or a CSV manifest), and the
+    files of a folder whose transcript cannot be used, with the reason (the others go on)."""
     source = Path(source)
     if not source.exists():
         raise MediaError(f"{source}: no such media file, folder or manifest.")
     if transcript and (source.is_dir() or source.suffix.lower() == ".csv"):
         raise MediaError(f"{source}: --transcript belongs to a single media file; a folder's transcripts lie beside its files, a manifest names them.")
+    failures = []
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_SUFFIXES)
         if not files:
             raise MediaError(f"{source}: no media files ({', '.join(MEDIA_SUFFIXES)}) in this folder.")
-        jobs = [file_job(p) for p in files]
+        jobs = []
+        for path in files:
+            try:
+                jobs.append(file_job(path))
+            except MediaError as e:
+                failures.append((str(path), str(e)))
     elif source.suffix.lower() == ".csv":
         jobs = manifest_jobs(source)
     else:
@@ -145,7 +154,7 @@ def source_jobs(source: str | os.PathLike, transcript: str | os.PathLike | None 
                     f"utterance id {segment.utterance_id!r} occurs twice (in {seen[segment.utterance_id]} and {job.media}); give unique utterance_id values."
                 )
             seen[segment.utterance_id] = job.media
-    return jobs
+    return jobs, failures
 
 
 def apply_labels(jobs: list[Job], path: str | os.PathLike) -> list[Job]:

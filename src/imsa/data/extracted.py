@@ -15,7 +15,8 @@ Files (see the media tutorial for their columns):
 Modalities a segment lacks at the source stay missing under every protocol: the dataset
 carries the ``present`` mask as the ``source_present`` annotation, which batches apply on
 top of the protocol's masks. Folds: one fold from the ``split`` column when every
-utterance has one, else ``folds`` folds grouped by video (test fold k, valid fold k+1).
+utterance has one, else ``folds`` folds grouped by video (test fold k, valid fold k+1);
+without labels (a prediction-only folder), one fold that tests every video.
 """
 
 from __future__ import annotations
@@ -128,7 +129,8 @@ def load_extracted(path: Path, content, *, features: str = "vectors", folds: int
         labels=labels,
         utterance_ids=ids,
         video_ids=videos,
-        folds=_folds(path / UTTERANCES_FILE, rows, videos, folds, fold_seed),
+        # Without labels (prediction only) every video is a test video.
+        folds=_folds(path / UTTERANCES_FILE, rows, videos, folds, fold_seed) if labelled else [Fold((), (), tuple(dict.fromkeys(videos)))],
         task=task,
         lengths=lengths,
         transcripts=transcripts,

@@ -50,6 +50,8 @@ class ExtractorEntry:
         The import names of those packages, to tell whether they are installed.
     licence : str
     description : str
+    install : str
+        How to install its packages where the ``media`` extra does not (default: the extra).
     """
 
     name: str
@@ -59,6 +61,7 @@ class ExtractorEntry:
     modules: tuple[str, ...]
     licence: str
     description: str
+    install: str = ""
 
     @property
     def options(self) -> dict:
@@ -98,13 +101,13 @@ class ExtractorEntry:
 EXTRACTORS: Registry[ExtractorEntry] = Registry("extractor", "imsa.media.extractors")
 
 
-def register_extractor(name: str, *, role: str, packages: tuple[str, ...], modules: tuple[str, ...], licence: str, description: str):
-    """Register a class (or factory) as extractor ``name`` of ``role``."""
+def register_extractor(name: str, *, role: str, packages: tuple[str, ...], modules: tuple[str, ...], licence: str, description: str, install: str = ""):
+    """Register a class (or factory) as extractor ``name`` of ``role`` (see :class:`ExtractorEntry`)."""
     if role not in ROLES:
         raise RuntimeError(f"extractor {name!r}: unknown role {role!r}")
 
     def decorate(factory):
-        EXTRACTORS.add(name, ExtractorEntry(name, role, factory, tuple(packages), tuple(modules), licence, description))
+        EXTRACTORS.add(name, ExtractorEntry(name, role, factory, tuple(packages), tuple(modules), licence, description, install))
         return factory
 
     return decorate

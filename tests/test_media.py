@@ -146,6 +146,11 @@ def test_predict_media_predicts_each_segment_from_what_is_present(corpus, tmp_pa
     assert [r["modalities"] for r in rows] == ["l,a,v", "l,a", ""]
     assert rows[1]["reason"] == "no_face" and rows[2]["prediction"] == "" and "nothing_present" in rows[2]["reason"]
     assert "2 of 3 segments predicted" in done.stdout
+    import imsa
+
+    segments, predictions = imsa.predict_media(tmp_path / "run", tmp_path / "new.mp4")  # the same in Python
+    assert [s["utterance_id"] for s in segments] == [r["utterance_id"] for r in rows] and len(predictions) == 2
+    assert np.allclose(predictions.values, [float(r["prediction"]) for r in rows[:2]], atol=1e-6)
 
 
 @on_checks

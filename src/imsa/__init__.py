@@ -11,7 +11,8 @@ Methods
     :func:`create_method`, :func:`list_methods`, :func:`register_method` (a class
     decorator for a method of your own) and :func:`load_method` (a model file or run
     directory back as fitted methods). A method has scikit-learn's ``fit`` /
-    ``predict_dataset`` / ``evaluate``.
+    ``predict_dataset`` / ``evaluate``. :func:`predict_media` predicts each segment of a
+    new video with a model trained on an ``imsa extract`` folder.
 Protocols
     :class:`Protocol`: ``Protocol("fixed")``, ``Protocol("random", rate=0.3)``,
     ``Protocol("frames", rate=0.3)``.
@@ -43,6 +44,7 @@ _PUBLIC = {
     "list_methods": "imsa.methods",
     "register_method": "imsa.methods",
     "load_method": "imsa.experiments.models",
+    "predict_media": "imsa.experiments.models",
     "Protocol": "imsa.protocols",
     "run": "imsa.experiments.run",
     "Experiment": "imsa.experiments.runner",

@@ -431,7 +431,7 @@ def cmd_predict(args) -> int:
     if args.transcript and not args.media:
         raise ImsaError("--transcript belongs to --media (the transcript of that file).")
     if args.media:
-        return _predict_media(args, source, models, spec)
+        return _predict_media(args, source, models)
     if args.features:
         dataset, present = read_features(args.features, spec, spec.class_names)
         rows = predict_models(models, dataset, split="all", modalities=modalities, present=present)
@@ -480,17 +480,12 @@ def cmd_predict(args) -> int:
     return 0
 
 
-def _predict_media(args, source: Path, models: list, spec) -> int:
+def _predict_media(args, source: Path, models: list) -> int:
     from .files import atomic_write_text
-    from .media.predict import media_features, segments_csv
-    from .predictions import average, features_dataset, predict_models
+    from .media.predict import segments_csv
+    from .predictions import predict_media
 
-    arrays, segments = media_features(models[0][2].provenance_.get("extraction"), spec, args.media, transcript=args.transcript, model=str(source))
-    predictions = None
-    if len(arrays["utterance_ids"]):
-        dataset, present = features_dataset(arrays, Path(args.media), spec, spec.class_names)
-        rows = predict_models(models, dataset, split="all", modalities=args.modalities, present=present)
-        predictions = average(rows)[1] if len(rows) > 1 else rows[0][1]
+    segments, predictions = predict_media(models, args.media, transcript=args.transcript, modalities=args.modalities, source=str(source))
     out = Path(args.out)
     atomic_write_text(out, segments_csv(segments, predictions))
     scored = 0 if predictions is None else len(predictions)

@@ -308,6 +308,35 @@ def predict_models(
     return rows
 
 
+def predict_media(models: list, media, *, transcript=None, modalities=None, cache_dir=None, source: str = "the model") -> tuple[list[dict], Predictions | None]:
+    """Extract ``media`` as the models' training data was extracted and predict each segment.
+
+    Parameters
+    ----------
+    models : list of (seed, fold, Method)
+        Trained on a folder of ``imsa extract`` (their model files record how).
+    media, transcript : path
+        A video or audio file and its SRT, WebVTT or plain-text transcript (default:
+        the one beside it).
+
+    Returns
+    -------
+    segments : list of dict
+        Every segment: ``utterance_id``, ``start``, ``end``, presence flags, ``reason``.
+    predictions : Predictions or None
+        The segments with a modality present, averaged over ``models``; None if none has.
+    """
+    from .media.predict import media_features
+
+    spec = models[0][2].spec_
+    arrays, segments = media_features(models[0][2].provenance_.get("extraction"), spec, media, transcript=transcript, cache_dir=cache_dir, model=source)
+    if not len(arrays["utterance_ids"]):
+        return segments, None
+    dataset, present = features_dataset(arrays, Path(media), spec, spec.class_names)
+    rows = predict_models(models, dataset, split="all", modalities=modalities, present=present)
+    return segments, (average(rows)[1] if len(rows) > 1 else rows[0][1])
+
+
 def average(rows: list[tuple[dict, Predictions]]) -> tuple[dict, Predictions]:
     """The mean of several models' predictions per utterance (class probabilities for classes).
 

@@ -79,3 +79,18 @@ def load_method(path: str | os.PathLike, *, device: str = "cpu"):
         raise DataError(f"{path}: the weights do not fit a {state['method']} model with this config ({type(e).__name__}: {str(e).splitlines()[0]}).") from None
     method.provenance_ = provenance
     return method.to(device)
+
+
+def predict_media(path: str | os.PathLike, media: str | os.PathLike, *, transcript=None, modalities=None, device: str = "cpu"):
+    """``imsa predict PATH --media MEDIA``: each segment of a new video or audio file predicted.
+
+    ``path`` is a model file or run directory trained on a folder of ``imsa extract``;
+    ``media`` is extracted with the same configuration, and a run directory's models are
+    averaged. Returns the segments (times, presence flags, reasons) and the
+    :class:`~imsa.predictions.Predictions` of those with a modality present (None if none).
+    """
+    from ..predictions import predict_media as predict
+
+    loaded = load_method(path, device=device)
+    models = loaded.models if isinstance(loaded, RunModels) else [(loaded.provenance_.get("seed", ""), int(loaded.provenance_.get("fold", 0)), loaded)]
+    return predict(models, media, transcript=transcript, modalities=modalities, source=str(path))

@@ -149,6 +149,10 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
     list of RunSpec
         One per (seed, fold), seeds outermost; finished ones have ``done`` set.
     """
+    if dataset.extraction and not dataset.extraction.get("labelled", True):
+        raise DataError(
+            f"{dataset.source} has no labels (a prediction-only extraction); fill the label column of its utterances.csv, or extract with --labels."
+        )
     packaged = experiment.packaged_config(dataset.family)
     config = experiment.resolved_config(dataset.family)  # fails on a bad key before any work
     folds = experiment.folds if experiment.folds is not None else tuple(range(len(dataset.folds)))

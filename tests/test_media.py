@@ -243,6 +243,8 @@ def test_configuration_errors_are_clear():
         ExtractionConfig(extractors={"audio": "silero"})
     with pytest.raises(ConfigError, match="Unknown extractor role"):
         ExtractionConfig(extractors={"speech": "silero"})
+    with pytest.raises(ConfigError, match="Options given for mfcc, which is not among the chosen"):
+        ExtractionConfig(options={"mfcc": {"n_mfcc": 13}})
     with pytest.raises(ConfigError, match="min_face"):
         ExtractionConfig(min_face=1.5)
     with pytest.raises(ConfigError, match="Unknown option 'treshold' of extractor silero. Did you mean 'threshold'"):

@@ -3,9 +3,9 @@
 Files are extracted in worker processes (``workers`` of them) or on a Ray cluster (``backend="ray"``),
 each through the per-file cache of :mod:`imsa.media.pipeline`; a file that fails is
 reported with its reason and the rest go on. Text is encoded last, in one batch pass. The
-folder is written file by file atomically, ``extraction.json`` last, so an interrupted
-run leaves either the previous complete folder or nothing new, and a second run reuses
-every file already extracted.
+folder's files are each written atomically, ``extraction.json`` last: a write that is
+interrupted leaves a folder without it, which is not read as a dataset until the command
+runs again, and that run takes every file already extracted from the cache.
 """
 
 from __future__ import annotations
@@ -93,7 +93,12 @@ def run_jobs(
         pending = {remote.remote(job, data, cache): k for k, job in enumerate(jobs)}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            record(pending.pop(done[0]), ray.get(done[0]))
+            index = pending.pop(done[0])
+            try:
+                outcome = ray.get(done[0])
+            except ray.exceptions.RayError as e:  # the task's worker died: that file failed
+                outcome = ("failed", f"{jobs[index].media}: the extractor process crashed ({type(e).__name__})")
+            record(index, outcome)
     else:
         pool = _pool(workers)
         futures = {pool.submit(cached_extract, job, data, cache): k for k, job in enumerate(jobs)}

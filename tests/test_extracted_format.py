@@ -124,3 +124,10 @@ def _edit_rows(folder, edit):
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(edit(rows))
+
+
+def test_no_corpus_family_is_guessed_for_extracted_features(tmp_path):
+    folder = make_folder(tmp_path / "ds", labels=["1", "-1", "0.5"] * 6)  # CH-SIMS' label range
+    dataset = load_dataset(str(folder))
+    assert dataset.family == "" and dataset.family_source.startswith("none")
+    assert load_dataset(str(folder), family="sims").family == "sims"  # a user who knows says so

@@ -83,9 +83,9 @@ def test_pearson_on_hand_computed_case():
     assert regression_metrics([1, 2, 3, 4], [1, 3, 2, 4])["corr"] == pytest.approx(0.8)
 
 
-def test_constant_prediction_gives_corr_zero():
+def test_constant_prediction_gives_corr_nan():
     result = regression_metrics([0.5, 0.5, 0.5, 0.5], [1, -1, 2, 0])
-    assert result["corr"] == 0.0
+    assert np.isnan(result["corr"])  # undefined, never a fake 0.0
     # mae: (0.5 + 1.5 + 1.5 + 0.5) / 4 = 1
     assert result["mae"] == pytest.approx(1.0)
 
@@ -315,3 +315,19 @@ def test_sims_datasets_get_the_fields_set_and_reports_show_it(synthetic, tmp_pat
     run_experiment(Experiment(method="late_fusion", dataset="synthetic", config={"epochs": 1}), tmp_path / "run", dataset=sims)
     runs = [(str(p), load_record(p)) for p in (tmp_path / "run" / "runs").glob("*.json")]
     assert {t.metric for t in build_tables(runs)} >= set(SIMS_METRICS)
+
+
+def test_undefined_metrics_are_nan_in_the_metrics_and_the_significance_tests():
+    from imsa.metrics import sims_metrics
+    from imsa.significance import paired_bootstrap_p
+
+    x = np.linspace(-3, 3, 1001)
+    assert -1.0 <= regression_metrics(x, 3 * x + 1e-9)["corr"] <= 1.0  # clipped where rounding would step past 1
+    assert np.isnan(sims_metrics(np.full(5, 2.0), [0.1, -0.2, 0.5, 0.9, -1.0])["corr_sims"])  # constant once clipped
+    zeros = regression_metrics([1.0, -1.0, 0.5], [0.0, 0.0, 0.0])
+    assert np.isnan(zeros["corr"]) and np.isnan(zeros["acc2_non0"]) and np.isnan(zeros["f1_non0"])
+    labels = np.linspace(-2, 2, 20)
+    constant = np.full(20, 0.3)
+    assert np.isnan(paired_bootstrap_p([(labels, [(constant, constant + 0.1)])], "corr", resamples=50))
+    for metric in ("acc2_non0", "f1_non0", "corr"):
+        assert np.isnan(paired_bootstrap_p([(np.zeros(20), [(labels, -labels)])], metric, resamples=50)), metric

@@ -40,7 +40,7 @@ class MetricInfo:
 
 _METRIC_LIST = (
     MetricInfo("mae", "Mean absolute error, all samples", False),
-    MetricInfo("corr", "Pearson correlation, all samples (0.0 if either side is constant)", True),
+    MetricInfo("corr", "Pearson correlation, all samples (NaN if either side is constant)", True),
     MetricInfo("acc7", "Acc-7: accuracy of round(clip(x, -3, 3)), half to even, all samples", True),
     MetricInfo("acc5", "Acc-5: accuracy of round(clip(x, -2, 2)), half to even, all samples", True),
     MetricInfo("acc2_has0", "Acc-2 negative (<0) vs non-negative (>=0), all samples", True),
@@ -102,10 +102,11 @@ def _check_same_length(prediction: np.ndarray, label: np.ndarray, owner: str) ->
 
 
 def _pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation; 0.0 instead of NaN when either side is constant."""
+    """Pearson correlation, clipped into [-1, 1] (rounding can step past it); NaN when either
+    side is constant, where the correlation is undefined (0.0 would be a score it never earned)."""
     dx, dy = x - x.mean(), y - y.mean()
     denominator = np.sqrt(np.sum(dx * dx) * np.sum(dy * dy))
-    return float(np.sum(dx * dy) / denominator) if denominator > 0 else 0.0
+    return float(np.clip(np.sum(dx * dy) / denominator, -1.0, 1.0)) if denominator > 0 else float("nan")
 
 
 def _accuracy(prediction: np.ndarray, label: np.ndarray) -> float:
@@ -172,8 +173,8 @@ def regression_metrics(prediction, label, sims: bool = False) -> dict[str, float
         Keys in the order of :data:`REGRESSION_METRICS`:
 
         - ``mae``: mean absolute error;
-        - ``corr``: Pearson correlation, 0.0 (not NaN) when prediction or
-          label is constant;
+        - ``corr``: Pearson correlation clipped into [-1, 1]; NaN when
+          prediction or label is constant (undefined, not 0);
         - ``acc7`` / ``acc5``: accuracy after ``np.round(np.clip(x, -3, 3))``
           / ``np.round(np.clip(x, -2, 2))`` of both sides. ``np.round``
           rounds half to even: 2.5 -> 2, -0.5 -> -0, 1.5 -> 2;

@@ -72,7 +72,7 @@ def _weighted_f1(hits, true_counts, predicted_counts) -> np.ndarray:
     denominator = true_counts + predicted_counts
     f1 = np.divide(2.0 * hits, denominator, out=np.zeros_like(hits, dtype=np.float64), where=denominator > 0)
     total = true_counts.sum(axis=1)
-    return np.divide((f1 * true_counts).sum(axis=1), total, out=np.zeros(len(total)), where=total > 0)
+    return np.divide((f1 * true_counts).sum(axis=1), total, out=np.full(len(total), np.nan), where=total > 0)
 
 
 def _class_counts(true: np.ndarray, predicted: np.ndarray, counts: np.ndarray, classes: int):
@@ -122,7 +122,8 @@ def resampled_metric(metric: str, prediction: np.ndarray, label: np.ndarray, cou
         cov = counts @ (p * y) / n - mp * my
         vp, vy = counts @ (p * p) / n - mp**2, counts @ (y * y) / n - my**2
         denominator = np.sqrt(np.clip(vp, 0, None) * np.clip(vy, 0, None))
-        return np.divide(cov, denominator, out=np.zeros_like(cov), where=denominator > 1e-15)
+        # NaN where a resample is constant on either side, as imsa.metrics gives
+        return np.clip(np.divide(cov, denominator, out=np.full_like(cov, np.nan), where=denominator > 1e-15), -1.0, 1.0)
     if metric in ("acc7", "acc5"):
         bound = 3 if metric == "acc7" else 2
         return counts @ (np.round(np.clip(p, -bound, bound)) == np.round(np.clip(y, -bound, bound))) / n

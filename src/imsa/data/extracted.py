@@ -138,5 +138,7 @@ def load_extracted(path: Path, content, *, features: str = "vectors", folds: int
         checksums={**file_checksum(path / FEATURES_FILE), **file_checksum(path / UTTERANCES_FILE)},
         description=f"extracted from media by imsa extract ({len(ids)} utterances)",
         annotations={SOURCE_PRESENT: arrays["present"].astype(bool)},
+        # Not a corpus of the field's features: no packaged config is guessed (give one with data.family=...).
+        family_source="none: features extracted from media",
         extraction={**extraction, "labelled": labelled, "features": features},
     )

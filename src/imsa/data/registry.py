@@ -154,7 +154,7 @@ def load_dataset(
             dataset = load_file(path, format=format, **options)
             if family is not None:
                 dataset.family, dataset.family_source = family, "given"
-            elif not dataset.family:
+            elif not dataset.family and not dataset.family_source:  # a loader may say why there is none
                 dataset.family, dataset.family_source = detect_family(dataset)
             check_loaded(dataset, label_range=label_range, shared_videos=shared_videos)
             return dataset

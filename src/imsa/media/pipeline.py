@@ -86,7 +86,9 @@ class ExtractionConfig:
         unused = sorted(set(self.options) - set(extractors.values()))
         if unused:
             chosen = ", ".join(n for n in extractors.values() if n)
-            raise ConfigError(f"Options given for {', '.join(unused)}, which is not among the chosen extractors ({chosen}); choose it with --extractor ROLE=NAME.")
+            raise ConfigError(
+                f"Options given for {', '.join(unused)}, which is not among the chosen extractors ({chosen}); choose it with --extractor ROLE=NAME."
+            )
         for name, value in (("min_speech", self.min_speech), ("min_face", self.min_face)):
             if not 0.0 <= value <= 1.0:
                 raise ConfigError(f"{name} must be a fraction in [0, 1]; got {value!r}.")

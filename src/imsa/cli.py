@@ -577,7 +577,7 @@ def cmd_tune(args) -> int:
 
     overrides, dataset_options = _set_values(args.set)
     if args.rate is not None and args.protocol == "fixed":
-        raise ImsaError("--rate applies to --protocol random or frames.")
+        raise ImsaError("--rate applies to --protocol random, frames or mr.")
     protocol = Protocol(args.protocol, rate=args.rate, mask_seed=args.mask_seed, frames=args.frames)
     callbacks = [] if args.quiet else [ProgressBars()]
     result = run_tune(
@@ -633,9 +633,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         choices=PROTOCOLS,
         default="fixed",
-        help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences)",
+        help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences); mr: the MR protocol of DiCMoR/IMDer",
     )
-    run.add_argument("--rate", type=float, help="missing rate in [0, 0.7] for --protocol random; frame drop rate in [0, 1] for --protocol frames")
+    run.add_argument(
+        "--rate",
+        type=float,
+        help="missing rate in [0, 0.7] for --protocol random; frame drop rate in [0, 1] for --protocol frames; MR 0.0, 0.1, ..., 0.7 for --protocol mr",
+    )
     run.add_argument(
         "--frames", type=float, default=0.0, help="frame drop rate inside the present modalities of --protocol fixed or random (composition; default 0)"
     )
@@ -674,7 +678,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", required=True, help="study directory (study.db, best.yaml, trials.csv, history.png, importances.json, final/)")
     tune.add_argument("--space", help="YAML search space (default: the method's packaged one, src/imsa/configs/spaces/<method>.yaml)")
     tune.add_argument("--protocol", choices=PROTOCOLS, default="fixed")
-    tune.add_argument("--rate", type=float, help="missing rate for --protocol random, frame drop rate for --protocol frames")
+    tune.add_argument("--rate", type=float, help="missing rate for --protocol random, frame drop rate for --protocol frames, MR for --protocol mr")
     tune.add_argument("--mask-seed", type=_count(0), default=0)
     tune.add_argument("--folds", type=_count(0), nargs="+", help="folds whose validation scores are averaged (default: all)")
     tune.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds per trial (default: 1)")
@@ -711,7 +715,9 @@ def build_parser() -> argparse.ArgumentParser:
     grun.add_argument("--methods", nargs="+", help="replace the grid's methods")
     grun.add_argument("--datasets", nargs="+", help="replace the grid's datasets")
     grun.add_argument(
-        "--protocols", nargs="+", help="replace the grid's protocols: fixed, random (rates 0.0..0.7), random:0.0,0.3, frames (rates 0.0..0.9) or frames:0.0,0.5"
+        "--protocols",
+        nargs="+",
+        help="replace the grid's protocols: fixed, random (rates 0.0..0.7), random:0.0,0.3, frames (rates 0.0..0.9), frames:0.0,0.5, mr (0.0..0.7) or mr:0.1,0.3",
     )
     grun.add_argument("--seeds", type=_count(0), nargs="+", help="replace the grid's seeds")
     grun.add_argument("--folds", type=_count(0), nargs="+", help="replace the grid's folds")

@@ -479,8 +479,51 @@ class RandomRate:
         return f"rate:{self.rate:g}"
 
 
-# DiCMoR's composition per missing rate 0.1..0.7: share of samples missing two modalities, one modality
-_DICMOR_SHARES = {0.1: (0.1, 0.1), 0.2: (0.2, 0.2), 0.3: (0.3, 0.3), 0.4: (0.5, 0.2), 0.5: (0.7, 0.1), 0.6: (0.9, 0.0), 0.7: (1.0, 0.0)}
+# The MR protocol of DiCMoR, IMDer and HME (DiCMoR's DICMOR.py:64-73, IMDer's trainer): per missing
+# rate, the share of samples missing two modalities and the share missing one (2 two + one = 3 MR).
+# MR 0.0 indexes the released lists at -1, so it means two missing everywhere, not complete data.
+MR_SHARES = {
+    0.0: (1.0, 0.0),
+    0.1: (0.1, 0.1),
+    0.2: (0.2, 0.2),
+    0.3: (0.3, 0.3),
+    0.4: (0.5, 0.2),
+    0.5: (0.7, 0.1),
+    0.6: (0.9, 0.0),
+    0.7: (1.0, 0.0),
+}
+
+
+def mr_mask(n: int, num_modalities: int, rate: float, rng) -> np.ndarray:
+    """An ``(n, 3)`` presence mask of the MR protocol at ``rate`` (one of 0.0, 0.1, ..., 0.7).
+
+    Exactly ``round(two * n)`` utterances keep one modality and ``round(one * n)`` lose
+    one, with (two, one) = :data:`MR_SHARES` [rate]; which utterances, and which modality
+    each keeps or loses, are uniform draws of ``rng``. The realised missing rate is
+    (2 two + one) / 3: the nominal rate up to 0.6, 2/3 at 0.7 and at 0.0 (as released).
+    The released code draws one pattern per batch of a shuffled loader, in a fixed order
+    of batches; drawing per utterance with exact counts gives the same composition
+    without tying it to batch size or order.
+    """
+    if num_modalities != 3:
+        raise ConfigError(f"The MR protocol is defined for three modalities; the data has {num_modalities}.")
+    rate = round(float(rate), 10)
+    if rate not in MR_SHARES:
+        raise invalid_parameter("rate", "the mr protocol", "one of 0.0, 0.1, ..., 0.7", rate)
+    n = check_count(n, "mr_mask")
+    rng = as_generator(rng, "mr_mask")
+    two, one = MR_SHARES[rate]
+    keep_one = min(n, int(round(two * n)))
+    lose_one = min(n - keep_one, int(round(one * n)))
+    order = rng.permutation(n)
+    which = rng.integers(3, size=n)
+    present = np.ones((n, 3), dtype=bool)
+    rows = order[:keep_one]
+    present[rows] = False
+    present[rows, which[rows]] = True
+    rows = order[keep_one : keep_one + lose_one]
+    present[rows, which[rows]] = False
+    return present
 
 
 @dataclass(frozen=True)
@@ -493,15 +536,15 @@ class DiCMoRRate:
     Parameters
     ----------
     rate : float
-        One of 0.1, 0.2, ..., 0.7.
+        One of 0.0, 0.1, ..., 0.7 (0.0 as released: every sample keeps one modality).
     """
 
     rate: float
 
     def __post_init__(self):
         rate = round(float(self.rate), 10)
-        if rate not in _DICMOR_SHARES:
-            raise invalid_parameter("rate", "DiCMoRRate", "one of 0.1, 0.2, ..., 0.7", self.rate)
+        if rate not in MR_SHARES:
+            raise invalid_parameter("rate", "DiCMoRRate", "one of 0.0, 0.1, ..., 0.7", self.rate)
         object.__setattr__(self, "rate", rate)
 
     def sample(self, n: int, modalities: tuple[str, ...], rng: np.random.Generator) -> np.ndarray:
@@ -511,7 +554,7 @@ class DiCMoRRate:
             raise ConfigError(f"The 'dicmor:{self.rate:g}' composition is defined for three modalities; the data has {len(modalities)}.")
         n = check_count(n, "DiCMoRRate.sample")
         rng = as_generator(rng, "DiCMoRRate.sample")
-        two, one = _DICMOR_SHARES[self.rate]
+        two, one = MR_SHARES[self.rate]
         kind = rng.choice(3, size=n, p=[two, one, 1.0 - two - one])  # 0: two missing, 1: one missing, 2: complete
         which = rng.integers(3, size=n)
         present = np.ones((n, 3), dtype=bool)

@@ -12,6 +12,15 @@
   (``frames:same``) unless the method asks for another frame distribution; with one of
   its own, ``rates`` lets one model be scored at several rates.
 
+* ``mr``: the missing-rate protocol of DiCMoR, IMDer and HME at MR in {0.0, 0.1, ..., 0.7}:
+  a share of utterances keeps one modality and a share loses one, by the papers' released
+  table (:data:`imsa.missing.MR_SHARES`; 2 two + one = 3 MR), so the realised rate is MR up
+  to 0.6 and 2/3 at 0.7 and at 0.0 (MR 0.0 is not complete data in that code). Unlike the
+  GCNet rate, whose masks are uniform over the patterns that keep a modality, MR fixes the
+  mix: at 0.1, 10 % of utterances keep one modality and 10 % lose one (GCNet's rate 0.1:
+  about 2 % and 25 %). Evaluation masks are keyed draws from ``mask_seed`` with exact
+  counts; training draws the same composition per sample (``dicmor:MR``).
+
 ``fixed`` and ``random`` compose with frame-level missing (``frames=R``, named
 ``fixed,frames=0.3`` and ``rate=0.3,frames=0.2``): whole-modality masks first, then
 frames dropped at R inside the modalities that stay present, with the frames
@@ -29,11 +38,13 @@ import numpy as np
 from .data.dataset import Subset
 from .errors import ConfigError, invalid_parameter, unknown_name
 from .frames import FrameDrop, FrameSetting, FramesInside, keyed_frame_masks
-from .missing import MaskSampler, RandomRate, fixed_conditions, random_missing_mask
+from .missing import MR_SHARES, DiCMoRRate, MaskSampler, RandomRate, fixed_conditions, mr_mask, random_missing_mask
 
-PROTOCOLS = ("fixed", "random", "frames")
+PROTOCOLS = ("fixed", "random", "frames", "mr")
 MAX_RATE = 0.7
 FRAME_RATES = tuple(round(0.1 * k, 1) for k in range(10))  # the frames protocol's default rates
+MR_RATES = tuple(sorted(MR_SHARES))  # the MR protocol's rates, 0.0 ... 0.7
+MR_STREAM = zlib.crc32(b"mr")  # keys the MR draws apart from the random protocol's
 
 
 @dataclass(frozen=True)
@@ -42,10 +53,10 @@ class Protocol:
 
     Parameters
     ----------
-    kind : {"fixed", "random", "frames"}
+    kind : {"fixed", "random", "frames", "mr"}
     rate : float
-        Missing rate in [0, 0.7] for ``random``, frame drop rate in [0, 1] for ``frames``;
-        ignored for ``fixed``. Required by ``random`` and by ``frames`` without ``rates``:
+        Missing rate in [0, 0.7] for ``random``, frame drop rate in [0, 1] for ``frames``,
+        MR in {0.0, 0.1, ..., 0.7} for ``mr``; ignored for ``fixed``. Required by ``random`` and by ``frames`` without ``rates``:
         no default, because a default of 0 would mean nothing is missing.
     mask_seed : int
         Seed of the evaluation masks of ``random`` and ``frames``.
@@ -73,6 +84,11 @@ class Protocol:
                     f"The random protocol needs its missing rate: --rate R with R in [0, {MAX_RATE}], e.g. --rate 0.3 "
                     "(Protocol('random', rate=0.3) in Python; a grid's `random` alone runs 0.0 ... 0.7)."
                 )
+            if self.kind == "mr":
+                raise ConfigError(
+                    "The mr protocol needs its missing rate: --rate R with R one of 0.0, 0.1, ..., 0.7, e.g. --rate 0.3 "
+                    "(Protocol('mr', rate=0.3) in Python; a grid's `mr` alone runs 0.0 ... 0.7)."
+                )
             if self.kind == "frames" and not self.rates:
                 raise ConfigError(
                     "The frames protocol needs its frame drop rate: --rate R with R in [0, 1], e.g. --rate 0.3 "
@@ -83,12 +99,16 @@ class Protocol:
             raise invalid_parameter("rate", "the random protocol", f"in [0, {MAX_RATE}]", self.rate)
         if self.kind == "frames" and not 0.0 <= self.rate <= 1.0:
             raise invalid_parameter("rate", "the frames protocol", "in [0, 1]", self.rate)
+        if self.kind == "mr":
+            if round(float(self.rate), 10) not in MR_SHARES:
+                raise invalid_parameter("rate", "the mr protocol", "one of 0.0, 0.1, ..., 0.7 (the papers' MR values)", self.rate)
+            object.__setattr__(self, "rate", round(float(self.rate), 1))
         if isinstance(self.mask_seed, bool) or not isinstance(self.mask_seed, int) or self.mask_seed < 0:
             raise invalid_parameter("mask_seed", "the protocol", "an integer of at least 0", self.mask_seed)
         if not 0.0 <= self.frames <= 1.0:
             raise invalid_parameter("frames", "the protocol", "a frame drop rate in [0, 1]", self.frames)
-        if self.frames and self.kind == "frames":
-            raise ConfigError("The frames protocol has its drop rate in rate; frames=R composes fixed or random with frame-level missing.")
+        if self.frames and self.kind in ("frames", "mr"):
+            raise ConfigError(f"frames=R composes fixed or random with frame-level missing, not the {self.kind} protocol.")
         object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))  # a list after a trip through JSON
         if self.rates and self.kind != "frames":
             raise ConfigError("Several rates scored by one model (rates) belong to the frames protocol.")
@@ -117,6 +137,8 @@ class Protocol:
     def name(self) -> str:
         if self.kind == "frames":
             return "frames=" + ",".join(f"{r:g}" for r in self.rates) if self.rates else f"frames={self.rate:g}"
+        if self.kind == "mr":
+            return f"mr={self.rate:g}"
         base = "fixed" if self.kind == "fixed" else f"rate={self.rate:g}"
         return f"{base},frames={self.frames:g}" if self.frames else base
 
@@ -125,7 +147,7 @@ class Protocol:
         (a :class:`~imsa.frames.FrameSetting`, which adds the frame masks, for ``frames``).
 
         Fixed conditions are named by their modalities (``"l"``, ``"a,v"``, ``"l,a,v"``);
-        a random rate by ``"rate=0.3"``, a frame rate by ``"frames=0.3"``.
+        a random rate by ``"rate=0.3"``, a frame rate by ``"frames=0.3"``, an MR by ``"mr=0.3"``.
         """
         dataset = subset.dataset
         modalities = dataset.modalities
@@ -141,13 +163,17 @@ class Protocol:
                 for r in (self.rates or (self.rate,))
             }
         # Seeded by the split's videos, so every method and every run sees the same masks.
-        rng = np.random.default_rng([self.mask_seed, zlib.crc32(",".join(subset.videos).encode())])
+        videos = zlib.crc32(",".join(subset.videos).encode())
         masks = np.ones(shape, dtype=bool)
+        if self.kind == "mr":
+            masks[subset.indices] = mr_mask(len(subset), len(modalities), self.rate, np.random.default_rng([self.mask_seed, videos, MR_STREAM]))
+            return {self.name: masks}
+        rng = np.random.default_rng([self.mask_seed, videos])
         masks[subset.indices] = random_missing_mask(len(subset), len(modalities), self.rate, rng)
         return {self.name: masks if frames is None else FrameSetting(masks, frames)}
 
     def training_sampler(self, default: MaskSampler) -> MaskSampler:
-        """The training masks a method should use: the random protocol's rate, else the method's ``default``.
+        """The training masks a method should use: the random protocol's rate, the MR composition, else the method's ``default``.
 
         A method asks once, in ``fit``, and hands the answer to its phases; a phase that
         must train on something else (complete data for a teacher) simply does not ask.
@@ -159,5 +185,7 @@ class Protocol:
                     "or a method that brings one, as LNLN); otherwise run one experiment per rate."
                 )
             return default if isinstance(default, FrameDrop) else FrameDrop(self.rate)
+        if self.kind == "mr":  # the composition of the rate, drawn per sample
+            return DiCMoRRate(self.rate)
         sampler = RandomRate(self.rate) if self.kind == "random" else default
         return FramesInside(sampler, FrameDrop(self.frames)) if self.frames else sampler

@@ -46,7 +46,7 @@ from ..data.registry import COMMON_OPTIONS, data_location, dataset_entry, datase
 from ..errors import ConfigError, ImsaError, did_you_mean
 from ..files import atomic_write_text, locked
 from ..methods import method_class
-from ..protocols import FRAME_RATES, PROTOCOLS, Protocol
+from ..protocols import FRAME_RATES, MR_RATES, PROTOCOLS, Protocol
 from ..training import RunContext, notify
 from .backends import make_backend
 from .runner import Experiment, RunSpec, finish_experiment, plan_experiment
@@ -155,7 +155,7 @@ class Grid:
     def to_dict(self) -> dict:
         """The grid as YAML-ready data (the form :func:`grid_from_dict` reads)."""
         fixed = [p for p in self.protocols if p.kind == "fixed" and not p.frames]
-        rates = {kind: [p.rate for p in self.protocols if p.kind == kind and not p.frames] for kind in ("random", "frames")}
+        rates = {kind: [p.rate for p in self.protocols if p.kind == kind and not p.frames] for kind in ("random", "frames", "mr")}
         composed: dict = {}  # (kind, frame rate) -> rates
         for p in self.protocols:
             if p.frames:
@@ -393,14 +393,14 @@ def _int_list(values, key, fail) -> tuple[int, ...]:
 
 
 def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
-    """``["fixed", {"random": [0.0, 0.3]}, {"frames": [0.0, 0.5]}]`` -> Protocols; ``"random"`` alone
-    means rates 0.0..0.7 and ``"frames"`` alone 0.0..0.9, in steps of 0.1."""
+    """``["fixed", {"random": [0.0, 0.3]}, {"frames": [0.0, 0.5]}, {"mr": [0.1]}]`` -> Protocols;
+    ``"random"`` and ``"mr"`` alone mean rates 0.0..0.7, ``"frames"`` alone 0.0..0.9, in steps of 0.1."""
     if isinstance(entries, (str, dict)):
         entries = [entries]
     if not isinstance(entries, list) or not entries:
         fail("protocols", f"expected a non-empty list such as [fixed, {{random: [0.0, 0.3]}}], got {entries!r}.")
     out: list[Protocol] = []
-    defaults = {"random": [round(0.1 * k, 1) for k in range(8)], "frames": list(FRAME_RATES)}
+    defaults = {"random": [round(0.1 * k, 1) for k in range(8)], "frames": list(FRAME_RATES), "mr": list(MR_RATES)}
     for i, entry in enumerate(entries):
         where = f"protocols[{i}]"
         if isinstance(entry, dict) and "frames" in entry and len(entry) == 2:  # fixed or random composed with frame drops
@@ -412,11 +412,11 @@ def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
             out.append(Protocol("fixed", mask_seed=mask_seed))
             continue
         if not isinstance(entry, dict) or len(entry) != 1:
-            fail(where, f"expected 'fixed', 'random', 'frames' or {{random: [rates]}}, got {entry!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
+            fail(where, f"expected 'fixed', 'random', 'frames', 'mr' or {{random: [rates]}}, got {entry!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
         ((kind, rates),) = entry.items()
         if kind not in defaults:
-            fail(where, f"unknown protocol {kind!r} with values; random and frames take a list of rates. Valid protocols: {', '.join(PROTOCOLS)}.")
-        bound = "[0, 0.7]" if kind == "random" else "[0, 1]"
+            fail(where, f"unknown protocol {kind!r} with values; random, frames and mr take a list of rates. Valid protocols: {', '.join(PROTOCOLS)}.")
+        bound = {"random": "[0, 0.7]", "frames": "[0, 1]", "mr": "{0.0, 0.1, ..., 0.7}"}[kind]
         if isinstance(rates, (int, float)) and not isinstance(rates, bool):
             rates = [rates]
         if not isinstance(rates, list) or not rates:

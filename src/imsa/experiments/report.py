@@ -11,7 +11,7 @@ and writes, for one split:
 * ``fixed.csv`` and ``random.csv``: the same tables as numbers (mean, std and n per cell);
 * ``cells.csv``: every cell once, with the run files it aggregates (its provenance) and
   its significance against the column's reference;
-* ``rate_curve.png`` (and ``frame_rate_curve.png``): metric against the random missing rate
+* ``rate_curve.png`` (and ``frame_rate_curve.png``, ``mr_curve.png``): metric against the random missing rate
   (the frame-level rate) per method, with ±std bands;
 * ``conditions.png``: metric per fixed condition per method, with ±std error bars.
 
@@ -53,7 +53,12 @@ DEFAULT_METRICS = {
     "classification": ("wa", "ua", "wf1"),
     "multilabel": ("emotion_binary_acc", "emotion_binary_f1"),
 }
-PROTOCOL_TITLES = {"fixed": "fixed missing conditions", "random": "random missing rate", "frames": "frame-level missing rate"}
+PROTOCOL_TITLES = {
+    "fixed": "fixed missing conditions",
+    "random": "random missing rate",
+    "frames": "frame-level missing rate",
+    "mr": "MR (missing rate of DiCMoR / IMDer)",
+}
 
 
 @dataclass
@@ -185,7 +190,7 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
         return (name, record.dataset)
 
     tables = []
-    for kind in ("fixed", "random", "frames"):
+    for kind in PROTOCOL_TITLES:
         selected = [(path, r) for path, r in runs if r.protocol.kind == kind]
         if not selected:
             continue
@@ -507,7 +512,7 @@ def _title_and_legend(fig, axes, title: str) -> None:
 
 
 def plot_rate_curves(tables: list[Table], path: Path, protocol: str = "random") -> bool:
-    """Metric against missing rate (``protocol`` random or frames), one line per (method, dataset)
+    """Metric against missing rate (``protocol`` random, frames or mr), one line per (method, dataset)
     with a ±std band; one panel per metric."""
     selected = [t for t in tables if t.protocol == protocol]
     if not selected:
@@ -525,7 +530,7 @@ def plot_rate_curves(tables: list[Table], path: Path, protocol: str = "random") 
             (line,) = ax.plot(x, mean, marker="o", label=_row_label(row, datasets))
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(f"{table.metric} ({'↑' if METRICS[table.metric].higher_is_better else '↓'})", fontsize=11)
-        ax.set_xlabel("frame drop rate" if protocol == "frames" else "missing rate")
+        ax.set_xlabel({"frames": "frame drop rate", "mr": "MR"}.get(protocol, "missing rate"))
         ax.set_ylabel(table.metric)
         ax.set_xticks([float(c) for c in rate_columns])
         ax.grid(alpha=0.3)
@@ -625,8 +630,8 @@ def write_report(
     Returns
     -------
     dict
-        ``{"markdown", "latex", "cells", "fixed_csv", "random_csv", "frames_csv", "rate_curve",
-        "frame_rate_curve", "conditions"}``
+        ``{"markdown", "latex", "cells", "fixed_csv", "random_csv", "frames_csv", "mr_csv", "rate_curve",
+        "frame_rate_curve", "mr_curve", "conditions"}``
         -> path, for the files written.
     """
     root = Path(root)
@@ -644,13 +649,15 @@ def write_report(
     write("markdown", "report.md", header + markdown(tables, digits, alpha))
     write("latex", "report.tex", latex(tables, digits, alpha))
     write("cells", "cells.csv", cells_csv(tables))
-    for protocol in ("fixed", "random", "frames"):
+    for protocol in PROTOCOL_TITLES:
         if any(t.protocol == protocol for t in tables):
             write(f"{protocol}_csv", f"{protocol}.csv", wide_csv(tables, protocol))
     if plot_rate_curves(tables, out / "rate_curve.png"):
         written["rate_curve"] = out / "rate_curve.png"
     if plot_rate_curves(tables, out / "frame_rate_curve.png", "frames"):
         written["frame_rate_curve"] = out / "frame_rate_curve.png"
+    if plot_rate_curves(tables, out / "mr_curve.png", "mr"):
+        written["mr_curve"] = out / "mr_curve.png"
     if plot_conditions(tables, out / "conditions.png"):
         written["conditions"] = out / "conditions.png"
     return written

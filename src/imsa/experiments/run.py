@@ -19,9 +19,9 @@ from .runner import Experiment, run_experiment
 
 def _protocols(method, dataset, kind, rate, rates, frames, mask_seed, config, packaged) -> list[Protocol]:
     if rate is not None and kind == "fixed":
-        raise ConfigError("--rate applies to --protocol random or frames.")
+        raise ConfigError("--rate applies to --protocol random, frames or mr.")
     if rates and kind != "frames":
-        raise ConfigError("--rates applies to --protocol frames (one experiment per rate); give --protocol random one --rate.")
+        raise ConfigError("--rates applies to --protocol frames (one experiment per rate); give --protocol random or mr one --rate.")
     if frames and kind == "frames":
         raise ConfigError("--frames composes --protocol fixed or random with frame-level missing; --protocol frames takes --rate or --rates.")
     rates = list(rates or ([rate] if rate is not None else FRAME_RATES if kind == "frames" else [None]))  # random: Protocol asks for its rate
@@ -62,9 +62,9 @@ def run(
     ----------
     method, dataset : str
         A registered method; a registered dataset or the path of a file in a published format.
-    protocol : {"fixed", "random", "frames"}
+    protocol : {"fixed", "random", "frames", "mr"}
     rate : float, optional
-        The random protocol's missing rate (required there), or one frame drop rate.
+        The random protocol's missing rate or the mr protocol's MR (required there), or one frame drop rate.
     rates : list of float, optional
         The frame drop rates of ``frames`` (default 0.0 ... 0.9): one experiment per rate in
         ``out/frames=R``, or one model scored at all of them for a method with its own frame noise.

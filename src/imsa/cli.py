@@ -189,6 +189,7 @@ def cmd_run(args) -> int:
         rate=args.rate,
         rates=args.rates,
         frames=args.frames,
+        noise=args.noise or "",
         mask_seed=args.mask_seed,
         seeds=args.seeds,
         folds=args.folds,
@@ -577,8 +578,8 @@ def cmd_tune(args) -> int:
 
     overrides, dataset_options = _set_values(args.set)
     if args.rate is not None and args.protocol == "fixed":
-        raise ImsaError("--rate applies to --protocol random, frames or mr.")
-    protocol = Protocol(args.protocol, rate=args.rate, mask_seed=args.mask_seed, frames=args.frames)
+        raise ImsaError("--rate applies to --protocol random, frames, mr or noise.")
+    protocol = Protocol(args.protocol, rate=args.rate, mask_seed=args.mask_seed, frames=args.frames, noise=args.noise or "")
     callbacks = [] if args.quiet else [ProgressBars()]
     result = run_tune(
         args.method,
@@ -633,7 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--protocol",
         choices=PROTOCOLS,
         default="fixed",
-        help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences); mr: the MR protocol of DiCMoR/IMDer",
+        help="fixed: every modality subset; random: GCNet missing rate; frames: frame-level missing (sequences); mr: the MR protocol of DiCMoR/IMDer; noise: corrupted modalities",
     )
     run.add_argument(
         "--rate",
@@ -642,6 +643,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--frames", type=float, default=0.0, help="frame drop rate inside the present modalities of --protocol fixed or random (composition; default 0)"
+    )
+    run.add_argument(
+        "--noise",
+        help="a corruption of the present modalities: KIND:RATE with KIND gauss, replace or erase, e.g. gauss:0.3 (with --protocol noise: KIND alone, and --rate)",
     )
     run.add_argument(
         "--rates",
@@ -685,6 +690,10 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--final-seeds", type=_count(0), nargs="+", help="retrain the best config with these seeds and score test once, into OUT/final")
     tune.add_argument("--final-folds", type=_count(0), nargs="+", help="folds of the final retrain (default: all)")
     tune.add_argument("--frames", type=float, default=0.0, help="frame drop rate inside the present modalities of --protocol fixed or random")
+    tune.add_argument(
+        "--noise",
+        help="a corruption of the present modalities: KIND:RATE with KIND gauss, replace or erase, e.g. gauss:0.3 (with --protocol noise: KIND alone, and --rate)",
+    )
     tune.add_argument("--workers", type=_count(1), default=1, help="worker processes (or Ray tasks) sharing the study (default 1)")
     tune.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray tasks (a local instance, or --address)")
     tune.add_argument("--address", help="Ray cluster address for --backend ray (its machines must see --out)")

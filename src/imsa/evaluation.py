@@ -40,7 +40,7 @@ def predict_settings(
     subset : Subset
     settings : dict of str to ndarray
         Name -> ``(N_dataset, M)`` bool present mask per dataset utterance, or a
-        :class:`~imsa.frames.FrameSetting` that adds frame masks.
+        :class:`~imsa.frames.FrameSetting` that adds frame masks or a noise.
     level : {"utterance", "video"}
     batch_size : int
         Utterances (or videos) per batch before the repetition over settings.
@@ -58,7 +58,10 @@ def predict_settings(
     device = torch.device(device)
     present_of = {k: v.present if isinstance(v, FrameSetting) else v for k, v in settings.items()}
     stacked = torch.from_numpy(np.stack([present_of[k] for k in names])).to(device)  # (K, N_dataset, M)
-    framed = [k for k in names if isinstance(settings[k], FrameSetting)]
+    framed = [k for k in names if isinstance(settings[k], FrameSetting) and settings[k].frames]
+    noisy = {k: settings[k].noise for k in names if isinstance(settings[k], FrameSetting) and settings[k].noise is not None}
+    data = subset.dataset
+    donors = {m: (data.features[m][subset.indices], data.lengths[m][subset.indices] if m in data.lengths else None) for m in data.modalities} if noisy else {}
     frames = {}  # modality -> (K, N_dataset, T) kept steps, every step kept under plain settings
     if framed:
         for m in settings[framed[0]].frames:
@@ -70,7 +73,10 @@ def predict_settings(
     for batch in iterate_batches(subset, batch_size, level=level, device=device):
         rows = batch.index.clamp(min=0)
         present = stacked[:, rows].reshape((-1,) + batch.present.shape[1:])
-        stacked_batch = batch.repeat(len(names)).with_present(present)
+        stacked_batch = batch.repeat(len(names))
+        if noisy:
+            stacked_batch = _corrupted(stacked_batch, subset.dataset, names, noisy, donors)
+        stacked_batch = stacked_batch.with_present(present)
         if frames:
             stacked_batch = stacked_batch.with_frames({m: keep[:, rows].reshape((-1,) + batch.padding[m].shape[1:]) for m, keep in frames.items()})
         with autocast(device, precision):
@@ -80,6 +86,26 @@ def predict_settings(
         for k, name in enumerate(names):
             out[name].append(prediction[k][keep])
     return {k: torch.cat(v).cpu().numpy() for k, v in out.items()}  # one copy to the host per evaluation
+
+
+def _corrupted(stacked: Batch, dataset, names: list[str], noisy: dict, donors: dict) -> Batch:
+    """The stacked batch with each noisy setting's slice corrupted (:mod:`imsa.noise`), before masks and frame drops."""
+    import dataclasses
+
+    index = stacked.index.reshape(len(names), -1).cpu().numpy()
+    inputs = dict(stacked.inputs)
+    for k, name in enumerate(names):
+        if name not in noisy:
+            continue
+        uids = [dataset.utterance_ids[i] if i >= 0 else None for i in index[k]]
+        for m, x in inputs.items():
+            rows = x.reshape((len(names), -1) + x.shape[stacked.index.dim() :])
+            lengths = dataset.lengths[m][np.clip(index[k], 0, None)] if m in dataset.lengths else None
+            corrupted = noisy[name].corrupt(rows[k].cpu().numpy(), lengths, uids, m, *donors[m])
+            rows = rows.clone()
+            rows[k] = torch.from_numpy(corrupted).to(x.device)
+            inputs[m] = rows.reshape(x.shape)
+    return dataclasses.replace(stacked, inputs=inputs)
 
 
 def evaluate(

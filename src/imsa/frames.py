@@ -92,11 +92,13 @@ def keyed_frame_masks(dataset, rows: np.ndarray, rate: float, seed: int) -> dict
 
 @dataclass(frozen=True)
 class FrameSetting:
-    """An evaluation setting with frame masks: ``present`` ``(N_dataset, M)`` as any setting,
-    plus ``frames[m]`` ``(N_dataset, T_m)`` True at kept steps."""
+    """An evaluation setting beyond a mask: ``present`` ``(N_dataset, M)`` as any setting, plus
+    ``frames[m]`` ``(N_dataset, T_m)`` True at kept steps (none: no step dropped) and a
+    ``noise`` (:class:`imsa.noise.Noise`) that corrupts the present modalities."""
 
     present: np.ndarray
     frames: dict = field(default_factory=dict)
+    noise: object = None
 
     def dropped_fraction(self, dataset, rows: np.ndarray) -> float:
         """The realised share of droppable steps that are dropped, over ``rows``."""

@@ -21,6 +21,12 @@
   about 2 % and 25 %). Evaluation masks are keyed draws from ``mask_seed`` with exact
   counts; training draws the same composition per sample (``dicmor:MR``).
 
+* ``noise``: every modality present, corrupted at a rate (``gauss``, ``replace`` or
+  ``erase``; see :mod:`imsa.noise`), keyed draws from ``mask_seed``; the method trains as
+  it always does. Any protocol composes with a noise (``noise="gauss:0.3"``, named
+  ``fixed,noise=gauss:0.3``): the settings' present modalities are corrupted, before any
+  frame drops, so robustness to missing and to corrupted input can be told apart.
+
 ``fixed`` and ``random`` compose with frame-level missing (``frames=R``, named
 ``fixed,frames=0.3`` and ``rate=0.3,frames=0.2``): whole-modality masks first, then
 frames dropped at R inside the modalities that stay present, with the frames
@@ -39,8 +45,9 @@ from .data.dataset import Subset
 from .errors import ConfigError, invalid_parameter, unknown_name
 from .frames import FrameDrop, FrameSetting, FramesInside, keyed_frame_masks
 from .missing import MR_SHARES, DiCMoRRate, MaskSampler, RandomRate, fixed_conditions, mr_mask, random_missing_mask
+from .noise import NOISE_KINDS, Noise
 
-PROTOCOLS = ("fixed", "random", "frames", "mr")
+PROTOCOLS = ("fixed", "random", "frames", "mr", "noise")
 MAX_RATE = 0.7
 FRAME_RATES = tuple(round(0.1 * k, 1) for k in range(10))  # the frames protocol's default rates
 MR_RATES = tuple(sorted(MR_SHARES))  # the MR protocol's rates, 0.0 ... 0.7
@@ -53,10 +60,10 @@ class Protocol:
 
     Parameters
     ----------
-    kind : {"fixed", "random", "frames", "mr"}
+    kind : {"fixed", "random", "frames", "mr", "noise"}
     rate : float
         Missing rate in [0, 0.7] for ``random``, frame drop rate in [0, 1] for ``frames``,
-        MR in {0.0, 0.1, ..., 0.7} for ``mr``; ignored for ``fixed``. Required by ``random`` and by ``frames`` without ``rates``:
+        MR in {0.0, 0.1, ..., 0.7} for ``mr``, noise rate in [0, 1) for ``noise``; ignored for ``fixed``. Required by ``random`` and by ``frames`` without ``rates``:
         no default, because a default of 0 would mean nothing is missing.
     mask_seed : int
         Seed of the evaluation masks of ``random`` and ``frames``.
@@ -67,6 +74,10 @@ class Protocol:
         ``frames`` only: several drop rates scored by one model (``rate`` is then
         unused), for a method that trains under its own frame noise whatever the test
         rate (LNLN); it selects its epoch on the average over the rates.
+    noise : str
+        ``KIND:RATE`` (e.g. ``"gauss:0.3"``): corrupt the present modalities of every
+        setting (see :mod:`imsa.noise`); "" for none. For ``kind="noise"`` it may name the
+        kind alone (``rate`` gives the rate; default ``gauss``).
     """
 
     kind: str = "fixed"
@@ -74,10 +85,26 @@ class Protocol:
     mask_seed: int = 0
     frames: float = 0.0
     rates: tuple = ()
+    noise: str = ""
 
     def __post_init__(self):
         if self.kind not in PROTOCOLS:
             raise unknown_name("protocol", self.kind, PROTOCOLS)
+        if self.kind == "noise":  # the noise protocol: its rate in both fields, normalised
+            kind = self.noise.partition(":")[0] or NOISE_KINDS[0]
+            given = Noise.parse(self.noise).rate if ":" in self.noise else None
+            if given is not None and self.rate is not None and given != self.rate:
+                raise ConfigError(f"The noise protocol got two rates: rate={self.rate:g} and noise={self.noise!r}; give one.")
+            rate = self.rate if self.rate is not None else given
+            if rate is None:
+                raise ConfigError(
+                    "The noise protocol needs its noise rate: --rate R with R in [0, 1), e.g. --rate 0.3 (a grid's `noise` alone runs 0.0 ... 0.9)."
+                )
+            noise = Noise(kind, rate)
+            object.__setattr__(self, "rate", noise.rate)
+            object.__setattr__(self, "noise", noise.name)
+        elif self.noise:
+            object.__setattr__(self, "noise", Noise.parse(self.noise).name)
         if self.rate is None:
             if self.kind == "random":
                 raise ConfigError(
@@ -107,7 +134,7 @@ class Protocol:
             raise invalid_parameter("mask_seed", "the protocol", "an integer of at least 0", self.mask_seed)
         if not 0.0 <= self.frames <= 1.0:
             raise invalid_parameter("frames", "the protocol", "a frame drop rate in [0, 1]", self.frames)
-        if self.frames and self.kind in ("frames", "mr"):
+        if self.frames and self.kind in ("frames", "mr", "noise"):
             raise ConfigError(f"frames=R composes fixed or random with frame-level missing, not the {self.kind} protocol.")
         object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))  # a list after a trip through JSON
         if self.rates and self.kind != "frames":
@@ -117,6 +144,11 @@ class Protocol:
                 raise invalid_parameter("rates", "the frames protocol", "drop rates in [0, 1]", list(self.rates))
         if len(set(self.rates)) != len(self.rates):
             raise ConfigError(f"The frames protocol's rates repeat: {list(self.rates)}.")
+
+    @property
+    def corruption(self) -> Noise | None:
+        """The noise applied to present modalities, keyed by the mask seed (None: none)."""
+        return Noise.parse(self.noise, self.mask_seed) if self.noise else None
 
     @property
     def drops_frames(self) -> bool:
@@ -131,24 +163,41 @@ class Protocol:
             data["frames"] = self.frames
         if self.rates:
             data["rates"] = list(self.rates)
+        if self.noise:
+            data["noise"] = self.noise
         return data
 
     @property
     def name(self) -> str:
         if self.kind == "frames":
             return "frames=" + ",".join(f"{r:g}" for r in self.rates) if self.rates else f"frames={self.rate:g}"
+        if self.kind == "noise":
+            return f"noise={self.noise}"
+        noise = f",noise={self.noise}" if self.noise else ""
         if self.kind == "mr":
-            return f"mr={self.rate:g}"
+            return f"mr={self.rate:g}{noise}"
         base = "fixed" if self.kind == "fixed" else f"rate={self.rate:g}"
-        return f"{base},frames={self.frames:g}" if self.frames else base
+        return (f"{base},frames={self.frames:g}" if self.frames else base) + noise
 
     def settings(self, subset: Subset) -> dict[str, np.ndarray]:
         """Setting name -> ``(N_dataset, M)`` bool present mask for the utterances of ``subset``
         (a :class:`~imsa.frames.FrameSetting`, which adds the frame masks, for ``frames``).
 
         Fixed conditions are named by their modalities (``"l"``, ``"a,v"``, ``"l,a,v"``);
-        a random rate by ``"rate=0.3"``, a frame rate by ``"frames=0.3"``, an MR by ``"mr=0.3"``.
+        a random rate by ``"rate=0.3"``, a frame rate by ``"frames=0.3"``, an MR by ``"mr=0.3"``,
+        a noise by ``"noise=gauss:0.3"``. With a noise, every setting is a
+        :class:`~imsa.frames.FrameSetting` that carries it.
         """
+        settings = self._masks(subset)
+        noise = self.corruption
+        if noise is None:
+            return settings
+        return {
+            name: FrameSetting(s.present, s.frames, noise) if isinstance(s, FrameSetting) else FrameSetting(np.array(s, dtype=bool), {}, noise)
+            for name, s in settings.items()
+        }
+
+    def _masks(self, subset: Subset) -> dict[str, np.ndarray]:
         dataset = subset.dataset
         modalities = dataset.modalities
         shape = (len(dataset), len(modalities))
@@ -165,6 +214,8 @@ class Protocol:
         # Seeded by the split's videos, so every method and every run sees the same masks.
         videos = zlib.crc32(",".join(subset.videos).encode())
         masks = np.ones(shape, dtype=bool)
+        if self.kind == "noise":
+            return {self.name: masks}
         if self.kind == "mr":
             masks[subset.indices] = mr_mask(len(subset), len(modalities), self.rate, np.random.default_rng([self.mask_seed, videos, MR_STREAM]))
             return {self.name: masks}

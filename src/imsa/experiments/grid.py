@@ -46,6 +46,7 @@ from ..data.registry import COMMON_OPTIONS, data_location, dataset_entry, datase
 from ..errors import ConfigError, ImsaError, did_you_mean
 from ..files import atomic_write_text, locked
 from ..methods import method_class
+from ..noise import NOISE_RATES
 from ..protocols import FRAME_RATES, MR_RATES, PROTOCOLS, Protocol
 from ..training import RunContext, notify
 from .backends import make_backend
@@ -154,18 +155,29 @@ class Grid:
 
     def to_dict(self) -> dict:
         """The grid as YAML-ready data (the form :func:`grid_from_dict` reads)."""
-        fixed = [p for p in self.protocols if p.kind == "fixed" and not p.frames]
-        rates = {kind: [p.rate for p in self.protocols if p.kind == kind and not p.frames] for kind in ("random", "frames", "mr")}
+        plain = [p for p in self.protocols if not p.noise or p.kind == "noise"]
+        fixed = [p for p in plain if p.kind == "fixed" and not p.frames]
+        rates = {kind: [p.rate for p in plain if p.kind == kind and not p.frames] for kind in ("random", "frames", "mr")}
         composed: dict = {}  # (kind, frame rate) -> rates
-        for p in self.protocols:
+        noises: dict = {}  # noise kind -> rates
+        for p in plain:
             if p.frames:
                 composed.setdefault((p.kind, p.frames), []).append(p.rate)
+            if p.kind == "noise":
+                noises.setdefault(p.noise.partition(":")[0], []).append(p.rate)
+        noisy = []  # compositions with a noise, one entry each
+        for p in self.protocols:
+            if p.noise and p.kind != "noise":
+                base = {p.kind: None if p.kind == "fixed" else [p.rate]}
+                noisy.append({**base, **({"frames": p.frames} if p.frames else {}), "noise": p.noise})
         data = {
             "methods": list(self.methods),
             "datasets": list(self.datasets),
             "protocols": (["fixed"] if fixed else [])
             + [{kind: values} for kind, values in rates.items() if values]
-            + [{kind: None if kind == "fixed" else values, "frames": frames} for (kind, frames), values in composed.items()],
+            + [{kind: None if kind == "fixed" else values, "frames": frames} for (kind, frames), values in composed.items()]
+            + ([{"noise": noises}] if noises else [])
+            + noisy,
             "seeds": list(self.seeds),
             "mask_seed": self.protocols[0].mask_seed,
         }
@@ -393,16 +405,35 @@ def _int_list(values, key, fail) -> tuple[int, ...]:
 
 
 def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
-    """``["fixed", {"random": [0.0, 0.3]}, {"frames": [0.0, 0.5]}, {"mr": [0.1]}]`` -> Protocols;
-    ``"random"`` and ``"mr"`` alone mean rates 0.0..0.7, ``"frames"`` alone 0.0..0.9, in steps of 0.1."""
+    """``["fixed", {"random": [0.0, 0.3]}, {"frames": [0.0, 0.5]}, {"mr": [0.1]}, {"noise": [0.3]}]`` -> Protocols;
+    ``"random"`` and ``"mr"`` alone mean rates 0.0..0.7, ``"frames"`` and ``"noise"`` (Gaussian) alone
+    0.0..0.9, in steps of 0.1. ``{"noise": {"erase": [0.3]}}`` names the corruption; an entry
+    with a ``noise`` key besides its protocol (``{"fixed": None, "noise": "gauss:0.3"}``)
+    corrupts that protocol's settings."""
     if isinstance(entries, (str, dict)):
         entries = [entries]
     if not isinstance(entries, list) or not entries:
         fail("protocols", f"expected a non-empty list such as [fixed, {{random: [0.0, 0.3]}}], got {entries!r}.")
     out: list[Protocol] = []
-    defaults = {"random": [round(0.1 * k, 1) for k in range(8)], "frames": list(FRAME_RATES), "mr": list(MR_RATES)}
+    defaults = {"random": [round(0.1 * k, 1) for k in range(8)], "frames": list(FRAME_RATES), "mr": list(MR_RATES), "noise": list(NOISE_RATES)}
     for i, entry in enumerate(entries):
         where = f"protocols[{i}]"
+        if isinstance(entry, dict) and "noise" in entry and len(entry) > 1:  # any protocol composed with a noise
+            base = {k: v for k, v in entry.items() if k != "noise"}
+            for p in _protocols(["fixed"] if base == {"fixed": None} else [base], mask_seed, lambda key, message: fail(where, message)):
+                try:
+                    out.append(dataclasses.replace(p, noise=str(entry["noise"])))
+                except ConfigError as e:
+                    fail(f"{where}.noise", str(e))
+            continue
+        if isinstance(entry, dict) and set(entry) == {"noise"} and isinstance(entry["noise"], dict):  # {noise: {erase: [rates]}}
+            for kind, values in entry["noise"].items():
+                for rate in values if isinstance(values, list) else [values]:
+                    try:
+                        out.append(Protocol("noise", rate=rate, noise=str(kind), mask_seed=mask_seed))
+                    except ConfigError as e:
+                        fail(f"{where}.noise.{kind}", str(e))
+            continue
         if isinstance(entry, dict) and "frames" in entry and len(entry) == 2:  # fixed or random composed with frame drops
             out.extend(_composed(entry, where, mask_seed, defaults["random"], fail))
             continue
@@ -415,8 +446,8 @@ def _protocols(entries, mask_seed: int, fail) -> tuple[Protocol, ...]:
             fail(where, f"expected 'fixed', 'random', 'frames', 'mr' or {{random: [rates]}}, got {entry!r}. Valid protocols: {', '.join(PROTOCOLS)}.")
         ((kind, rates),) = entry.items()
         if kind not in defaults:
-            fail(where, f"unknown protocol {kind!r} with values; random, frames and mr take a list of rates. Valid protocols: {', '.join(PROTOCOLS)}.")
-        bound = {"random": "[0, 0.7]", "frames": "[0, 1]", "mr": "{0.0, 0.1, ..., 0.7}"}[kind]
+            fail(where, f"unknown protocol {kind!r} with values; random, frames, mr and noise take a list of rates. Valid protocols: {', '.join(PROTOCOLS)}.")
+        bound = {"random": "[0, 0.7]", "frames": "[0, 1]", "mr": "{0.0, 0.1, ..., 0.7}", "noise": "[0, 1)"}[kind]
         if isinstance(rates, (int, float)) and not isinstance(rates, bool):
             rates = [rates]
         if not isinstance(rates, list) or not rates:

@@ -11,7 +11,7 @@ and writes, for one split:
 * ``fixed.csv`` and ``random.csv``: the same tables as numbers (mean, std and n per cell);
 * ``cells.csv``: every cell once, with the run files it aggregates (its provenance) and
   its significance against the column's reference;
-* ``rate_curve.png`` (and ``frame_rate_curve.png``, ``mr_curve.png``): metric against the random missing rate
+* ``rate_curve.png`` (and ``frame_rate_curve.png``, ``mr_curve.png``, ``noise_curve.png``): metric against the random missing rate
   (the frame-level rate) per method, with ±std bands;
 * ``conditions.png``: metric per fixed condition per method, with ±std error bars.
 
@@ -58,6 +58,7 @@ PROTOCOL_TITLES = {
     "random": "random missing rate",
     "frames": "frame-level missing rate",
     "mr": "MR (missing rate of DiCMoR / IMDer)",
+    "noise": "noise rate (present modalities corrupted)",
 }
 
 
@@ -185,6 +186,10 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
         name = f"{record.method} [{label}]" if label else record.method
         if record.protocol.frames:  # a composition: its own row beside the plain protocol's
             name += f" (frames={record.protocol.frames:g})"
+        if record.protocol.kind == "noise":  # one curve per corruption
+            name += f" ({record.protocol.noise.partition(':')[0]})"
+        elif record.protocol.noise:
+            name += f" (noise={record.protocol.noise})"
         if searched:
             name += f" (tuned, {record.search['trials']} trials)" if record.search else " (not tuned)"
         return (name, record.dataset)
@@ -530,7 +535,7 @@ def plot_rate_curves(tables: list[Table], path: Path, protocol: str = "random") 
             (line,) = ax.plot(x, mean, marker="o", label=_row_label(row, datasets))
             ax.fill_between(x, mean - std, mean + std, color=line.get_color(), alpha=0.2, linewidth=0)
         ax.set_title(f"{table.metric} ({'↑' if METRICS[table.metric].higher_is_better else '↓'})", fontsize=11)
-        ax.set_xlabel({"frames": "frame drop rate", "mr": "MR"}.get(protocol, "missing rate"))
+        ax.set_xlabel({"frames": "frame drop rate", "mr": "MR", "noise": "noise rate"}.get(protocol, "missing rate"))
         ax.set_ylabel(table.metric)
         ax.set_xticks([float(c) for c in rate_columns])
         ax.grid(alpha=0.3)
@@ -630,8 +635,8 @@ def write_report(
     Returns
     -------
     dict
-        ``{"markdown", "latex", "cells", "fixed_csv", "random_csv", "frames_csv", "mr_csv", "rate_curve",
-        "frame_rate_curve", "mr_curve", "conditions"}``
+        ``{"markdown", "latex", "cells", "fixed_csv", "random_csv", "frames_csv", "mr_csv", "noise_csv",
+        "rate_curve", "frame_rate_curve", "mr_curve", "noise_curve", "conditions"}``
         -> path, for the files written.
     """
     root = Path(root)
@@ -658,6 +663,8 @@ def write_report(
         written["frame_rate_curve"] = out / "frame_rate_curve.png"
     if plot_rate_curves(tables, out / "mr_curve.png", "mr"):
         written["mr_curve"] = out / "mr_curve.png"
+    if plot_rate_curves(tables, out / "noise_curve.png", "noise"):
+        written["noise_curve"] = out / "noise_curve.png"
     if plot_conditions(tables, out / "conditions.png"):
         written["conditions"] = out / "conditions.png"
     return written

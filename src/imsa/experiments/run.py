@@ -17,17 +17,17 @@ from .grid import SHARED_PHASES
 from .runner import Experiment, run_experiment
 
 
-def _protocols(method, dataset, kind, rate, rates, frames, mask_seed, config, packaged) -> list[Protocol]:
+def _protocols(method, dataset, kind, rate, rates, frames, mask_seed, config, packaged, noise="") -> list[Protocol]:
     if rate is not None and kind == "fixed":
-        raise ConfigError("--rate applies to --protocol random, frames or mr.")
+        raise ConfigError("--rate applies to --protocol random, frames, mr or noise.")
     if rates and kind != "frames":
         raise ConfigError("--rates applies to --protocol frames (one experiment per rate); give --protocol random or mr one --rate.")
     if frames and kind == "frames":
         raise ConfigError("--frames composes --protocol fixed or random with frame-level missing; --protocol frames takes --rate or --rates.")
     rates = list(rates or ([rate] if rate is not None else FRAME_RATES if kind == "frames" else [None]))  # random: Protocol asks for its rate
-    protocols = [Protocol(kind, rate=r, mask_seed=mask_seed, frames=frames) for r in rates]
+    protocols = [Protocol(kind, rate=r, mask_seed=mask_seed, frames=frames, noise=noise) for r in rates]
     if len(rates) > 1 and Experiment(method=method, dataset=dataset, config=config, packaged=packaged).own_frame_noise():
-        return [Protocol("frames", rates=tuple(rates), mask_seed=mask_seed)]  # one model scored at every rate
+        return [Protocol("frames", rates=tuple(rates), mask_seed=mask_seed, noise=noise)]  # one model scored at every rate
     return protocols
 
 
@@ -46,6 +46,7 @@ def run(
     rate: float | None = None,
     rates=None,
     frames: float = 0.0,
+    noise: str = "",
     mask_seed: int = 0,
     seeds=(1,),
     folds=None,
@@ -62,7 +63,7 @@ def run(
     ----------
     method, dataset : str
         A registered method; a registered dataset or the path of a file in a published format.
-    protocol : {"fixed", "random", "frames", "mr"}
+    protocol : {"fixed", "random", "frames", "mr", "noise"}
     rate : float, optional
         The random protocol's missing rate or the mr protocol's MR (required there), or one frame drop rate.
     rates : list of float, optional
@@ -70,6 +71,10 @@ def run(
         ``out/frames=R``, or one model scored at all of them for a method with its own frame noise.
     frames : float
         Frame drop rate inside the present modalities of ``fixed`` or ``random``.
+    noise : str
+        ``KIND:RATE`` (``gauss``, ``replace`` or ``erase``, e.g. ``"gauss:0.3"``): the present
+        modalities of every setting corrupted (see :mod:`imsa.noise`); with
+        ``protocol="noise"``, the kind alone (``rate`` gives the rate).
     mask_seed, seeds, folds
         Seed of the evaluation masks; training seeds; folds (default all).
     out : path, optional
@@ -96,7 +101,7 @@ def run(
     values.update(method_overrides)
     if file_format:
         dataset_options["format"] = file_format
-    protocols = _protocols(method, dataset, protocol, rate, rates, frames, mask_seed, values, packaged)
+    protocols = _protocols(method, dataset, protocol, rate, rates, frames, mask_seed, values, packaged, noise)
     out = Path(out) if out else default_out(method, dataset, protocols, file_format)
     context = context or RunContext()
     summaries = []

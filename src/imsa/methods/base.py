@@ -65,7 +65,7 @@ class Method:
     # "sequence": the method needs time sequences in every modality; "any": vectors too.
     inputs: ClassVar[str] = "any"
     # The protocols the method can train under (see imsa.protocols.PROTOCOLS).
-    protocols: ClassVar[tuple[str, ...]] = ("fixed", "random", "frames", "mr")
+    protocols: ClassVar[tuple[str, ...]] = ("fixed", "random", "frames", "mr", "noise")
     # For a method that can train one model per fixed condition: the module that holds them
     # (``module({condition: model}, modalities)``, with the conditions in ``names``), so that
     # state dicts record the conditions and load rebuilds it.

@@ -238,7 +238,7 @@ class DiCMoR(Method):
 
     name = "dicmor"
     Config = DiCMoRConfig
-    protocols = ("fixed", "random", "mr")  # it recovers whole modalities; dropped frames give it no target (its spec)
+    protocols = ("fixed", "random", "mr", "noise")  # it recovers whole modalities; dropped frames give it no target (its spec)
     inputs = "sequence"
     per_condition_module = PerCondition
     default_threads = 2

@@ -199,7 +199,7 @@ class GCNet(Method):
     name = "gcnet"
     level = "video"
     Config = GCNetConfig
-    protocols = ("fixed", "random", "mr")  # it recovers whole modalities; dropped frames give it no target (its spec)
+    protocols = ("fixed", "random", "mr", "noise")  # it recovers whole modalities; dropped frames give it no target (its spec)
     default_threads = 2
     tiny_config: ClassVar[dict] = {"hidden": 8, "window_past": 1, "window_future": 1, "batch_size": 4}
     learning_config: ClassVar[dict] = {"hidden": 32}

@@ -280,7 +280,7 @@ class IMDer(Method):
 
     name = "imder"
     Config = IMDerConfig
-    protocols = ("fixed", "random", "mr")  # it recovers whole modalities; dropped frames give it no target (its spec)
+    protocols = ("fixed", "random", "mr", "noise")  # it recovers whole modalities; dropped frames give it no target (its spec)
     inputs = "sequence"
     default_threads = 2
     token_text = True

@@ -291,7 +291,7 @@ class MMIN(Method):
 
     name = "mmin"
     Config = MMINConfig
-    protocols = ("fixed", "random", "mr")  # it recovers whole modalities; dropped frames give it no target (its spec)
+    protocols = ("fixed", "random", "mr", "noise")  # it recovers whole modalities; dropped frames give it no target (its spec)
     default_threads = 1
     tiny_config: ClassVar[dict] = {
         "pretrain_epochs": 2,

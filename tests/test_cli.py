@@ -127,7 +127,7 @@ def test_random_protocol_reports_the_rate(tmp_path, capsys):
         (["run", "--set", "nope=1"], "Unknown config key 'nope'"),
         (["run", "--set", "epochs=many"], "'epochs' parameter"),
         (["run", "--set", "data.nope=1"], "Unknown option 'nope' for dataset synthetic"),
-        (["run", "--rate", "0.3"], "--rate applies to --protocol random or frames"),
+        (["run", "--rate", "0.3"], "--rate applies to --protocol random, frames, mr or noise"),
         (["run", "--protocol", "random", "--rate", "0.9"], "'rate' parameter"),
         (["run", "--dataset", "mosi-bclstm", "--data-dir", "{empty}"], "imsa data download mosi-bclstm"),
         (["data", "verify", "mosi-bclstm", "--data-dir", "{empty}"], "missing"),

@@ -290,7 +290,7 @@ def test_dicmor_composition_sampler():
         assert abs((missing == 2).mean() - two) < 0.01 and abs((missing == 1).mean() - one) < 0.01
         assert abs((1 - masks.mean()) - (2 * two + one) / 3) < 0.01
     assert abs(1 - make_sampler("dicmor:0.7").sample(30_000, ("l", "a", "v"), rng).mean() - 2 / 3) < 1e-9
-    with pytest.raises(ConfigError, match="one of 0.1"):
+    with pytest.raises(ConfigError, match="one of 0.0, 0.1"):
         make_sampler("dicmor:0.05")
 
 

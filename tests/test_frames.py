@@ -225,7 +225,7 @@ def test_fixed_and_random_compose_with_frame_drops():
     # stored identities of plain protocols do not change; compositions record their rate
     assert Protocol("random", rate=0.3).to_dict() == {"kind": "random", "rate": 0.3, "mask_seed": 0}
     assert Protocol(**random.to_dict()) == random
-    with pytest.raises(ConfigError, match="has its drop rate in rate"):
+    with pytest.raises(ConfigError, match="not the frames protocol"):
         Protocol("frames", rate=0.3, frames=0.2)
     with pytest.raises(ConfigError, match=r"in \[0, 1\]"):
         Protocol("fixed", frames=1.5)

@@ -80,7 +80,7 @@ def test_the_issue_example_grid_resolves(tmp_path):
             {"protocols": ["fixed", {"random": [0.3, 0.9]}]},
             "grid.yaml: protocols[1].random[1]: The 'rate' parameter of the random protocol must be in [0, 0.7]",
         ),
-        ({"protocols": ["fixd"]}, "grid.yaml: protocols[0]: expected 'fixed', 'random', 'frames' or {random: [rates]}"),
+        ({"protocols": ["fixd"]}, "grid.yaml: protocols[0]: expected 'fixed', 'random', 'frames', 'mr' or {random: [rates]}"),
         ({"seeds": [1, "two"]}, "grid.yaml: seeds[1]: expected an integer"),
         ({"dataset_options": {"synthetic": {"videos": 3}}}, "grid.yaml: dataset_options.synthetic.videos: unknown option"),
         ({"folds": [0, 3]}, "grid.yaml: folds[1]: dataset synthetic has 1 fold(s); fold 3 does not exist"),

@@ -80,7 +80,9 @@ def main(argv=None) -> int:
     haar = extractor_entry("face", "haar").build()
     found, boxes = haar.detect(frames)
     row("haar", "face", best_of(args.repeats, lambda: haar.detect(frames)), f"{len(frames)} sampled frames, face in {found.mean():.0%}")
-    for name in ("facemesh", "facepixels"):
+    for name in ("facemesh", "facepixels", "fer"):
+        if not extractor_entry("visual", name).installed:
+            continue
         extractor = extractor_entry("visual", name).build()
         row(name, "visual", best_of(args.repeats, lambda x=extractor: x.extract(frames, boxes, found)))
     text = extractor_entry("text", "minilm").build()

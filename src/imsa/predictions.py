@@ -329,7 +329,10 @@ def predict_media(models: list, media, *, transcript=None, modalities=None, cach
     from .media.predict import media_features
 
     spec = models[0][2].spec_
-    arrays, segments = media_features(models[0][2].provenance_.get("extraction"), spec, media, transcript=transcript, cache_dir=cache_dir, model=source)
+    provenance = models[0][2].provenance_
+    arrays, segments = media_features(
+        provenance.get("extraction"), spec, media, transcript=transcript, cache_dir=cache_dir, model=source, trained_on=provenance.get("dataset") or ""
+    )
     if not len(arrays["utterance_ids"]):
         return segments, None
     dataset, present = features_dataset(arrays, Path(media), spec, spec.class_names)

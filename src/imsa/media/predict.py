@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 
 def media_features(
-    extraction: dict | None, spec, media: str | os.PathLike, *, transcript=None, cache_dir=None, model: str = "the model"
+    extraction: dict | None, spec, media: str | os.PathLike, *, transcript=None, cache_dir=None, model: str = "the model", trained_on: str = ""
 ) -> tuple[dict, list[dict]]:
     """Extract ``media`` with the recorded ``extraction`` into arrays of the model's shape.
 
@@ -37,6 +37,8 @@ def media_features(
         The model's modalities, dimensions and sequence/vector kinds.
     media, transcript : path
         The file and its SRT, WebVTT or plain-text transcript (default: the one beside it).
+    model, trained_on : str
+        The model's path and the dataset it was trained on, for messages.
 
     Returns
     -------
@@ -47,8 +49,9 @@ def media_features(
         Every segment: ``utterance_id``, ``start``, ``end``, flags and ``reason``.
     """
     if not extraction:
+        source = f" ({trained_on})" if trained_on else ""
         raise DataError(
-            f"{model} was trained on features that imsa extract did not make (its model file records no extraction); train on a folder written by imsa extract."
+            f"{model} was trained on features that imsa extract did not make{source}, so it cannot read media; train on a folder written by imsa extract."
         )
     config = ExtractionConfig.from_dict(extraction["config"])
     recorded = extraction.get("versions") or {}

@@ -18,6 +18,14 @@ class PackedLSTM(nn.Module):
     ``forward(x (B, T, D), mask (B, T) bool)`` -> ``(B, T, H * directions)`` with zeros at
     padded steps. Valid steps come first in each row; a row with none gives zeros.
     Parameter names are those of ``nn.LSTM`` (under ``lstm.``).
+
+    On the CPU the layers run on padded tensors, where PyTorch uses its fused LSTM kernels
+    (packed sequences fall back to a slower path, about 1.5x the time forward and 2x
+    backward at GCNet's width): the forward direction reads each row from its start, so
+    padding after a row's end never reaches its valid steps, and the backward direction
+    reads each row reversed within its own length. Dropout between layers is drawn on the
+    packed layout, as ``nn.LSTM`` draws it, so training consumes the same random numbers and
+    gets the same masks; outputs equal the packed computation's up to float rounding.
     """
 
     def __init__(self, input_dim: int, hidden: int, *, layers: int = 1, bidirectional: bool = False, dropout: float = 0.0):
@@ -30,10 +38,35 @@ class PackedLSTM(nn.Module):
         out = x.new_zeros(x.shape[:2] + (self.lstm.hidden_size * (2 if self.lstm.bidirectional else 1),))
         if not nonempty.any():
             return out
-        packed = pack_padded_sequence(x[nonempty], lengths[nonempty].cpu(), batch_first=True, enforce_sorted=False)
-        encoded, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
+        if x.device.type == "cpu":
+            encoded = self._padded(x[nonempty], lengths[nonempty])
+        else:  # cuDNN runs packed sequences at full speed
+            packed = pack_padded_sequence(x[nonempty], lengths[nonempty].cpu(), batch_first=True, enforce_sorted=False)
+            encoded, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
         out[nonempty] = encoded.to(out.dtype)
         return out
+
+    def _padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        lstm = self.lstm
+        steps = torch.arange(x.shape[1], device=x.device)
+        valid = steps[None, :] < lengths[:, None]
+        # Row b reversed within its length (an involution; padding stays where it is).
+        reverse = torch.where(valid, lengths[:, None] - 1 - steps[None, :], steps[None, :])
+        zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+        h = x
+        for layer in range(lstm.num_layers):
+            outputs = []
+            for suffix in ("", "_reverse")[: 2 if lstm.bidirectional else 1]:
+                weights = [getattr(lstm, f"{name}_l{layer}{suffix}") for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                seq = h if not suffix else h.gather(1, reverse[:, :, None].expand(-1, -1, h.shape[2]))
+                y = torch.lstm(seq, (zeros, zeros), weights, True, 1, 0.0, self.training, False, True)[0]
+                outputs.append(y if not suffix else y.gather(1, reverse[:, :, None].expand(-1, -1, y.shape[2])))
+            h = torch.cat(outputs, dim=-1) if len(outputs) > 1 else outputs[0]
+            if lstm.dropout and self.training and layer < lstm.num_layers - 1:
+                packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
+                packed = packed._replace(data=nn.functional.dropout(packed.data, lstm.dropout, True))
+                h = pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])[0]
+        return h.masked_fill(~valid[:, :, None], 0.0)
 
 
 class LSTMMaxPool(nn.Module):

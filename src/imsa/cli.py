@@ -410,7 +410,7 @@ def cmd_features_text(args) -> int:
 
 def cmd_predict(args) -> int:
     from .data.registry import load_dataset
-    from .experiments.models import load_method
+    from .experiments.models import fitted_models, load_method
     from .files import atomic_write_text
     from .metrics import MULTILABEL_METRICS, compute_metrics
     from .predictions import average, predict_models, read_features, to_csv, training_data, unfamiliar_inputs
@@ -420,11 +420,8 @@ def cmd_predict(args) -> int:
     if not source.exists() and not Path(str(source) + ".json").exists():
         raise ImsaError(f"{source}: no such model file or run directory.")
     loaded = load_method(source, device=args.device)
-    if source.is_dir():
-        models, provenance = loaded.models, loaded.experiment
-    else:
-        provenance = loaded.provenance_
-        models = [(provenance.get("seed", ""), int(provenance.get("fold", 0)), loaded)]
+    models = fitted_models(loaded)
+    provenance = loaded.experiment if source.is_dir() else loaded.provenance_
     spec = models[0][2].spec_
     modalities = args.modalities
     if sum(bool(x) for x in (args.features, args.dataset, args.media)) > 1:

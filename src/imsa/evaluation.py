@@ -61,7 +61,12 @@ def predict_settings(
     framed = [k for k in names if isinstance(settings[k], FrameSetting) and settings[k].frames]
     noisy = {k: settings[k].noise for k in names if isinstance(settings[k], FrameSetting) and settings[k].noise is not None}
     data = subset.dataset
-    donors = {m: (data.features[m][subset.indices], data.lengths[m][subset.indices] if m in data.lengths else None) for m in data.modalities} if noisy else {}
+    # What frame replacement draws from: the split's features, copied only when a setting replaces.
+    replacing = any(n.kind == "replace" for n in noisy.values())
+    donors = {
+        m: (data.features[m][subset.indices], data.lengths[m][subset.indices] if m in data.lengths else None) if replacing else (None, None)
+        for m in data.modalities
+    }
     frames = {}  # modality -> (K, N_dataset, T) kept steps, every step kept under plain settings
     if framed:
         for m in settings[framed[0]].frames:

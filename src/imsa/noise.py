@@ -73,11 +73,14 @@ class Noise:
         key = hashlib.blake2b(f"{self.seed}\x1f{self.kind}\x1f{modality}\x1f{uid}".encode(), digest_size=8).digest()
         return np.random.default_rng(int.from_bytes(key, "little"))
 
-    def corrupt(self, x: np.ndarray, lengths: np.ndarray | None, uids, modality: str, donors: np.ndarray, donor_lengths: np.ndarray | None) -> np.ndarray:
+    def corrupt(
+        self, x: np.ndarray, lengths: np.ndarray | None, uids, modality: str, donors: np.ndarray | None, donor_lengths: np.ndarray | None
+    ) -> np.ndarray:
         """A corrupted copy of ``x``: ``(n, D)`` vectors or ``(n, T, D)`` sequences with ``lengths``.
 
         ``uids`` names each row (None: a padding row, left alone); ``donors`` (with
-        ``donor_lengths``) are the split's features that ``replace`` draws from.
+        ``donor_lengths``) are the split's features that ``replace`` draws from (the
+        other corruptions need none).
         """
         out = np.array(x, dtype=np.float32, copy=True)
         if self.rate == 0:

@@ -91,6 +91,12 @@ def predict_media(path: str | os.PathLike, media: str | os.PathLike, *, transcri
     """
     from ..predictions import predict_media as predict
 
-    loaded = load_method(path, device=device)
-    models = loaded.models if isinstance(loaded, RunModels) else [(loaded.provenance_.get("seed", ""), int(loaded.provenance_.get("fold", 0)), loaded)]
-    return predict(models, media, transcript=transcript, modalities=modalities, source=str(path))
+    return predict(fitted_models(load_method(path, device=device)), media, transcript=transcript, modalities=modalities, source=str(path))
+
+
+def fitted_models(loaded) -> list:
+    """``(seed, fold, Method)`` of each model of :func:`load_method`'s answer: a run
+    directory's finished runs, or the one model of a model file."""
+    if isinstance(loaded, RunModels):
+        return loaded.models
+    return [(loaded.provenance_.get("seed", ""), int(loaded.provenance_.get("fold", 0)), loaded)]

@@ -51,7 +51,7 @@ class PackedLSTM(nn.Module):
         steps = torch.arange(x.shape[1], device=x.device)
         valid = steps[None, :] < lengths[:, None]
         # Row b reversed within its length (an involution; padding stays where it is).
-        reverse = torch.where(valid, lengths[:, None] - 1 - steps[None, :], steps[None, :])
+        reverse = torch.where(valid, lengths[:, None] - 1 - steps[None, :], steps[None, :]) if lstm.bidirectional else None
         zeros = x.new_zeros(1, x.shape[0], lstm.hidden_size)
         h = x
         for layer in range(lstm.num_layers):

@@ -1,6 +1,6 @@
 """Building blocks that method files share: pooled utterance vectors, per-modality
-standardisation, one model per fixed condition, the single-phase recipe, and the MulT
-backbone of ``mult``, DiCMoR and IMDer."""
+standardisation, the sub-network encodings of TFN and LMF, one model per fixed condition,
+the single-phase recipe, and the MulT backbone of ``mult``, DiCMoR and IMDer."""
 
 from __future__ import annotations
 
@@ -31,6 +31,25 @@ def pooled(batch: Batch, modality: str) -> torch.Tensor:
     if modality in batch.padding:
         return masked_mean(x, batch.padding[modality], dim=-2)
     return x
+
+
+def subnet_encoding(encoder: torch.nn.Module, batch: Batch, modality: str, index: int) -> torch.Tensor:
+    """``modality``'s encoding by an MMSA fusion network's sub-network (TFN, LMF), from zeros
+    where ``batch`` marks the modality missing (``index``: its column of ``batch.present``).
+
+    Text goes to a :class:`~imsa.nn.subnets.TextSubNet` as a sequence over its real steps (an
+    utterance vector as a one-step sequence); audio and video go to a
+    :class:`~imsa.nn.subnets.SubNet` averaged over their real steps.
+    """
+    present = batch.present[..., index]
+    if modality != TEXT:
+        return encoder(pooled(batch, modality) * present[:, None].to(batch.inputs[modality].dtype))
+    text = batch.inputs[TEXT]
+    if TEXT in batch.padding:
+        mask = batch.padding[TEXT]
+    else:  # an utterance vector: a one-step sequence
+        text, mask = text.unsqueeze(1), torch.ones(text.shape[:1] + (1,), dtype=torch.bool, device=text.device)
+    return encoder(text * present[:, None, None].to(text.dtype), mask)
 
 
 def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:
@@ -182,8 +201,14 @@ class SinglePhaseMethod(Method):
     (the random protocol's rate under that protocol).
 
     The model's ``norms`` (per-modality :class:`~imsa.nn.layers.Standardize`), if it has
-    them, are fitted on the training data first.
+    them, are fitted on the training data first. A recipe with its own optimiser settings
+    gives them in :meth:`phase_options`.
     """
+
+    def phase_options(self, model: torch.nn.Module) -> dict:
+        """Further :class:`~imsa.methods.phase.Phase` fields of the recipe for ``model`` (its
+        optimiser, parameter groups); none by default."""
+        return {}
 
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         protocol, context = protocol or Protocol(), context or RunContext()
@@ -201,6 +226,7 @@ class SinglePhaseMethod(Method):
                 loss=lambda model, batch, epoch: task_loss(model(batch).prediction, batch, self.spec_.task),
                 sampler=protocol.training_sampler(make_sampler(self.config.train_missing)),
                 settings=protocol.settings(valid),
+                **self.phase_options(model),
             ),
             protocol=protocol,
             seed=seed,

@@ -45,45 +45,10 @@ from torch import nn
 from ..batch import Batch
 from ..config import COUNT, PROBABILITY
 from ..errors import ConfigError, invalid_parameter
-from ..nn.recurrent import PackedLSTM
-from .common import SinglePhaseMethod, pooled
+from ..nn.subnets import SubNet, TextSubNet
+from .common import SinglePhaseMethod, subnet_encoding
 from .registry import register_method
 from .spec import DataSpec, Output, TrainConfig
-
-
-class SubNet(nn.Module):
-    """Batch norm, dropout and three ReLU layers (TFN's audio and video encoder)."""
-
-    def __init__(self, in_dim: int, hidden: int, dropout: float):
-        super().__init__()
-        self.norm = nn.BatchNorm1d(in_dim)
-        self.drop = nn.Dropout(dropout)
-        self.linear_1 = nn.Linear(in_dim, hidden)
-        self.linear_2 = nn.Linear(hidden, hidden)
-        self.linear_3 = nn.Linear(hidden, hidden)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and len(x) == 1:  # batch statistics of one utterance are undefined: the running ones
-            normed = nn.functional.batch_norm(x, self.norm.running_mean, self.norm.running_var, self.norm.weight, self.norm.bias, False, 0.0, self.norm.eps)
-        else:
-            normed = self.norm(x)
-        x = torch.relu(self.linear_1(self.drop(normed)))
-        return torch.relu(self.linear_3(torch.relu(self.linear_2(x))))
-
-
-class TextSubNet(nn.Module):
-    """An LSTM's last state over the real steps, dropout and a linear layer (TFN's text encoder)."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, dropout: float):
-        super().__init__()
-        self.rnn = PackedLSTM(in_dim, hidden)
-        self.dropout = nn.Dropout(dropout)
-        self.linear_1 = nn.Linear(hidden, out_dim)
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        states = self.rnn(x, mask)
-        last = (mask.sum(1) - 1).clamp(min=0)
-        return self.linear_1(self.dropout(states[torch.arange(len(x), device=x.device), last]))
 
 
 class TFNNet(nn.Module):
@@ -112,16 +77,8 @@ class TFNNet(nn.Module):
 
     def encode(self, batch: Batch, modality: str) -> torch.Tensor:
         """One modality's encoding, from zeros where the batch marks it missing."""
-        present = batch.present[..., self.modalities.index(modality)]
-        if modality != "l":
-            x = pooled(batch, modality) * present[:, None].to(batch.inputs[modality].dtype)
-            return (self.audio_subnet if modality == "a" else self.video_subnet)(x)
-        text = batch.inputs["l"]
-        if "l" in batch.padding:
-            mask = batch.padding["l"]
-        else:  # an utterance vector: a one-step sequence
-            text, mask = text.unsqueeze(1), torch.ones(text.shape[:1] + (1,), dtype=torch.bool, device=text.device)
-        return self.text_subnet(text * present[:, None, None].to(text.dtype), mask)
+        encoder = {"a": "audio_subnet", "v": "video_subnet", "l": "text_subnet"}[modality]
+        return subnet_encoding(getattr(self, encoder), batch, modality, self.modalities.index(modality))
 
     def forward(self, batch: Batch) -> Output:
         fused = None

@@ -1,4 +1,4 @@
-"""Does IMDer's score network learn a conditional score it can sample from? (docs/imder.md 7.9, 9)
+"""Does IMDer's score network learn a conditional score it can sample from? (the IMDer spec 7.9, 9)
 
 Trains IMDer's conditional 1-D U-Net (imsa.nn.diffusion, small widths) by denoising score
 matching alone on a toy conditional distribution: the condition ``c`` is a (16, 8)

@@ -1,4 +1,4 @@
-"""LNLN's behaviour on synthetic sequences, with and without its correction (docs/lnln.md 9.10 b, d).
+"""LNLN's behaviour on synthetic sequences, with and without its correction (the LNLN spec 9.10 b, d).
 
 On several draws of the toolkit's synthetic aligned sequences (label carried mostly by the
 text, weakly by audio and vision), trains the small LNLN of ``tests/test_lnln.py`` twice per
@@ -93,7 +93,7 @@ def main() -> None:
         )
     )
     lines = [
-        "# LNLN behaviour on synthetic sequences (docs/lnln.md 9.10 b, d)",
+        "# LNLN behaviour on synthetic sequences (the LNLN spec 9.10 b, d)",
         "",
         "`python benchmarks/lnln_behaviour.py`: validation MAE by frame rate, small LNLN, 30 epochs.",
         "",

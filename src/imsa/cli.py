@@ -679,9 +679,9 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--trials", type=_count(1), required=True, help="finished trials to reach (a resumed search counts those it has)")
     tune.add_argument("--out", required=True, help="study directory (study.db, best.yaml, trials.csv, history.png, importances.json, final/)")
     tune.add_argument("--space", help="YAML search space (default: the method's packaged one, src/imsa/configs/spaces/<method>.yaml)")
-    tune.add_argument("--protocol", choices=PROTOCOLS, default="fixed")
+    tune.add_argument("--protocol", choices=PROTOCOLS, default="fixed", help="the protocol whose validation settings a trial is scored under (default fixed)")
     tune.add_argument("--rate", type=float, help="missing rate for --protocol random, frame drop rate for --protocol frames, MR for --protocol mr")
-    tune.add_argument("--mask-seed", type=_count(0), default=0)
+    tune.add_argument("--mask-seed", type=_count(0), default=0, help="seed of the evaluation masks (default 0)")
     tune.add_argument("--folds", type=_count(0), nargs="+", help="folds whose validation scores are averaged (default: all)")
     tune.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds per trial (default: 1)")
     tune.add_argument("--final-seeds", type=_count(0), nargs="+", help="retrain the best config with these seeds and score test once, into OUT/final")
@@ -705,8 +705,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.set_defaults(func=cmd_tune)
 
     show = sub.add_parser("show", help="print the table of a finished run directory")
-    show.add_argument("dir")
-    show.add_argument("--split", choices=["valid", "test"], default="test")
+    show.add_argument("dir", help="an `imsa run` output directory")
+    show.add_argument("--split", choices=["valid", "test"], default="test", help="which split's table (default test)")
     show.add_argument("--metrics", nargs="+", help="metrics to show (default: all)")
     show.add_argument("--markdown", action="store_true", help="Markdown instead of plain text")
     show.set_defaults(func=cmd_show)
@@ -756,7 +756,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--metrics", nargs="+", help="metrics to report (default: regression acc2_has0 f1_has0 acc2_non0 mae corr acc7; classification wa ua wf1)"
     )
-    report.add_argument("--split", choices=["valid", "test"], default="test")
+    report.add_argument("--split", choices=["valid", "test"], default="test", help="which split the tables score (default test)")
     report.add_argument("--digits", type=_count(0), default=3, help="decimals in the tables (default 3)")
     report.add_argument("--baseline", help="test every method against this one (default: against each column's best)")
     report.add_argument("--alpha", type=_probability, default=0.05, help="level of the significance markers (default 0.05)")
@@ -766,17 +766,17 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="download, verify and list datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     dl = data_sub.add_parser("download", help="fetch a dataset's files from their pinned upstream addresses and check sha256")
-    dl.add_argument("name")
-    dl.add_argument("--data-dir")
+    dl.add_argument("name", help="a registered dataset (imsa data list)")
+    dl.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     dl.add_argument("--mirror", help="base URL of a mirror laid out like the data root (default: $IMSA_MIRROR, else upstream)")
     dl.add_argument("--force", action="store_true", help="fetch again even if a verified copy exists")
     dl.set_defaults(func=cmd_data_download)
     ver = data_sub.add_parser("verify", help="re-check the sha256 of downloaded files")
-    ver.add_argument("name", nargs="?")
-    ver.add_argument("--data-dir")
+    ver.add_argument("name", nargs="?", help="one dataset (default: every downloaded one)")
+    ver.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     ver.set_defaults(func=cmd_data_verify)
     ls = data_sub.add_parser("list", help="show the datasets and whether their files are present")
-    ls.add_argument("--data-dir")
+    ls.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     ls.set_defaults(func=cmd_data_list)
     ex = data_sub.add_parser("export", help="write a dataset as GCNet-style feature folders plus label pickle")
     ex.add_argument("dataset", help="dataset name or file path")
@@ -785,7 +785,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--fold", type=_count(0), default=0, help="fold written into a one-split label pickle (default 0)")
     ex.add_argument("--format", choices=formats, help="file format of a dataset path (default: detected)")
     ex.add_argument("--set", action="append", default=[], metavar="data.KEY=VALUE", help="dataset option; repeatable")
-    ex.add_argument("--data-dir")
+    ex.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     ex.set_defaults(func=cmd_data_export)
 
     features = sub.add_parser("features", help="compute cached features")
@@ -796,11 +796,11 @@ def build_parser() -> argparse.ArgumentParser:
     ft.add_argument("--cache-dir", help="feature cache (default: $IMSA_CACHE, else the user cache)")
     ft.add_argument("--tokens", action="store_true", help="also keep the token sequences")
     ft.add_argument("--max-length", type=_count(1), default=128, help="tokens kept per transcript (default 128)")
-    ft.add_argument("--batch-size", type=_count(1), default=64)
+    ft.add_argument("--batch-size", type=_count(1), default=64, help="transcripts encoded at once (default 64)")
     ft.add_argument("--threads", type=_count(1), help="torch CPU threads")
     ft.add_argument("--device", default="auto", help="auto (a GPU where there is one), cpu, cuda or cuda:N")
     ft.add_argument("--format", choices=formats, help="file format of a dataset path (default: detected)")
-    ft.add_argument("--data-dir")
+    ft.add_argument("--data-dir", help="data root (default: $IMSA_DATA, else the user cache)")
     ft.set_defaults(func=cmd_features_text)
 
     predict = sub.add_parser("predict", help="score utterances with a trained model or run directory, one CSV row per utterance")
@@ -854,7 +854,44 @@ def build_parser() -> argparse.ArgumentParser:
 
     methods = sub.add_parser("methods", help="list methods and their config defaults")
     methods.set_defaults(func=cmd_methods)
+    _point_to_pages(parser)
     return parser
+
+
+# The documentation page that explains each command (tests/test_docs.py checks each exists).
+GUIDES = {
+    "run": "docs/tutorials/running.md",
+    "tune": "docs/tutorials/tuning.md",
+    "show": "docs/tutorials/running.md",
+    "grid": "docs/tutorials/grids.md",
+    "grid run": "docs/tutorials/grids.md",
+    "report": "docs/tutorials/grids.md",
+    "data": "docs/datasets.md",
+    "data download": "docs/datasets.md",
+    "data verify": "docs/datasets.md",
+    "data list": "docs/datasets.md",
+    "data export": "docs/datasets.md",
+    "features": "docs/datasets.md",
+    "features text": "docs/datasets.md",
+    "predict": "docs/tutorials/predict.md",
+    "extract": "docs/media.md",
+    "extractors": "docs/media.md",
+    "methods": "docs/methods/index.md",
+}
+
+
+def _point_to_pages(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Give every command its one-line summary as description and its guide as epilog."""
+    if not prefix:
+        parser.epilog = "Documentation: docs/index.md in the repository (the site: pip install -e '.[docs]' && mkdocs serve)."
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            summaries = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, sub in action.choices.items():
+                command = f"{prefix}{name}"
+                sub.description = sub.description or summaries.get(name)
+                sub.epilog = f"Guide: {GUIDES[command]}"
+                _point_to_pages(sub, f"{command} ")
 
 
 def main(argv=None) -> int:

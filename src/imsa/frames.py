@@ -1,6 +1,6 @@
 """Frame-level missing data: parts of a modality dropped (words, audio frames, video frames).
 
-The protocol is the one recommended in ``docs/lnln.md`` section 8.4. The droppable units
+The protocol is the one recommended in the LNLN spec, section 8.4. The droppable units
 of a sequence modality are its real steps ``t < L`` (for a text sequence whose loader
 protects its ends, e.g. MMSA's BERT states of [CLS] and [SEP], all but the first and
 last). A dropped step becomes the zero vector; the padding mask is unchanged (a dropped
@@ -170,7 +170,7 @@ def make_frame_sampler(spec: str, rate: float) -> FrameDrop:
 class FramesInside:
     """Whole-modality training masks from ``modalities`` (a mask sampler), then frame drops
     from ``frames`` inside the modalities that stay present (whole-modality first, frames
-    second, as ``docs/lnln.md`` section 8.3 composes them)."""
+    second, as the LNLN spec, section 8.3 composes them)."""
 
     modalities: object
     frames: FrameDrop

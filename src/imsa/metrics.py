@@ -1,6 +1,6 @@
 """Evaluation metrics for sentiment regression and emotion classification.
 
-The definitions follow ``docs/protocols.md`` (section "Metrics"). Binary
+The definitions follow ``docs/metrics.md``. Binary
 sentiment accuracy has two definitions in the literature; both are reported,
 under names that say which is which:
 

@@ -169,6 +169,7 @@ class Protocol:
 
     @property
     def name(self) -> str:
+        """The experiment's name for this protocol: ``fixed``, ``rate=0.3``, ``frames=0.3``, ``mr=0.3``, ``noise=gauss:0.3``, with compositions appended."""
         if self.kind == "frames":
             return "frames=" + ",".join(f"{r:g}" for r in self.rates) if self.rates else f"frames={self.rate:g}"
         if self.kind == "noise":

@@ -160,6 +160,7 @@ class RunContext:
 
     @property
     def torch_device(self) -> torch.device:
+        """The run's device as a :class:`torch.device`."""
         return torch.device(self.device)
 
     def checkpoint(self, phase: str) -> Path | None:

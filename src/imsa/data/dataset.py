@@ -167,6 +167,7 @@ class Dataset:
 
     @property
     def num_classes(self) -> int | None:
+        """The number of classes of a classification dataset; None for regression."""
         return len(self.class_names) if self.class_names else None
 
     @property
@@ -178,13 +179,16 @@ class Dataset:
         return 1 if self.task == "regression" else self.num_classes
 
     def dim(self, modality: str) -> int:
+        """The feature width of ``modality``."""
         return self.features[modality].shape[-1]
 
     @property
     def dims(self) -> dict[str, int]:
+        """The feature width of every modality."""
         return {m: self.dim(m) for m in self.modalities}
 
     def is_sequence(self, modality: str) -> bool:
+        """Whether ``modality`` holds (N, T, D) sequences rather than (N, D) vectors."""
         return self.features[modality].ndim == 3
 
     # -- grouping --------------------------------------------------------------------------

@@ -80,6 +80,7 @@ def dataset_entry(name: str) -> DatasetEntry:
 
 
 def list_datasets() -> list[DatasetEntry]:
+    """The registered datasets (name, description, family, files), in registration order."""
     return DATASETS.entries()
 
 

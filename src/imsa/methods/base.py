@@ -132,6 +132,7 @@ class Method:
 
     # -- shared ----------------------------------------------------------------------------------
     def forward(self, batch: Batch) -> Output:
+        """The fitted model's output on ``batch`` (which modalities it reads is the batch's ``present`` mask)."""
         return self.model_(batch)
 
     def predict(self, batch: Batch, present: torch.Tensor | None = None) -> Output:
@@ -225,6 +226,7 @@ class Method:
         return getattr(self.model_, "names", None)
 
     def state_dict(self) -> dict:
+        """The fitted method as plain data: its name, config, data spec and model weights (what a model file stores)."""
         self._check_fitted()
         state = {"method": self.name, "config": dataclasses.asdict(self.config), "spec": dataclasses.asdict(self.spec_), "model": self.model_.state_dict()}
         if self.per_condition_module is not None:
@@ -284,6 +286,7 @@ class Method:
 
     @property
     def select_metric(self) -> str:
+        """The validation metric epochs are selected on: the config's ``select_metric``, else MAE, weighted F1 or the multilabel F1 by task."""
         return self.config.select_metric or {"regression": "mae", "classification": "wf1", "multilabel": "emotion_binary_f1"}[self.spec_.task]
 
     def train_phase(

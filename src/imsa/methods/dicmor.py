@@ -10,7 +10,7 @@ MulT backbone then predicts from the available and recovered sequences. Phase 1
 trains the backbone on complete data; phase 2 freezes the projections and trains the
 flows and class priors (likelihood in bits per dimension), the refiners (MSE to the
 true projected features of what the mask removed) and the backbone (task loss).
-Spec: ``docs/dicmor.md`` of the project's shared notes (github.com/mdswyz/DiCMoR at
+Spec: ``docs/methods/dicmor.md``, from the project's notes (github.com/mdswyz/DiCMoR at
 3d7e617).
 
 Decisions where the released code is silent or departs from the paper (spec section 7):
@@ -149,7 +149,7 @@ def sentiment_classes(labels: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class DiCMoRConfig(MulTBackboneConfig):
-    """DiCMoR defaults: the released MOSI settings (``docs/dicmor.md`` section 3.7).
+    """DiCMoR defaults: the released MOSI settings (the DiCMoR spec, section 3.7).
 
     Attributes
     ----------

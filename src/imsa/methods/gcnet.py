@@ -8,7 +8,7 @@ and a speaker graph (edges typed by the speaker pair). Each branch runs a relati
 graph convolution, a graph convolution, a second bidirectional LSTM and a linear
 layer with ReLU; the two branches are summed. One head predicts the label, another
 reconstructs the complete features; the reconstruction error counts only the
-missing cells ("completion"). Spec: ``docs/gcnet.md`` of the project's shared notes
+missing cells ("completion"). Spec: ``docs/methods/gcnet.md``, from the project's notes
 (written from github.com/zeroQiaoba/GCNet, ``gcnet/``, commit 8cce4a0).
 
 Decisions where the released code is wrong or silent (spec section 7):

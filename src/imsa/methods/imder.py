@@ -6,8 +6,7 @@ score matching on a variance-exploding SDE, the distribution of that modality's
 projected sequence given the available ones (one available: its sequence; two: a 1x1
 convolution of both). A missing modality is sampled with an Euler-Maruyama solver,
 refined by a residual channel-attention network, and fed to the backbone; the loss is
-``L1 + 0.1 (score losses + reconstruction MSE)``. Spec: ``docs/imder.md`` of the
-project's shared notes (github.com/mdswyz/IMDer at 1901a92).
+``L1 + 0.1 (score losses + reconstruction MSE)``. Spec: ``docs/methods/imder.md``, from the project's notes (github.com/mdswyz/IMDer at 1901a92).
 
 Decisions where the released code is silent or wrong (spec section 7):
 
@@ -174,7 +173,7 @@ class IMDerNet(nn.Module):
 
 @dataclass(frozen=True)
 class IMDerConfig(MulTBackboneConfig):
-    """IMDer defaults: the released MOSI settings (``docs/imder.md`` sections 3 and 4.2).
+    """IMDer defaults: the released MOSI settings (the IMDer spec, sections 3 and 4.2).
 
     Attributes
     ----------

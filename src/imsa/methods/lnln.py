@@ -9,7 +9,7 @@ cross transformer with ``H_d`` as target predicts. In training, a discriminator 
 gradient reversal tells ``H_d`` from the tokens of the clean language, and reconstructors
 map the noisy modality tokens to the clean ones. The training data is noised inside the
 loss: per sample and modality, rate 0 with probability 1/2, else U(0, 1), frames dropped
-at that rate (``train_noise="lnln"``). Spec: ``docs/lnln.md`` of the project's shared
+at that rate (``train_noise="lnln"``). Spec: ``docs/methods/lnln.md``, from the project's
 notes (github.com/Haoyu-ha/LNLN at 80a052c); blocks in :mod:`imsa.nn.almt`.
 
 Decisions where the released code is silent or wrong (spec section 7):
@@ -102,7 +102,7 @@ from .spec import DataSpec, Output, TrainConfig
 
 @dataclass(frozen=True)
 class LNLNConfig(TrainConfig):
-    """LNLN defaults: the released CMU-MOSI settings (``docs/lnln.md`` section 4.2).
+    """LNLN defaults: the released CMU-MOSI settings (the LNLN spec, section 4.2).
 
     Attributes
     ----------
@@ -187,7 +187,7 @@ class LNLNConfig(TrainConfig):
 
 
 class LNLNNet(nn.Module):
-    """The LNLN network for data of shape ``spec`` (``docs/lnln.md`` section 3)."""
+    """The LNLN network for data of shape ``spec`` (the LNLN spec, section 3)."""
 
     def __init__(self, spec: DataSpec, cfg: LNLNConfig, text_encoder: nn.Module | None = None):
         super().__init__()
@@ -314,6 +314,7 @@ class LNLN(Method):
 
     @classmethod
     def own_frame_noise(cls, config) -> bool:
+        """Whether this config trains under frame noise of its own (LNLN's ``train_noise``), so one model serves every test rate."""
         return config.train_noise != "none" or super().own_frame_noise(config)
 
     def build(self, spec: DataSpec) -> nn.Module:

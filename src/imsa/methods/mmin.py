@@ -7,7 +7,7 @@ the incomplete input; their concatenation goes through a cascade residual
 autoencoder (CRA) whose output must equal the teacher's embedding (forward
 imagination), and a second CRA maps that output back to the student's embedding
 (backward imagination). The classifier reads the CRA blocks' latent codes. One
-model serves every condition. Spec: ``docs/mmin.md`` of the project's shared notes,
+model serves every condition. Spec: ``docs/methods/mmin.md``, from the project's notes,
 written from the authors' code (github.com/AIM3-RUC/MMIN, "M") and GCNet's port
 (github.com/zeroQiaoba/GCNet, ``baseline-mmin/``, "G").
 

@@ -461,6 +461,7 @@ class MoMKE(Method):
         return torch.autocast(device, dtype=torch.bfloat16) if self.config.bf16 else nullcontext()
 
     def forward(self, batch: Batch) -> Output:
+        """Each utterance predicted by its condition's model where one is trained per condition, else by the one model."""
         with self._autocast():
             out = self.model_(batch)
         return Output(out.prediction.float(), out.feature.float())

@@ -5,8 +5,8 @@ Each modality's sequence is projected to ``dim`` channels by a 1-D convolution
 it to each other modality, a self-attention memory runs over their concatenation and
 its last step is kept; a residual head maps the concatenated last steps to the
 prediction. The backbone is the one DiCMoR and IMDer build on (``imsa.nn.mult``), as
-MMSA's ``MULT`` and the IMDer/DiCMoR repositories run it (specs ``docs/imder.md``
-section 3.5-3.6, ``docs/dicmor.md`` section 3.6).
+MMSA's ``MULT`` and the IMDer/DiCMoR repositories run it (the IMDer spec,
+section 3.5-3.6, the DiCMoR spec, section 3.6).
 
 Decisions (the released backbones are trained only inside other recipes):
 
@@ -50,7 +50,7 @@ from .spec import DataSpec
 
 @dataclass(frozen=True)
 class MulTConfig(MulTBackboneConfig):
-    """MulT defaults: IMDer's MOSI backbone (``docs/imder.md`` section 3.8); the keys are
+    """MulT defaults: IMDer's MOSI backbone (the IMDer spec, section 3.8); the keys are
     those of :class:`~imsa.methods.common.MulTBackboneConfig`, with their defaults."""
 
     lr: float = 1e-3

@@ -18,6 +18,7 @@ def method_class(name: str) -> type:
 
 
 def list_methods() -> list[str]:
+    """The names of the registered methods (plugins included), sorted."""
     return METHODS.names()
 
 

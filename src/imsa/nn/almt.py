@@ -5,7 +5,7 @@ separate LayerNorms; a transformer that prepends learned tokens and adds a learn
 positional table (the "prefix" transformer summarising a sequence into its first tokens);
 a cross transformer that updates a target sequence from a fixed source; and the
 hyper-modality layer, where a dominant feature queries every auxiliary modality. Shapes
-and initialisations as in ``docs/lnln.md`` section 3.1 (written from Haoyu-ha/LNLN at
+and initialisations as in the LNLN spec, section 3.1 (written from Haoyu-ha/LNLN at
 80a052c): no dropout, prefix tokens zero, positional tables N(0, 1).
 """
 

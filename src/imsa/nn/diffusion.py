@@ -1,4 +1,4 @@
-"""Score-based diffusion for sequences (IMDer's blocks, ``docs/imder.md`` section 3.3-3.4):
+"""Score-based diffusion for sequences (IMDer's blocks, the IMDer spec, section 3.3-3.4):
 the variance-exploding SDE, denoising score matching, an Euler-Maruyama sampler that
 takes its noise explicitly, and the conditional 1-D U-Net score network.
 

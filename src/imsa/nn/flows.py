@@ -1,6 +1,6 @@
 """Normalizing flows on the channel axis, class-conditional Gaussian priors, and the
 flow likelihood in bits per dimension (DiCMoR's blocks, written from Glow as the
-released code uses it: ``docs/dicmor.md`` section 3.3-3.4).
+released code uses it: the DiCMoR spec, section 3.3-3.4).
 
 A flow acts on the last axis of a ``(B, ..., C)`` tensor, the same map at every
 position (a time step of a sequence, or the one vector), as Glow's 1x1 convolutions

@@ -115,7 +115,14 @@ def shell_statements(code: str):
             yield "bash", line
 
 
-@pytest.mark.parametrize("page", TUTORIALS, ids=[str(p.relative_to(PROJECT_ROOT)) for p in TUTORIALS])
+# The media page's test shares an xdist worker with the media tests, and so their extraction workers.
+PAGES = [
+    pytest.param(page, marks=[pytest.mark.xdist_group("media-corpus")] if page.name == "media.md" else [], id=str(page.relative_to(PROJECT_ROOT)))
+    for page in TUTORIALS
+]
+
+
+@pytest.mark.parametrize("page", PAGES)
 def test_tutorial_blocks_run(page: Path, tmp_path: Path, monkeypatch, capsys):
     import torch
 

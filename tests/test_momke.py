@@ -528,4 +528,4 @@ def test_packaged_configs_name_their_source():
     files = sorted(p.name for p in folder.iterdir() if p.name.endswith(".yaml"))
     assert files == sorted(f"{n}.yaml" for n in [*PAPER, "synthetic"])
     for name in files:
-        assert (folder / name).read_text().startswith("# Source: the paper table in momke.md"), name
+        assert (folder / name).read_text().startswith("# Source: the paper table in the MoMKE spec"), name

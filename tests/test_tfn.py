@@ -65,8 +65,16 @@ def test_two_modalities_and_bad_configs():
     assert network({"l": 10, "a": 4}, hidden=(6, 3, 5), text_out=2).post_fusion_layer_1.in_features == 4 * 3
     with pytest.raises(ConfigError, match="three positive integers"):
         TFNConfig(hidden=(128, 32))
-    with pytest.raises(ConfigError, match="four probabilities"):
-        TFNConfig(dropouts=(0.3, 0.3, 0.3, 1.5))
+    with pytest.raises(ConfigError, match="three probabilities"):
+        TFNConfig(dropouts=(0.3, 0.3, 1.5))
+    with pytest.raises(ConfigError, match="the text one, has no effect"):
+        TFNConfig(dropouts=(0.3, 0.3, 0.3, 0.5))  # MMSA's four
+
+
+def test_dropouts_act_where_the_released_ones_do():
+    net = network({"l": 10, "a": 4, "v": 6}, hidden=(6, 3, 5), text_out=2, dropouts=(0.1, 0.2, 0.4))
+    assert (net.audio_subnet.drop.p, net.video_subnet.drop.p, net.post_fusion_dropout.p) == (0.1, 0.2, 0.4)
+    assert net.text_subnet.dropout.p == 0.0  # MMSA's TextSubNet: no dropout with one LSTM layer
     with pytest.raises(ConfigError, match="low < high"):
         TFNConfig(output_range=(3.0, -3.0))
 

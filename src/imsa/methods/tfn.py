@@ -26,6 +26,9 @@ Departures from the released code, and why:
 * A training batch of a single utterance (the last of an epoch) normalises with the
   running statistics: batch statistics of one sample are undefined, and PyTorch refuses
   them (MMSA's loaders never met it on their splits).
+* ``dropouts`` holds three values, audio, video and post-fusion. MMSA's list has a fourth,
+  the text one, which its ``TextSubNet`` ignores (it sets a one-layer LSTM's dropout to 0);
+  imsa takes only the three that act, and refuses four with a message that says so.
 * The regression range is ``output_range`` (default (-3, 3), as released for every
   dataset; MMSA keeps it even for CH-SIMS, whose labels lie in [-1, 1]). The released
   module holds it as two frozen one-element parameters (which MMSA's trainer leaves out of
@@ -68,8 +71,8 @@ class TFNNet(nn.Module):
         if "v" in spec.modalities:
             self.video_subnet = SubNet(spec.dims["v"], video_hidden, dropouts[1])
         if "l" in spec.modalities:
-            self.text_subnet = TextSubNet(spec.dims["l"], text_hidden, text_out, dropouts[2])
-        self.post_fusion_dropout = nn.Dropout(dropouts[3])
+            self.text_subnet = TextSubNet(spec.dims["l"], text_hidden, text_out, 0.0)  # MMSA's TextSubNet drops nothing with one layer
+        self.post_fusion_dropout = nn.Dropout(dropouts[2])
         self.post_fusion_layer_1 = nn.Linear(math.prod(widths[m] + 1 for m in self.fused_order), post_fusion_dim)
         self.post_fusion_layer_2 = nn.Linear(post_fusion_dim, post_fusion_dim)
         self.post_fusion_layer_3 = nn.Linear(post_fusion_dim, spec.output_dim)
@@ -106,7 +109,8 @@ class TFNConfig(TrainConfig):
         Width of the text encoding.
     post_fusion_dim : int
     dropouts : tuple of float
-        Audio, video, text and post-fusion dropout.
+        Audio, video and post-fusion dropout (MMSA's list also has a text entry, which its
+        one-layer text LSTM ignores).
     output_range : tuple of float
         The regression output's range (a scaled sigmoid).
     """
@@ -117,7 +121,7 @@ class TFNConfig(TrainConfig):
     hidden: tuple[int, ...] = (128, 32, 128)
     text_out: int = 32
     post_fusion_dim: int = 64
-    dropouts: tuple[float, ...] = (0.3, 0.3, 0.3, 0.5)
+    dropouts: tuple[float, ...] = (0.3, 0.3, 0.5)
     output_range: tuple[float, ...] = (-3.0, 3.0)
 
     DOMAINS: ClassVar[dict] = {**TrainConfig.DOMAINS, "text_out": COUNT, "post_fusion_dim": COUNT}
@@ -129,8 +133,15 @@ class TFNConfig(TrainConfig):
             object.__setattr__(self, name, tuple(getattr(self, name)))
         if len(self.hidden) != 3 or any(not isinstance(h, int) or isinstance(h, bool) or h < 1 for h in self.hidden):
             raise invalid_parameter("hidden", owner, "three positive integers (text, audio, video)", list(self.hidden))
-        if len(self.dropouts) != 4 or any(isinstance(p, bool) or not isinstance(p, (int, float)) or p not in PROBABILITY for p in self.dropouts):
-            raise invalid_parameter("dropouts", owner, "four probabilities (audio, video, text, post-fusion)", list(self.dropouts))
+        if len(self.dropouts) == 4:
+            raise invalid_parameter(
+                "dropouts",
+                owner,
+                "three probabilities (audio, video, post-fusion); MMSA's third entry, the text one, has no effect in the released TFN, so leave it out",
+                list(self.dropouts),
+            )
+        if len(self.dropouts) != 3 or any(isinstance(p, bool) or not isinstance(p, (int, float)) or p not in PROBABILITY for p in self.dropouts):
+            raise invalid_parameter("dropouts", owner, "three probabilities (audio, video, post-fusion)", list(self.dropouts))
         if len(self.output_range) != 2 or not all(isinstance(v, (int, float)) for v in self.output_range) or not self.output_range[0] < self.output_range[1]:
             raise invalid_parameter("output_range", owner, "(low, high) with low < high", list(self.output_range))
 

@@ -342,3 +342,19 @@ def test_packaged_configs_are_mmsas_and_name_their_source():
     assert (sims.label_bound, sims.video_hidden, sims.post_text_dim, sims.audio_weight_decay) == (1.0, 64, 64, 1e-2)
     space = yaml.safe_load((resources.files("imsa") / "configs" / "spaces" / "self_mm.yaml").read_text())
     assert set(space) <= {f.name for f in dataclasses.fields(SelfMMConfig)} and space["batch_size"] == {"choices": [16, 32]}
+
+
+def test_the_label_store_is_checkpointed_with_the_phase(tmp_path, monkeypatch):
+    import imsa.methods.self_mm as module
+    from imsa.training import RunContext
+
+    data = imsa.load_dataset("synthetic", num_videos=10, sequence_length=4, aligned=True, seed=0)
+    split = data.split(0)
+    context = RunContext(workdir=tmp_path, checkpoint_interval=0)
+    first = create_method("self_mm", epochs=3, patience=None, accumulate=1, **TINY).fit(split["train"], split["valid"], seed=0, context=context)
+    monkeypatch.setattr(module, "self_mm_loss", lambda *args: pytest.fail("the finished phase was trained again"))
+    restored = create_method("self_mm", epochs=3, patience=None, accumulate=1, **TINY).fit(split["train"], split["valid"], seed=0, context=context)
+    for task in ("fusion", "l", "a", "v"):  # the finished phase is restored, its store with it
+        assert torch.equal(first.ulgm_.labels[task], restored.ulgm_.labels[task])
+        assert not torch.equal(first.ulgm_.labels[task], torch.zeros_like(first.ulgm_.labels[task]))
+    assert not torch.equal(first.ulgm_.labels["a"], first.ulgm_.labels["fusion"])

@@ -330,9 +330,10 @@ class UnimodalLabels:
         return {"labels": dict(self.labels), "features": dict(self.features), "centres": {task: dict(c) for task, c in self.centres.items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        self.labels = dict(state["labels"])
-        self.features = dict(state["features"])
-        self.centres = {task: dict(c) for task, c in state["centres"].items()}
+        device = self.row.device  # a checkpoint is restored where the store lives
+        self.labels = {task: t.to(device) for task, t in state["labels"].items()}
+        self.features = {task: t.to(device) for task, t in state["features"].items()}
+        self.centres = {task: {side: t.to(device) for side, t in c.items()} for task, c in state["centres"].items()}
 
 
 def self_mm_loss(model: SelfMMNet, batch: Batch, epoch: int, store: UnimodalLabels) -> torch.Tensor:

@@ -129,6 +129,7 @@ def markdown(report: dict) -> str:
         "one epoch (training and validation); `MOSEI epoch` extrapolates to 16,326 training "
         "utterances along the marginal cost between the two largest sizes; `growth` is the ratio of the last marginal cost to the "
         "first (1.0 = linear). Peak memory includes the synthetic dataset itself (all three splits in memory).",
+        *["", *(f"Later rows: `python benchmarks/method_speed.py {' '.join(argv)}`." for argv in report.get("updates", []))],
         "",
         "| method | train utterances | fit CPU s | fit wall s | phases (s) | evaluate 7 conditions (s) | peak RSS MiB | parameters |",
         "|---|---|---|---|---|---|---|---|",
@@ -165,6 +166,9 @@ def main() -> None:
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per case before it is recorded as an error")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="METHOD.KEY=VALUE")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "method_speed")
+    parser.add_argument(
+        "--update", action="store_true", help="replace only the measured methods' rows in an existing --out file (its other rows and commands stay)"
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(REPO / "src"))
     from imsa.config import parse_assignments
@@ -190,6 +194,11 @@ def main() -> None:
         "rows": [],
         "scaling": {},
     }
+    if args.update and args.out.with_suffix(".json").exists():
+        previous = json.loads(args.out.with_suffix(".json").read_text())
+        report["argv"], report["updates"] = previous["argv"], previous.get("updates", []) + [sys.argv[1:]]
+        report["rows"] = [row for row in previous["rows"] if row["method"] not in methods]
+        report["scaling"] = {name: s for name, s in previous["scaling"].items() if name not in methods}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in methods:
         measured = []

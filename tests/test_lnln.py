@@ -23,7 +23,7 @@ from imsa.methods.lnln import LNLN, completeness_labels
 from imsa.methods.phase import TrainingMasks
 from imsa.methods.spec import DataSpec
 from imsa.missing import Complete
-from imsa.nn.almt import EncoderLayer, HyperModalityLayer
+from imsa.nn.almt import EncoderLayer, HyperModalityLayer, TokenTransformer
 from imsa.protocols import Protocol
 from imsa.training import lr_factor
 
@@ -48,6 +48,25 @@ def parameters(module) -> int:
 )
 def test_parameter_counts_match_the_spec(dims, steps, overrides, expected):
     assert parameters(LNLN(**overrides).build(spec(dims, steps))) == expected
+
+
+def test_encoding_by_length_groups_and_the_prefix_only_last_layer_change_nothing():
+    """The speed-ups (no work on padded steps past a group's longest; the last layer's
+    queries only at the positions read) give the padded full computation's values and
+    gradients."""
+    torch.manual_seed(0)
+    encoder = TokenTransformer(20, dim=16, depth=2, heads=2, dim_head=8, mlp_dim=16, prefix=3)
+    lengths = torch.tensor([1, 20, 7, 3, 12, 5, 20, 2, 9])
+    mask = torch.arange(20)[None] < lengths[:, None]
+    x = torch.randn(9, 20, 16, requires_grad=True)
+    full = encoder(x, mask)[:, :3]
+    (grad_full,) = torch.autograd.grad(full.square().sum(), x)
+    grouped = encoder.summarise(x, mask, keep=3, rows_per_group=4)
+    (grad_grouped,) = torch.autograd.grad(grouped.square().sum(), x)
+    assert grouped.shape == (9, 3, 16)
+    torch.testing.assert_close(grouped, full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(grad_grouped, grad_full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(encoder(x, mask, keep=3), full, atol=1e-5, rtol=1e-5)
 
 
 def test_block_counts_and_the_general_forms():
@@ -139,6 +158,21 @@ def test_padding_is_masked_and_predictions_do_not_depend_on_the_batch():
         unmasked = LNLN(**TINY, padding_mask=False).build(DataSpec.of(data)).eval()
         unmasked.load_state_dict(net.state_dict())
         assert not torch.allclose(unmasked(dataclasses.replace(batch, inputs=noisy)).prediction, before)
+
+
+def test_noisy_rows_equal_to_their_clean_rows_reuse_its_tokens():
+    data = sequences()
+    net = LNLN(**TINY).build(DataSpec.of(data))
+    clean = batch_of(data)
+    keep = torch.ones(clean.padding["a"].shape, dtype=torch.bool)
+    keep[:3, 0] = False  # frames dropped in three rows' audio only
+    noisy = clean.with_frames({"a": keep})
+    clean_tokens = net.modality_tokens(clean)
+    reused = net.modality_tokens(noisy, like=(clean, clean_tokens))
+    for m, tokens in net.modality_tokens(noisy).items():
+        torch.testing.assert_close(reused[m], tokens, atol=1e-6, rtol=1e-6)
+    assert torch.equal(reused["l"], clean_tokens["l"]) and torch.equal(reused["a"][3:], clean_tokens["a"][3:])
+    assert not torch.allclose(reused["a"][:3], clean_tokens["a"][:3])
 
 
 def test_completeness_label_is_one_minus_the_realised_dropped_share():

@@ -77,17 +77,39 @@ class TokenTransformer(nn.Module):
         self.position = nn.Parameter(position_std * torch.randn(1, length + prefix, dim))
         self.layers = nn.ModuleList(EncoderLayer(dim, heads, dim_head, mlp_dim) for _ in range(depth))
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, hidden: bool = False):
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor | None = None, hidden: bool = False, keep: int | None = None):
+        """``keep``: only the first ``keep`` positions of the output are wanted, so the last
+        layer computes those alone (its keys and values still span every position)."""
         if self.prefix is not None:
             x = torch.cat([self.prefix.expand(x.shape[0], -1, -1), x], dim=1)
             if key_mask is not None:
                 key_mask = torch.cat([key_mask.new_ones(x.shape[0], self.prefix.shape[1]), key_mask], dim=1)
         x = x + self.position[:, : x.shape[1]]
         states = [x]
-        for layer in self.layers:
-            x = layer(x, key_mask=key_mask)
+        for i, layer in enumerate(self.layers):
+            last = i == len(self.layers) - 1
+            x = layer(x[:, :keep], source=x, key_mask=key_mask) if last and keep is not None else layer(x, key_mask=key_mask)
             states.append(x)
+        if keep is not None and not self.layers:
+            x = x[:, :keep]
         return states if hidden else x
+
+    def summarise(self, x: torch.Tensor, key_mask: torch.Tensor, keep: int, embed: nn.Module | None = None, rows_per_group: int = 16) -> torch.Tensor:
+        """The first ``keep`` output positions for a padded batch whose ``key_mask`` ``(B, n)``
+        marks a prefix of real steps, computed on groups of utterances of similar length, each
+        cut to its longest: the same values as ``forward(embed(x), key_mask, keep=keep)`` (a
+        row never attends past its length), at a cost that follows the real lengths, not the
+        padded width. ``embed``, a map of each step, is applied to the cut groups."""
+        lengths = key_mask.sum(1)
+        order = torch.argsort(lengths)
+        sorted_lengths = lengths[order].tolist()
+        pieces = []
+        for start in range(0, len(order), rows_per_group):
+            rows = order[start : start + rows_per_group]
+            steps = max(sorted_lengths[start + len(rows) - 1], 1)
+            cut = x[rows, :steps]
+            pieces.append(self(cut if embed is None else embed(cut), key_mask[rows, :steps], keep=keep))
+        return torch.cat(pieces)[torch.argsort(order)]
 
 
 class CrossTransformer(nn.Module):

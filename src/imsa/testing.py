@@ -320,6 +320,20 @@ def check_learning(c: MethodChecker) -> None:
     require(mae < 0.8 * baseline, f"{c.label}: test MAE {mae:.3f} with every modality, the mean predictor's {baseline:.3f}")
 
 
+def check_protocols(c: MethodChecker) -> None:
+    """Trained and scored with modalities missing, frames dropped inside the present ones
+    (where the method takes frame-level missing) and channels erased, the model's weights
+    and scores are finite (one fit composing the protocols, for the suite's time)."""
+    frames = 0.6 if "frames" in c.cls.protocols else 0.0
+    protocol = Protocol("random", rate=0.5, frames=frames, noise="erase:0.5")
+    split = c.datasets["sequence"].split(0)
+    method = c.create().fit(split["train"], split["valid"], protocol=protocol, seed=0, context=c.context)
+    weights = method.state_dict()["model"]
+    require(all(torch.isfinite(w).all() for w in weights.values() if w.is_floating_point()), f"{c.label}/{protocol.name}: non-finite weights after training")
+    scores = method.evaluate(split["test"], protocol.settings(split["test"]))
+    require(all(np.isfinite(row["mae"]) for row in scores.values()), f"{c.label}/{protocol.name}: non-finite test MAE {scores}")
+
+
 def check_device(c: MethodChecker) -> None:
     """Every parameter and buffer of the fitted models, and every tensor of the batches they train on, is on the run's device."""
     import imsa.methods.phase as base
@@ -369,6 +383,7 @@ CHECKS: dict[str, Callable[[MethodChecker], None]] = {
         check_seed_repeats,
         check_evaluate,
         check_learning,
+        check_protocols,
         check_device,
     )
 }

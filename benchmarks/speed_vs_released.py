@@ -29,17 +29,21 @@ def rows_of(method: str) -> list[dict]:
         rows.append(
             {
                 "method": method,
-                "setting": f"rate {setting}, fold {report['fold']}, seed {report['seed']}, {report['epochs']} epochs",
+                "setting": row.get("label") or f"rate {setting}, fold {report['fold']}, seed {report['seed']}, {report['epochs']} epochs",
                 "released_cpu_s_per_epoch": round(released_epoch, 3),
                 "released_test_pass_cpu_s_per_epoch": round(released["test_cpu_s_per_epoch"], 3),
                 "imsa_cpu_s_per_epoch": round(imsa["epoch_cpu_s"], 3),
                 "ratio": round(imsa["epoch_cpu_s"] / released_epoch, 2),
-                "released_process_cpu_s": round(released["process_cpu_s"], 1),
-                "imsa_process_cpu_s": round(imsa["total_cpu_s"], 1),
+                "released_process_cpu_s": released.get("process_cpu_s") and round(released["process_cpu_s"], 1),
+                "imsa_process_cpu_s": imsa.get("total_cpu_s") and round(imsa["total_cpu_s"], 1),
                 "source": f"benchmarks/results/{method}_released.md",
             }
         )
     return rows
+
+
+def cpu(seconds: float | None) -> str:
+    return "n/a" if seconds is None else f"{seconds:.1f}"
 
 
 def main() -> None:
@@ -64,7 +68,7 @@ def main() -> None:
     for r in rows:
         lines.append(
             f"| {r['method']} | {r['setting']} | {r['released_cpu_s_per_epoch']:.3f} | {r['released_test_pass_cpu_s_per_epoch']:.3f} | "
-            f"{r['imsa_cpu_s_per_epoch']:.3f} | {r['ratio']:.2f} | {r['released_process_cpu_s']:.1f} | {r['imsa_process_cpu_s']:.1f} |"
+            f"{r['imsa_cpu_s_per_epoch']:.3f} | {r['ratio']:.2f} | {cpu(r['released_process_cpu_s'])} | {cpu(r['imsa_process_cpu_s'])} |"
         )
     if missing:
         lines += ["", f"Not measured side by side yet: {', '.join(missing)}."]

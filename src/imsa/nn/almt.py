@@ -1,4 +1,5 @@
-"""The token transformers of ALMT (EMNLP 2023) that LNLN (NeurIPS 2024) reuses.
+"""The token transformers of ALMT (EMNLP 2023), used by ``imsa.methods.almt`` and by LNLN
+(NeurIPS 2024), which reuses them.
 
 Pre-norm layers whose attention normalises query, key and value inputs with three
 separate LayerNorms; a transformer that prepends learned tokens and adds a learned

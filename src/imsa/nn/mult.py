@@ -56,19 +56,29 @@ class MultiheadAttention(nn.Module):
         nn.init.xavier_uniform_(self.in_proj_weight)
 
     def forward(self, query, key, value, bias: torch.Tensor | None = None) -> torch.Tensor:
-        """``query`` (B, Tq, E), ``key``/``value`` (B, Tk, E); ``bias`` additive, broadcast to (B, 1, Tq, Tk)."""
-        b, tq, e = query.shape
-        w, c = self.in_proj_weight.chunk(3), self.in_proj_bias.chunk(3)
+        """``query`` (Tq, B, E), ``key``/``value`` (Tk, B, E), time first as MulT's code runs
+        them (the heads then split without copies); ``bias`` additive, broadcast to
+        (B * heads, Tq, Tk)."""
+        tq, b, e = query.shape
+        weight, bias_in = self.in_proj_weight, self.in_proj_bias
         heads, size = self.heads, e // self.heads
+        # one projection for the inputs that are the same tensor, as MulT's code does
+        if key is query and value is query:
+            q, k, v = F.linear(query, weight, bias_in).chunk(3, dim=-1)
+        elif value is key:
+            q = F.linear(query, weight[:e], bias_in[:e])
+            k, v = F.linear(key, weight[e:], bias_in[e:]).chunk(2, dim=-1)
+        else:
+            q, k, v = (F.linear(x, w, c) for x, w, c in zip((query, key, value), weight.chunk(3), bias_in.chunk(3)))
 
-        def split(x, k):
-            return F.linear(x, w[k], c[k]).view(b, -1, heads, size).transpose(1, 2)  # (B, H, T, size)
+        def split(x):
+            return x.reshape(x.shape[0], b * heads, size).transpose(0, 1)  # (B * H, T, size)
 
-        scores = (split(query, 0) * size**-0.5) @ split(key, 1).transpose(-1, -2)
+        scores = torch.bmm(split(q * size**-0.5), split(k).transpose(1, 2))
         if bias is not None:
-            scores = scores + bias
+            scores = scores.add_(bias)  # in place: bmm keeps its inputs, not its output, for backward
         weights = F.dropout(torch.softmax(scores.float(), dim=-1).type_as(scores), self.dropout, self.training)
-        out = (weights @ split(value, 2)).transpose(1, 2).reshape(b, tq, e)
+        out = torch.bmm(weights, split(v)).transpose(0, 1).reshape(tq, b, e)
         return self.out_proj(out)
 
 
@@ -85,7 +95,8 @@ class TransformerLayer(nn.Module):
         if key is None:
             h = self.attention(h, h, h, bias)
         else:
-            h = self.attention(h, self.norms[0](key), self.norms[0](value), bias)
+            source = self.norms[0](key)
+            h = self.attention(h, source, source if value is key else self.norms[0](value), bias)
         x = x + F.dropout(h, self.res_dropout, self.training)
         h = F.dropout(F.relu(self.fc1(self.norms[1](x))), self.relu_dropout, self.training)
         return x + F.dropout(self.fc2(h), self.res_dropout, self.training)
@@ -100,7 +111,7 @@ class TransformerEncoder(nn.Module):
 
     def __init__(self, dim: int, heads: int, layers: int, *, attn_dropout=0.0, relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.0, causal=True):
         super().__init__()
-        self.dim, self.embed_dropout, self.causal = dim, embed_dropout, causal
+        self.dim, self.heads, self.embed_dropout, self.causal = dim, heads, embed_dropout, causal
         self.layers = nn.ModuleList(
             TransformerLayer(dim, heads, attn_dropout=attn_dropout, relu_dropout=relu_dropout, res_dropout=res_dropout) for _ in range(layers)
         )
@@ -119,16 +130,18 @@ class TransformerEncoder(nn.Module):
         if self.causal:  # key j hidden from query i when j > i + (Tk - Tq), as fairseq's buffered mask
             hidden = torch.ones(tq, tk, dtype=torch.bool, device=x.device).triu(1 + abs(tk - tq))
             bias = torch.zeros(tq, tk, device=x.device, dtype=x.dtype).masked_fill(hidden, float("-inf"))
-        if mask is not None:
-            padding = torch.zeros(mask.shape, device=x.device, dtype=x.dtype).masked_fill(~mask, float("-inf"))[:, None, None, :]
+        if mask is not None:  # per batch row, repeated over the heads: (B * H, 1, Tk)
+            padding = torch.zeros(mask.shape, device=x.device, dtype=x.dtype).masked_fill(~mask, float("-inf"))
+            padding = padding.repeat_interleave(self.heads, dim=0)[:, None, :]
             bias = padding if bias is None else bias + padding
-        h = self.embed(x)
+        # the layers run time first, as MulT's code: (T, B, E)
+        h = self.embed(x).transpose(0, 1)
         key = value = None
         if source is not None:
-            key, value = self.embed(source), self.embed(source)  # two dropout draws, as released
+            key, value = self.embed(source).transpose(0, 1), self.embed(source).transpose(0, 1)  # two dropout draws, as released
         for layer in self.layers:
             h = layer(h, key, value, bias)
-        return self.norm(h)
+        return self.norm(h).transpose(0, 1)
 
 
 class Projections(nn.Module):

@@ -1,0 +1,128 @@
+"""What the equal-tensor side-by-side benchmarks share.
+
+Where a released trainer cannot run on the data here (it fine-tunes BERT, whose weights
+cannot be downloaded), its network and imsa's are timed on the same tensors instead:
+``mosi-misa`` fold 0 (word-aligned MOSI sequences, 44 steps; text as precomputed 384-wide
+word vectors), the training split in batches in one shuffled order per epoch, and one
+evaluation forward over the validation split. Each side runs in its own process with one
+thread, ``epochs`` timed epochs after a warm-up epoch; peak memory comes from ``wait4``.
+A side's script builds its network and a ``step(batch) -> loss`` and an
+``evaluate() -> predictions``; :func:`time_epochs` times them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def mosi_misa(data_dir: Path):
+    from imsa.data.registry import load_dataset
+
+    dataset = load_dataset("mosi-misa", data_dir)
+    return dataset, dataset.split(0)
+
+
+def shuffled_batches(subset, batch_size: int, epochs: int) -> list[list]:
+    """Each epoch's training batches, shuffled by the epoch's own seed."""
+    import numpy as np
+
+    from imsa.batch import iterate_batches
+
+    return [list(iterate_batches(subset, batch_size, shuffle=True, rng=np.random.default_rng(epoch))) for epoch in range(epochs)]
+
+
+def time_epochs(model, step, evaluate, training: list[list], optimizer, before_step=None) -> dict:
+    """Train on each epoch's batches (``step(batch)`` gives the loss; ``before_step()``, e.g.
+    gradient clipping, runs between backward and the optimiser) and evaluate after each;
+    CPU seconds per epoch and per evaluation, the first (warm-up) epoch left out."""
+    import torch
+
+    train_s, eval_s = [], []
+    for epoch_batches in training:
+        model.train()
+        start = time.process_time()
+        for batch in epoch_batches:
+            step(batch).backward()
+            if before_step is not None:
+                before_step()
+            optimizer.step()
+            optimizer.zero_grad()
+        train_s.append(time.process_time() - start)
+        model.eval()
+        start = time.process_time()
+        with torch.no_grad():
+            evaluate()
+        eval_s.append(time.process_time() - start)
+    timed = len(training) - 1
+    return {
+        "train_cpu_s_per_epoch": sum(train_s[1:]) / timed,
+        "eval_cpu_s": sum(eval_s[1:]) / timed,
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def measure(script: str, side: str, arguments: list[str]) -> dict:
+    """``script --side SIDE ARGUMENTS`` in a one-thread child process: the JSON it prints
+    last, and its peak resident memory (MiB)."""
+    command = [sys.executable, script, "--side", side, *arguments]
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=err)
+        _, status, usage = os.wait4(process.pid, 0)
+        out.seek(0), err.seek(0)
+        if status != 0:
+            raise SystemExit(f"{side} failed:\n{err.read().decode()[-2000:]}")
+        return {**json.loads(out.read().decode().strip().splitlines()[-1]), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
+
+
+def write_report(method: str, title: str, description: str, sides: dict[str, dict], imsa_sides: dict[str, str], argv: list[str], epochs: int) -> None:
+    """``benchmarks/results/<method>_released.{json,md}``; ``imsa_sides`` maps each imsa
+    side to its label in ``speed_vs_released.md`` (the released side is ``released``)."""
+    released = sides["released"]
+    report = {
+        "benchmark": f"{method}_released",
+        "argv": argv,
+        "fold": 0,
+        "seed": 1,
+        "epochs": epochs,
+        "sides": sides,
+        "rates": {
+            side: {
+                "label": f"equal tensors, mosi-misa fold 0, {epochs} epochs, {label}",
+                "released": {
+                    "train_cpu_s_per_epoch": released["train_cpu_s_per_epoch"],
+                    "valid_cpu_s_per_epoch": released["eval_cpu_s"],
+                    "test_cpu_s_per_epoch": released["eval_cpu_s"],
+                },
+                "imsa": {"epoch_cpu_s": sides[side]["train_cpu_s_per_epoch"] + sides[side]["eval_cpu_s"]},
+            }
+            for side, label in imsa_sides.items()
+        },
+    }
+    (RESULTS / f"{method}_released.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [
+        f"# {title}",
+        "",
+        f"`python benchmarks/reference/{method}_released.py {' '.join(argv)}`: {description} {epochs} epochs after a warm-up "
+        "epoch, one thread, a process per side; evaluation: one forward over the validation split. The released trainer "
+        "needs BERT's weights, which cannot be downloaded here, so no test metrics are compared: each network starts from "
+        "its own initialisation and both see the same tensors.",
+        "",
+        "| side | CPU s per training epoch | CPU s per evaluation pass | ratio to released (training) | peak RSS MiB | parameters |",
+        "|---|---|---|---|---|---|",
+    ]
+    for side, row in sides.items():
+        lines.append(
+            f"| {side} | {row['train_cpu_s_per_epoch']:.3f} | {row['eval_cpu_s']:.3f} | "
+            f"{row['train_cpu_s_per_epoch'] / released['train_cpu_s_per_epoch']:.2f} | {row['peak_rss_mib']} | {row['parameters']:,} |"
+        )
+    (RESULTS / f"{method}_released.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))

@@ -30,6 +30,19 @@ def benchmark_parser(doc: str, name: str, *, set_help: str = "config override (r
     return parser
 
 
+def machine() -> str:
+    """The processor's model name and core count: absolute timings depend on both (the same
+    LSTM kernels rank differently on AMD and Intel processors)."""
+    import platform
+
+    model = (
+        next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")), None)
+        if Path("/proc/cpuinfo").exists()
+        else None
+    )
+    return f"{model or platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
 def peak_rss_mib() -> float:
     """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

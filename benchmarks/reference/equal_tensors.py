@@ -86,10 +86,13 @@ def measure(script: str, side: str, arguments: list[str]) -> dict:
 def write_report(method: str, title: str, description: str, sides: dict[str, dict], imsa_sides: dict[str, str], argv: list[str], epochs: int) -> None:
     """``benchmarks/results/<method>_released.{json,md}``; ``imsa_sides`` maps each imsa
     side to its label in ``speed_vs_released.md`` (the released side is ``released``)."""
+    from common import machine
+
     released = sides["released"]
     report = {
         "benchmark": f"{method}_released",
         "argv": argv,
+        "machine": machine(),
         "fold": 0,
         "seed": 1,
         "epochs": epochs,
@@ -111,8 +114,8 @@ def write_report(method: str, title: str, description: str, sides: dict[str, dic
     lines = [
         f"# {title}",
         "",
-        f"`python benchmarks/reference/{method}_released.py {' '.join(argv)}`: {description} {epochs} epochs after a warm-up "
-        "epoch, one thread, a process per side; evaluation: one forward over the validation split. The released trainer "
+        f"`python benchmarks/reference/{method}_released.py {' '.join(argv)}` on {report['machine']}: {description} {epochs} "
+        "epochs after a warm-up epoch, one thread, a process per side; evaluation: one forward over the validation split. The released trainer "
         "needs BERT's weights, which cannot be downloaded here, so no test metrics are compared: each network starts from "
         "its own initialisation and both see the same tensors.",
         "",

@@ -152,7 +152,7 @@ def markdown(report: dict) -> str:
         "# GCNet: the released code beside imsa, CPU per epoch",
         "",
         f"`python benchmarks/reference/gcnet_released.py {' '.join(report['argv'])}`: `mosi-bclstm` fold {report['fold']}, seed "
-        f"{report['seed']}, {report['epochs']} epochs, one thread each, the released command's settings (hidden 200, windows 2). "
+        f"{report['seed']}, {report['epochs']} epochs, one thread each on {report['machine']}, the released command's settings (hidden 200, windows 2). "
         "The released trainer also scores the test split every epoch; `released train+valid` leaves that pass out, so it "
         "compares with imsa's epoch (training and validation).",
         "",
@@ -215,7 +215,10 @@ def main() -> None:
         check=True,
         capture_output=True,
     )
-    report = {"argv": sys.argv[1:], "fold": args.fold, "seed": args.seed, "epochs": args.epochs, "rates": {}}
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from common import machine
+
+    report = {"argv": sys.argv[1:], "machine": machine(), "fold": args.fold, "seed": args.seed, "epochs": args.epochs, "rates": {}}
     for rate in args.rates:
         out = work / f"released-{rate:g}.json"
         command = [sys.executable, __file__, "released", "--repo", str(args.repo), "--export", str(export), "--work", str(work)]

@@ -115,7 +115,7 @@ def test_the_difference_loss_is_the_squared_correlation_of_the_centred_unit_rows
     assert float(soft_orthogonality(x, y)) == pytest.approx(float(soft_orthogonality(y, x)), rel=1e-6)  # symmetric
     a = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 0.0]])  # codes in units the other never uses
     b = torch.tensor([[0.0, 0.0], [0.0, 0.0], [0.0, 5.0]])
-    assert float(soft_orthogonality(a, b)) == 0.0
+    assert float(soft_orthogonality(a, b)) == pytest.approx(0.0, abs=1e-12)  # centring leaves rounding residue on some processors
     one = torch.randn(1, 4, requires_grad=True)
     loss = soft_orthogonality(one, torch.randn(1, 4))
     loss.backward()

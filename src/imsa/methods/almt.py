@@ -82,6 +82,7 @@ from ..nn.text_encoder import TextEncoder
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import Method
+from .common import prefix_tokens
 from .phase import Phase, task_loss
 from .registry import register_method
 from .spec import DataSpec, Output, TrainConfig
@@ -164,25 +165,10 @@ class ALMTNet(nn.Module):
         self.fusion = CrossTransformer(k, k, depth=cfg.fusion_depth, **block)
         self.head = nn.Linear(d, spec.output_dim)
 
-    def features(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Modality ``m``'s sequences, zero where it is missing, and their padding mask."""
-        present = batch.present[:, self.modalities.index(m)]
-        x = batch.inputs[m] * present.reshape(-1, *([1] * (batch.inputs[m].dim() - 1))).to(batch.inputs[m].dtype)
-        if x.dim() == 2:  # one vector per utterance: a one-step sequence
-            return x[:, None], None
-        return x, batch.padding.get(m)
-
     def modality_tokens(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """``(B, tokens, dim)`` per modality: the first outputs of its prefix transformer."""
-        out = {}
-        for m in self.modalities:
-            x, mask = self.text_encoder.token_states(batch) if m == TEXT and self.text_encoder is not None else self.features(batch, m)
-            encoder, k = self.encoders[m], self.cfg.tokens
-            if mask is not None and self.cfg.padding_mask:
-                out[m] = encoder.summarise(x, mask, k, embed=self.embed[m])
-            else:
-                out[m] = encoder(self.embed[m](x), keep=k)
-        return out
+        """``(B, tokens, dim)`` per modality: the first outputs of its prefix transformer
+        (:func:`~imsa.methods.common.prefix_tokens`)."""
+        return prefix_tokens(batch, self.encoders, self.embed, self.cfg.tokens, padding_mask=self.cfg.padding_mask, text_encoder=self.text_encoder)
 
     def run(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The prediction and the fused feature (the cross transformer's token)."""

@@ -33,6 +33,51 @@ def pooled(batch: Batch, modality: str) -> torch.Tensor:
     return x
 
 
+def prefix_tokens(
+    batch: Batch,
+    encoders: torch.nn.ModuleDict,
+    embed: torch.nn.ModuleDict,
+    tokens: int,
+    *,
+    padding_mask: bool,
+    text_encoder: torch.nn.Module | None = None,
+    like: tuple[Batch, dict[str, torch.Tensor]] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``(B, tokens, dim)`` per modality: the prefix tokens of its
+    :class:`~imsa.nn.almt.TokenTransformer` over its embedded steps (ALMT's, LNLN's and
+    P-RMF's encoders). A missing modality's features are zeroed here, so that they are never
+    read; utterance vectors are one-step sequences; with ``padding_mask`` padded steps are
+    hidden (and skipped: :meth:`~imsa.nn.almt.TokenTransformer.summarise`).
+
+    ``like``: another batch of the same utterances and its tokens; a row whose features
+    equal that batch's takes its tokens instead of being encoded again (an encoder reads
+    one utterance at a time, so they are the same values)."""
+
+    def features(source: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        present = source.present[:, source.modalities.index(m)]
+        x = source.inputs[m] * present.reshape(-1, *([1] * (source.inputs[m].dim() - 1))).to(source.inputs[m].dtype)
+        return (x[:, None], None) if x.dim() == 2 else (x, source.padding.get(m))
+
+    def encode(m: str, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return encoders[m].summarise(x, mask if padding_mask else None, tokens, embed=embed[m])
+
+    out = {}
+    for m in encoders:
+        if m == TEXT and text_encoder is not None:
+            out[m] = encode(m, *text_encoder.token_states(batch))
+            continue
+        x, mask = features(batch, m)
+        if like is None:
+            out[m] = encode(m, x, mask)
+            continue
+        other, other_tokens = like
+        changed = (x != features(other, m)[0]).flatten(1).any(1).nonzero()[:, 0]
+        out[m] = other_tokens[m]
+        if len(changed):
+            out[m] = out[m].index_copy(0, changed, encode(m, x[changed], None if mask is None else mask[changed]))
+    return out
+
+
 def subnet_encoding(encoder: torch.nn.Module, batch: Batch, modality: str, index: int) -> torch.Tensor:
     """``modality``'s encoding by an MMSA fusion network's sub-network (TFN, LMF), from zeros
     where ``batch`` marks the modality missing (``index``: its column of ``batch.present``).

@@ -103,6 +103,7 @@ from ..nn.text_encoder import TextEncoder
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import Method
+from .common import prefix_tokens
 from .phase import Phase, TrainingMasks, task_loss
 from .registry import register_method
 from .spec import DataSpec, Output, TrainConfig
@@ -220,42 +221,9 @@ class LNLNNet(nn.Module):
         self.head = nn.Linear(d, spec.output_dim)
 
     def modality_tokens(self, batch: Batch, like: tuple[Batch, dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
-        """``(B, tokens, dim)`` per modality: the prefix tokens after the modality's encoder.
-        A missing modality's features are zeroed here, so that they are never read.
-
-        ``like``: another batch of the same utterances and its tokens; a row whose features
-        equal that batch's takes its tokens instead of being encoded again (an encoder reads
-        one utterance at a time, so they are the same values)."""
-        out = {}
-        for m in self.modalities:
-            if m == TEXT and self.text_encoder is not None:
-                x, mask = self.text_encoder.token_states(batch)
-                out[m] = self.encode(m, x, mask)
-                continue
-            x, mask = self.features(batch, m)
-            if like is None:
-                out[m] = self.encode(m, x, mask)
-                continue
-            other, other_tokens = like
-            changed = (x != self.features(other, m)[0]).flatten(1).any(1).nonzero()[:, 0]
-            out[m] = other_tokens[m]
-            if len(changed):
-                out[m] = out[m].index_copy(0, changed, self.encode(m, x[changed], None if mask is None else mask[changed]))
-        return out
-
-    def features(self, batch: Batch, m: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Modality ``m``'s sequences, zero where it is missing, and their padding mask."""
-        present = batch.present[:, self.modalities.index(m)]
-        x = batch.inputs[m] * present.reshape(-1, *([1] * (batch.inputs[m].dim() - 1))).to(batch.inputs[m].dtype)
-        if x.dim() == 2:  # one vector per utterance: a one-step sequence
-            return x[:, None], None
-        return x, batch.padding.get(m)
-
-    def encode(self, m: str, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        encoder, k = self.encoders[m], self.cfg.tokens
-        if mask is not None and self.cfg.padding_mask:
-            return encoder.summarise(x, mask, k, embed=self.embed[m])
-        return encoder(self.embed[m](x), keep=k)
+        """``(B, tokens, dim)`` per modality (:func:`~imsa.methods.common.prefix_tokens`;
+        ``like``: another batch of the same utterances and its tokens, reused where equal)."""
+        return prefix_tokens(batch, self.encoders, self.embed, self.cfg.tokens, padding_mask=self.cfg.padding_mask, text_encoder=self.text_encoder, like=like)
 
     def run(self, batch: Batch, tokens: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
         """Every intermediate that the prediction and the training losses need (``tokens``:

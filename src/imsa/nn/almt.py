@@ -95,12 +95,15 @@ class TokenTransformer(nn.Module):
             x = x[:, :keep]
         return states if hidden else x
 
-    def summarise(self, x: torch.Tensor, key_mask: torch.Tensor, keep: int, embed: nn.Module | None = None, rows_per_group: int = 16) -> torch.Tensor:
+    def summarise(self, x: torch.Tensor, key_mask: torch.Tensor | None, keep: int, embed: nn.Module | None = None, rows_per_group: int = 16) -> torch.Tensor:
         """The first ``keep`` output positions for a padded batch whose ``key_mask`` ``(B, n)``
         marks a prefix of real steps, computed on groups of utterances of similar length, each
         cut to its longest: the same values as ``forward(embed(x), key_mask, keep=keep)`` (a
         row never attends past its length), at a cost that follows the real lengths, not the
-        padded width. ``embed``, a map of each step, is applied to the cut groups."""
+        padded width. ``embed``, a map of each step, is applied to the cut groups. Without
+        ``key_mask`` every step is read: ``forward(embed(x), keep=keep)``."""
+        if key_mask is None:
+            return self(x if embed is None else embed(x), keep=keep)
         lengths = key_mask.sum(1)
         order = torch.argsort(lengths)
         sorted_lengths = lengths[order].tolist()

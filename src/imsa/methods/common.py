@@ -33,6 +33,21 @@ def pooled(batch: Batch, modality: str) -> torch.Tensor:
     return x
 
 
+def text_vector(batch: Batch, text_model: torch.nn.Module | None, readout: str) -> torch.Tensor:
+    """The text's utterance vector, zero where the batch marks the text missing: the states of
+    a fine-tuned ``text_model`` (its token states) or the precomputed text features, read at
+    the first step (``readout="first"``, BERT's ``[CLS]``; zero for an empty text) or
+    averaged over the real steps (``"mean"``). Self-MM's and MMIM's text input."""
+    present = batch.present[:, batch.modalities.index(TEXT)]
+    if text_model is not None:
+        states, mask = text_model.token_states(batch)
+    else:
+        states, mask = batch.inputs[TEXT] * present[:, None, None].to(batch.inputs[TEXT].dtype), batch.padding[TEXT]
+    mask = mask.bool()
+    text = states[:, 0] * mask[:, :1].to(states.dtype) if readout == "first" else masked_mean(states, mask, dim=1)
+    return text * present[:, None].to(text.dtype)
+
+
 def prefix_tokens(
     batch: Batch,
     encoders: torch.nn.ModuleDict,

@@ -72,12 +72,12 @@ from ..batch import TEXT, Batch
 from ..config import COUNT, NON_NEGATIVE, POSITIVE, PROBABILITY
 from ..errors import ConfigError
 from ..missing import make_sampler
-from ..nn.layers import masked_mean
 from ..nn.subnets import TextSubNet
 from ..nn.text_encoder import TextEncoder
 from ..protocols import Protocol
 from ..training import RunContext
 from .base import Method
+from .common import text_vector
 from .phase import Phase, task_loss
 from .registry import register_method
 from .spec import DataSpec, Output, TrainConfig
@@ -224,13 +224,7 @@ class SelfMMNet(nn.Module):
         for m in self.unimodal:
             present = batch.present[:, self.modalities.index(m)]
             if m == TEXT:
-                if self.text_model is not None:
-                    states, mask = self.text_model.token_states(batch)
-                else:
-                    states, mask = batch.inputs[TEXT] * present[:, None, None].to(batch.inputs[TEXT].dtype), batch.padding[TEXT]
-                mask = mask.bool()
-                text = states[:, 0] * mask[:, :1].to(states.dtype) if self.readout == "first" else masked_mean(states, mask, dim=1)
-                out[m] = text * present[:, None].to(text.dtype)
+                out[m] = text_vector(batch, self.text_model, self.readout)
             else:
                 x = batch.inputs[m] * present[:, None, None].to(batch.inputs[m].dtype)
                 out[m] = getattr(self, f"{NAMES[m]}_model")(x, batch.padding[m])

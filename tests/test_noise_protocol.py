@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -130,7 +132,31 @@ def test_names_identities_and_a_grid_report_with_a_curve_per_corruption(tmp_path
         }
     )
     run_grid(grid, tmp_path / "store")
+    # the rates of one noise share one model (training never sees the noise): one experiment each
+    assert sorted(d.name for d in (tmp_path / "store" / "synthetic" / "late_fusion").iterdir()) == [
+        "fixed,noise=replace:0.5",
+        "noise=erase:0.6",
+        "noise=gauss:0,0.6",
+    ]
+    record = json.loads((tmp_path / "store" / "synthetic" / "late_fusion" / "noise=gauss:0,0.6" / "runs" / "seed1-fold0.json").read_text())
+    assert set(record["metrics"]["test"]) == {"noise=gauss:0", "noise=gauss:0.6", "mean"}
     written = write_report(tmp_path / "store", tmp_path / "report")
     assert "noise_curve" in written and "noise_csv" in written
     text = (tmp_path / "report" / "report.md").read_text()
     assert "late_fusion (gauss)" in text and "late_fusion (erase)" in text and "late_fusion (noise=replace:0.5)" in text
+
+
+def test_imsa_run_scores_one_model_at_every_noise_rate_and_trains_per_mr(tmp_path):
+    noise = imsa.run("late_fusion", "synthetic", protocol="noise", folds=[0], out=tmp_path / "noise", overrides={"epochs": 1})
+    assert noise["experiments"] == 1 and noise["protocol_label"].startswith("noise at 0, 0.1")
+    assert list(noise["test"]) == [f"noise=gauss:{r:g}" for r in (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)] + ["mean"]
+    mr = imsa.run("late_fusion", "synthetic", protocol="mr", rates=[0.0, 0.3], folds=[0], out=tmp_path / "mr", overrides={"epochs": 1})
+    assert mr["experiments"] == 2 and sorted(p.name for p in (tmp_path / "mr").iterdir()) == ["mr=0", "mr=0.3"]
+    assert Protocol("noise", rates=(0.0, 0.5), noise="erase").name == "noise=erase:0,0.5"
+    for bad, message in (
+        (lambda: Protocol("noise", rates=(0.2,), noise="gauss:0.3"), "kind alone"),
+        (lambda: Protocol("noise", rates=(0.2, 1.0)), "in \\[0, 1\\)"),
+        (lambda: Protocol("mr", rate=0.1, rates=(0.1, 0.2)), "frames and noise"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            bad()

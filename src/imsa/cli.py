@@ -643,13 +643,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--noise",
-        help="a corruption of the present modalities: KIND:RATE with KIND gauss, replace or erase, e.g. gauss:0.3 (with --protocol noise: KIND alone, and --rate)",
+        help="a corruption of the present modalities: KIND:RATE with KIND gauss, replace or erase, e.g. gauss:0.3 (with --protocol noise: KIND alone, and --rate or --rates)",
     )
     run.add_argument(
         "--rates",
         type=float,
         nargs="+",
-        help="frame drop rates of --protocol frames (default 0.0 0.1 ... 0.9): one experiment each in OUT/frames=R, or one model scored at all of them for a method with its own frame noise (LNLN)",
+        help="rates of --protocol frames or noise (default 0.0 0.1 ... 0.9) or mr (default 0.0 ... 0.7): frames and mr one experiment each in OUT/frames=R; noise, and frames for a method with its own frame noise (LNLN), one model scored at all of them",
     )
     run.add_argument("--mask-seed", type=_count(0), default=0, help="seed of the random-protocol evaluation masks (default 0)")
     run.add_argument("--seeds", type=_count(0), nargs="+", default=[1], help="training seeds (default: 1)")
@@ -689,7 +689,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--frames", type=float, default=0.0, help="frame drop rate inside the present modalities of --protocol fixed or random")
     tune.add_argument(
         "--noise",
-        help="a corruption of the present modalities: KIND:RATE with KIND gauss, replace or erase, e.g. gauss:0.3 (with --protocol noise: KIND alone, and --rate)",
+        help="a corruption of the present modalities: KIND:RATE with KIND gauss, replace or erase, e.g. gauss:0.3 (with --protocol noise: KIND alone, and --rate or --rates)",
     )
     tune.add_argument("--workers", type=_count(1), default=1, help="worker processes (or Ray tasks) sharing the study (default 1)")
     tune.add_argument("--backend", choices=["local", "ray"], default="local", help="local processes (default) or Ray tasks (a local instance, or --address)")

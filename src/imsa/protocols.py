@@ -71,9 +71,11 @@ class Protocol:
         Frame drop rate in [0, 1] inside the present modalities of ``fixed`` and
         ``random`` (0: none); the ``frames`` protocol has its rate in ``rate``.
     rates : tuple of float
-        ``frames`` only: several drop rates scored by one model (``rate`` is then
-        unused), for a method that trains under its own frame noise whatever the test
-        rate (LNLN); it selects its epoch on the average over the rates.
+        ``frames`` and ``noise``: several rates scored by one model (``rate`` is then
+        unused), which selects its epoch on the average over the rates. For ``frames``,
+        a method that trains under its own frame noise whatever the test rate (LNLN); for
+        ``noise`` any method, since training never sees the noise (``noise`` then names
+        the kind alone).
     noise : str
         ``KIND:RATE`` (e.g. ``"gauss:0.3"``): corrupt the present modalities of every
         setting (see :mod:`imsa.noise`); "" for none. For ``kind="noise"`` it may name the
@@ -90,7 +92,11 @@ class Protocol:
     def __post_init__(self):
         if self.kind not in PROTOCOLS:
             raise unknown_name("protocol", self.kind, PROTOCOLS)
-        if self.kind == "noise":  # the noise protocol: its rate in both fields, normalised
+        if self.kind == "noise" and self.rates:  # one model scored at several noise rates: the kind alone
+            if ":" in self.noise:
+                raise ConfigError(f"The noise protocol got rates {list(self.rates)} and a noise with a rate ({self.noise!r}); give the kind alone.")
+            object.__setattr__(self, "noise", Noise(self.noise or NOISE_KINDS[0], 0.0).kind)
+        elif self.kind == "noise":  # the noise protocol: its rate in both fields, normalised
             kind = self.noise.partition(":")[0] or NOISE_KINDS[0]
             given = Noise.parse(self.noise).rate if ":" in self.noise else None
             if given is not None and self.rate is not None and given != self.rate:
@@ -137,18 +143,20 @@ class Protocol:
         if self.frames and self.kind in ("frames", "mr", "noise"):
             raise ConfigError(f"frames=R composes fixed or random with frame-level missing, not the {self.kind} protocol.")
         object.__setattr__(self, "rates", tuple(float(r) for r in self.rates))  # a list after a trip through JSON
-        if self.rates and self.kind != "frames":
-            raise ConfigError("Several rates scored by one model (rates) belong to the frames protocol.")
+        if self.rates and self.kind not in ("frames", "noise"):
+            raise ConfigError("Several rates scored by one model (rates) belong to the frames and noise protocols.")
         for r in self.rates:
-            if not 0.0 <= r <= 1.0:
+            if self.kind == "frames" and not 0.0 <= r <= 1.0:
                 raise invalid_parameter("rates", "the frames protocol", "drop rates in [0, 1]", list(self.rates))
+            if self.kind == "noise" and not 0.0 <= r < 1.0:
+                raise invalid_parameter("rates", "the noise protocol", "noise rates in [0, 1)", list(self.rates))
         if len(set(self.rates)) != len(self.rates):
-            raise ConfigError(f"The frames protocol's rates repeat: {list(self.rates)}.")
+            raise ConfigError(f"The {self.kind} protocol's rates repeat: {list(self.rates)}.")
 
     @property
     def corruption(self) -> Noise | None:
-        """The noise applied to present modalities, keyed by the mask seed (None: none)."""
-        return Noise.parse(self.noise, self.mask_seed) if self.noise else None
+        """The noise applied to present modalities, keyed by the mask seed (None: none, or one per rate)."""
+        return Noise.parse(self.noise, self.mask_seed) if self.noise and not self.rates else None
 
     @property
     def drops_frames(self) -> bool:
@@ -173,7 +181,7 @@ class Protocol:
         if self.kind == "frames":
             return "frames=" + ",".join(f"{r:g}" for r in self.rates) if self.rates else f"frames={self.rate:g}"
         if self.kind == "noise":
-            return f"noise={self.noise}"
+            return f"noise={self.noise}:" + ",".join(f"{r:g}" for r in self.rates) if self.rates else f"noise={self.noise}"
         noise = f",noise={self.noise}" if self.noise else ""
         if self.kind == "mr":
             return f"mr={self.rate:g}{noise}"
@@ -215,6 +223,8 @@ class Protocol:
         # Seeded by the split's videos, so every method and every run sees the same masks.
         videos = zlib.crc32(",".join(subset.videos).encode())
         masks = np.ones(shape, dtype=bool)
+        if self.kind == "noise" and self.rates:  # every rate's noise on the same complete masks
+            return {f"noise={noise.name}": FrameSetting(masks, {}, noise) for noise in (Noise(self.noise, r, self.mask_seed) for r in self.rates)}
         if self.kind == "noise":
             return {self.name: masks}
         if self.kind == "mr":

@@ -135,16 +135,24 @@ class Grid:
         return out
 
     def _protocols_of(self, method: str, dataset: str) -> list[Protocol]:
-        """The grid's protocols for ``method``, its frame rates merged into one experiment
-        (one model scored at every rate) where it trains under frame noise of its own."""
-        rates = [p.rate for p in self.protocols if p.kind == "frames"]
+        """The grid's protocols for ``method``, with the rates of each noise merged into one
+        experiment (one model, trained without the noise, scored at every rate), and its frame
+        rates merged too where it trains under frame noise of its own."""
+        seed = self.protocols[0].mask_seed
+        noises: dict[str, list[float]] = {}  # kind -> rates of the noise protocol
+        for p in self.protocols:
+            if p.kind == "noise":
+                noises.setdefault(p.noise.partition(":")[0], []).append(p.rate)
+        protocols = [p for p in self.protocols if p.kind != "noise" or len(noises[p.noise.partition(":")[0]]) < 2]
+        protocols += [Protocol("noise", rates=tuple(rates), mask_seed=seed, noise=kind) for kind, rates in noises.items() if len(rates) > 1]
+        rates = [p.rate for p in protocols if p.kind == "frames"]
         experiment = Experiment(
             method, dataset, config={**self.config, **self.overrides.get(method, {})}, dataset_options=dict(self.dataset_options.get(dataset, {}))
         )
         if len(rates) < 2 or not experiment.own_frame_noise():
-            return list(self.protocols)
-        others = [p for p in self.protocols if p.kind != "frames"]
-        return others + [Protocol("frames", rates=tuple(rates), mask_seed=self.protocols[0].mask_seed)]
+            return protocols
+        others = [p for p in protocols if p.kind != "frames"]
+        return others + [Protocol("frames", rates=tuple(rates), mask_seed=seed)]
 
     @property
     def tune_methods(self) -> tuple[str, ...]:

@@ -240,10 +240,11 @@ def build_tables(runs: list[tuple[str, RunRecord]], metrics=None, split: str = "
 
 
 def _rated_settings(record, split: str) -> list[tuple[float, str]]:
-    """``(rate, setting)`` of a run of the random or frames protocol: its one setting, or
-    one per rate where one model was scored at several frame rates."""
+    """``(rate, setting)`` of a run of a rated protocol: its one setting, or one per rate
+    where one model was scored at several frame or noise rates."""
     if record.protocol.rates:
-        return [(rate, f"frames={rate:g}") for rate in record.protocol.rates]
+        prefix = f"noise={record.protocol.noise}:" if record.protocol.kind == "noise" else "frames="
+        return [(rate, f"{prefix}{rate:g}") for rate in record.protocol.rates]
     return [(record.protocol.rate, next(s for s in record.metrics[split] if s != "mean"))]
 
 

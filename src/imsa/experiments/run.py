@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..config import config_source, split_assignments
 from ..errors import ConfigError
-from ..protocols import FRAME_RATES, Protocol
+from ..noise import NOISE_RATES
+from ..protocols import FRAME_RATES, MR_RATES, Protocol
 from ..training import RunContext
 from .grid import SHARED_PHASES
 from .runner import Experiment, run_experiment
@@ -20,13 +21,18 @@ from .runner import Experiment, run_experiment
 def _protocols(method, dataset, kind, rate, rates, frames, mask_seed, config, packaged, noise="") -> list[Protocol]:
     if rate is not None and kind == "fixed":
         raise ConfigError("--rate applies to --protocol random, frames, mr or noise.")
-    if rates and kind != "frames":
-        raise ConfigError("--rates applies to --protocol frames (one experiment per rate); give --protocol random or mr one --rate.")
+    if rates and kind not in ("frames", "mr", "noise"):
+        raise ConfigError("--rates applies to --protocol frames, mr or noise; give --protocol random one --rate.")
+    if rates and rate is not None:
+        raise ConfigError("Give --rate (one rate) or --rates (several), not both.")
     if frames and kind == "frames":
         raise ConfigError("--frames composes --protocol fixed or random with frame-level missing; --protocol frames takes --rate or --rates.")
-    rates = list(rates or ([rate] if rate is not None else FRAME_RATES if kind == "frames" else [None]))  # random: Protocol asks for its rate
+    default = {"frames": FRAME_RATES, "mr": MR_RATES, "noise": NOISE_RATES}.get(kind, [None])  # random: Protocol asks for its rate
+    rates = list(rates or ([rate] if rate is not None else default))
+    if kind == "noise" and len(rates) > 1:  # training never sees the noise: one model scored at every rate
+        return [Protocol("noise", rates=tuple(rates), mask_seed=mask_seed, noise=noise)]
     protocols = [Protocol(kind, rate=r, mask_seed=mask_seed, frames=frames, noise=noise) for r in rates]
-    if len(rates) > 1 and Experiment(method=method, dataset=dataset, config=config, packaged=packaged).own_frame_noise():
+    if kind == "frames" and len(rates) > 1 and Experiment(method=method, dataset=dataset, config=config, packaged=packaged).own_frame_noise():
         return [Protocol("frames", rates=tuple(rates), mask_seed=mask_seed, noise=noise)]  # one model scored at every rate
     return protocols
 
@@ -34,7 +40,7 @@ def _protocols(method, dataset, kind, rate, rates, frames, mask_seed, config, pa
 def default_out(method: str, dataset: str, protocols: list[Protocol], file_format: str | None = None) -> Path:
     """``runs/<method>-<dataset>-<protocol>-<time>``: where a run goes without ``--out``."""
     label = Path(dataset).stem if ("/" in dataset or "\\" in dataset or file_format) else dataset
-    name = protocols[0].name if len(protocols) == 1 else "frames"
+    name = protocols[0].name if len(protocols) == 1 else protocols[0].kind
     return Path("runs") / f"{method}-{label}-{name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
@@ -67,8 +73,10 @@ def run(
     rate : float, optional
         The random protocol's missing rate or the mr protocol's MR (required there), or one frame drop rate.
     rates : list of float, optional
-        The frame drop rates of ``frames`` (default 0.0 ... 0.9): one experiment per rate in
-        ``out/frames=R``, or one model scored at all of them for a method with its own frame noise.
+        Several rates, the protocol's all by default (``frames`` and ``noise`` 0.0 ... 0.9,
+        ``mr`` 0.0 ... 0.7): for ``frames`` and ``mr`` one experiment per rate in
+        ``out/frames=R`` (``out/mr=R``), or, for ``frames`` with a method that brings its own
+        frame noise and always for ``noise``, one model scored at all of them.
     frames : float
         Frame drop rate inside the present modalities of ``fixed`` or ``random``.
     noise : str
@@ -105,7 +113,7 @@ def run(
     out = Path(out) if out else default_out(method, dataset, protocols, file_format)
     context = context or RunContext()
     summaries = []
-    for each in protocols:  # the frames protocol: one experiment per rate, in OUT/frames=R
+    for each in protocols:  # several rates: one experiment per rate, in OUT/frames=R or OUT/mr=R
         experiment = Experiment(
             method=method,
             dataset=dataset,
@@ -122,12 +130,15 @@ def run(
     listed = ", ".join(f"{r:g}" for r in (protocols[0].rates or [p.rate for p in protocols]))
     if len(summaries) == 1:
         summary = dict(summaries[0])
-        label = f"frames at {listed}, one model (the method's own frame noise)" if protocols[0].rates else protocols[0].name
+        label = protocols[0].name
+        if protocols[0].rates:
+            own = "the method's own frame noise" if protocols[0].kind == "frames" else "trained without the noise"
+            label = f"{protocols[0].kind} at {listed}, one model ({own})"
     else:  # one table: a row per rate
         summary = {"experiment": summaries[0]["experiment"], "runs": summaries[0]["runs"]}
         for split in ("test", "valid"):
             summary[split] = {setting: row for part in summaries for setting, row in part[split].items()}
-        label = f"frames at {listed}"
+        label = f"{protocols[0].kind} at {listed}"
     summary.update(
         out=out,
         protocol_label=label,

@@ -162,7 +162,7 @@ def plan_experiment(experiment: Experiment, out: str | os.PathLike, dataset: Dat
         check_fold(dataset, fold)
     cls = method_class(experiment.method)
     check_protocol(experiment.method, cls.protocols, experiment.protocol)
-    if experiment.protocol.rates and not cls.own_frame_noise(config):
+    if experiment.protocol.kind == "frames" and experiment.protocol.rates and not cls.own_frame_noise(config):
         raise ConfigError(
             f"{experiment.method} trains at the test rate here (train_missing={config.train_missing!r}), so one model cannot serve the frame rates "
             f"{list(experiment.protocol.rates)}: give it a frame noise of its own (e.g. --set train_missing=frames:lnln) or run one experiment per rate."

@@ -134,3 +134,23 @@ def test_imsa_features_text_fills_the_cache_the_loader_reads(misa_root, tmp_path
     written = sorted(cache.glob("*.npz"))
     load_dataset("mosi-misa", misa_root, cache_dir=str(cache))
     assert len(written) == 1 and sorted(cache.glob("*.npz")) == written  # nothing encoded again
+
+
+def test_the_tokens_variant_holds_word_pieces_a_text_encoder_fine_tunes(misa_root, misa, tmp_path):
+    from imsa.frames import PROTECTED_ENDS, keyed_frame_masks
+    from imsa.nn.text_encoder import load_tokenizer
+
+    tokens = load_dataset("mosi-misa-tokens", misa_root, max_length=12)
+    assert tokens.family == "mosi" and tokens.utterance_ids == misa.utterance_ids and np.array_equal(tokens.labels, misa.labels)
+    assert tokens.folds == misa.folds and np.array_equal(tokens.features["a"], misa.features["a"])
+    ids, attention, segments = tokens.annotations["text_bert"].transpose(1, 0, 2)
+    assert ids.shape == (229, 12) and not segments.any() and np.array_equal(attention.sum(1), tokens.lengths["l"])
+    pieces = load_tokenizer(None).convert_ids_to_tokens(ids[0, : tokens.lengths["l"][0]].tolist())
+    assert pieces[0] == "[CLS]" and pieces[-1] == "[SEP]" and "".join(pieces[1:-1]).replace("##", "") in misa.transcripts[0].replace(" ", "")
+    assert tokens.features["l"].shape == (229, 12, 384) and not tokens.features["l"][attention == 0].any()  # frozen token states, zero padding
+    assert tokens.annotations[PROTECTED_ENDS][0] == ("l",)
+    kept = keyed_frame_masks(tokens, np.arange(229), 0.9, 0)["l"]
+    last = tokens.lengths["l"] - 1
+    assert kept[:, 0].all() and kept[np.arange(229), last].all()  # [CLS] and [SEP] never dropped
+    with pytest.raises(Exception, match="max_length"):
+        load_dataset("mosi-misa-tokens", misa_root, max_length=2)

@@ -18,11 +18,13 @@ visual features are z-normalised over time within each utterance by the upstream
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
+from ..errors import DataError, invalid_parameter
+from ..frames import PROTECTED_ENDS
 from .dataset import Dataset
 from .download import RemoteFile, pinned_sha256, require_files
 from .mosi_bclstm import assign_parts, cross_validation_folds
@@ -31,6 +33,7 @@ from .safe_pickle import load_pickle
 from .text_features import TextSource, register_text_source, text_features
 
 NAME = "mosi-misa"
+TOKENS_NAME = "mosi-misa-tokens"
 PICKLE = "cmu-mosi/misa/dev.pkl"
 DIMS = {"v": 47, "a": 74}
 FILES = (
@@ -135,4 +138,65 @@ def load_mosi_misa(root: Path, *, text_model: str = "", cache_dir: str = "") -> 
         transcripts=[" ".join(w) for _, w, *_ in items],
         checksums=checksums,
         description=__doc__.strip().splitlines()[0],
+    )
+
+
+@register_text_source(TOKENS_NAME)
+def read_mosi_misa_transcripts(root: Path) -> TextSource:
+    """The transcripts of ``mosi-misa-tokens``, one per utterance (its text is per token)."""
+    items = read_items(require_files(NAME, root)[PICKLE])
+    return TextSource([segment for segment, *_ in items], [" ".join(words) for _, words, *_ in items])
+
+
+@register_dataset(
+    TOKENS_NAME,
+    description="mosi-misa with its transcripts as word pieces: MiniLM token ids (text_bert) and frozen token states 384-d; audio and video per word (unaligned)",
+    family="mosi",
+    files=FILES,
+)
+def load_mosi_misa_tokens(root: Path, *, text_model: str = "", cache_dir: str = "", max_length: int = 50) -> Dataset:
+    """``mosi-misa`` with the text as MMSA's files hold it, for the methods that fine-tune a
+    text encoder (``text_encoder=minilm`` or a model folder): each transcript tokenised by
+    the text model's tokenizer (``[CLS]`` word pieces ``[SEP]``, at most ``max_length``, 50 as
+    MMSA cuts MOSI), its ids, attention mask and segment ids as the annotation
+    ``text_bert``, and the frozen model's token states as the text features (what a method
+    with ``text_encoder=''`` reads; computed once and cached). Audio and video stay one
+    step per word, so the text is not aligned with them. The frame-level protocol never
+    drops ``[CLS]`` or ``[SEP]``. Same utterances, labels and folds as ``mosi-misa``.
+
+    Parameters
+    ----------
+    root : Path
+    text_model : str
+        A local Hugging Face model folder (default: all-MiniLM-L6-v2); its tokenizer makes
+        the ids, so give the same folder as the method's ``text_encoder``.
+    cache_dir : str
+        Text-feature cache (default ``$IMSA_CACHE`` or the user cache).
+    max_length : int
+        Word pieces kept per transcript, ``[CLS]`` and ``[SEP]`` included.
+    """
+    from ..nn.text_encoder import load_tokenizer
+
+    if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 3:
+        raise invalid_parameter("max_length", TOKENS_NAME, "an integer of at least 3 ([CLS], a word piece, [SEP])", max_length)
+    words = load_mosi_misa(root, text_model=text_model, cache_dir=cache_dir)
+    transcripts = list(words.transcripts)
+    text, entry = text_features(
+        TOKENS_NAME, words.utterance_ids, transcripts, model_path=text_model or None, cache_dir=cache_dir or None, max_length=max_length, tokens=True
+    )
+    encoded = load_tokenizer(text_model or None)(transcripts, padding=True, truncation=True, max_length=max_length, return_tensors="np")
+    ids, attention = encoded["input_ids"].astype(np.int64), encoded["attention_mask"].astype(np.int64)
+    lengths = attention.sum(1)
+    if not np.array_equal(lengths, text["lengths"]):  # the cache must hold these very tokens
+        raise DataError(
+            f"{entry.path}: cached token states do not match the tokenizer of {text_model or 'all-MiniLM-L6-v2'}; delete the file to compute them again."
+        )
+    return dataclasses.replace(
+        words,
+        name=TOKENS_NAME,
+        features={**words.features, "l": text["tokens"][:, : ids.shape[1]].astype(np.float32)},
+        lengths={**words.lengths, "l": lengths},
+        annotations={**words.annotations, "text_bert": np.stack([ids, attention, np.zeros_like(ids)], axis=1), PROTECTED_ENDS: [("l",)] * len(ids)},
+        checksums={**words.checksums, "text-features": entry.key},
+        description="CMU-MOSI validation split as MiniLM word pieces (text_bert ids and frozen token states) with per-word audio and video",
     )

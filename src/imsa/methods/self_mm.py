@@ -5,7 +5,7 @@ audio and video each go through a one-layer LSTM over their real steps (its fina
 dropout, a linear layer). The three representations are concatenated and a three-layer
 head predicts the fused output M; each representation also has a three-layer head of its
 own (T, A, V). M is trained on the labels; T, A and V on labels that the *unimodal label
-generation module* (ULGM, :class:`UnimodalLabels`) makes per utterance from the distances
+generation module* (ULGM, :class:`~imsa.methods.unimodal_labels.UnimodalLabels`) makes per utterance from the distances
 of its features to the positive and negative class centres of each task, moved with
 momentum towards a new value once per epoch from the second on. The prediction is M.
 Spec, fidelity and results: ``docs/methods/self_mm.md``.
@@ -81,12 +81,10 @@ from .common import text_vector
 from .phase import Phase, task_loss
 from .registry import register_method
 from .spec import DataSpec, Output, TrainConfig
+from .unimodal_labels import NAMES, UnimodalLabels, released_param_groups, ulgm_loss
 
-NAMES = {"l": "text", "a": "audio", "v": "video"}
 ORDER = ("l", "a", "v")  # the released concatenation's order
-# Parameter-name parts of the released BERT groups without weight decay (matched as substrings).
-NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
-MIN = 1e-8  # the released ULGM's guard against division by zero
+self_mm_loss = ulgm_loss  # the released multi-task loss with ULGM's update, under Self-MM's name
 
 
 @dataclass(frozen=True)
@@ -251,105 +249,6 @@ class SelfMMNet(nn.Module):
         return Output(prediction, feature)
 
 
-class UnimodalLabels:
-    """ULGM: per training utterance, a label and a feature per task, and two centres per task.
-
-    The stores are keyed by the utterance's index in the dataset (``Batch.index``), mapped
-    to a row per training utterance, so a label follows its utterance whatever the batch.
-    Tasks are ``fusion`` and the modalities; every label starts at the utterance's label, and
-    the fused one never changes. Checkpointed with the phase (``state_dict``).
-
-    Parameters
-    ----------
-    indices : tensor
-        The training utterances' dataset indices.
-    labels : tensor
-        Their labels, in that order.
-    widths : dict
-        Feature width per task (``fusion`` and each modality).
-    size : int
-        The dataset's utterances (the index map's length).
-    bound, exclude_zero
-        ``H`` and ``excludeZero``.
-    """
-
-    def __init__(self, indices: torch.Tensor, labels: torch.Tensor, widths: dict[str, int], *, size: int, bound: float, exclude_zero: bool):
-        device = labels.device
-        self.bound, self.exclude_zero = float(bound), bool(exclude_zero)
-        self.row = torch.full((size,), -1, dtype=torch.long, device=device)
-        self.row[indices] = torch.arange(len(indices), device=device)
-        self.labels = {task: labels.detach().float().clone() for task in widths}
-        self.features = {task: torch.zeros(len(indices), width, device=device) for task, width in widths.items()}
-        self.centres = {task: {"pos": torch.zeros(width, device=device), "neg": torch.zeros(width, device=device)} for task, width in widths.items()}
-
-    def rows(self, index: torch.Tensor) -> torch.Tensor:
-        """The store rows of a batch's utterances (all must be training utterances)."""
-        rows = self.row[index]
-        if (rows < 0).any():
-            raise ConfigError("Self-MM's label store holds the training utterances only; the batch has others.")
-        return rows
-
-    def weight(self, task: str, rows: torch.Tensor) -> torch.Tensor:
-        """The unimodal loss weight ``tanh(|y_s - y_f|)`` of the rows."""
-        return torch.tanh(torch.abs(self.labels[task][rows] - self.labels["fusion"][rows]))
-
-    def _delta(self, task: str, feature: torch.Tensor) -> torch.Tensor:
-        d_pos = torch.norm(feature - self.centres[task]["pos"], dim=-1)
-        d_neg = torch.norm(feature - self.centres[task]["neg"], dim=-1)
-        return (d_neg - d_pos) / (d_pos + MIN)
-
-    def update(self, rows: torch.Tensor, features: dict[str, torch.Tensor], present: dict[str, torch.Tensor], epoch: int) -> None:
-        """After a training batch: new labels (from epoch 1 on, counted from 0) for the
-        batch's utterances and present modalities, then their features, then every centre."""
-        n = epoch + 1  # the released epoch counter starts at 1
-        features = {task: f.detach().float() for task, f in features.items()}
-        if n > 1:
-            fused = self.labels["fusion"][rows]
-            delta_f = self._delta("fusion", features["fusion"])
-            for task, keep in present.items():
-                delta_s = self._delta(task, features[task])
-                alpha = delta_s / (delta_f + MIN)
-                new = torch.clamp(0.5 * alpha * fused + 0.5 * (fused + delta_s - delta_f), min=-self.bound, max=self.bound)
-                blended = (n - 1) / (n + 1) * self.labels[task][rows] + 2 / (n + 1) * new
-                self.labels[task][rows[keep]] = blended[keep]
-        self.features["fusion"][rows] = features["fusion"]
-        for task, keep in present.items():
-            self.features[task][rows[keep]] = features[task][keep]
-        for task, labels in self.labels.items():
-            for side, members in (("pos", labels > 0 if self.exclude_zero else labels >= 0), ("neg", labels < 0)):
-                if members.any():
-                    self.centres[task][side] = self.features[task][members].mean(dim=0)
-
-    def state_dict(self) -> dict:
-        return {"labels": dict(self.labels), "features": dict(self.features), "centres": {task: dict(c) for task, c in self.centres.items()}}
-
-    def load_state_dict(self, state: dict) -> None:
-        device = self.row.device  # a checkpoint is restored where the store lives
-        self.labels = {task: t.to(device) for task, t in state["labels"].items()}
-        self.features = {task: t.to(device) for task, t in state["features"].items()}
-        self.centres = {task: {side: t.to(device) for side, t in c.items()} for task, c in state["centres"].items()}
-
-
-def self_mm_loss(model: SelfMMNet, batch: Batch, epoch: int, store: UnimodalLabels) -> torch.Tensor:
-    """The released multi-task loss of a training batch, then ULGM's update of the stores.
-
-    ``|M - y_f|`` plus, per modality ``s``, ``tanh(|y_s - y_f|) |S - y_s|`` (batch means),
-    with the stored labels as they are before this batch. A modality that the batch's
-    training mask removes from an utterance adds no loss there and is not updated.
-    """
-    run = model.run(batch)
-    outputs = run["outputs"]
-    rows = store.rows(batch.index)
-    loss = torch.mean(torch.abs(outputs["fusion"].float() - store.labels["fusion"][rows]))
-    present = {m: batch.present[:, model.modalities.index(m)] for m in model.unimodal}
-    for m in model.unimodal:
-        weight = store.weight(m, rows) * present[m].to(torch.float32)
-        loss = loss + torch.mean(weight * torch.abs(outputs[m].float() - store.labels[m][rows]))
-    with torch.no_grad():
-        store.update(rows, run["features"], present, epoch)
-    return loss
-
-
 @register_method
 class SelfMM(Method):
     """Self-MM: fused and unimodal heads, the unimodal ones on self-generated labels (ULGM), a complete-data model."""
@@ -389,20 +288,7 @@ class SelfMM(Method):
         """MMSA's five Adam groups: the text encoder's weights and its biases and LayerNorm
         weights (no decay) at ``text_lr``, audio and video at their own rates and decays,
         the heads at ``lr`` and ``weight_decay``; empty groups left out."""
-        c = self.config
-        groups, own = [], set()
-        if model.text_model is not None:
-            named = list(model.text_model.named_parameters())
-            decay = [p for n, p in named if not any(part in n for part in NO_DECAY)]
-            no_decay = [p for n, p in named if any(part in n for part in NO_DECAY)]
-            groups += [{"params": decay, "lr": c.text_lr, "weight_decay": c.text_weight_decay}, {"params": no_decay, "lr": c.text_lr, "weight_decay": 0.0}]
-        for m in ("a", "v"):
-            if m in model.unimodal:
-                params = list(getattr(model, f"{NAMES[m]}_model").parameters())
-                groups.append({"params": params, "lr": getattr(c, f"{NAMES[m]}_lr"), "weight_decay": getattr(c, f"{NAMES[m]}_weight_decay")})
-        own = {id(p) for g in groups for p in g["params"]}
-        groups.append({"params": [p for p in model.parameters() if id(p) not in own], "lr": c.lr, "weight_decay": c.weight_decay})
-        return [g for g in groups if g["params"]]
+        return released_param_groups(model, self.config)
 
     def fit(self, train, valid, *, protocol=None, seed=0, context=None):
         protocol, context = protocol or Protocol(), context or RunContext()
@@ -412,11 +298,8 @@ class SelfMM(Method):
         self.model_ = model
         task, c = self.spec_.task, self.config
         if task == "regression":
-            device = context.torch_device
-            indices = torch.as_tensor(train.indices, dtype=torch.long, device=device)
-            labels = torch.as_tensor(train.dataset.labels, dtype=torch.float32, device=device)[indices]
             widths = {"fusion": c.post_fusion_dim, **{m: getattr(c, f"post_{NAMES[m]}_dim") for m in model.unimodal}}
-            store = UnimodalLabels(indices, labels, widths, size=len(train.dataset), bound=c.label_bound, exclude_zero=c.exclude_zero)
+            store = UnimodalLabels.for_training(train, widths, device=context.torch_device, bound=c.label_bound, exclude_zero=c.exclude_zero)
 
             def loss(model, batch, epoch):
                 return self_mm_loss(model, batch, epoch, store)

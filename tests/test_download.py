@@ -79,7 +79,7 @@ def all_files(root: Path) -> set[str]:
 
 def test_pinned_addresses_are_well_formed():
     downloadable = [entry for entry in list_datasets() if entry.files]
-    assert {entry.name for entry in downloadable} == {"mosi-bclstm", "mosi-transcripts", "mosi-misa", "iemocap4-text", "iemocap6-text"}
+    assert {entry.name for entry in downloadable} == {"mosi-bclstm", "mosi-transcripts", "mosi-misa", "mosi-misa-tokens", "iemocap4-text", "iemocap6-text"}
     for entry in downloadable:
         for remote in entry.files:
             assert re.fullmatch(r"https://raw\.githubusercontent\.com/[^/]+/[^/]+/[0-9a-f]{40}/.+", remote.url)

@@ -39,3 +39,18 @@ def test_padded_kernels_match_the_packed_lstm(bidirectional, layers, dropout, tr
     torch.manual_seed(3)
     torch.testing.assert_close(module(x_padding, mask), expected.detach(), atol=1e-6, rtol=1e-5)
     assert not got[~mask].any()
+
+
+@pytest.mark.parametrize("lengths", [[10, 4, 0, 7, 1], [10, 10, 10, 10, 10]])
+def test_last_states_are_the_packed_state_at_each_last_step(lengths):
+    torch.manual_seed(0)
+    module = PackedLSTM(12, 8)
+    lengths = torch.tensor(lengths)
+    x = torch.randn(5, 10, 12)
+    mask = torch.arange(10)[None, :] < lengths[:, None]
+    expected = packed_reference(module, x, lengths)[torch.arange(5), (lengths - 1).clamp(min=0)]
+    torch.testing.assert_close(module.last_states(x, mask), expected, atol=1e-6, rtol=1e-5)
+    states = module(x, mask, zero_padding=False)
+    torch.testing.assert_close(states[mask], module(x, mask)[mask])
+    with pytest.raises(ValueError, match="unidirectional"):
+        PackedLSTM(12, 8, bidirectional=True).last_states(x, mask)

@@ -83,9 +83,31 @@ def measure(script: str, side: str, arguments: list[str]) -> dict:
         return {**json.loads(out.read().decode().strip().splitlines()[-1]), "peak_rss_mib": round(usage.ru_maxrss / 1024)}
 
 
-def write_report(method: str, title: str, description: str, sides: dict[str, dict], imsa_sides: dict[str, str], argv: list[str], epochs: int) -> None:
+def measure_alternating(script: str, sides: tuple[str, ...], arguments: list[str], repeats: int) -> dict[str, dict]:
+    """:func:`measure` each side ``repeats`` times, the sides alternating, keeping each side's
+    fastest run: on a machine that other work shares, the least disturbed run of each."""
+    runs: dict[str, list[dict]] = {side: [] for side in sides}
+    for _ in range(repeats):
+        for side in sides:
+            runs[side].append(measure(script, side, arguments))
+    return {side: min(results, key=lambda r: r["train_cpu_s_per_epoch"]) | {"repeats": repeats} for side, results in runs.items()}
+
+
+def write_report(
+    method: str,
+    title: str,
+    description: str,
+    sides: dict[str, dict],
+    imsa_sides: dict[str, str],
+    argv: list[str],
+    epochs: int,
+    script: str | None = None,
+    why: str = "The released trainer needs BERT's weights, which cannot be downloaded here, so no test metrics are compared:",
+) -> None:
     """``benchmarks/results/<method>_released.{json,md}``; ``imsa_sides`` maps each imsa
-    side to its label in ``speed_vs_released.md`` (the released side is ``released``)."""
+    side to its label in ``speed_vs_released.md`` (the released side is ``released``);
+    ``script`` is the benchmark's file name (default ``<method>_released.py``), ``why`` the
+    reason tensors, not the released trainer, are compared."""
     from common import machine
 
     released = sides["released"]
@@ -114,9 +136,10 @@ def write_report(method: str, title: str, description: str, sides: dict[str, dic
     lines = [
         f"# {title}",
         "",
-        f"`python benchmarks/reference/{method}_released.py {' '.join(argv)}` on {report['machine']}: {description} {epochs} "
-        "epochs after a warm-up epoch, one thread, a process per side; evaluation: one forward over the validation split. The released trainer "
-        "needs BERT's weights, which cannot be downloaded here, so no test metrics are compared: each network starts from "
+        f"`python benchmarks/reference/{script or method + '_released.py'} {' '.join(argv)}` on {report['machine']}: {description} {epochs} "
+        "epochs after a warm-up epoch, one thread, a process per side"
+        + (f" (each side {sides['released']['repeats']} times, alternating, its fastest run kept)" if "repeats" in sides["released"] else "")
+        + f"; evaluation: one forward over the validation split. {why} each network starts from "
         "its own initialisation and both see the same tensors.",
         "",
         "| side | CPU s per training epoch | CPU s per evaluation pass | ratio to released (training) | peak RSS MiB | parameters |",

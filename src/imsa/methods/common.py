@@ -102,14 +102,16 @@ def subnet_encoding(encoder: torch.nn.Module, batch: Batch, modality: str, index
     :class:`~imsa.nn.subnets.SubNet` averaged over their real steps.
     """
     present = batch.present[..., index]
+    everywhere = bool(present.all())  # then the inputs go in as they are, without a zeroing copy
     if modality != TEXT:
-        return encoder(pooled(batch, modality) * present[:, None].to(batch.inputs[modality].dtype))
+        vectors = pooled(batch, modality)
+        return encoder(vectors if everywhere else vectors * present[:, None].to(vectors.dtype))
     text = batch.inputs[TEXT]
     if TEXT in batch.padding:
         mask = batch.padding[TEXT]
     else:  # an utterance vector: a one-step sequence
         text, mask = text.unsqueeze(1), torch.ones(text.shape[:1] + (1,), dtype=torch.bool, device=text.device)
-    return encoder(text * present[:, None, None].to(text.dtype), mask)
+    return encoder(text if everywhere else text * present[:, None, None].to(text.dtype), mask)
 
 
 def fit_standardizers(norms: torch.nn.ModuleDict, train: Subset) -> None:

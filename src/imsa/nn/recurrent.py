@@ -32,21 +32,36 @@ class PackedLSTM(nn.Module):
         super().__init__()
         self.lstm = nn.LSTM(input_dim, hidden, num_layers=layers, bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0, batch_first=True)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def last_states(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``(B, H)``: a unidirectional LSTM's state at each row's last valid step (zeros for a
+        row without one); the padded steps, never read, are not zeroed."""
+        if self.lstm.bidirectional:
+            raise ValueError("last_states reads a unidirectional LSTM; a bidirectional one's last state is not at the last step")
+        states = self(x, mask, zero_padding=False)
+        return states[torch.arange(len(x), device=x.device), (mask.sum(1) - 1).clamp(min=0)]
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor, *, zero_padding: bool = True) -> torch.Tensor:
+        """The states at every step; ``zero_padding=False`` leaves the padded steps' values as
+        they come (for callers that never read them), saving a copy."""
         lengths = mask.sum(1)
         nonempty = lengths > 0
-        out = x.new_zeros(x.shape[:2] + (self.lstm.hidden_size * (2 if self.lstm.bidirectional else 1),))
-        if not nonempty.any():
-            return out
+        width = self.lstm.hidden_size * (2 if self.lstm.bidirectional else 1)
+        every = bool(nonempty.all())  # the usual batch: no copies in and out of the non-empty rows
+        if not every and not nonempty.any():
+            return x.new_zeros(x.shape[:2] + (width,))
+        rows, row_lengths = (x, lengths) if every else (x[nonempty], lengths[nonempty])
         if x.device.type == "cpu":
-            encoded = self._padded(x[nonempty], lengths[nonempty])
+            encoded = self._padded(rows, row_lengths, zero_padding)
         else:  # cuDNN runs packed sequences at full speed
-            packed = pack_padded_sequence(x[nonempty], lengths[nonempty].cpu(), batch_first=True, enforce_sorted=False)
+            packed = pack_padded_sequence(rows, row_lengths.cpu(), batch_first=True, enforce_sorted=False)
             encoded, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=x.shape[1])
+        if every:
+            return encoded.to(x.dtype)
+        out = x.new_zeros(x.shape[:2] + (width,))
         out[nonempty] = encoded.to(out.dtype)
         return out
 
-    def _padded(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def _padded(self, x: torch.Tensor, lengths: torch.Tensor, zero_padding: bool) -> torch.Tensor:
         lstm = self.lstm
         steps = torch.arange(x.shape[1], device=x.device)
         valid = steps[None, :] < lengths[:, None]
@@ -66,7 +81,7 @@ class PackedLSTM(nn.Module):
                 packed = pack_padded_sequence(h, lengths.cpu(), batch_first=True, enforce_sorted=False)
                 packed = packed._replace(data=nn.functional.dropout(packed.data, lstm.dropout, True))
                 h = pad_packed_sequence(packed, batch_first=True, total_length=x.shape[1])[0]
-        return h.masked_fill(~valid[:, :, None], 0.0)
+        return h.masked_fill(~valid[:, :, None], 0.0) if zero_padding and not bool(valid.all()) else h
 
 
 class LSTMMaxPool(nn.Module):
@@ -78,7 +93,7 @@ class LSTMMaxPool(nn.Module):
         self.rnn = PackedLSTM(input_dim, hidden)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        states = self.rnn(x, mask).masked_fill(~mask.unsqueeze(-1), float("-inf"))
+        states = self.rnn(x, mask, zero_padding=False).masked_fill(~mask.unsqueeze(-1), float("-inf"))
         return torch.where(mask.any(1, keepdim=True), states.amax(1), 0.0)
 
 

@@ -70,6 +70,4 @@ class TextSubNet(nn.Module):
         self.linear_1 = nn.Linear(hidden, out_dim)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        states = self.rnn(x, mask)
-        last = (mask.sum(1) - 1).clamp(min=0)
-        return self.linear_1(self.dropout(states[torch.arange(len(x), device=x.device), last]))
+        return self.linear_1(self.dropout(self.rnn.last_states(x, mask)))

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from . import __version__
+from .allocator import tune_allocator
 from .config import NON_NEGATIVE, Interval, parse_assignments, split_assignments
 from .errors import ImsaError, describe_os_error
 
@@ -898,6 +899,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="imsa: %(levelname)s: %(message)s")
+    tune_allocator()
     try:
         return args.func(args)
     except ImsaError as e:

@@ -32,6 +32,7 @@ import time
 import numpy as np
 import torch
 
+from ..allocator import tune_allocator
 from ..errors import ConfigError, ImsaError, unknown_name
 from ..training import RunContext, notify
 from .runner import RunSpec, run_one, save_run, train_run
@@ -97,6 +98,7 @@ def open_shared(dataset):
 def _init_worker(datasets: dict, threads: int, parent: int, counter=None, gpus: tuple[int, ...] = ()) -> None:
     """Worker set-up: the datasets once per process, a share of the cores (and of the GPUs), and a parent watch."""
     _WORKER_DATASETS.update({key: open_shared(dataset) for key, dataset in datasets.items()})
+    tune_allocator()
     torch.set_num_threads(threads)
     if gpus:
         with counter.get_lock():

@@ -437,3 +437,21 @@ def test_plateau_halves_the_learning_rate_as_pytorchs_scheduler():
         expected.append(reference.param_groups[0]["lr"])
         scheduler.step(score)
     assert seen == expected and min(seen) < 1.0
+
+
+def test_seeding_skips_the_nan_fill_that_only_the_strict_mode_keeps():
+    from imsa.devices import make_deterministic
+
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.utils.deterministic.fill_uninitialized_memory,
+    )
+    try:
+        seed_everything(1)
+        assert not torch.utils.deterministic.fill_uninitialized_memory  # a tenth of a GCNet epoch, for a check imsa's kernels pass
+        make_deterministic()
+        assert torch.utils.deterministic.fill_uninitialized_memory
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.utils.deterministic.fill_uninitialized_memory = before[2]

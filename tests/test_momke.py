@@ -222,6 +222,22 @@ def test_stacked_evaluation_computes_each_row_once_with_unchanged_outputs(synthe
     assert calls == [int(stacked.present.sum())]
 
 
+def test_stacked_rows_with_other_inputs_are_not_shared(synthetic):
+    # Under frame drops or noise the same video, with the same present utterances, has other
+    # inputs in every setting of a stacked evaluation batch: each setting is its own.
+    subset = synthetic.split(0)["test"]
+    batch = video_batch(subset, range(len(subset.videos)))
+    net = tiny_net(synthetic, stage=2)
+    changed = dataclasses.replace(batch, inputs={**batch.inputs, "a": batch.inputs["a"] * 0.5})
+    stacked = batch.repeat(2)
+    stacked = dataclasses.replace(stacked, inputs={**stacked.inputs, "a": torch.cat([batch.inputs["a"], changed.inputs["a"]])})
+    with torch.no_grad():
+        together = net(stacked)
+        apart = torch.cat([net(batch).prediction, net(changed).prediction])
+    torch.testing.assert_close(together.prediction, apart, atol=1e-5, rtol=0)
+    assert not torch.allclose(apart[: len(batch)], apart[len(batch) :])
+
+
 @pytest.fixture(scope="module")
 def shared_model(synthetic):
     """One stage-2 model for every condition (per_condition=False), fixed protocol."""

@@ -242,15 +242,19 @@ class MoMKENet(nn.Module):
     def _distinct_rows(self, batch: Batch) -> tuple[list[torch.Tensor | None], list[torch.Tensor | None]]:
         """Per modality, one video for each distinct row of present utterances, and each video's row.
 
-        A (modality, video) row's routed expert outputs depend only on which utterances
-        of that modality are present, so rows repeated across a stacked evaluation batch
-        (the same video under every condition that keeps the modality) are computed
-        once. Rows are equal when their present utterances have the same dataset index.
-        Returns ``(videos, inverse)``; ``None`` for a modality whose rows all differ.
+        A (modality, video) row's routed expert outputs depend only on that modality's
+        present utterances and their inputs, so rows repeated across a stacked evaluation
+        batch (the same video under every condition that keeps the modality) are computed
+        once. Rows are equal when their present utterances have the same dataset index
+        and the same pooled inputs: under frame drops or noise the same video's rows
+        differ from setting to setting. Returns ``(videos, inverse)``; ``None`` for a
+        modality whose rows all differ.
         """
         videos, inverse = [], []
-        for i in range(len(self.modalities)):
-            key = torch.where(batch.present[..., i], batch.index, -1)
+        for i, k in enumerate(self.modalities):
+            present = batch.present[..., i]
+            inputs = (pooled(batch, k) * present[..., None].to(batch.inputs[k].dtype)).flatten(1)
+            key = torch.cat([torch.where(present, batch.index, -1).double(), inputs.double()], dim=1)  # float32 inputs and indices are exact in float64
             distinct, where = torch.unique(key, dim=0, return_inverse=True)
             if len(distinct) == len(key):
                 videos.append(None), inverse.append(None)

@@ -20,8 +20,9 @@ from imsa.data.dataset import Dataset
 from imsa.errors import ConfigError
 from imsa.methods import create_method
 from imsa.methods.spec import DataSpec
-from imsa.methods.tetfn import TETFN, Encoder, TETFNConfig, TETFNNet, TextEnhancedTransformer
+from imsa.methods.tetfn import TETFN, TETFNConfig, TETFNNet, TextEnhancedTransformer
 from imsa.methods.unimodal_labels import UnimodalLabels, ulgm_loss
+from imsa.nn.mult import TransformerEncoder
 from imsa.testing import text_and_audio
 
 TINY = {"audio_hidden": 4, "video_hidden": 5, "dim": 4, "heads": 2, "post_fusion_dim": 6, "post_text_dim": 4, "post_audio_dim": 3, "post_video_dim": 5}
@@ -94,8 +95,8 @@ def test_the_network_is_the_released_composition(sequences):
 def test_positions_only_in_the_text_enhanced_blocks_and_attention_is_causal():
     torch.manual_seed(0)
     x, source = torch.randn(2, 5, 4), torch.randn(2, 5, 4)
-    plain = Encoder(4, 2, 2, positions=False).eval()
-    with_positions = Encoder(4, 2, 2, positions=True).eval()
+    plain = TransformerEncoder(4, 2, 2, positions=False).eval()
+    with_positions = TransformerEncoder(4, 2, 2, positions=True).eval()
     torch.testing.assert_close(plain.embed(x), 2.0 * x)  # sqrt(dim) x, no table
     assert not torch.allclose(with_positions.embed(x), 2.0 * x)
     changed = source.clone()

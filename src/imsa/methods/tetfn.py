@@ -64,7 +64,6 @@ Departures from the released code, and why:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -213,28 +212,14 @@ class TETFNConfig(TrainConfig):
             raise ConfigError(f"TETFN: dim={self.dim} is not divisible by heads={self.heads}.")
 
 
-class Encoder(TransformerEncoder):
-    """MulT's encoder (causal), with the sinusoidal positions only where ``positions`` is set:
-    the released crossmodal blocks and memories have none, the text enhanced ones have them."""
-
-    def __init__(self, dim: int, heads: int, layers: int, *, positions: bool, **dropouts):
-        super().__init__(dim, heads, layers, causal=True, **dropouts)
-        self.positions = positions
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        if self.positions:
-            return super().embed(x)
-        return F.dropout(math.sqrt(self.dim) * x, self.embed_dropout, self.training)
-
-
 class TextEnhancedTransformer(nn.Module):
     """The source attends to the text (one layer), then the target to that text-enhanced
     source (two layers), both with positions; the output has the target's steps."""
 
     def __init__(self, dim: int, heads: int, **dropouts):
         super().__init__()
-        self.lower_mha = Encoder(dim, heads, 1, positions=True, **dropouts)
-        self.upper_mha = Encoder(dim, heads, LAYERS, positions=True, **dropouts)
+        self.lower_mha = TransformerEncoder(dim, heads, 1, positions=True, **dropouts)
+        self.upper_mha = TransformerEncoder(dim, heads, LAYERS, positions=True, **dropouts)
 
     def forward(self, source: torch.Tensor, target: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
         return self.upper_mha(target, self.lower_mha(source, text))
@@ -280,13 +265,13 @@ class TETFNNet(nn.Module):
         for t in self.unimodal:  # target t takes every other modality s
             for s in self.sources(t):
                 if TEXT in (t, s):
-                    block = Encoder(dim, cfg.heads, LAYERS, positions=False, attn_dropout=attending[s], **common)
+                    block = TransformerEncoder(dim, cfg.heads, LAYERS, positions=False, attn_dropout=attending[s], **common)
                 else:
                     block = TextEnhancedTransformer(dim, cfg.heads, attn_dropout=cfg.attn_dropout, **common)
                 setattr(self, f"trans_{t}_with_{s}", block)
         width = (len(self.unimodal) - 1) * dim
         for t in self.unimodal:
-            setattr(self, f"trans_{t}_mem", Encoder(width, cfg.heads, LAYERS, positions=False, attn_dropout=cfg.attn_dropout, **common))
+            setattr(self, f"trans_{t}_mem", TransformerEncoder(width, cfg.heads, LAYERS, positions=False, attn_dropout=cfg.attn_dropout, **common))
         heads = {"fusion": (len(self.unimodal) * width, cfg.post_fusion_dim, cfg.post_fusion_dropout)}
         heads.update({NAMES[m]: (dim, getattr(cfg, f"post_{NAMES[m]}_dim"), getattr(cfg, f"post_{NAMES[m]}_dropout")) for m in self.unimodal})
         for name, (in_width, hidden, dropout) in heads.items():  # the released order: fusion, text, audio, video

@@ -76,7 +76,6 @@ Departures from the released code, and why:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -246,20 +245,6 @@ def temporal_head_count(steps: int, heads: int) -> int:
     return max(k for k in range(1, min(steps, heads) + 1) if steps % k == 0)
 
 
-class Encoder(TransformerEncoder):
-    """MulT's causal encoder, with the sinusoidal positions only where ``positions`` is set
-    (the alignment's blocks have them, the temporal transformers not)."""
-
-    def __init__(self, dim: int, heads: int, layers: int, *, positions: bool, **dropouts):
-        super().__init__(dim, heads, layers, causal=True, **dropouts)
-        self.positions = positions
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        if self.positions:
-            return super().embed(x)
-        return F.dropout(math.sqrt(self.dim) * x, self.embed_dropout, self.training)
-
-
 class GatedGRU(nn.Module):
     """The released ``C_GATE``: a bidirectional GRU over the real steps, a one-channel
     convolutional gate on its states, ``tanh(Linear([x, tanh(GRU) * gate]))`` and a max
@@ -361,17 +346,19 @@ class TFRNetNet(nn.Module):
         deep = max(cfg.layers, 3)
         self.crossmodal = nn.ModuleDict(
             {
-                f"{t}_with_{s}": Encoder(dim, cfg.heads, cfg.layers, positions=True, attn_dropout=attending[s], **common)
+                f"{t}_with_{s}": TransformerEncoder(dim, cfg.heads, cfg.layers, positions=True, attn_dropout=attending[s], **common)
                 for t in self.used
                 for s in self.sources(t)
             }
         )
-        self.memory = nn.ModuleDict({m: Encoder(dim, cfg.heads, deep, positions=True, attn_dropout=cfg.attn_dropout, **common) for m in self.used})
+        self.memory = nn.ModuleDict({m: TransformerEncoder(dim, cfg.heads, deep, positions=True, attn_dropout=cfg.attn_dropout, **common) for m in self.used})
         width = len(self.used) * dim
         self.final = nn.ModuleDict()
         for m in self.used:
             steps = spec.steps[m]
-            self.final[m] = Encoder(steps, temporal_head_count(steps, cfg.temporal_heads), deep, positions=False, attn_dropout=cfg.attn_dropout, **common)
+            self.final[m] = TransformerEncoder(
+                steps, temporal_head_count(steps, cfg.temporal_heads), deep, positions=False, attn_dropout=cfg.attn_dropout, **common
+            )
         self.generator = nn.ModuleDict({m: nn.Linear(width, widths[m]) for m in self.used})
         hidden = {m: getattr(cfg, f"fusion_{NAMES[m]}_hidden") for m in self.used}
         self.fusion = nn.ModuleDict({m: GatedGRU(width, hidden[m], cfg.fusion_layers, cfg.fusion_dropout) for m in self.used})

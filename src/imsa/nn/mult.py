@@ -106,18 +106,23 @@ class TransformerEncoder(nn.Module):
     """MulT's encoder: self-attention (``forward(x)``) or crossmodal (``forward(x, source)``).
 
     ``mask`` (bool ``(B, T)``, True at real steps of the attended sequence) hides padded
-    keys when ``padding_mask`` is on.
+    keys when ``padding_mask`` is on. ``positions=False`` leaves out the sinusoidal
+    positions (the input is still scaled by ``sqrt(dim)``), as some released variants do.
     """
 
-    def __init__(self, dim: int, heads: int, layers: int, *, attn_dropout=0.0, relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.0, causal=True):
+    def __init__(
+        self, dim: int, heads: int, layers: int, *, attn_dropout=0.0, relu_dropout=0.0, res_dropout=0.0, embed_dropout=0.0, causal=True, positions=True
+    ):
         super().__init__()
-        self.dim, self.heads, self.embed_dropout, self.causal = dim, heads, embed_dropout, causal
+        self.dim, self.heads, self.embed_dropout, self.causal, self.positions = dim, heads, embed_dropout, causal, positions
         self.layers = nn.ModuleList(
             TransformerLayer(dim, heads, attn_dropout=attn_dropout, relu_dropout=relu_dropout, res_dropout=res_dropout) for _ in range(layers)
         )
         self.norm = nn.LayerNorm(dim)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.positions:
+            return F.dropout(math.sqrt(self.dim) * x, self.embed_dropout, self.training)
         steps = x.shape[1]
         table = sinusoidal_table(steps, self.dim).to(x.device, x.dtype)
         positions = torch.where(x[..., 0] != 0, torch.arange(1, steps + 1, device=x.device), 0)

@@ -24,6 +24,18 @@ from .base import Method
 from .phase import Phase, task_loss
 from .spec import DataSpec, Output, TrainConfig
 
+TEXT_NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")  # MMSA's trainers: text encoder parameters without decay
+
+
+def text_model_groups(text_model: torch.nn.Module, lr: float, weight_decay: float) -> list[dict]:
+    """MMSA's two Adam groups of a fine-tuned text encoder, both at ``lr``: its weights with
+    ``weight_decay``, its biases and LayerNorm weights without (Self-MM, TETFN, TFR-Net)."""
+    named = list(text_model.named_parameters())
+    return [
+        {"params": [p for n, p in named if not any(part in n for part in TEXT_NO_DECAY)], "lr": lr, "weight_decay": weight_decay},
+        {"params": [p for n, p in named if any(part in n for part in TEXT_NO_DECAY)], "lr": lr, "weight_decay": 0.0},
+    ]
+
 
 def pooled(batch: Batch, modality: str) -> torch.Tensor:
     """The modality's utterance vectors: time sequences are averaged over their valid steps."""

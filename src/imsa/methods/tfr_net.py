@@ -96,13 +96,13 @@ from ..protocols import Protocol
 from ..text import TEXT_TOKENS
 from ..training import RunContext
 from .base import Method
+from .common import text_model_groups
 from .phase import Phase, TrainingMasks, task_loss
 from .registry import register_method
 from .spec import DataSpec, Output, TrainConfig
 
 ORDER = ("l", "a", "v")  # the released concatenation's order
 NAMES = {"l": "text", "a": "audio", "v": "video"}
-NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")  # the released text encoder groups' name parts
 EPS = 1e-4  # added to the count of lost values
 GENERATION_FROM_EPOCH = 1  # the released loss adds the reconstruction from the second epoch on
 
@@ -476,11 +476,9 @@ class TFRNet(Method):
         c = self.config
         if model.text_model is None:
             return [{"params": list(model.parameters()), "lr": c.lr, "weight_decay": c.weight_decay}]
-        text = list(model.text_model.named_parameters())
-        own = {id(p) for _, p in text}
+        own = {id(p) for p in model.text_model.parameters()}
         return [
-            {"params": [p for n, p in text if not any(part in n for part in NO_DECAY)], "lr": c.text_lr, "weight_decay": c.text_weight_decay},
-            {"params": [p for n, p in text if any(part in n for part in NO_DECAY)], "lr": c.text_lr, "weight_decay": 0.0},
+            *text_model_groups(model.text_model, c.text_lr, c.text_weight_decay),
             {"params": [p for p in model.parameters() if id(p) not in own], "lr": c.lr, "weight_decay": c.weight_decay},
         ]
 

@@ -9,10 +9,10 @@ from torch import nn
 
 from ..batch import Batch
 from ..errors import ConfigError
+from .common import text_model_groups
 
 MIN = 1e-8  # the released ULGM's guard against division by zero
 # Parameter-name parts of the released BERT groups without weight decay (matched as substrings).
-NO_DECAY = ("bias", "LayerNorm.bias", "LayerNorm.weight")
 NAMES = {"l": "text", "a": "audio", "v": "video"}
 
 
@@ -133,10 +133,7 @@ def released_param_groups(model: nn.Module, config) -> list[dict]:
     c = config
     groups = []
     if model.text_model is not None:
-        named = list(model.text_model.named_parameters())
-        decay = [p for n, p in named if not any(part in n for part in NO_DECAY)]
-        no_decay = [p for n, p in named if any(part in n for part in NO_DECAY)]
-        groups += [{"params": decay, "lr": c.text_lr, "weight_decay": c.text_weight_decay}, {"params": no_decay, "lr": c.text_lr, "weight_decay": 0.0}]
+        groups += text_model_groups(model.text_model, c.text_lr, c.text_weight_decay)
     for m in ("a", "v"):
         if m in model.unimodal:
             params = list(getattr(model, f"{NAMES[m]}_model").parameters())

@@ -40,28 +40,31 @@ def shuffled_batches(subset, batch_size: int, epochs: int) -> list[list]:
     return [list(iterate_batches(subset, batch_size, shuffle=True, rng=np.random.default_rng(epoch))) for epoch in range(epochs)]
 
 
-def time_epochs(model, step, evaluate, training: list[list], optimizer, before_step=None) -> dict:
-    """Train on each epoch's batches (``step(batch)`` gives the loss; ``before_step()``, e.g.
-    gradient clipping, runs between backward and the optimiser) and evaluate after each;
-    CPU seconds per epoch and per evaluation, the first (warm-up) epoch left out."""
+def timed_epoch(model, step, evaluate, batches: list, optimizer, before_step=None) -> tuple[float, float]:
+    """Train on ``batches`` (``step(batch)`` gives the loss; ``before_step()``, e.g. gradient
+    clipping, runs between backward and the optimiser), then evaluate: the CPU seconds of each."""
     import torch
 
-    train_s, eval_s = [], []
-    for epoch_batches in training:
-        model.train()
-        start = time.process_time()
-        for batch in epoch_batches:
-            step(batch).backward()
-            if before_step is not None:
-                before_step()
-            optimizer.step()
-            optimizer.zero_grad()
-        train_s.append(time.process_time() - start)
-        model.eval()
-        start = time.process_time()
-        with torch.no_grad():
-            evaluate()
-        eval_s.append(time.process_time() - start)
+    model.train()
+    start = time.process_time()
+    for batch in batches:
+        step(batch).backward()
+        if before_step is not None:
+            before_step()
+        optimizer.step()
+        optimizer.zero_grad()
+    trained = time.process_time() - start
+    model.eval()
+    start = time.process_time()
+    with torch.no_grad():
+        evaluate()
+    return trained, time.process_time() - start
+
+
+def time_epochs(model, step, evaluate, training: list[list], optimizer, before_step=None) -> dict:
+    """:func:`timed_epoch` on each epoch's batches; CPU seconds per epoch and per evaluation,
+    the first (warm-up) epoch left out."""
+    train_s, eval_s = zip(*(timed_epoch(model, step, evaluate, batches, optimizer, before_step) for batches in training))
     timed = len(training) - 1
     return {
         "train_cpu_s_per_epoch": sum(train_s[1:]) / timed,

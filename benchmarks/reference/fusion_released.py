@@ -26,7 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import RESULTS, measure, measure_alternating, mosi_misa, shuffled_batches, time_epochs, write_report  # noqa: E402
+from equal_tensors import RESULTS, measure, measure_alternating, mosi_misa, shuffled_batches, time_epochs, timed_epoch, write_report  # noqa: E402
 
 from common import default_data_dir  # noqa: E402
 
@@ -114,9 +114,6 @@ def same_process(args) -> None:
     separate processes do not (there, the same network's epoch varies by several percent
     from one process to the next)."""
     import json
-    import time
-
-    import torch
 
     sides = {}
     for side in ("released", "imsa"):
@@ -127,20 +124,10 @@ def same_process(args) -> None:
     for epoch in range(args.epochs + 1):
         for side in list(sides) if epoch % 2 else list(sides)[::-1]:
             model, step, evaluate, training, optimizer = sides[side]
-            model.train()
-            start = time.process_time()
-            for batch in training[epoch]:
-                step(batch).backward()
-                optimizer.step()
-                optimizer.zero_grad()
-            trained = time.process_time() - start
-            model.eval()
-            start = time.process_time()
-            with torch.no_grad():
-                evaluate()
+            trained, evaluated = timed_epoch(model, step, evaluate, training[epoch], optimizer)
             if epoch:  # the first epoch warms up
                 train_s[side] += trained
-                eval_s[side] += time.process_time() - start
+                eval_s[side] += evaluated
     print(json.dumps({side: {"train_cpu_s_per_epoch": train_s[side] / args.epochs, "eval_cpu_s": eval_s[side] / args.epochs} for side in sides}))
 
 

@@ -130,6 +130,16 @@ def test_training_utterances_are_never_far_from_their_own_statistics(synthetic):
     assert far_outside(shifted, stats)["v"].all() and not far_outside(shifted, stats)["l"].any()
 
 
+def test_large_training_sets_are_described_by_evenly_spaced_utterances(synthetic, monkeypatch):
+    from imsa.data import feature_stats
+
+    rows = synthetic.split(0)["train"].indices
+    full = feature_stats.feature_statistics(synthetic, rows)
+    monkeypatch.setattr(feature_stats, "MAX_ROWS", 10)
+    spaced = rows[np.linspace(0, len(rows) - 1, 10).round().astype(np.int64)]
+    assert feature_stats.feature_statistics(synthetic, rows) == feature_stats.feature_statistics(synthetic, spaced) != full
+
+
 # -- 4. resuming and significance say what they did and what they can say --------------------------
 
 

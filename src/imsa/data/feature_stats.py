@@ -13,7 +13,9 @@ standard deviation of each dimension, floored at a tenth of the modality's mean
 deviation so that a near-constant dimension does not turn a tiny change into a huge
 distance. A training utterance lies at about 1. ``limit`` is 4 times the 99th
 percentile of the training distances (and at least 4); beyond it an utterance is
-reported.
+reported. Training sets larger than ``MAX_ROWS`` utterances are described by ``MAX_ROWS`` of
+them, evenly spaced: the statistics need no more, and on CMU-MOSEI's 16,326 training
+utterances measuring all of them cost more than an epoch of the lighter models.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import numpy as np
 from .dataset import Dataset
 
 CHUNK = 512  # utterances per pass, so that a MOSEI-sized sequence modality is never copied whole
+MAX_ROWS = 4096
 LIMIT_FACTOR = 4.0
 SCALE_FLOOR = 0.1
 
@@ -43,9 +46,12 @@ def _rows(dataset: Dataset, modality: str, rows: np.ndarray):
 def feature_statistics(dataset: Dataset, rows, modalities=None) -> dict:
     """Per modality: ``mean`` and ``scale`` per dimension and the distance ``limit``, from ``rows`` of ``dataset``.
 
-    Rows whose features are all zero (a missing modality) do not count.
+    Rows whose features are all zero (a missing modality) do not count; of more than
+    ``MAX_ROWS`` rows, ``MAX_ROWS`` evenly spaced ones are measured.
     """
     rows = np.asarray(rows, dtype=np.int64)
+    if len(rows) > MAX_ROWS:
+        rows = rows[np.linspace(0, len(rows) - 1, MAX_ROWS).round().astype(np.int64)]
     stats = {}
     for m in modalities or dataset.modalities:
         total, squares, count = 0.0, 0.0, 0

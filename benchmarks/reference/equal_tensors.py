@@ -75,8 +75,13 @@ def time_epochs(model, step, evaluate, training: list[list], optimizer, before_s
 
 def measure(script: str, side: str, arguments: list[str]) -> dict:
     """``script --side SIDE ARGUMENTS`` in a one-thread child process: the JSON it prints
-    last, and its peak resident memory (MiB)."""
+    last, and its peak resident memory (MiB). An imsa side first tunes the C allocator as
+    imsa's command line and grid workers do (:func:`imsa.allocator.tune_allocator`); the
+    released side keeps the system's defaults, as its own scripts run."""
     command = [sys.executable, script, "--side", side, *arguments]
+    if side.startswith("imsa"):
+        launch = "import runpy, sys; from imsa.allocator import tune_allocator; tune_allocator(); sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+        command = [sys.executable, "-c", launch, script, "--side", side, *arguments]
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)

@@ -105,30 +105,44 @@ class DiCMoRNet(nn.Module):
             nn.ModuleDict({m: nn.Conv1d((len(spec.modalities) - 1) * cfg.dim, cfg.dim, 1) for m in spec.modalities}) if len(spec.modalities) > 2 else None
         )
 
-    def recover(self, x: dict, present: torch.Tensor, mask: dict | None = None) -> dict:
+    def recover(self, x: dict, present: torch.Tensor, mask: dict | None = None, latents: dict | None = None) -> dict:
         """Each sample's missing modalities recovered from its available ones; present ones
-        kept. ``mask`` (real steps per modality) keeps padding out of the refiners."""
-        latents = {s: self.flows[s](x[s])[0] for s in self.modalities}
+        kept. ``mask`` (real steps per modality) keeps padding out of the refiners;
+        ``latents``: flow outputs of ``x`` already computed (the loss's likelihood pass).
+        Only the transfers the samples use are computed; without gradients, only for the
+        samples missing the modality (in training every sample, so gradients sum as before)."""
+        latents = dict(latents or {})
         out = {}
         for k, m in enumerate(self.modalities):
             missing = ~present[:, k]
             if not missing.any():
                 out[m] = x[m]
                 continue
+            subset = not torch.is_grad_enabled()
+            rows = torch.nonzero(missing).squeeze(1) if subset else slice(None)
             sources = released_order(self.modalities, m)
-            transfers = {s: self.flows[m].inverse(latents[s]).detach() for s in sources}
-            available = present[:, [self.modalities.index(s) for s in sources]]  # (B, M - 1)
-            single = torch.zeros_like(x[m])
-            for j, s in enumerate(sources):  # exactly one other modality available: its transfer
-                only = available[:, j] & (available.sum(1) == 1)
-                single = torch.where(only[:, None, None], transfers[s], single)
-            source = single
-            if self.merges is not None:
-                merged = self.merges[m](torch.cat([transfers[s] for s in sources], dim=-1).transpose(1, 2)).transpose(1, 2)
-                source = torch.where(available.all(1)[:, None, None], merged, single)
-            real = None if mask is None else mask[m]
+            available = present[rows][:, [self.modalities.index(s) for s in sources]]  # (rows, M - 1)
+            alone = available & (available.sum(1, keepdim=True) == 1)  # exactly one other modality available: its transfer
+            merge = self.merges is not None and bool(available.all(1).any())
+            transfers = {}
+            for j, s in enumerate(sources):
+                if merge or bool(alone[:, j].any()):
+                    if s not in latents:
+                        latents[s] = self.flows[s](x[s])[0]
+                    transfers[s] = self.flows[m].inverse(latents[s][rows]).detach()
+            source = torch.zeros_like(x[m][rows])
+            for j, s in enumerate(sources):
+                if s in transfers:
+                    source = torch.where(alone[:, j, None, None], transfers[s], source)
+            if self.merges is not None and (merge or torch.is_grad_enabled()):  # unused in training, it still gets (zero) gradients, as Adam expects
+                inputs = (
+                    torch.cat([transfers[s] for s in sources], dim=-1) if merge else source.new_zeros(source.shape[:-1] + (len(sources) * source.shape[-1],))
+                )
+                merged = self.merges[m](inputs.transpose(1, 2)).transpose(1, 2)
+                source = torch.where(available.all(1)[:, None, None], merged, source)
+            real = None if mask is None else mask[m][rows]
             refined = self.refiners[m](source.transpose(1, 2), real).transpose(1, 2)
-            out[m] = torch.where(missing[:, None, None], refined, x[m])
+            out[m] = x[m].index_put((rows,), refined) if subset else torch.where(missing[:, None, None], refined, x[m])
         return out
 
     def forward(self, batch: Batch) -> Output:
@@ -363,13 +377,13 @@ class DiCMoR(Method):
             x, mask = model.backbone.projections(model.backbone.inputs(batch), batch.padding, torch.ones_like(drawn.present))
             present = drawn.present
             classes = sentiment_classes(batch.labels) if task == "regression" else batch.labels
-            nll = 0.0
+            nll, latents = 0.0, {}
             for m in modalities:  # the likelihood of every true projected sequence
-                z, logdet = model.flows[m](x[m])
-                nll = nll + bits_per_dim_nll(logdet, model.priors.log_prob(z, classes), x[m][0].numel(), clamp=c.clamp_nll)
+                latents[m], logdet = model.flows[m](x[m])
+                nll = nll + bits_per_dim_nll(logdet, model.priors.log_prob(latents[m], classes), x[m][0].numel(), clamp=c.clamp_nll)
             visible = {m: x[m] * present[:, k].to(x[m].dtype)[:, None, None] for k, m in enumerate(modalities)}
             real = mask if c.padding_mask else None
-            recovered = model.recover(visible, present, real)
+            recovered = model.recover(visible, present, real, latents)  # a transfer reads its source only where the source is present
             errors = torch.stack([squared_error(recovered[m], x[m].detach(), None if real is None else real[m]) for m in modalities], dim=1)  # (B, M)
             missing = (~present).to(errors.dtype)
             reconstruction = ((errors * missing).sum(1) / missing.sum(1).clamp(min=1)).mean()

@@ -34,7 +34,6 @@ AdamW. The released student trains in eval mode (``from_pretrained`` returns it 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import types
@@ -42,9 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import RESULTS, measure, mosi_misa, shuffled_batches, time_epochs, write_report  # noqa: E402
-
-from common import default_data_dir  # noqa: E402
+from equal_tensors import add_phase, checkout_missing, measure, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 SIDES = ("released", "imsa", "released-teacher", "imsa-teacher")
 
@@ -222,48 +219,11 @@ def run_side(args) -> None:
     print(json.dumps(time_epochs(model, step, evaluate, training, optimizer, clip)))
 
 
-def add_teacher_phase(sides: dict, epochs: int) -> None:
-    """The teacher phase as a second setting of ``cmad_released.{json,md}``."""
-    path = RESULTS / "cmad_released.json"
-    report = json.loads(path.read_text())
-    released, imsa = sides["released-teacher"], sides["imsa-teacher"]
-    report["teacher_phase"] = {"released": released, "imsa": imsa}
-    report["rates"]["teacher"] = {
-        "label": f"equal tensors, mosi-misa fold 0, {epochs} epochs, teacher phase (complete data)",
-        "released": {
-            "train_cpu_s_per_epoch": released["train_cpu_s_per_epoch"],
-            "valid_cpu_s_per_epoch": released["eval_cpu_s"],
-            "test_cpu_s_per_epoch": released["eval_cpu_s"],
-        },
-        "imsa": {"epoch_cpu_s": imsa["train_cpu_s_per_epoch"] + imsa["eval_cpu_s"]},
-    }
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    lines = [
-        "",
-        "Teacher phase (complete data, L1 loss, AdamW, gradient norm clipped at 1.0), same batches:",
-        "",
-        "| side | CPU s per training epoch | CPU s per evaluation pass | ratio to released (training) | peak RSS MiB | parameters |",
-        "|---|---|---|---|---|---|",
-    ]
-    for side, row in (("released", released), ("imsa", imsa)):
-        ratio = row["train_cpu_s_per_epoch"] / released["train_cpu_s_per_epoch"]
-        lines.append(f"| {side} | {row['train_cpu_s_per_epoch']:.3f} | {row['eval_cpu_s']:.3f} | {ratio:.2f} | {row['peak_rss_mib']} | {row['parameters']:,} |")
-    markdown = RESULTS / "cmad_released.md"
-    markdown.write_text(markdown.read_text() + "\n".join(lines) + "\n")
-    print("\n".join(lines))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, help="a checkout of github.com/YetZzzzzz/CMAD")
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per side, after one warm-up epoch")
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = side_parser(__doc__, "YetZzzzzz/CMAD", SIDES).parse_args()
     if args.side:
         return run_side(args)
-    if args.repo is None or not (args.repo / "CMAD_sentiment" / "Student_Model" / "student_model.py").is_file():
-        print("pass --repo PATH: a checkout of github.com/YetZzzzzz/CMAD (CMAD_sentiment/Student_Model/student_model.py); nothing measured")
+    if checkout_missing(args.repo, "YetZzzzzz/CMAD", "CMAD_sentiment/Student_Model/student_model.py"):
         return
     arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
     sides = {side: measure(__file__, side, arguments) for side in SIDES}
@@ -277,7 +237,14 @@ def main() -> None:
         sys.argv[1:],
         args.epochs,
     )
-    add_teacher_phase(sides, args.epochs)
+    add_phase(
+        "cmad",
+        "teacher",
+        f"equal tensors, mosi-misa fold 0, {args.epochs} epochs, teacher phase (complete data)",
+        "Teacher phase (complete data, L1 loss, AdamW, gradient norm clipped at 1.0), same batches:",
+        sides["released-teacher"],
+        sides["imsa-teacher"],
+    )
 
 
 if __name__ == "__main__":

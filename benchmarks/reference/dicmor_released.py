@@ -29,7 +29,6 @@ runs on the CPU unchanged. Weights are not shared. Written to
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import types
@@ -37,9 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import measure, mosi_misa, shuffled_batches, time_epochs, write_report  # noqa: E402
-
-from common import default_data_dir  # noqa: E402
+from equal_tensors import checkout_missing, measure, mosi_misa, mult_settings, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 RELEASED_INDEX = {"l": 0, "v": 1, "a": 2}  # the release's modal_idx: 0 text, 1 vision, 2 audio
 SIDES = ("released", "imsa")
@@ -108,26 +105,7 @@ def run_side(args) -> None:
     torch.manual_seed(1)
     if args.side == "released":
         released = import_released(args.repo)
-        config = types.SimpleNamespace(
-            use_bert=False,
-            dst_feature_dim_nheads=(c.dim, c.heads),
-            feature_dims=(dataset.dims["l"], dataset.dims["a"], dataset.dims["v"]),
-            nlevels=c.depth,
-            attn_dropout=c.attn_dropout,
-            attn_dropout_a=c.attn_dropout_a,
-            attn_dropout_v=c.attn_dropout_v,
-            relu_dropout=c.relu_dropout,
-            embed_dropout=c.embed_dropout,
-            res_dropout=c.res_dropout,
-            output_dropout=c.output_dropout,
-            text_dropout=c.text_dropout,
-            attn_mask=c.causal,
-            conv1d_kernel_size_l=c.conv_kernel,
-            conv1d_kernel_size_a=c.conv_kernel,
-            conv1d_kernel_size_v=c.conv_kernel,
-            train_mode="regression",
-            num_classes=1,
-        )
+        config = mult_settings(c, dataset.dims)
         model = released.DICMOR(config)
         pattern = [None]
         released.sample = lambda population, k: [RELEASED_INDEX[modalities[j]] for j in np.flatnonzero(pattern[0].numpy())]
@@ -190,16 +168,11 @@ def run_side(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, help="a checkout of github.com/mdswyz/DiCMoR")
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per side, after one warm-up epoch")
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
+    parser = side_parser(__doc__, "mdswyz/DiCMoR", SIDES)
     args = parser.parse_args()
     if args.side:
         return run_side(args)
-    if args.repo is None or not (args.repo / "trains" / "singleTask" / "model" / "dicmor.py").is_file():
-        print("pass --repo PATH: a checkout of github.com/mdswyz/DiCMoR (trains/singleTask/model/dicmor.py); nothing measured")
+    if checkout_missing(args.repo, "mdswyz/DiCMoR", "trains/singleTask/model/dicmor.py"):
         return
     arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
     sides = {side: measure(__file__, side, arguments) for side in SIDES}

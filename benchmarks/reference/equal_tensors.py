@@ -12,16 +12,75 @@ A side's script builds its network and a ``step(batch) -> loss`` and an
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import types
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
+
+
+def side_parser(doc: str, repository: str, sides, *, epochs: int = 5, epochs_help: str = "timed epochs per side, after one warm-up epoch"):
+    """The options every side-by-side script takes: ``--repo`` (a checkout of github.com/
+    ``repository``), ``--data-dir``, ``--epochs`` and the hidden ``--side`` its child
+    processes get; the caller adds its own and parses."""
+    from common import default_data_dir
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--repo", type=Path, help=f"a checkout of github.com/{repository}")
+    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
+    parser.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
+    parser.add_argument("--side", choices=sides, help=argparse.SUPPRESS)
+    return parser
+
+
+def method_parser(doc: str, methods, sides):
+    """:func:`side_parser` for the scripts that measure several of MMSA's networks, each side
+    ``--repeats`` times: ``--methods`` to measure, and the hidden ``--method`` of a child."""
+    parser = side_parser(doc, "thuiar/MMSA", sides)
+    parser.add_argument("--methods", nargs="+", choices=methods, default=list(methods))
+    parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; the fastest is kept (default 3)")
+    parser.add_argument("--method", choices=methods, help=argparse.SUPPRESS)
+    return parser
+
+
+def checkout_missing(repo: Path | None, repository: str, marker: str) -> bool:
+    """True (and says so) when ``repo`` is not a checkout of ``repository`` holding ``marker``."""
+    if repo is not None and (repo / marker).is_file():
+        return False
+    print(f"pass --repo PATH: a checkout of github.com/{repository} ({marker}); nothing measured")
+    return True
+
+
+def mult_settings(c, dims: dict) -> types.SimpleNamespace:
+    """The settings MMSA's ``MULT`` (and the DiCMoR and IMDer networks built on it) reads,
+    from an imsa MulT-family config ``c``, on precomputed text (``use_bert`` off)."""
+    return types.SimpleNamespace(
+        use_bert=False,
+        dst_feature_dim_nheads=(c.dim, c.heads),
+        feature_dims=(dims["l"], dims["a"], dims["v"]),
+        nlevels=c.depth,
+        attn_dropout=c.attn_dropout,
+        attn_dropout_a=c.attn_dropout_a,
+        attn_dropout_v=c.attn_dropout_v,
+        relu_dropout=c.relu_dropout,
+        embed_dropout=c.embed_dropout,
+        res_dropout=c.res_dropout,
+        output_dropout=c.output_dropout,
+        text_dropout=c.text_dropout,
+        attn_mask=c.causal,
+        conv1d_kernel_size_l=c.conv_kernel,
+        conv1d_kernel_size_a=c.conv_kernel,
+        conv1d_kernel_size_v=c.conv_kernel,
+        train_mode="regression",
+        num_classes=1,
+    )
 
 
 def mosi_misa(data_dir: Path):
@@ -127,18 +186,7 @@ def write_report(
         "seed": 1,
         "epochs": epochs,
         "sides": sides,
-        "rates": {
-            side: {
-                "label": f"equal tensors, mosi-misa fold 0, {epochs} epochs, {label}",
-                "released": {
-                    "train_cpu_s_per_epoch": released["train_cpu_s_per_epoch"],
-                    "valid_cpu_s_per_epoch": released["eval_cpu_s"],
-                    "test_cpu_s_per_epoch": released["eval_cpu_s"],
-                },
-                "imsa": {"epoch_cpu_s": sides[side]["train_cpu_s_per_epoch"] + sides[side]["eval_cpu_s"]},
-            }
-            for side, label in imsa_sides.items()
-        },
+        "rates": {side: rate(f"equal tensors, mosi-misa fold 0, {epochs} epochs, {label}", released, sides[side]) for side, label in imsa_sides.items()},
     }
     (RESULTS / f"{method}_released.json").write_text(json.dumps(report, indent=2) + "\n")
     lines = [
@@ -150,13 +198,51 @@ def write_report(
         + f"; evaluation: one forward over the validation split. {why} each network starts from "
         "its own initialisation and both see the same tensors.",
         "",
+        *table(sides),
+    ]
+    (RESULTS / f"{method}_released.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def add_phase(method: str, phase: str, label: str, heading: str, released: dict, imsa: dict) -> None:
+    """A second phase of the same method (e.g. a teacher or pretraining phase) appended to
+    ``<method>_released.{json,md}`` as written by :func:`write_report`: its own setting row
+    (``label``) and a table under ``heading``."""
+    path = RESULTS / f"{method}_released.json"
+    report = json.loads(path.read_text())
+    report[f"{phase}_phase"] = {"released": released, "imsa": imsa}
+    report["rates"][phase] = rate(label, released, imsa)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    lines = ["", heading, "", *table({"released": released, "imsa": imsa})]
+    markdown = RESULTS / f"{method}_released.md"
+    markdown.write_text(markdown.read_text() + "\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def rate(label: str, released: dict, imsa: dict) -> dict:
+    """One setting of a results file as ``speed_vs_released.py`` reads it: the released
+    network's evaluation pass stands for both its validation and its test pass."""
+    return {
+        "label": label,
+        "released": {
+            "train_cpu_s_per_epoch": released["train_cpu_s_per_epoch"],
+            "valid_cpu_s_per_epoch": released["eval_cpu_s"],
+            "test_cpu_s_per_epoch": released["eval_cpu_s"],
+        },
+        "imsa": {"epoch_cpu_s": imsa["train_cpu_s_per_epoch"] + imsa["eval_cpu_s"]},
+    }
+
+
+def table(sides: dict[str, dict]) -> list[str]:
+    """The markdown table of the sides, each beside the ``released`` side's training time."""
+    released = sides["released"]["train_cpu_s_per_epoch"]
+    lines = [
         "| side | CPU s per training epoch | CPU s per evaluation pass | ratio to released (training) | peak RSS MiB | parameters |",
         "|---|---|---|---|---|---|",
     ]
     for side, row in sides.items():
         lines.append(
             f"| {side} | {row['train_cpu_s_per_epoch']:.3f} | {row['eval_cpu_s']:.3f} | "
-            f"{row['train_cpu_s_per_epoch'] / released['train_cpu_s_per_epoch']:.2f} | {row['peak_rss_mib']} | {row['parameters']:,} |"
+            f"{row['train_cpu_s_per_epoch'] / released:.2f} | {row['peak_rss_mib']} | {row['parameters']:,} |"
         )
-    (RESULTS / f"{method}_released.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return lines

@@ -19,16 +19,24 @@ processes differ by several percent even for the same network). Written to
 
 from __future__ import annotations
 
-import argparse
 import sys
 import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import RESULTS, measure, measure_alternating, mosi_misa, shuffled_batches, time_epochs, timed_epoch, write_report  # noqa: E402
-
-from common import default_data_dir  # noqa: E402
+from equal_tensors import (  # noqa: E402
+    RESULTS,
+    checkout_missing,
+    measure,
+    measure_alternating,
+    method_parser,
+    mosi_misa,
+    shuffled_batches,
+    time_epochs,
+    timed_epoch,
+    write_report,
+)
 
 METHODS = ("tfn", "lmf")
 
@@ -132,21 +140,12 @@ def same_process(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, help="a checkout of github.com/thuiar/MMSA")
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per side, after one warm-up epoch")
-    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS))
-    parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; the fastest is kept (default 3)")
-    parser.add_argument("--method", choices=METHODS, help=argparse.SUPPRESS)
-    parser.add_argument("--side", choices=("released", "imsa", "both"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = method_parser(__doc__, METHODS, ("released", "imsa", "both")).parse_args()
     if args.side == "both":
         return same_process(args)
     if args.side:
         return run_side(args)
-    if args.repo is None or not (args.repo / "src" / "MMSA" / "models" / "singleTask" / "TFN.py").is_file():
-        print("pass --repo PATH: a checkout of github.com/thuiar/MMSA (src/MMSA/models/singleTask/TFN.py); nothing measured")
+    if checkout_missing(args.repo, "thuiar/MMSA", "src/MMSA/models/singleTask/TFN.py"):
         return
     for method in args.methods:
         arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--method", method]

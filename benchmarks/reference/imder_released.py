@@ -33,7 +33,6 @@ module's ``device = 'cuda'`` is set to ``'cpu'`` and the sampler is called with
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -42,9 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import RESULTS, measure, mosi_misa, shuffled_batches, time_epochs, write_report  # noqa: E402
-
-from common import default_data_dir  # noqa: E402
+from equal_tensors import RESULTS, checkout_missing, measure, mosi_misa, mult_settings, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 RELEASED_INDEX = {"l": 0, "v": 1, "a": 2}  # the release's modal_idx: 0 text, 1 vision, 2 audio
 STEPS = 50  # the release's sampler wants 48 projected steps
@@ -125,26 +122,7 @@ def run_side(args) -> None:
     torch.manual_seed(1)
     if args.side == "released":
         released = import_released(args.repo)
-        config = types.SimpleNamespace(
-            use_bert=False,
-            dst_feature_dim_nheads=(c.dim, c.heads),
-            feature_dims=(dataset.dims["l"], dataset.dims["a"], dataset.dims["v"]),
-            nlevels=c.depth,
-            attn_dropout=c.attn_dropout,
-            attn_dropout_a=c.attn_dropout_a,
-            attn_dropout_v=c.attn_dropout_v,
-            relu_dropout=c.relu_dropout,
-            embed_dropout=c.embed_dropout,
-            res_dropout=c.res_dropout,
-            output_dropout=c.output_dropout,
-            text_dropout=c.text_dropout,
-            attn_mask=c.causal,
-            conv1d_kernel_size_l=c.conv_kernel,
-            conv1d_kernel_size_a=c.conv_kernel,
-            conv1d_kernel_size_v=c.conv_kernel,
-            train_mode="regression",
-            num_classes=1,
-        )
+        config = mult_settings(c, dataset.dims)
         model = released.IMDER(config)
         sampler = released.Euler_Maruyama_sampler
         released.Euler_Maruyama_sampler = timed_sampler(
@@ -248,17 +226,12 @@ def add_sampling(sides: dict, steps: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, help="a checkout of github.com/mdswyz/IMDer")
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--epochs", type=int, default=1, help="timed epochs per side, after one warm-up epoch (an epoch costs minutes)")
+    parser = side_parser(__doc__, "mdswyz/IMDer", SIDES, epochs=1, epochs_help="timed epochs per side, after one warm-up epoch (an epoch costs minutes)")
     parser.add_argument("--sampling-steps", type=int, default=100, help="Euler-Maruyama steps on both sides (100 as released)")
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         return run_side(args)
-    if args.repo is None or not (args.repo / "trains" / "singleTask" / "model" / "imder.py").is_file():
-        print("pass --repo PATH: a checkout of github.com/mdswyz/IMDer (trains/singleTask/model/imder.py); nothing measured")
+    if checkout_missing(args.repo, "mdswyz/IMDer", "trains/singleTask/model/imder.py"):
         return
     arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--sampling-steps", str(args.sampling_steps)]
     sides = {side: measure(__file__, side, arguments) for side in SIDES}

@@ -19,16 +19,13 @@ Written to ``benchmarks/results/lnln_released.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import types
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import measure, mosi_misa, shuffled_batches, time_epochs, write_report  # noqa: E402
-
-from common import default_data_dir  # noqa: E402
+from equal_tensors import checkout_missing, measure, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 LOSS_WEIGHTS = {"completeness": 0.9, "adversarial": 0.8, "reconstruction": 0.1, "task": 1.0}  # MOSI's alpha, beta, gamma, sigma
 
@@ -109,16 +106,10 @@ def run_side(args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, help="a checkout of github.com/Haoyu-ha/LNLN")
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per side, after one warm-up epoch")
-    parser.add_argument("--side", choices=("released", "imsa", "imsa-unmasked"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = side_parser(__doc__, "Haoyu-ha/LNLN", ("released", "imsa", "imsa-unmasked")).parse_args()
     if args.side:
         return run_side(args)
-    if args.repo is None or not (args.repo / "models" / "lnln.py").is_file():
-        print("pass --repo PATH: a checkout of github.com/Haoyu-ha/LNLN (models/lnln.py); nothing measured")
+    if checkout_missing(args.repo, "Haoyu-ha/LNLN", "models/lnln.py"):
         return
     arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
     sides = {side: measure(__file__, side, arguments) for side in ("released", "imsa", "imsa-unmasked")}

@@ -34,7 +34,6 @@ checkpoints go to a temporary folder. Written to ``benchmarks/results/mmin_relea
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import types
@@ -42,9 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import RESULTS, measure, mosi_misa, shuffled_batches, time_epochs, write_report  # noqa: E402
-
-from common import default_data_dir  # noqa: E402
+from equal_tensors import add_phase, checkout_missing, measure, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 SIDES = ("released", "imsa", "released-pretrain", "imsa-pretrain")
 RECIPE = {"batch_size": 128, "lr": 2e-4, "pretrain_lr": 2e-4, "grad_clip": 1.0, "pretrain_grad_clip": 0.5, "weight_decay": 0.0}
@@ -237,48 +234,11 @@ def run_side(args) -> None:
     print(json.dumps(time_epochs(model, step, evaluate, training, optimizer, clip)))
 
 
-def add_pretrain_phase(sides: dict, epochs: int) -> None:
-    """The pretraining phase as a second setting of ``mmin_released.{json,md}``."""
-    path = RESULTS / "mmin_released.json"
-    report = json.loads(path.read_text())
-    released, imsa = sides["released-pretrain"], sides["imsa-pretrain"]
-    report["pretrain_phase"] = {"released": released, "imsa": imsa}
-    report["rates"]["pretrain"] = {
-        "label": f"equal tensors, mosi-misa fold 0, {epochs} epochs, pretraining phase (complete data)",
-        "released": {
-            "train_cpu_s_per_epoch": released["train_cpu_s_per_epoch"],
-            "valid_cpu_s_per_epoch": released["eval_cpu_s"],
-            "test_cpu_s_per_epoch": released["eval_cpu_s"],
-        },
-        "imsa": {"epoch_cpu_s": imsa["train_cpu_s_per_epoch"] + imsa["eval_cpu_s"]},
-    }
-    path.write_text(json.dumps(report, indent=2) + "\n")
-    lines = [
-        "",
-        "Pretraining phase (encoders and a fusion classifier on complete data, Adam with beta1 0.9, clipping at 0.5), same batches:",
-        "",
-        "| side | CPU s per training epoch | CPU s per evaluation pass | ratio to released (training) | peak RSS MiB | parameters |",
-        "|---|---|---|---|---|---|",
-    ]
-    for side, row in (("released", released), ("imsa", imsa)):
-        ratio = row["train_cpu_s_per_epoch"] / released["train_cpu_s_per_epoch"]
-        lines.append(f"| {side} | {row['train_cpu_s_per_epoch']:.3f} | {row['eval_cpu_s']:.3f} | {ratio:.2f} | {row['peak_rss_mib']} | {row['parameters']:,} |")
-    markdown = RESULTS / "mmin_released.md"
-    markdown.write_text(markdown.read_text() + "\n".join(lines) + "\n")
-    print("\n".join(lines))
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repo", type=Path, help="a checkout of github.com/AIM3-RUC/MMIN (branch master)")
-    parser.add_argument("--data-dir", type=Path, default=default_data_dir())
-    parser.add_argument("--epochs", type=int, default=5, help="timed epochs per side, after one warm-up epoch")
-    parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = side_parser(__doc__, "AIM3-RUC/MMIN (branch master)", SIDES).parse_args()
     if args.side:
         return run_side(args)
-    if args.repo is None or not (args.repo / "models" / "mmin_model.py").is_file():
-        print("pass --repo PATH: a checkout of github.com/AIM3-RUC/MMIN, branch master (models/mmin_model.py); nothing measured")
+    if checkout_missing(args.repo, "AIM3-RUC/MMIN, branch master", "models/mmin_model.py"):
         return
     arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
     sides = {side: measure(__file__, side, arguments) for side in SIDES}
@@ -292,7 +252,14 @@ def main() -> None:
         args.epochs,
         why="The released trainer reads its own IEMOCAP / MSP feature files; here both networks get the same batches instead, so no test metrics are compared:",
     )
-    add_pretrain_phase(sides, args.epochs)
+    add_phase(
+        "mmin",
+        "pretrain",
+        f"equal tensors, mosi-misa fold 0, {args.epochs} epochs, pretraining phase (complete data)",
+        "Pretraining phase (encoders and a fusion classifier on complete data, Adam with beta1 0.9, clipping at 0.5), same batches:",
+        sides["released-pretrain"],
+        sides["imsa-pretrain"],
+    )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,28 @@ import json
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
-METHODS = ("cmad", "gcnet", "mmin", "momke", "mult", "dicmor", "imder", "lnln", "tfn", "lmf", "mmim", "misa")
+METHODS = (
+    "cmad",
+    "gcnet",
+    "mmin",
+    "momke",
+    "mult",
+    "dicmor",
+    "imder",
+    "lnln",
+    "tfn",
+    "lmf",
+    "mmim",
+    "misa",
+    "self_mm",
+    "tetfn",
+    "almt",
+    "tfr_net",
+    "cenet",
+    "hme",
+    "mplmm",
+    "prmf",
+)
 SOURCES = {"momke": "momke_epoch_released"}  # a method whose side-by-side result has another name
 
 

@@ -20,8 +20,8 @@ Departures from the released code, and what imsa does where it is silent:
   per metric, at rate 0.5), by the toolkit's ``select_metric`` averaged over the
   protocol's validation settings; under ``frames`` one model is trained (its noise does
   not depend on the test rate) and selected on the average over the rates.
-* **Training noise redrawn every batch** (released: drawn once, before training, from a
-  fixed seed, so each utterance keeps one noisy copy for every epoch), from the run's
+* **Training noise redrawn every batch** (released: once an epoch, when the loader fetches
+  utterance 0, the frames dropped by NumPy reseeded to a fixed seed each time), from the run's
   seeded generator through :class:`~imsa.methods.phase.TrainingMasks` (stream 7), as
   imsa's LNLN: whole-modality masks (``train_missing``, or the random protocol's rate)
   first, frame drops inside the present modalities second. Under ``frames`` this noise

@@ -58,6 +58,16 @@ def checkout_missing(repo: Path | None, repository: str, marker: str) -> bool:
     return True
 
 
+def bare_mmsa(repo: Path) -> None:
+    """Import MMSA's model files from the checkout ``repo`` without running its package
+    ``__init__`` files, which import every model, MMSA's config tooling and packages these
+    networks never use (a run-time patch, in this process only)."""
+    for name in ("MMSA", "MMSA.models", "MMSA.models.singleTask"):
+        package = types.ModuleType(name)
+        package.__path__ = [str(repo / "src" / name.replace(".", "/"))]
+        sys.modules[name] = package
+
+
 def mult_settings(c, dims: dict) -> types.SimpleNamespace:
     """The settings MMSA's ``MULT`` (and the DiCMoR and IMDer networks built on it) reads,
     from an imsa MulT-family config ``c``, on precomputed text (``use_bert`` off)."""

@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from equal_tensors import (  # noqa: E402
     RESULTS,
+    bare_mmsa,
     checkout_missing,
     measure,
     measure_alternating,
@@ -57,10 +58,7 @@ def build_side(args):
     validation = shuffled_batches(split["valid"], 1024, 1)[0][0]
     torch.manual_seed(1)
     if args.side == "released":
-        for name in ("MMSA", "MMSA.models", "MMSA.models.singleTask"):  # bare packages: their __init__ files import every model and MMSA's config tooling
-            package = types.ModuleType(name)
-            package.__path__ = [str(args.repo / "src" / name.replace(".", "/"))]
-            sys.modules[name] = package
+        bare_mmsa(args.repo)
         settings = dict(
             feature_dims=(dataset.dims["l"], dataset.dims["a"], dataset.dims["v"]),
             hidden_dims=tuple(c.hidden),

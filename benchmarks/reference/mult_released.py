@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import checkout_missing, measure, mosi_misa, mult_settings, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
+from equal_tensors import bare_mmsa, checkout_missing, measure, mosi_misa, mult_settings, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 
 def run_side(args) -> None:
@@ -42,7 +42,7 @@ def run_side(args) -> None:
     c = method.config
     torch.manual_seed(1)
     if args.side == "released":
-        sys.path.insert(0, str(args.repo / "src"))
+        bare_mmsa(args.repo)
         from MMSA.models.singleTask.MULT import MULT
 
         config = mult_settings(c, dataset.dims)

@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import add_phase, checkout_missing, measure, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
+from equal_tensors import add_phase, checkout_missing, child_arguments, measure, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 SIDES = ("released", "imsa", "released-teacher", "imsa-teacher")
 
@@ -225,7 +225,7 @@ def main() -> None:
         return run_side(args)
     if checkout_missing(args.repo, "YetZzzzzz/CMAD", "CMAD_sentiment/Student_Model/student_model.py"):
         return
-    arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
+    arguments = child_arguments(args)
     sides = {side: measure(__file__, side, arguments) for side in SIDES}
     write_report(
         "cmad",

@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import checkout_missing, measure, mosi_misa, mult_settings, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
+from equal_tensors import checkout_missing, child_arguments, measure, mosi_misa, mult_settings, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 RELEASED_INDEX = {"l": 0, "v": 1, "a": 2}  # the release's modal_idx: 0 text, 1 vision, 2 audio
 SIDES = ("released", "imsa")
@@ -174,7 +174,7 @@ def main() -> None:
         return run_side(args)
     if checkout_missing(args.repo, "mdswyz/DiCMoR", "trains/singleTask/model/dicmor.py"):
         return
-    arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
+    arguments = child_arguments(args)
     sides = {side: measure(__file__, side, arguments) for side in SIDES}
     write_report(
         "dicmor",

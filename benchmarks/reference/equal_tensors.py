@@ -26,10 +26,21 @@ REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def side_parser(doc: str, repository: str, sides, *, epochs: int = 5, epochs_help: str = "timed epochs per side, after one warm-up epoch"):
+def side_parser(
+    doc: str,
+    repository: str,
+    sides,
+    *,
+    epochs: int = 5,
+    epochs_help: str = "timed epochs per side, after one warm-up epoch",
+    repeats: bool = False,
+    pydeps: str | None = None,
+):
     """The options every side-by-side script takes: ``--repo`` (a checkout of github.com/
     ``repository``), ``--data-dir``, ``--epochs`` and the hidden ``--side`` its child
-    processes get; the caller adds its own and parses."""
+    processes get; ``--repeats`` where each side runs several times, ``--pydeps`` where the
+    released code imports packages (named by ``pydeps``) that imsa does not need. The
+    caller adds its own and parses."""
     from common import default_data_dir
 
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
@@ -37,17 +48,32 @@ def side_parser(doc: str, repository: str, sides, *, epochs: int = 5, epochs_hel
     parser.add_argument("--data-dir", type=Path, default=default_data_dir())
     parser.add_argument("--epochs", type=int, default=epochs, help=epochs_help)
     parser.add_argument("--side", choices=sides, help=argparse.SUPPRESS)
+    if repeats:
+        parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; the fastest is kept (default 3)")
+    if pydeps:
+        parser.add_argument("--pydeps", type=Path, help=f"a folder of packages the released side imports ({pydeps})")
     return parser
 
 
-def method_parser(doc: str, methods, sides):
+def method_parser(doc: str, methods, sides, *, pydeps: str | None = None):
     """:func:`side_parser` for the scripts that measure several of MMSA's networks, each side
     ``--repeats`` times: ``--methods`` to measure, and the hidden ``--method`` of a child."""
-    parser = side_parser(doc, "thuiar/MMSA", sides)
+    parser = side_parser(doc, "thuiar/MMSA", sides, repeats=True, pydeps=pydeps)
     parser.add_argument("--methods", nargs="+", choices=methods, default=list(methods))
-    parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; the fastest is kept (default 3)")
     parser.add_argument("--method", choices=methods, help=argparse.SUPPRESS)
     return parser
+
+
+def child_arguments(args) -> list[str]:
+    """The options of :func:`side_parser` that a side's child process gets again."""
+    pydeps = getattr(args, "pydeps", None)
+    return ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)] + (["--pydeps", str(pydeps)] if pydeps else [])
+
+
+def add_pydeps(args) -> None:
+    """Put ``--pydeps`` first on the import path (the released side's process only)."""
+    if args.pydeps:
+        sys.path.insert(0, str(args.pydeps))
 
 
 def checkout_missing(repo: Path | None, repository: str, marker: str) -> bool:

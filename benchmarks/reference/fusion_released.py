@@ -29,6 +29,7 @@ from equal_tensors import (  # noqa: E402
     RESULTS,
     bare_mmsa,
     checkout_missing,
+    child_arguments,
     measure,
     measure_alternating,
     method_parser,
@@ -146,7 +147,7 @@ def main() -> None:
     if checkout_missing(args.repo, "thuiar/MMSA", "src/MMSA/models/singleTask/TFN.py"):
         return
     for method in args.methods:
-        arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--method", method]
+        arguments = child_arguments(args) + ["--method", method]
         sides = measure_alternating(__file__, ("released", "imsa"), arguments, args.repeats)
         batch = "32" if method == "tfn" else "64"
         write_report(

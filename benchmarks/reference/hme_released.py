@@ -45,7 +45,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import checkout_missing, measure_alternating, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
+from equal_tensors import (  # noqa: E402
+    add_pydeps,
+    checkout_missing,
+    child_arguments,
+    measure_alternating,
+    mosi_misa,
+    shuffled_batches,
+    side_parser,
+    time_epochs,
+    write_report,
+)
 
 SIDES = ("released", "imsa", "imsa-unmasked")
 MISSING_RATE = 0.2  # the README's MOSI command
@@ -122,8 +132,7 @@ def run_side(args) -> None:
     c = method.config
     torch.manual_seed(1)
     if args.side == "released":
-        if args.pydeps:
-            sys.path.insert(0, str(args.pydeps))
+        add_pydeps(args)
         sys.path.insert(0, str(args.repo / "HME_MSA"))
         stub_transformers(torch)
         import HME_model
@@ -194,17 +203,13 @@ def run_side(args) -> None:
 
 
 def main() -> None:
-    parser = side_parser(__doc__, "YetZzzzzz/HME", SIDES)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per side, alternating; the fastest is kept (default 3)")
-    parser.add_argument("--pydeps", type=Path, help="a folder of packages the released side imports (einops)")
+    parser = side_parser(__doc__, "YetZzzzzz/HME", SIDES, repeats=True, pydeps="einops")
     args = parser.parse_args()
     if args.side:
         return run_side(args)
     if checkout_missing(args.repo, "YetZzzzzz/HME", "HME_MSA/HME_model.py"):
         return
-    arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)] + (
-        ["--pydeps", str(args.pydeps)] if args.pydeps else []
-    )
+    arguments = child_arguments(args)
     write_report(
         "hme",
         "HME: the released network beside imsa's, on equal tensors",

@@ -41,7 +41,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import RESULTS, checkout_missing, measure, mosi_misa, mult_settings, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
+from equal_tensors import (  # noqa: E402
+    RESULTS,
+    checkout_missing,
+    child_arguments,
+    measure,
+    mosi_misa,
+    mult_settings,
+    shuffled_batches,
+    side_parser,
+    time_epochs,
+    write_report,
+)
 
 RELEASED_INDEX = {"l": 0, "v": 1, "a": 2}  # the release's modal_idx: 0 text, 1 vision, 2 audio
 STEPS = 50  # the release's sampler wants 48 projected steps
@@ -233,7 +244,7 @@ def main() -> None:
         return run_side(args)
     if checkout_missing(args.repo, "mdswyz/IMDer", "trains/singleTask/model/imder.py"):
         return
-    arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--sampling-steps", str(args.sampling_steps)]
+    arguments = child_arguments(args) + ["--sampling-steps", str(args.sampling_steps)]
     sides = {side: measure(__file__, side, arguments) for side in SIDES}
     write_report(
         "imder",

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import checkout_missing, measure, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
+from equal_tensors import checkout_missing, child_arguments, measure, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 LOSS_WEIGHTS = {"completeness": 0.9, "adversarial": 0.8, "reconstruction": 0.1, "task": 1.0}  # MOSI's alpha, beta, gamma, sigma
 
@@ -111,7 +111,7 @@ def main() -> None:
         return run_side(args)
     if checkout_missing(args.repo, "Haoyu-ha/LNLN", "models/lnln.py"):
         return
-    arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
+    arguments = child_arguments(args)
     sides = {side: measure(__file__, side, arguments) for side in ("released", "imsa", "imsa-unmasked")}
     write_report(
         "lnln",

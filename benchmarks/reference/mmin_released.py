@@ -41,7 +41,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import add_phase, checkout_missing, measure, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
+from equal_tensors import add_phase, checkout_missing, child_arguments, measure, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 SIDES = ("released", "imsa", "released-pretrain", "imsa-pretrain")
 RECIPE = {"batch_size": 128, "lr": 2e-4, "pretrain_lr": 2e-4, "grad_clip": 1.0, "pretrain_grad_clip": 0.5, "weight_decay": 0.0}
@@ -240,7 +240,7 @@ def main() -> None:
         return run_side(args)
     if checkout_missing(args.repo, "AIM3-RUC/MMIN, branch master", "models/mmin_model.py"):
         return
-    arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
+    arguments = child_arguments(args)
     sides = {side: measure(__file__, side, arguments) for side in SIDES}
     write_report(
         "mmin",

@@ -87,7 +87,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import checkout_missing, measure_alternating, method_parser, mosi_misa, shuffled_batches, time_epochs, write_report  # noqa: E402
+from equal_tensors import (  # noqa: E402
+    add_pydeps,
+    checkout_missing,
+    child_arguments,
+    measure_alternating,
+    method_parser,
+    mosi_misa,
+    shuffled_batches,
+    time_epochs,
+    write_report,
+)
 
 METHODS = ("mmim", "misa", "self_mm", "tetfn", "almt", "tfr_net", "cenet")
 BATCH = {"mmim": 32, "misa": 16, "self_mm": 16, "tetfn": 64, "almt": 64, "tfr_net": 24, "cenet": 64}
@@ -767,8 +777,7 @@ def run_side(args) -> None:
     epochs = shuffled_batches(split["train"], method.config.batch_size, args.epochs + 1)
     validation = shuffled_batches(split["valid"], 1024, 1)[0][0]
     if args.side == "released":
-        if args.pydeps:
-            sys.path.insert(0, str(args.pydeps))
+        add_pydeps(args)
         stub_released(args.repo)
     build = globals()[f"build_{args.method}"]
     model, step, evaluate, training, optimizer, clip = build(args, dataset, method, epochs, validation)
@@ -776,16 +785,15 @@ def run_side(args) -> None:
 
 
 def main() -> None:
-    parser = method_parser(__doc__, METHODS, ("released", "imsa"))
-    parser.add_argument("--pydeps", type=Path, help="a folder of packages the released side imports (ALMT: einops)")
+    parser = method_parser(__doc__, METHODS, ("released", "imsa"), pydeps="ALMT: einops")
     args = parser.parse_args()
     if args.side:
         return run_side(args)
     if checkout_missing(args.repo, "thuiar/MMSA", "src/MMSA/models/singleTask/MMIM.py"):
         return
     for method in args.methods:
-        arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs), "--method", method]
-        sides = measure_alternating(__file__, ("released", "imsa"), arguments + (["--pydeps", str(args.pydeps)] if args.pydeps else []), args.repeats)
+        arguments = child_arguments(args) + ["--method", method]
+        sides = measure_alternating(__file__, ("released", "imsa"), arguments, args.repeats)
         write_report(
             method,
             f"{method.upper()}: MMSA's released network beside imsa's, on equal tensors",

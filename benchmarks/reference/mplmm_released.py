@@ -42,7 +42,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import add_phase, checkout_missing, measure_alternating, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
+from equal_tensors import add_phase, checkout_missing, child_arguments, measure_alternating, mosi_misa, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
 
 # the released missing_mod codes by the (l, a, v) modalities present
 CODES = {(0, 1, 1): 0, (1, 0, 1): 1, (1, 1, 0): 2, (0, 0, 1): 3, (0, 1, 0): 4, (1, 0, 0): 5, (1, 1, 1): 6}
@@ -135,15 +135,14 @@ def run_side(args) -> None:
 
 
 def main() -> None:
-    parser = side_parser(__doc__, "zrguo/MPLMM", ("released", "imsa"))
-    parser.add_argument("--repeats", type=int, default=3, help="runs per side and stage, alternating; the fastest is kept (default 3)")
+    parser = side_parser(__doc__, "zrguo/MPLMM", ("released", "imsa"), repeats=True)
     parser.add_argument("--phase", choices=("prompt", "pretrain"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         return run_side(args)
     if checkout_missing(args.repo, "zrguo/MPLMM", "src/model.py"):
         return
-    arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
+    arguments = child_arguments(args)
     write_report(
         "mplmm",
         "MPLMM: the released networks beside imsa's, on equal tensors",

@@ -22,7 +22,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from equal_tensors import bare_mmsa, checkout_missing, measure, mosi_misa, mult_settings, shuffled_batches, side_parser, time_epochs, write_report  # noqa: E402
+from equal_tensors import (  # noqa: E402
+    bare_mmsa,
+    checkout_missing,
+    child_arguments,
+    measure,
+    mosi_misa,
+    mult_settings,
+    shuffled_batches,
+    side_parser,
+    time_epochs,
+    write_report,
+)
 
 
 def run_side(args) -> None:
@@ -74,7 +85,7 @@ def main() -> None:
         return run_side(args)
     if checkout_missing(args.repo, "thuiar/MMSA", "src/MMSA/models/singleTask/MULT.py"):
         return
-    arguments = ["--repo", str(args.repo), "--data-dir", str(args.data_dir), "--epochs", str(args.epochs)]
+    arguments = child_arguments(args)
     sides = {side: measure(__file__, side, arguments) for side in ("released", "imsa", "imsa-masked")}
     write_report(
         "mult",
